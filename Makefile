@@ -1,0 +1,42 @@
+# ComputeNet: two commands get you going.
+#   make up     create the venv, install, start a node with a local gateway (SQLite store)
+#   make test   install test tools and run every test (PostgreSQL tests need a server:
+#               scripts/pg-up.sh starts one; CI installs it with COMPUTENET_INSTALL_PG=1)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+UP_ARGS ?=
+
+.PHONY: up test lint fmt bench clean
+
+$(BIN)/python:
+	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+up: $(VENV)/.installed
+	$(BIN)/computenet up $(UP_ARGS)
+
+test: $(VENV)/.installed-dev
+	@scripts/run-tests.sh
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+fmt: $(VENV)/.installed-dev
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/submit.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

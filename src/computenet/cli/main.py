@@ -1,0 +1,174 @@
+"""The ``computenet`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from computenet.cli import tasks
+from computenet.cli.output import console, fail
+from computenet.errors import ComputeNetError
+
+app = typer.Typer(
+    name="computenet",
+    help="ComputeNet: find, dispatch and pay for compute across owners, chips and regions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+tasks.register(app)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
+]
+
+
+def _money(value: str, what: str) -> Decimal:
+    try:
+        out = Decimal(value)
+    except InvalidOperation:
+        fail(f"{what} must be a decimal number, got {value!r}", 2)
+    if not out.is_finite() or out < 0:
+        fail(f"{what} must be a non-negative number, got {value!r}", 2)
+    return out
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8750,
+    code: Annotated[str, typer.Option(help="node code (root of its identifiers)")] = "cn",
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPU cores to offer")] = None,
+    region: Annotated[str, typer.Option(help="GB/T 2260 region code of this host")] = "11",
+    price_per_core_hour: Annotated[str, typer.Option(help="price of a core-hour")] = "0",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Start a node with an embedded SQLite store and a local gateway, in one process."""
+    from computenet.cli import serve
+    from computenet.node.settings import NodeSettings
+
+    serve.setup_logging(verbose)
+    base = data_dir or serve.default_data_dir()
+    settings = NodeSettings(data_dir=base, node_code=code)
+    backend = serve.local_backend(
+        base / "gateway",
+        "host",
+        cpus,
+        region,
+        _money(price_per_core_hour, "--price-per-core-hour"),
+        Decimal(0),
+    )
+    _run(serve.serve_up(settings, host, port, backend, base / "gateway", _say))
+
+
+@app.command()
+def node(
+    data_dir: DataDir = None,
+    db_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL, e.g. postgresql+psycopg://...")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8750,
+    code: Annotated[str, typer.Option(help="node code (root of its identifiers)")] = "cn",
+    level: Annotated[str, typer.Option(help="national, regional or industry")] = "national",
+    name: Annotated[str, typer.Option(help="display name")] = "ComputeNet node",
+    lease_ttl_s: Annotated[float, typer.Option(min=1.0, help="task lease lifetime")] = 30.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
+    from computenet.cli import serve
+    from computenet.node.settings import NodeSettings
+
+    if level not in ("national", "regional", "industry"):
+        fail(f"--level must be national, regional or industry, got {level!r}", 2)
+    serve.setup_logging(verbose)
+    settings = NodeSettings(
+        data_dir=data_dir or serve.default_data_dir(),
+        db_url=db_url,
+        node_code=code,
+        level=level,
+        name=name,
+        lease_ttl_s=lease_ttl_s,
+    )
+    _run(serve.serve_node(settings, host, port, _say))
+
+
+@app.command()
+def gateway(
+    node_url: Annotated[str, typer.Option("--node", help="URL of the node to serve")],
+    state_dir: Annotated[Path, typer.Option(help="where the gateway keeps jobs and credential")],
+    token: Annotated[
+        str | None, typer.Option(help="one-time enrolment token (first start only)")
+    ] = None,
+    label: Annotated[str, typer.Option(help="pool label")] = "host",
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPU cores to offer")] = None,
+    region: Annotated[str, typer.Option(help="GB/T 2260 region code")] = "11",
+    price_per_core_hour: Annotated[str, typer.Option()] = "0",
+    price_per_card_hour: Annotated[str, typer.Option()] = "0",
+    name: Annotated[str | None, typer.Option(help="gateway name [default: hostname]")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a gateway for this host's local backend, connected outbound to a node."""
+    from computenet.cli import serve
+    from computenet.gateway.agent import GatewayAgent
+
+    serve.setup_logging(verbose)
+    backend = serve.local_backend(
+        state_dir,
+        label,
+        cpus,
+        region,
+        _money(price_per_core_hour, "--price-per-core-hour"),
+        _money(price_per_card_hour, "--price-per-card-hour"),
+    )
+    agent = GatewayAgent(node_url, state_dir, backend, enrol_token=token, name=name)
+    _run(agent.run())
+
+
+@app.command("admin-token")
+def admin_token(
+    data_dir: DataDir = None, db_url: Annotated[str | None, typer.Option()] = None
+) -> None:
+    """Create a new admin token directly in a node's store (needs access to its data dir)."""
+    from computenet.cli import serve
+    from computenet.node.auth import new_token
+    from computenet.store.db import Database, sqlite_url
+    from computenet.store.migrate import upgrade
+
+    base = data_dir or serve.default_data_dir()
+    if db_url is None and not (base / "computenet.db").exists():
+        fail(f"no node store in {base}")
+    db = Database(db_url or sqlite_url(base))
+    upgrade(db)
+    console.print(new_token(db, "admin", "admin"), highlight=False)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _run(coro: object) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def run() -> None:
+    """Console-script entry point: every expected failure is one line and a non-zero exit."""
+    try:
+        app()
+    except ComputeNetError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a bug: still one line for the user, never a traceback
+        fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
+
+
+if __name__ == "__main__":
+    run()

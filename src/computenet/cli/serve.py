@@ -1,0 +1,124 @@
+"""Long-running commands: ``up`` (node + local gateway), ``node``, ``gateway``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import uvicorn
+from platformdirs import user_data_dir
+
+from computenet.gateway.agent import Credential, GatewayAgent
+from computenet.gateway.backends.local import LocalBackend
+from computenet.gateway.probe import pools_from_probe, probe_host
+from computenet.model.pool import Region
+from computenet.node.app import create_app
+from computenet.node.runtime import NodeRuntime
+from computenet.node.settings import NodeSettings
+from computenet.sdk.config import ClientConfig, config_path
+
+log = logging.getLogger("computenet")
+
+
+def default_data_dir() -> Path:
+    """Where a node keeps its store unless told otherwise."""
+    return Path(user_data_dir("computenet"))
+
+
+def setup_logging(verbose: bool) -> None:
+    """Concise logs on stderr."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def local_backend(
+    state_dir: Path,
+    label: str,
+    cpu_cores: int | None,
+    region: str,
+    price_per_core_hour: Decimal,
+    price_per_card_hour: Decimal,
+) -> LocalBackend:
+    """Probe this host and describe it as the local backend's pools."""
+    probe = probe_host()
+    pools = pools_from_probe(
+        probe,
+        label=label,
+        region=Region(code=region),
+        cpu_cores=cpu_cores,
+        price_per_core_hour=price_per_core_hour,
+        price_per_card_hour=price_per_card_hour,
+    )
+    return LocalBackend(state_dir, pools)
+
+
+def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+Say = Callable[[str], None]
+
+
+def announce(rt: NodeRuntime, url: str, admin_token: str | None, show: Say) -> None:
+    """Tell the operator where the node is and, once, its admin token."""
+    show(f"ComputeNet {rt.settings.level} node '{rt.node_code}' at {url}")
+    show(f"  native API {url}/api/v1   TES {url}/ga4gh/tes/v1   docs {url}/docs")
+    show(f"  data directory {rt.settings.data_dir}")
+    if admin_token:
+        show(f"  admin token (shown once, stored hashed): {admin_token}")
+
+
+async def serve_up(
+    settings: NodeSettings,
+    host: str,
+    port: int,
+    backend: LocalBackend,
+    gateway_dir: Path,
+    show: Say,
+) -> None:
+    """Run a node and a local gateway in one process until interrupted."""
+    rt = NodeRuntime(settings)
+    boot = rt.bootstrap()
+    url = f"http://{host}:{port}"
+    enrol_token = None
+    if Credential.load(gateway_dir / "credential.json") is None:
+        _prefix, enrol_token = rt.enrol_provider("local", "this host")
+    if boot.admin_token:
+        path = ClientConfig(url=url, token=boot.admin_token).save()
+        announce(rt, url, boot.admin_token, show)
+        show(f"  client config written to {path}: `computenet submit -- echo hello` works now")
+    else:
+        announce(rt, url, None, show)
+        show(f"  client config: {config_path()}")
+    server = _uvicorn(create_app(rt), host, port)
+    agent = GatewayAgent(url, gateway_dir, backend, enrol_token=enrol_token, name="local")
+    gateway_task = asyncio.create_task(agent.run(), name="gateway")
+    try:
+        await server.serve()
+    finally:
+        gateway_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gateway_task
+
+
+async def serve_node(settings: NodeSettings, host: str, port: int, show: Say) -> None:
+    """Run a node until interrupted."""
+    rt = NodeRuntime(settings)
+    boot = rt.bootstrap()
+    announce(rt, f"http://{host}:{port}", boot.admin_token, show)
+    await _uvicorn(create_app(rt), host, port).serve()

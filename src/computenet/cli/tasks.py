@@ -1,0 +1,248 @@
+"""Client commands: submit, status, list, logs, cancel, pools, resolve, provider."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.status import Status
+from rich.table import Table
+
+from computenet.cli.output import console, fail, print_json, styled_state
+from computenet.errors import InvalidInput
+from computenet.model.task import TaskSpec
+from computenet.node.views import TaskOut
+from computenet.sdk.client import Client
+
+Url = Annotated[str | None, typer.Option("--url", help="node URL [env COMPUTENET_URL]")]
+Token = Annotated[str | None, typer.Option("--token", help="bearer token [env COMPUTENET_TOKEN]")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        fail(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
+    if not isinstance(data, dict):
+        fail(f"{path} must hold one task (a mapping), not {type(data).__name__}")
+    return data
+
+
+def _spec(data: dict[str, Any]) -> TaskSpec:
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "task"
+        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise InvalidInput(f"{where}: {msg}") from None
+
+
+def _watch(client: Client, task_id: str) -> TaskOut:
+    """Wait for a task with a live status line; print each state change."""
+    started = time.monotonic()
+    with Status(f"{task_id}: waiting", console=console) as status:
+
+        def changed(task: TaskOut) -> None:
+            elapsed = time.monotonic() - started
+            where = f" on {task.pool}" if task.pool else ""
+            why = f" ({task.reason})" if task.reason and not task.state.terminal else ""
+            console.print(f"  {elapsed:6.1f}s  {styled_state(task.state.value)}{where}{why}")
+            status.update(f"{task_id}: {task.state.value}{where}")
+
+        return client.wait(task_id, poll_s=0.3, on_change=changed)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to ``app``."""
+
+    @app.command(context_settings={"allow_interspersed_args": False})
+    def submit(
+        command: Annotated[list[str] | None, typer.Argument(help="-- program args...")] = None,
+        file: Annotated[Path | None, typer.Option("--file", "-f", help="task YAML/JSON")] = None,
+        name: Annotated[str | None, typer.Option()] = None,
+        image: Annotated[str, typer.Option(help="container image")] = "",
+        cpus: Annotated[int | None, typer.Option(help="CPU cores")] = None,
+        ram_gb: Annotated[float | None, typer.Option(help="memory in GB")] = None,
+        gpus: Annotated[int | None, typer.Option(help="accelerator cards")] = None,
+        gpu_model: Annotated[str | None, typer.Option(help="catalog id")] = None,
+        time_limit_s: Annotated[int | None, typer.Option(help="wall-clock limit")] = None,
+        region: Annotated[list[str] | None, typer.Option(help="allowed GB/T 2260 region")] = None,
+        max_price: Annotated[str | None, typer.Option(help="max price per card-hour")] = None,
+        priority: Annotated[int | None, typer.Option()] = None,
+        wait: Annotated[bool, typer.Option("--wait", "-w", help="wait and show progress")] = False,
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """Submit a task from a file (-f task.yaml) or a command (-- echo hello)."""
+        if (file is None) == (not command):
+            fail("give either --file TASK.yaml or a command after --", 2)
+        data: dict[str, Any] = (
+            _load_spec(file) if file else {"executors": [{"image": image, "command": command}]}
+        )
+        res = data.setdefault("resources", {})
+        place = data.setdefault("placement", {})
+        for key, value in (("cpu_cores", cpus), ("ram_gb", ram_gb), ("time_limit_s", time_limit_s)):
+            if value is not None:
+                res[key] = value
+        if gpus is not None or gpu_model is not None:
+            res["accelerator"] = {"count": gpus or 1, "model": gpu_model}
+        if name is not None:
+            data["name"] = name
+        if region:
+            place["regions"] = region
+        if max_price is not None:
+            place["max_price_per_card_hour"] = max_price
+        if priority is not None:
+            place["priority"] = priority
+        spec = _spec(data)
+        with Client(url, token) as client:
+            task_id = client.submit(spec)
+            if not wait:
+                print_json({"id": task_id}) if json_out else console.print(task_id)
+                return
+            console.print(task_id, highlight=False)
+            task = _watch(client, task_id)
+            if json_out:
+                print_json(task)
+            if task.state.value != "COMPLETE":
+                raise typer.Exit(1)
+
+    @app.command()
+    def status(
+        task_id: str,
+        wait: Annotated[bool, typer.Option("--wait", "-w", help="wait and show progress")] = False,
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """A task's state (with --json: everything about it)."""
+        with Client(url, token) as client:
+            task = _watch(client, task_id) if wait else client.get(task_id)
+        if json_out:
+            print_json(task)
+            return
+        console.print(task.state.value, highlight=False)
+        if task.reason and not task.state.terminal:
+            console.print(f"  why: {task.reason}", highlight=False)
+
+    @app.command("list")
+    def list_(
+        state: Annotated[str | None, typer.Option(help="only tasks in this state")] = None,
+        limit: Annotated[int, typer.Option(min=1, max=2047)] = 50,
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """Recent tasks, newest first."""
+        with Client(url, token) as client:
+            page = client.list_tasks(page_size=limit, state=state.upper() if state else None)
+        if json_out:
+            print_json(page)
+            return
+        table = Table("id", "name", "state", "pool", "created")
+        for t in page.tasks:
+            created = t.created_at.strftime("%Y-%m-%d %H:%M:%S") if t.created_at else ""
+            table.add_row(t.id, t.name or "", styled_state(t.state.value), t.pool or "", created)
+        console.print(table)
+
+    @app.command()
+    def logs(
+        task_id: str,
+        stderr: Annotated[bool, typer.Option("--stderr", help="show stderr")] = False,
+        attempt: Annotated[int | None, typer.Option(help="attempt [default: latest]")] = None,
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """A task's output (stdout of every executor of the latest attempt)."""
+        stream = "stderr" if stderr else "stdout"
+        with Client(url, token) as client:
+            text = client.logs(task_id, stream, attempt)
+        if json_out:
+            print_json({"id": task_id, stream: text})
+        else:
+            typer.echo(text, nl=False)
+
+    @app.command()
+    def cancel(task_id: str, json_out: Json = False, url: Url = None, token: Token = None) -> None:
+        """Cancel a task (running work is stopped, its processes killed)."""
+        with Client(url, token) as client:
+            state = client.cancel(task_id)
+        if json_out:
+            print_json({"id": task_id, "state": state.value})
+        else:
+            console.print(f"{task_id} {state.value}", highlight=False)
+
+    @app.command()
+    def pools(json_out: Json = False, url: Url = None, token: Token = None) -> None:
+        """Pools known to the node, with live state."""
+        with Client(url, token) as client:
+            rows = client.pools()
+        if json_out:
+            print_json(rows)
+            return
+        table = Table("cpi", "health", "cores", "memory GiB", "accelerator", "region", "running")
+        for p in rows:
+            s = p.spec
+            acc = f"{s.accelerator.count} x {s.accelerator.model}" if s.accelerator else "-"
+            table.add_row(
+                p.cpi,
+                p.health,
+                str(s.cpu_cores * s.machines),
+                f"{s.memory_mib * s.machines / 1024:.1f}",
+                acc,
+                s.region.code,
+                str(p.running_tasks),
+            )
+        console.print(table)
+
+    @app.command()
+    def resolve(cpi: str, json_out: Json = False, url: Url = None, token: Token = None) -> None:
+        """Resolve a CPI (node/provider/pool) to its resource record."""
+        with Client(url, token) as client:
+            record = client.resolve(cpi)
+        if json_out:
+            print_json(record)
+            return
+        spec = record["record"]["spec"]
+        console.print(f"{record['cpi']}  served by node {record['served_by']}", highlight=False)
+        console.print(
+            f"  health {record['record']['health']}, {spec['cpu_cores']} cores, "
+            f"region {spec['region']['code']}, backend {spec['backend']}",
+            highlight=False,
+        )
+
+    @app.command()
+    def provider(
+        label: str,
+        name: Annotated[str, typer.Option()] = "",
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """Enrol a provider and print its gateway's one-time enrolment token (admin)."""
+        with Client(url, token) as client:
+            out = client.add_provider(label, name)
+        if json_out:
+            print_json(out)
+            return
+        console.print(
+            f"provider {out['prefix']} enrolled; start its gateway with:", highlight=False
+        )
+        console.print(
+            f"  computenet gateway --node {client.url} --state-dir ./gateway "
+            f"--token {out['enrolment_token']}",
+            highlight=False,
+        )

@@ -1,0 +1,60 @@
+"""The exception tree shared by every part of ComputeNet.
+
+Each error carries a machine-readable ``reason`` and maps to one HTTP status, so the API can
+answer with JSON and the CLI with one clear line.
+"""
+
+from __future__ import annotations
+
+
+class ComputeNetError(Exception):
+    """Base of every error ComputeNet raises on purpose."""
+
+    status_code = 500
+    reason = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ComputeNetError):
+    """The caller sent something we refuse: bad syntax, bad values, wrong prefix."""
+
+    status_code = 400
+    reason = "invalid_input"
+
+
+class Unauthorized(ComputeNetError):
+    """No credentials, or credentials we do not recognise."""
+
+    status_code = 401
+    reason = "unauthorized"
+
+
+class Forbidden(ComputeNetError):
+    """Known caller, but not allowed to do this."""
+
+    status_code = 403
+    reason = "forbidden"
+
+
+class NotFound(ComputeNetError):
+    """The named object does not exist (or the caller may not see it)."""
+
+    status_code = 404
+    reason = "not_found"
+
+
+class Conflict(ComputeNetError):
+    """The request clashes with current state: a lost lease, a finished task, a reused key."""
+
+    status_code = 409
+    reason = "conflict"
+
+
+class Unavailable(ComputeNetError):
+    """A dependency (node, backend, database) cannot be reached right now; retry later."""
+
+    status_code = 503
+    reason = "unavailable"

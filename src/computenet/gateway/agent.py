@@ -1,0 +1,348 @@
+"""The gateway agent: enrol, declare pools, heartbeat, lease, run and report.
+
+It connects outbound only, so providers behind firewalls can join. When the node goes away
+it keeps its jobs running and reconnects with backoff; when the gateway itself restarts it
+recovers its jobs from the backend and reports them, so nothing is lost or run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from computenet.errors import Conflict, NotFound, Unauthorized, Unavailable
+from computenet.gateway.backends.base import Backend, Job, JobStatus
+from computenet.gateway.client import NodeClient
+from computenet.model.pool import PoolSpec
+from computenet.model.protocol import (
+    DeclarePools,
+    ExecutorReport,
+    Heartbeat,
+    LeaseRequest,
+    LogChunk,
+    PoolLive,
+    TaskReport,
+    UsageReport,
+)
+from computenet.model.task import TaskState
+
+log = logging.getLogger("computenet.gateway")
+LOG_READ_LIMIT = 256 * 1024
+STREAMS = ("stdout", "stderr")
+
+
+@dataclass
+class _Stream:
+    """Log text read from the backend and how much of it the node has acknowledged."""
+
+    read_bytes: int = 0
+    acked_chars: int = 0
+    pending: str = ""
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
+
+
+@dataclass
+class _Tracked:
+    """A job this gateway runs, with what it has reported so far."""
+
+    job: Job
+    reported: TaskState = TaskState.INITIALIZING
+    executors: dict[int, tuple[datetime | None, datetime | None, int | None]] = field(
+        default_factory=dict
+    )
+    streams: dict[tuple[int, str], _Stream] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A gateway's identity on its node, kept in the state directory."""
+
+    gateway_id: str
+    credential: str
+    provider_prefix: str
+
+    @classmethod
+    def load(cls, path: Path) -> Credential | None:
+        """Read a saved credential, if any."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(data["gateway_id"], data["credential"], data["provider_prefix"])
+
+    def save(self, path: Path) -> None:
+        """Write the credential readable by its owner only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.__dict__, f)
+        os.replace(tmp, path)
+
+
+class Backoff:
+    """Exponential backoff with jitter, for reconnecting."""
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 15.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self._next = first_s
+
+    def reset(self) -> None:
+        """Back to the first delay after a success."""
+        self._next = self.first_s
+
+    def next(self) -> float:
+        """The delay to wait now."""
+        delay = self._next
+        self._next = min(self.max_s, self._next * 2)
+        return delay * random.uniform(0.8, 1.2)
+
+
+class GatewayAgent:
+    """Serves one backend to one node."""
+
+    def __init__(
+        self,
+        node_url: str,
+        state_dir: Path,
+        backend: Backend,
+        *,
+        enrol_token: str | None = None,
+        name: str | None = None,
+        poll_s: float = 0.25,
+        lease_batch: int = 16,
+    ) -> None:
+        self.state_dir = state_dir
+        self.backend = backend
+        self.enrol_token = enrol_token
+        self.name = name or socket.gethostname()
+        self.poll_s = poll_s
+        self.lease_batch = lease_batch
+        self.client = NodeClient(node_url)
+        self.tracked: dict[str, _Tracked] = {}
+        self.pools: dict[str, PoolSpec] = {}
+        self.heartbeat_s = 5.0
+        self.connected = asyncio.Event()
+
+    @property
+    def _cred_path(self) -> Path:
+        return self.state_dir / "credential.json"
+
+    async def run(self) -> None:
+        """Serve until cancelled, reconnecting with backoff whenever the node is away."""
+        for job in await asyncio.to_thread(self.backend.recover):
+            log.info("recovered job %s from an earlier run", job.key)
+            self.tracked[job.key] = _Tracked(job, reported=TaskState.RUNNING)
+        backoff = Backoff()
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    backoff.reset()
+                    await self._serve()
+                except (Unavailable, Unauthorized, NotFound) as exc:
+                    self.connected.clear()
+                    delay = backoff.next()
+                    log.warning("node unavailable (%s); retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            await self.client.close()
+
+    async def _connect(self) -> None:
+        cred = Credential.load(self._cred_path)
+        if cred is None:
+            if not self.enrol_token:
+                raise Unauthorized("no saved credential and no enrolment token given")
+            enrolled = await self.client.enrol(self.enrol_token, self.name)
+            cred = Credential(enrolled.gateway_id, enrolled.credential, enrolled.provider_prefix)
+            cred.save(self._cred_path)
+            log.info("enrolled as gateway %s of %s", cred.gateway_id, cred.provider_prefix)
+        self.client.credential = cred.credential
+        specs = await asyncio.to_thread(self.backend.pools)
+        reply = await self.client.declare(DeclarePools(pools=specs))
+        self.pools = {reply.cpis[s.label]: s for s in specs}
+        self.heartbeat_s = reply.heartbeat_s
+        self.connected.set()
+        log.info("serving pools %s", ", ".join(sorted(self.pools)))
+
+    async def _serve(self) -> None:
+        loops = [
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._lease_loop()),
+            asyncio.create_task(self._monitor_loop()),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # re-raise the failure that ended a loop
+        finally:
+            for task in loops:
+                task.cancel()
+            for task in loops:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # ---- loops --------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            running: dict[str, int] = {}
+            for tr in self.tracked.values():
+                running[tr.job.pool_cpi] = running.get(tr.job.pool_cpi, 0) + 1
+            live = [
+                PoolLive(label=spec.label, running_tasks=running.get(cpi, 0))
+                for cpi, spec in self.pools.items()
+            ]
+            leases = {tr.job.lease_id: tr for tr in self.tracked.values()}
+            reply = await self.client.heartbeat(Heartbeat(pools=live, leases=list(leases)))
+            for lease_id in reply.cancel:
+                if lease_id in leases:
+                    await asyncio.to_thread(self.backend.cancel, leases[lease_id].job)
+            for lease_id in reply.lost:
+                lost = leases.get(lease_id)
+                if lost is not None and lost.job.key in self.tracked:
+                    log.warning("lease on %s lost; stopping it", lost.job.key)
+                    await self._drop(lost)
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            reply = await self.client.lease(LeaseRequest(max_tasks=self.lease_batch, wait_s=20))
+            for lt in reply.tasks:
+                job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec)
+                tr = _Tracked(job)
+                try:
+                    await asyncio.to_thread(self.backend.submit, job)
+                except Exception as exc:
+                    log.exception("could not start %s", job.key)
+                    tr.notes.append(f"the {self.backend.name} backend could not start it: {exc}")
+                    await self._report(tr, JobStatus(TaskState.SYSTEM_ERROR), final=True)
+                    continue
+                tr.notes.extend(self._start_notes(job))
+                self.tracked[job.key] = tr
+
+    def _start_notes(self, job: Job) -> list[str]:
+        notes = [f"gateway {self.name}: {self.backend.name} backend on {job.pool_cpi}"]
+        for i, ex in enumerate(job.spec.executors):
+            if ex.image:
+                notes.append(
+                    f"executor {i}: image {ex.image!r} not used; ran on the host "
+                    "(no container runtime configured for this pool)"
+                )
+        return notes
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            for tr in list(self.tracked.values()):
+                await self._sync(tr)
+            await asyncio.sleep(self.poll_s)
+
+    # ---- reporting ----------------------------------------------------------------
+
+    def _read_logs(self, tr: _Tracked, status: JobStatus, drain: bool) -> None:
+        for ex in status.executors:
+            for stream in STREAMS:
+                st = tr.streams.setdefault((ex.index, stream), _Stream())
+                while len(st.pending) < 4 * LOG_READ_LIMIT:
+                    data = self.backend.read_log(
+                        tr.job, ex.index, stream, st.read_bytes, LOG_READ_LIMIT
+                    )
+                    st.read_bytes += len(data)
+                    final = drain and len(data) < LOG_READ_LIMIT
+                    st.pending += st.decoder.decode(data, final=final)
+                    if not drain or len(data) < LOG_READ_LIMIT:
+                        break
+
+    async def _sync(self, tr: _Tracked) -> None:
+        status = await asyncio.to_thread(self.backend.status, tr.job)
+        final = status.state.terminal
+        await asyncio.to_thread(self._read_logs, tr, status, final)
+        await self._report(tr, status, final)
+
+    async def _report(self, tr: _Tracked, status: JobStatus, final: bool) -> None:
+        executors = []
+        for ex in status.executors:
+            seen = (ex.start_time, ex.end_time, ex.exit_code)
+            chunks = {
+                s: tr.streams[(ex.index, s)]
+                for s in STREAMS
+                if (ex.index, s) in tr.streams and tr.streams[(ex.index, s)].pending
+            }
+            if seen == tr.executors.get(ex.index) and not chunks:
+                continue
+            executors.append(
+                ExecutorReport(
+                    index=ex.index,
+                    start_time=ex.start_time,
+                    end_time=ex.end_time,
+                    exit_code=ex.exit_code,
+                    **{
+                        s: LogChunk(offset=c.acked_chars, data=c.pending) for s, c in chunks.items()
+                    },
+                )
+            )
+        state = status.state
+        if state == tr.reported and not executors and not tr.notes:
+            return
+        notes = list(tr.notes)
+        if final and status.message:
+            notes.append(status.message)
+        rep = TaskReport(
+            lease_id=tr.job.lease_id,
+            state=state,
+            executors=executors,
+            system_log=notes,
+            usage=self._usage(tr.job, status) if final else None,
+        )
+        try:
+            reply = await self.client.report(tr.job.task_id, rep)
+        except (Conflict, NotFound) as exc:
+            log.warning("report on %s refused (%s); stopping it", tr.job.key, exc)
+            await self._drop(tr)
+            return
+        tr.notes.clear()
+        tr.reported = state
+        for sent in executors:
+            tr.executors[sent.index] = (sent.start_time, sent.end_time, sent.exit_code)
+            for s in STREAMS:
+                chunk = getattr(sent, s)
+                if chunk is not None:
+                    stream = tr.streams[(sent.index, s)]
+                    stream.acked_chars += len(chunk.data)
+                    stream.pending = stream.pending[len(chunk.data) :]
+        if final:
+            await asyncio.to_thread(self.backend.forget, tr.job)
+            self.tracked.pop(tr.job.key, None)
+        elif reply.cancel:
+            await asyncio.to_thread(self.backend.cancel, tr.job)
+
+    def _usage(self, job: Job, status: JobStatus) -> UsageReport:
+        need = job.spec.resources.need()
+        pool = self.pools.get(job.pool_cpi)
+        model = pool.accelerator.model if pool and pool.accelerator and need.accelerators else None
+        return UsageReport(
+            wall_s=status.wall_s,
+            cpu_cores=need.cpu_cores,
+            memory_mib=need.memory_mib,
+            cards=need.accelerators,
+            accelerator_model=model,
+        )
+
+    async def _drop(self, tr: _Tracked) -> None:
+        """Stop a job whose lease is gone, so it does not run beside its re-queued copy."""
+        await asyncio.to_thread(self.backend.cancel, tr.job)
+        await asyncio.to_thread(self.backend.forget, tr.job)
+        self.tracked.pop(tr.job.key, None)

@@ -1,0 +1,188 @@
+"""The local backend: runs tasks as processes on the gateway's own host.
+
+Each attempt gets a directory under the gateway's state dir holding the job, its working
+directory, executor output and outcome. A detached runner process does the work, so the
+gateway can crash and come back without losing or repeating a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+from computenet.errors import InvalidInput
+from computenet.gateway.backends.base import Backend, ExecutorStatus, Job, JobStatus
+from computenet.gateway.backends.local_runner import write_json
+from computenet.model.pool import PoolSpec
+from computenet.model.task import TaskState
+
+CANCEL_FORCE_AFTER_S = 10.0
+
+
+def _alive(pid: int) -> bool:
+    """True when ``pid`` runs and is not a zombie (``kill -0`` succeeds on zombies)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class LocalBackend(Backend):
+    """Runs jobs on this host under ``state_dir/jobs``."""
+
+    name = "local"
+
+    def __init__(self, state_dir: Path, pools: list[PoolSpec]) -> None:
+        if not pools:
+            raise InvalidInput("the local backend needs at least one pool")
+        self.jobs_dir = state_dir / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._pools = pools
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._cancel_at: dict[str, float] = {}
+
+    def pools(self) -> list[PoolSpec]:
+        """The host's pools (one per accelerator model)."""
+        return list(self._pools)
+
+    def _dir(self, job: Job) -> Path:
+        return self.jobs_dir / job.key
+
+    def submit(self, job: Job) -> None:
+        """Write the job down, then start its runner detached from the gateway."""
+        jobdir = self._dir(job)
+        if (jobdir / "runner.pid").exists():
+            return  # already started: a resent lease must not run the task twice
+        jobdir.mkdir(parents=True, exist_ok=True)
+        write_json(jobdir / "job.json", job.to_json())
+        with (jobdir / "runner.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "computenet.gateway.backends.local_runner", str(jobdir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
+        (jobdir / "runner.pid").write_text(str(proc.pid))
+        self._children[job.key] = proc
+
+    def _runner_alive(self, job: Job) -> bool:
+        proc = self._children.get(job.key)
+        if proc is not None:
+            return proc.poll() is None
+        try:
+            pid = int((self._dir(job) / "runner.pid").read_text())
+        except (OSError, ValueError):
+            return False
+        return _alive(pid)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, object] | None:
+        try:
+            data: dict[str, object] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def status(self, job: Job) -> JobStatus:
+        """Read the runner's outcome, or its progress while it runs."""
+        jobdir = self._dir(job)
+        result = self._read(jobdir / "result.json")
+        if result is None:
+            if self._runner_alive(job):
+                if job.key in self._cancel_at and time.monotonic() > self._cancel_at[job.key]:
+                    self._force_cancel(job)
+                    return self.status(job)
+                progress = self._read(jobdir / "status.json")
+                state = TaskState.RUNNING if progress else TaskState.INITIALIZING
+                return self._to_status(progress or {}, state)
+            # Re-read: the runner may have finished between the two checks.
+            result = self._read(jobdir / "result.json")
+            if result is None:
+                progress = self._read(jobdir / "status.json") or {}
+                return self._to_status(
+                    progress, TaskState.SYSTEM_ERROR, "the runner process died without a result"
+                )
+        return self._to_status(result, TaskState(str(result["state"])))
+
+    @staticmethod
+    def _to_status(data: dict[str, object], state: TaskState, message: str = "") -> JobStatus:
+        raw = data.get("executors")
+        executors = [
+            ExecutorStatus(
+                index=int(e["index"]),
+                start_time=_time(e.get("start_time")),
+                end_time=_time(e.get("end_time")),
+                exit_code=e.get("exit_code"),
+            )
+            for e in (raw if isinstance(raw, list) else [])
+        ]
+        return JobStatus(
+            state=state,
+            executors=executors,
+            message=message or str(data.get("message") or ""),
+            wall_s=Decimal(str(data.get("wall_s") or 0)),
+        )
+
+    def cancel(self, job: Job) -> None:
+        """Ask the runner to stop its executor; force it if it has not after a grace period."""
+        self._cancel_at.setdefault(job.key, time.monotonic() + CANCEL_FORCE_AFTER_S)
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self._dir(job) / "runner.pid").read_text())
+            os.kill(pid, signal.SIGTERM)
+
+    def _force_cancel(self, job: Job) -> None:
+        jobdir = self._dir(job)
+        progress = self._read(jobdir / "status.json") or {}
+        pgid = progress.get("pgid")
+        if isinstance(pgid, int):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((jobdir / "runner.pid").read_text()), signal.SIGKILL)
+        progress.update(state="CANCELED", message="canceled (forced)")
+        write_json(jobdir / "result.json", progress)
+
+    def read_log(self, job: Job, index: int, stream: str, offset: int, limit: int) -> bytes:
+        """Bytes of an executor's output file from ``offset``."""
+        path = self._dir(job) / f"exec-{index}.{stream}"
+        try:
+            with path.open("rb") as f:
+                f.seek(offset)
+                return f.read(limit)
+        except FileNotFoundError:
+            return b""
+
+    def recover(self) -> list[Job]:
+        """Jobs whose directories survive from an earlier gateway process."""
+        jobs = []
+        for jobdir in sorted(self.jobs_dir.iterdir()):
+            data = self._read(jobdir / "job.json")
+            if data is not None:
+                jobs.append(Job.from_json(data))
+        return jobs
+
+    def forget(self, job: Job) -> None:
+        """Delete the job's directory once the node has its final report (or lost it)."""
+        if self._runner_alive(job):
+            self._force_cancel(job)
+        proc = self._children.pop(job.key, None)
+        if proc is not None:
+            proc.wait(timeout=5)
+        self._cancel_at.pop(job.key, None)
+        shutil.rmtree(self._dir(job), ignore_errors=True)

@@ -1,0 +1,189 @@
+"""Runs one job's executors on this host: ``python -m ...backends.local_runner DIR``.
+
+The runner is a separate session leader so that it outlives a gateway crash: it writes each
+executor's output to files and the outcome to ``result.json``, which a restarted gateway
+reads back. Each executor runs in its own process group so a cancel or a time limit kills
+everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+KILL_GRACE_S = 3.0
+_BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (readers never see half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGTERM a process group, then SIGKILL it if anything is left after a grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class Runner:
+    """Executes the job described in ``DIR/job.json``."""
+
+    def __init__(self, jobdir: Path) -> None:
+        self.dir = jobdir
+        job = json.loads((jobdir / "job.json").read_text())
+        self.spec: dict[str, Any] = job["spec"]
+        self.work = jobdir / "work"
+        self.canceled = False
+        self.current: subprocess.Popen[bytes] | None = None
+        self.executors: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    def _status(self, state: str, message: str = "", final: bool = False) -> None:
+        data = {
+            "state": state,
+            "message": message,
+            "executors": self.executors,
+            "pgid": self.current.pid if self.current else None,
+            "wall_s": round(time.monotonic() - self.started, 6),
+        }
+        write_json(self.dir / ("result.json" if final else "status.json"), data)
+
+    def _on_term(self, _sig: int, _frame: object) -> None:
+        self.canceled = True
+        if self.current is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.current.pid, signal.SIGTERM)
+
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        # A scrubbed environment: the gateway's own secrets never reach the task.
+        env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
+        env.update(extra)
+        return env
+
+    def _cwd(self, workdir: str | None) -> Path:
+        # Executors run on the host, so a container path like /data maps under the job dir.
+        cwd = self.work / workdir.lstrip("/") if workdir else self.work
+        cwd.mkdir(parents=True, exist_ok=True)
+        return cwd
+
+    def run(self) -> None:
+        """Run every executor in order and write the outcome."""
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.work.mkdir(exist_ok=True)
+        limit = self.spec.get("resources", {}).get("time_limit_s")
+        deadline = self.started + limit if limit else None
+        self._status("RUNNING")
+        for index, ex in enumerate(self.spec["executors"]):
+            if self.canceled:
+                break
+            outcome = self._run_one(index, ex, deadline)
+            if outcome is not None:
+                self._status(outcome[0], outcome[1], final=True)
+                return
+        if self.canceled:
+            self._status("CANCELED", "canceled", final=True)
+        else:
+            self._status("COMPLETE", "", final=True)
+
+    def _run_one(
+        self, index: int, ex: dict[str, Any], deadline: float | None
+    ) -> tuple[str, str] | None:
+        """Run one executor; return a final (state, message) to stop early, else None."""
+        entry: dict[str, Any] = {"index": index, "start_time": _now()}
+        self.executors.append(entry)
+        out = (self.dir / f"exec-{index}.stdout").open("wb")
+        err = (self.dir / f"exec-{index}.stderr").open("wb")
+        cwd = self._cwd(ex.get("workdir"))
+        stdin = subprocess.DEVNULL if not ex.get("stdin") else (cwd / ex["stdin"]).open("rb")
+        try:
+            self.current = subprocess.Popen(
+                ex["command"],
+                cwd=cwd,
+                env=self._env(ex.get("env") or {}),
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            err.write(f"cannot start {ex['command'][0]!r}: {exc.strerror}\n".encode())
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            entry.update(end_time=_now(), exit_code=code)
+            out.close()
+            err.close()
+            if ex.get("ignore_error"):
+                return None
+            return ("EXECUTOR_ERROR", f"executor {index} could not start: {exc.strerror}")
+        self._status("RUNNING")
+        timed_out = False
+        while True:
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                code = self.current.wait(timeout=timeout)
+                break
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(self.current.pid)
+        # Anything the executor left running in its group goes too.
+        if self._group_alive(self.current.pid):
+            _kill_group(self.current.pid)
+        out.close()
+        err.close()
+        entry.update(end_time=_now(), exit_code=code)
+        self.current = None
+        self._status("RUNNING")
+        if self.canceled:
+            return ("CANCELED", "canceled")
+        if timed_out:
+            limit = self.spec["resources"]["time_limit_s"]
+            return ("EXECUTOR_ERROR", f"time limit of {limit} s exceeded")
+        if code != 0 and not ex.get("ignore_error"):
+            return ("EXECUTOR_ERROR", f"executor {index} exited with code {code}")
+        return None
+
+    @staticmethod
+    def _group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: run the job in ``argv[1]``."""
+    if len(argv) != 2:
+        print("usage: python -m computenet.gateway.backends.local_runner JOBDIR", file=sys.stderr)
+        return 2
+    Runner(Path(argv[1])).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

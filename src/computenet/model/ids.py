@@ -1,0 +1,27 @@
+"""Globally unique, time-ordered identifiers for tasks, leases and tokens."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid(now_ms: int | None = None) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, 26 Crockford base32 characters.
+
+    Sorting the strings sorts by creation time, which keeps listings cheap.
+    """
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def task_id(node_code: str) -> str:
+    """A task id that names the node it was submitted to: ``cn.31-01J...``."""
+    return f"{node_code}-{ulid()}"

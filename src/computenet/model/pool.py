@@ -1,0 +1,149 @@
+"""Pool descriptions: a homogeneous set of capacity behind one backend queue.
+
+Everything here is pure data, validated at the boundary. Live capacity and price are
+attributes of the record, never part of the identifier.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from computenet.model.cpi import validate_label
+
+_REGION_CODE = re.compile(r"^\d{2}(\d{2}(\d{2})?)?$")
+
+Money = Annotated[Decimal, Field(ge=0, le=Decimal("1000000"), max_digits=18, decimal_places=6)]
+
+
+class Strict(BaseModel):
+    """Base for every wire model: unknown fields are refused, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Architecture(StrEnum):
+    """CPU instruction set architecture of the machines in a pool."""
+
+    X86_64 = "x86_64"
+    AARCH64 = "aarch64"
+    RISCV64 = "riscv64"
+    OTHER = "other"
+
+
+class Accelerator(Strict):
+    """The accelerator fitted to each machine of a pool."""
+
+    vendor: str = Field(min_length=1, max_length=64, description="nvidia, huawei, cambricon, ...")
+    model: str = Field(min_length=1, max_length=64, description="catalog id, e.g. nvidia-h100-sxm")
+    memory_mib: int = Field(ge=0, le=16 * 1024 * 1024)
+    count: int = Field(ge=1, le=1024, description="cards per machine")
+
+
+class Region(Strict):
+    """Where a pool is: a GB/T 2260 administrative code plus coordinates."""
+
+    code: str = Field(description="GB/T 2260 code: 2 (province), 4 or 6 digits, e.g. '31'")
+    name: str = Field(default="", max_length=128)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str) -> str:
+        if not _REGION_CODE.match(v):
+            raise ValueError("region code must be a GB/T 2260 code of 2, 4 or 6 digits")
+        return v
+
+    def within(self, prefix: str) -> bool:
+        """True when this region lies in the administrative area ``prefix`` (e.g. '31')."""
+        return self.code.startswith(prefix)
+
+
+class Software(Strict):
+    """What a pool's machines run."""
+
+    os: str = Field(default="", max_length=128)
+    driver: str = Field(default="", max_length=64)
+    cuda: str = Field(default="", max_length=32)
+    cann: str = Field(default="", max_length=32)
+    container_runtimes: list[str] = Field(default_factory=list, max_length=16)
+
+
+class Capacity(Strict):
+    """An amount of capacity: what a pool has in total, or free, or what a task takes."""
+
+    cpu_cores: int = Field(default=0, ge=0, le=10_000_000)
+    memory_mib: int = Field(default=0, ge=0, le=10**12)
+    accelerators: int = Field(default=0, ge=0, le=10_000_000)
+
+    def fits(self, need: Capacity) -> bool:
+        """True when ``need`` fits inside this amount."""
+        return (
+            need.cpu_cores <= self.cpu_cores
+            and need.memory_mib <= self.memory_mib
+            and need.accelerators <= self.accelerators
+        )
+
+    def minus(self, other: Capacity) -> Capacity:
+        """This amount less ``other``, floored at zero."""
+        return Capacity(
+            cpu_cores=max(0, self.cpu_cores - other.cpu_cores),
+            memory_mib=max(0, self.memory_mib - other.memory_mib),
+            accelerators=max(0, self.accelerators - other.accelerators),
+        )
+
+    def plus(self, other: Capacity) -> Capacity:
+        """The sum of two amounts."""
+        return Capacity(
+            cpu_cores=self.cpu_cores + other.cpu_cores,
+            memory_mib=self.memory_mib + other.memory_mib,
+            accelerators=self.accelerators + other.accelerators,
+        )
+
+
+class PoolSpec(Strict):
+    """What a gateway declares about one pool."""
+
+    label: str = Field(description="pool label, the last part of the CPI")
+    backend: str = Field(default="local", max_length=32)
+    architecture: Architecture = Architecture.X86_64
+    cpu_model: str = Field(default="", max_length=128)
+    cpu_cores: int = Field(ge=1, le=100_000, description="cores per machine")
+    memory_mib: int = Field(ge=1, le=10**9, description="memory per machine")
+    machines: int = Field(default=1, ge=1, le=100_000)
+    accelerator: Accelerator | None = None
+    software: Software = Field(default_factory=Software)
+    region: Region = Field(default_factory=lambda: Region(code="11"))
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    price_per_card_hour: Money = Decimal("0")
+    price_per_core_hour: Money = Decimal("0")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        try:
+            return validate_label(v, "pool label")
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+
+    def total(self) -> Capacity:
+        """The pool's whole capacity across its machines."""
+        cards = self.accelerator.count * self.machines if self.accelerator else 0
+        return Capacity(
+            cpu_cores=self.cpu_cores * self.machines,
+            memory_mib=self.memory_mib * self.machines,
+            accelerators=cards,
+        )
+
+
+class PoolHealth(StrEnum):
+    """Whether the node believes a pool can take work now."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"

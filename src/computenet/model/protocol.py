@@ -1,0 +1,151 @@
+"""Messages of the gateway protocol, ``/gateway/v1``. Shared by node and gateway.
+
+Gateways connect outbound (providers sit behind firewalls): they enrol, declare pools,
+heartbeat (which renews their leases), long-poll for leases and report task progress.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from computenet.model.pool import PoolSpec, Strict
+from computenet.model.task import TaskSpec, TaskState
+
+PROTOCOL_VERSION = 1
+REPORTABLE_STATES = frozenset(
+    {
+        TaskState.INITIALIZING,
+        TaskState.RUNNING,
+        TaskState.COMPLETE,
+        TaskState.EXECUTOR_ERROR,
+        TaskState.SYSTEM_ERROR,
+        TaskState.CANCELED,
+    }
+)
+
+
+class EnrolRequest(Strict):
+    """A gateway's first call: trade a one-time enrolment token for a credential."""
+
+    token: str = Field(min_length=8, max_length=256)
+    name: str = Field(min_length=1, max_length=256)
+
+
+class EnrolReply(BaseModel):
+    """The gateway's identity and credential, to keep for later runs."""
+
+    gateway_id: str
+    provider_prefix: str
+    credential: str
+    node_code: str
+    protocol: int = PROTOCOL_VERSION
+
+
+class DeclarePools(Strict):
+    """The pools a gateway serves; replaces its earlier declaration."""
+
+    pools: list[PoolSpec] = Field(min_length=1, max_length=256)
+
+
+class DeclareReply(BaseModel):
+    """The CPIs the node allocated for the declared pools, by label."""
+
+    cpis: dict[str, str]
+    heartbeat_s: float
+    lease_ttl_s: float
+
+
+class PoolLive(Strict):
+    """Live state of one pool as the gateway sees it."""
+
+    label: str = Field(max_length=64)
+    healthy: bool = True
+    running_tasks: int = Field(default=0, ge=0)
+    message: str = Field(default="", max_length=1024)
+
+
+class Heartbeat(Strict):
+    """Periodic liveness; renews every lease listed in ``leases``."""
+
+    pools: list[PoolLive] = Field(default_factory=list, max_length=256)
+    leases: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class HeartbeatReply(BaseModel):
+    """Which leases were renewed, which are lost, and which tasks to cancel."""
+
+    renewed: list[str]
+    lost: list[str]
+    cancel: list[str]
+    lease_ttl_s: float
+
+
+class LeaseRequest(Strict):
+    """Ask for up to ``max_tasks`` tasks, waiting up to ``wait_s`` for one to appear."""
+
+    max_tasks: int = Field(default=1, ge=1, le=256)
+    wait_s: float = Field(default=20.0, ge=0, le=60)
+
+
+class LeasedTask(BaseModel):
+    """A task handed to a gateway until ``lease_expires_at`` unless renewed."""
+
+    task_id: str
+    lease_id: str
+    attempt: int
+    pool_cpi: str
+    spec: TaskSpec
+    lease_expires_at: datetime
+
+
+class LeaseReply(BaseModel):
+    """Tasks leased to the gateway (possibly none when the wait ran out)."""
+
+    tasks: list[LeasedTask]
+
+
+class LogChunk(Strict):
+    """New text of one stream; ``offset`` counts characters sent before it, so resends dedupe."""
+
+    offset: int = Field(ge=0)
+    data: str = Field(max_length=4 * 1024 * 1024)
+
+
+class ExecutorReport(Strict):
+    """Progress of one executor."""
+
+    index: int = Field(ge=0, lt=64)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    stdout: LogChunk | None = None
+    stderr: LogChunk | None = None
+
+
+class UsageReport(Strict):
+    """What an attempt used, measured by the gateway."""
+
+    wall_s: Decimal = Field(ge=0, le=10**9)
+    cpu_cores: int = Field(ge=0)
+    memory_mib: int = Field(ge=0)
+    cards: int = Field(ge=0)
+    accelerator_model: str | None = None
+
+
+class TaskReport(Strict):
+    """A state change, log output and, at the end, usage of a leased task."""
+
+    lease_id: str = Field(max_length=64)
+    state: TaskState
+    executors: list[ExecutorReport] = Field(default_factory=list, max_length=64)
+    system_log: list[str] = Field(default_factory=list, max_length=64)
+    usage: UsageReport | None = None
+
+
+class ReportReply(BaseModel):
+    """Acknowledgement; ``cancel`` tells the gateway to stop the task."""
+
+    cancel: bool = False

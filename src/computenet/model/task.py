@@ -1,0 +1,191 @@
+"""Task specifications: a superset of a GA4GH TES 1.1 task, plus ComputeNet's extensions.
+
+The TES fields keep their TES names (``ram_gb``, ``disk_gb``) so TES clients map one to one;
+our extensions (accelerator, time limit, placement) sit beside them.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import Field, field_validator, model_validator
+
+from computenet.model.pool import Capacity, Money, Strict
+
+MAX_EXECUTORS = 64
+MAX_TIME_LIMIT_S = 30 * 24 * 3600
+_MIB_PER_GB = 10**9 / 2**20  # TES sizes are in GB (10^9 bytes)
+
+
+class TaskState(StrEnum):
+    """The GA4GH TES task states."""
+
+    UNKNOWN = "UNKNOWN"
+    QUEUED = "QUEUED"
+    INITIALIZING = "INITIALIZING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETE = "COMPLETE"
+    EXECUTOR_ERROR = "EXECUTOR_ERROR"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+    CANCELED = "CANCELED"
+    CANCELING = "CANCELING"
+    PREEMPTED = "PREEMPTED"
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a task never leaves."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {
+        TaskState.COMPLETE,
+        TaskState.EXECUTOR_ERROR,
+        TaskState.SYSTEM_ERROR,
+        TaskState.CANCELED,
+        TaskState.PREEMPTED,
+    }
+)
+
+
+class FileType(StrEnum):
+    """Whether an input or output is a file or a directory."""
+
+    FILE = "FILE"
+    DIRECTORY = "DIRECTORY"
+
+
+class Policy(StrEnum):
+    """How the scheduler ranks the pools that satisfy a task's hard constraints."""
+
+    BALANCED = "balanced"
+    CHEAPEST = "cheapest"
+
+
+class Executor(Strict):
+    """One command run in order inside the task (a TES executor)."""
+
+    image: str = Field(default="", max_length=512, description="container image; '' = host")
+    command: list[str] = Field(min_length=1, max_length=4096)
+    workdir: str | None = Field(default=None, max_length=4096)
+    stdin: str | None = Field(default=None, max_length=4096)
+    stdout: str | None = Field(default=None, max_length=4096)
+    stderr: str | None = Field(default=None, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict, max_length=1024)
+    ignore_error: bool = False
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str]) -> list[str]:
+        if not v[0]:
+            raise ValueError("the first word of a command (the program) must not be empty")
+        if any("\x00" in part for part in v):
+            raise ValueError("command words must not contain NUL bytes")
+        return v
+
+
+class Input(Strict):
+    """A file or directory the task needs (a TES input)."""
+
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=4096)
+    url: str | None = Field(default=None, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096)
+    type: FileType = FileType.FILE
+    content: str | None = Field(default=None, max_length=128 * 1024)
+    streamable: bool | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> Input:
+        if (self.url is None) == (self.content is None):
+            raise ValueError("an input needs exactly one of 'url' or 'content'")
+        return self
+
+
+class Output(Strict):
+    """A file or directory the task produces (a TES output)."""
+
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=4096)
+    url: str = Field(min_length=1, max_length=4096)
+    path: str = Field(min_length=1, max_length=4096)
+    path_prefix: str | None = Field(default=None, max_length=4096)
+    type: FileType = FileType.FILE
+
+
+class AcceleratorRequest(Strict):
+    """The accelerators a task needs, all in one pool."""
+
+    vendor: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=64)
+    count: int = Field(default=1, ge=1, le=1024)
+    min_memory_gib: int | None = Field(default=None, ge=1, le=16384)
+
+
+class Resources(Strict):
+    """TES resources plus our accelerator and time-limit extensions."""
+
+    cpu_cores: int = Field(default=1, ge=1, le=4096)
+    ram_gb: float = Field(default=1.0, gt=0, le=65536)
+    disk_gb: float | None = Field(default=None, gt=0, le=10**7)
+    preemptible: bool | None = None
+    zones: list[str] = Field(default_factory=list, max_length=64)
+    backend_parameters: dict[str, str] = Field(default_factory=dict, max_length=64)
+    backend_parameters_strict: bool = False
+    accelerator: AcceleratorRequest | None = None
+    time_limit_s: int | None = Field(default=None, ge=1, le=MAX_TIME_LIMIT_S)
+
+    @field_validator("ram_gb", "disk_gb")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    def need(self) -> Capacity:
+        """What the task takes out of a pool while it runs."""
+        return Capacity(
+            cpu_cores=self.cpu_cores,
+            memory_mib=max(1, math.ceil(self.ram_gb * _MIB_PER_GB)),
+            accelerators=self.accelerator.count if self.accelerator else 0,
+        )
+
+
+class Placement(Strict):
+    """Where a task may run and how to choose among the places it may run."""
+
+    regions: list[str] = Field(default_factory=list, max_length=64, description="allow list")
+    regions_deny: list[str] = Field(default_factory=list, max_length=64)
+    policy: Policy = Policy.BALANCED
+    max_price_per_card_hour: Money | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    pool: str | None = Field(default=None, max_length=256, description="pin to one CPI")
+
+    @field_validator("regions", "regions_deny")
+    @classmethod
+    def _regions(cls, v: list[str]) -> list[str]:
+        for code in v:
+            if not (code.isdigit() and len(code) in (2, 4, 6)):
+                raise ValueError(f"region {code!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
+        return v
+
+
+class TaskSpec(Strict):
+    """What a consumer submits: a TES task plus ComputeNet extensions."""
+
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=16384)
+    executors: list[Executor] = Field(min_length=1, max_length=MAX_EXECUTORS)
+    inputs: list[Input] = Field(default_factory=list, max_length=1024)
+    outputs: list[Output] = Field(default_factory=list, max_length=1024)
+    volumes: list[str] = Field(default_factory=list, max_length=64)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=256)
+    resources: Resources = Field(default_factory=Resources)
+    placement: Placement = Field(default_factory=Placement)
+
+    def max_price(self) -> Decimal | None:
+        """The consumer's price cap per card-hour, if any."""
+        return self.placement.max_price_per_card_hour

@@ -1,0 +1,71 @@
+"""The gateway protocol under ``/gateway/v1``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from computenet.model.protocol import (
+    DeclarePools,
+    DeclareReply,
+    EnrolReply,
+    EnrolRequest,
+    Heartbeat,
+    HeartbeatReply,
+    LeaseReply,
+    LeaseRequest,
+    ReportReply,
+    TaskReport,
+)
+from computenet.node.api.deps import Gateway, Runtime
+from computenet.node.auth import new_token
+
+router = APIRouter(prefix="/gateway/v1", tags=["gateway"])
+
+
+@router.post("/enrol", response_model=EnrolReply)
+def enrol(body: EnrolRequest, rt: Runtime) -> EnrolReply:
+    """Trade a one-time enrolment token for a gateway identity and credential."""
+    prefix = rt.auth.redeem_enrolment(body.token)
+    gid = rt.dispatch.register_gateway(prefix, body.name)
+    credential = new_token(rt.db, "gateway", gid)
+    return EnrolReply(
+        gateway_id=gid, provider_prefix=prefix, credential=credential, node_code=rt.node_code
+    )
+
+
+@router.put("/pools", response_model=DeclareReply)
+def declare(body: DeclarePools, rt: Runtime, gw: Gateway) -> DeclareReply:
+    """Declare the gateway's pools; their CPIs are allocated inside its provider prefix."""
+    cpis = rt.dispatch.declare_pools(gw.subject, body)
+    s = rt.settings
+    return DeclareReply(cpis=cpis, heartbeat_s=s.heartbeat_s, lease_ttl_s=s.lease_ttl_s)
+
+
+@router.post("/heartbeat", response_model=HeartbeatReply)
+def heartbeat(body: Heartbeat, rt: Runtime, gw: Gateway) -> HeartbeatReply:
+    """Liveness, live pool state, and lease renewal."""
+    return rt.dispatch.heartbeat(gw.subject, body)
+
+
+@router.post("/lease", response_model=LeaseReply)
+async def lease(body: LeaseRequest, rt: Runtime, gw: Gateway) -> LeaseReply:
+    """Long-poll for tasks placed on this gateway's pools."""
+    deadline = time.monotonic() + body.wait_s
+    while True:
+        tasks = await run_in_threadpool(rt.dispatch.lease, gw.subject, body.max_tasks)
+        left = deadline - time.monotonic()
+        if tasks or left <= 0:
+            return LeaseReply(tasks=tasks)
+        # Woken by any placement; the timeout bounds a missed wake-up.
+        await rt.changed.wait(min(left, 1.0))
+        await asyncio.sleep(0)
+
+
+@router.post("/tasks/{task_id}/report", response_model=ReportReply)
+def report(task_id: str, body: TaskReport, rt: Runtime, gw: Gateway) -> ReportReply:
+    """State, logs and usage of a leased task."""
+    return rt.dispatch.report(gw.subject, task_id, body)

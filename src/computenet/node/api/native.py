@@ -1,0 +1,151 @@
+"""The native REST API under ``/api/v1``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel, Field
+
+import computenet
+from computenet.errors import NotFound
+from computenet.model.cpi import CPI, check_within_node
+from computenet.model.protocol import PROTOCOL_VERSION
+from computenet.model.task import TaskSpec, TaskState
+from computenet.node.api.deps import Admin, Runtime, User, owner_scope
+from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
+from computenet.node.views import PoolOut, TaskListOut, TaskOut, View, pool_out
+
+router = APIRouter(prefix="/api/v1", tags=["native"])
+
+
+class NodeInfo(BaseModel):
+    """Who this node is."""
+
+    code: str
+    level: str
+    name: str
+    version: str
+    gateway_protocol: int
+
+
+class Submitted(BaseModel):
+    """The id of a submitted task; ``created`` is false for a repeated idempotency key."""
+
+    id: str
+    created: bool
+
+
+class CancelOut(BaseModel):
+    """A task's state after a cancel request."""
+
+    id: str
+    state: TaskState
+
+
+class ProviderIn(BaseModel):
+    """Enrol a provider: its label becomes ``<node-code>/<label>``."""
+
+    label: str = Field(min_length=1, max_length=63)
+    name: str = Field(default="", max_length=256)
+
+
+class ProviderOut(BaseModel):
+    """An enrolled provider, and (once) its gateway enrolment token."""
+
+    prefix: str
+    name: str
+    enrolment_token: str | None = None
+
+
+class ResolveOut(BaseModel):
+    """A CPI's resource record and the node that serves it."""
+
+    cpi: str
+    served_by: str
+    record: PoolOut
+
+
+@router.get("/node", response_model=NodeInfo)
+def node_info(rt: Runtime, _p: User) -> NodeInfo:
+    """This node's code, level and versions."""
+    s = rt.settings
+    return NodeInfo(
+        code=s.node_code,
+        level=s.level,
+        name=s.name,
+        version=computenet.__version__,
+        gateway_protocol=PROTOCOL_VERSION,
+    )
+
+
+@router.post("/tasks", response_model=Submitted, status_code=201)
+def submit(
+    spec: TaskSpec,
+    rt: Runtime,
+    p: User,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> Submitted:
+    """Submit a task; send ``Idempotency-Key`` to make retries safe."""
+    tid, created = rt.tasks.submit(spec, p.subject, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return Submitted(id=tid, created=created)
+
+
+@router.get("/tasks", response_model=TaskListOut, response_model_exclude_none=True)
+def list_tasks(
+    rt: Runtime,
+    p: User,
+    view: View = View.BASIC,
+    page_size: Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE)] = None,
+    page_token: Annotated[str | None, Query(max_length=64)] = None,
+    state: TaskState | None = None,
+    name_prefix: Annotated[str | None, Query(max_length=256)] = None,
+) -> TaskListOut:
+    """Tasks, newest first."""
+    filt = ListFilter(name_prefix=name_prefix, state=state)
+    return rt.tasks.list(view, page_size, page_token, filt, owner_scope(p))
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut, response_model_exclude_none=True)
+def get_task(task_id: str, rt: Runtime, p: User, view: View = View.FULL) -> TaskOut:
+    """One task with its timeline, logs and usage."""
+    return rt.tasks.get(task_id, view, owner_scope(p))
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=CancelOut)
+def cancel_task(task_id: str, rt: Runtime, p: User) -> CancelOut:
+    """Cancel a task; running work is stopped by its gateway."""
+    return CancelOut(id=task_id, state=rt.tasks.cancel(task_id, owner_scope(p)))
+
+
+@router.get("/pools", response_model=list[PoolOut])
+def pools(rt: Runtime, _p: User) -> list[PoolOut]:
+    """Every pool this node knows, with live state."""
+    return [pool_out(r) for r in rt.dispatch.pool_rows()]
+
+
+@router.get("/resolve/{cpi:path}", response_model=ResolveOut)
+def resolve(cpi: str, rt: Runtime, _p: User) -> ResolveOut:
+    """Resolve a CPI to its resource record (this node's prefix only, until federation)."""
+    parsed = CPI.parse(cpi)
+    check_within_node(parsed, rt.node_code)
+    rows = rt.dispatch.pool_rows([str(parsed)])
+    if not rows:
+        raise NotFound(f"no resource {parsed} is registered")
+    return ResolveOut(cpi=str(parsed), served_by=rt.node_code, record=pool_out(rows[0]))
+
+
+@router.post("/providers", response_model=ProviderOut, status_code=201)
+def enrol_provider(body: ProviderIn, rt: Runtime, _p: Admin) -> ProviderOut:
+    """Enrol a provider and issue a one-time token for its gateway."""
+    prefix, token = rt.enrol_provider(body.label, body.name)
+    return ProviderOut(prefix=prefix, name=body.name or body.label, enrolment_token=token)
+
+
+@router.get("/providers", response_model=list[ProviderOut], response_model_exclude_none=True)
+def providers(rt: Runtime, _p: Admin) -> list[ProviderOut]:
+    """Providers enrolled here."""
+    return [ProviderOut(prefix=r.prefix, name=r.name) for r in rt.providers()]

@@ -1,0 +1,81 @@
+"""GA4GH TES 1.1 under ``/ga4gh/tes/v1``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+
+import computenet
+from computenet.model.task import TaskState
+from computenet.node.api.deps import Runtime, User, owner_scope
+from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
+from computenet.node.tes_map import BACKEND_PARAMETERS, TesTask, task_to_tes, tes_to_spec
+from computenet.node.views import View
+
+router = APIRouter(prefix="/ga4gh/tes/v1", tags=["tes"])
+
+
+@router.get("/service-info")
+def service_info(rt: Runtime, request: Request) -> dict[str, Any]:
+    """TES service-info, announcing our backend_parameters extensions."""
+    s = rt.settings
+    return {
+        "id": f"org.computenet.{s.node_code}",
+        "name": s.name,
+        "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+        "description": "ComputeNet node: a Compute Internet endpoint speaking GA4GH TES",
+        "organization": {"name": "ComputeNet", "url": str(request.base_url)},
+        "version": computenet.__version__,
+        "storage": ["file://"],
+        "tesResources_backend_parameters": sorted(BACKEND_PARAMETERS),
+    }
+
+
+@router.post("/tasks")
+def create_task(
+    body: TesTask,
+    rt: Runtime,
+    p: User,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> dict[str, str]:
+    """CreateTask."""
+    tid, _ = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key)
+    return {"id": tid}
+
+
+@router.get("/tasks")
+def list_tasks(
+    rt: Runtime,
+    p: User,
+    view: View = View.MINIMAL,
+    page_size: Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE)] = None,
+    page_token: Annotated[str | None, Query(max_length=64)] = None,
+    name_prefix: Annotated[str | None, Query(max_length=256)] = None,
+    state: TaskState | None = None,
+    tag_key: Annotated[list[str] | None, Query(max_length=64)] = None,
+    tag_value: Annotated[list[str] | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """ListTasks with TES filters and pagination."""
+    keys = tag_key or []
+    values = tag_value or []
+    tags = {k: (values[i] if i < len(values) else "") for i, k in enumerate(keys)}
+    filt = ListFilter(name_prefix=name_prefix, state=state, tags=tags)
+    page = rt.tasks.list(view, page_size, page_token, filt, owner_scope(p))
+    out: dict[str, Any] = {"tasks": [task_to_tes(t, view) for t in page.tasks]}
+    if page.next_page_token:
+        out["next_page_token"] = page.next_page_token
+    return out
+
+
+@router.get("/tasks/{task_id}")
+def get_task(task_id: str, rt: Runtime, p: User, view: View = View.MINIMAL) -> dict[str, Any]:
+    """GetTask at MINIMAL, BASIC or FULL view."""
+    return task_to_tes(rt.tasks.get(task_id, view, owner_scope(p)), view)
+
+
+@router.post("/tasks/{task_id}:cancel")
+def cancel_task(task_id: str, rt: Runtime, p: User) -> dict[str, Any]:
+    """CancelTask."""
+    rt.tasks.cancel(task_id, owner_scope(p))
+    return {}

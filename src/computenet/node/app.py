@@ -1,0 +1,44 @@
+"""The node's FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import computenet
+from computenet.node import http_errors
+from computenet.node.api import gateway, native, tes
+from computenet.node.runtime import NodeRuntime
+
+
+def create_app(rt: NodeRuntime) -> FastAPI:
+    """Build the ASGI app for a bootstrapped runtime; loops start with the server."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(
+        title="ComputeNet node",
+        version=computenet.__version__,
+        lifespan=lifespan,
+        description="Native API, GA4GH TES 1.1 and the gateway protocol of a ComputeNet node.",
+    )
+    app.state.runtime = rt
+    http_errors.install(app)
+    app.add_middleware(http_errors.BodyLimit, max_bytes=rt.settings.max_body_bytes)
+    app.include_router(native.router)
+    app.include_router(tes.router)
+    app.include_router(gateway.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "node": rt.node_code}
+
+    return app

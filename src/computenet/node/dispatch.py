@@ -1,0 +1,466 @@
+"""Dispatch: the node side of the gateway protocol and the scheduling pass.
+
+The scheduler core decides; this module loads its inputs from the store and writes its
+decisions back. Leases hand tasks to gateways until an expiry that heartbeats renew; an
+expired lease puts the task back in the queue with its attempt count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from computenet.errors import Conflict, Forbidden, NotFound
+from computenet.model.cpi import allocate_pool
+from computenet.model.ids import ulid
+from computenet.model.pool import Capacity, PoolHealth, PoolSpec
+from computenet.model.protocol import (
+    DeclarePools,
+    Heartbeat,
+    HeartbeatReply,
+    LeasedTask,
+    LogChunk,
+    ReportReply,
+    TaskReport,
+)
+from computenet.model.task import TaskSpec, TaskState
+from computenet.model.usage import measure_usage
+from computenet.node.settings import NodeSettings
+from computenet.node.tasks import add_event, utcnow
+from computenet.sched.core import PoolView, TaskView, schedule
+from computenet.store import tables as t
+from computenet.store.db import Database
+
+ACTIVE = (TaskState.INITIALIZING.value, TaskState.RUNNING.value, TaskState.CANCELING.value)
+LOG_TAIL_CHARS = 1024 * 1024
+SCHEDULE_BATCH = 2000
+
+
+def _append(stored: str, total: int, chunk: LogChunk) -> tuple[str, int]:
+    """Append a chunk at its offset, skipping what was already received; keep the tail."""
+    end = chunk.offset + len(chunk.data)
+    if end <= total:
+        return stored, total  # a resend of text we already have
+    new = chunk.data[max(0, total - chunk.offset) :]
+    if chunk.offset > total:
+        new = f"\n[... {chunk.offset - total} characters lost ...]\n" + new
+    text = stored + new
+    return text[-LOG_TAIL_CHARS:], end
+
+
+class Dispatcher:
+    """Gateway-facing operations and the scheduling pass."""
+
+    def __init__(self, db: Database, settings: NodeSettings, on_change: Callable[[], None]):
+        self.db = db
+        self.settings = settings
+        self._on_change = on_change
+
+    # ---- gateways and pools -------------------------------------------------------
+
+    def register_gateway(self, provider_prefix: str, name: str) -> str:
+        """Record a new gateway for an enrolled provider; return its id."""
+        gid = ulid()
+        with self.db.write() as s:
+            if s.get(t.Provider, provider_prefix) is None:
+                raise NotFound(f"provider {provider_prefix} is not enrolled here")
+            s.add(
+                t.Gateway(id=gid, provider_prefix=provider_prefix, name=name, created_at=utcnow())
+            )
+        return gid
+
+    def declare_pools(self, gateway_id: str, msg: DeclarePools) -> dict[str, str]:
+        """Create or update the gateway's pools inside its provider prefix; return the CPIs."""
+        now = utcnow()
+        cpis: dict[str, str] = {}
+        with self.db.write() as s:
+            gw = self._gateway(s, gateway_id)
+            for spec in msg.pools:
+                cpi = str(allocate_pool(gw.provider_prefix, spec.label))
+                row = s.get(t.Pool, cpi)
+                data = spec.model_dump(mode="json")
+                if row is None:
+                    s.add(
+                        t.Pool(
+                            cpi=cpi,
+                            provider_prefix=gw.provider_prefix,
+                            gateway_id=gw.id,
+                            spec=data,
+                            health=PoolHealth.HEALTHY.value,
+                            running_tasks=0,
+                            last_heartbeat_at=now,
+                            updated_at=now,
+                            version=1,
+                        )
+                    )
+                else:
+                    if row.gateway_id != gw.id and row.provider_prefix != gw.provider_prefix:
+                        raise Forbidden(f"pool {cpi} belongs to another provider")
+                    row.gateway_id = gw.id
+                    if row.spec != data:
+                        row.spec = data
+                        row.version += 1
+                    row.health = PoolHealth.HEALTHY.value
+                    row.last_heartbeat_at = now
+                    row.updated_at = now
+                cpis[spec.label] = cpi
+            gw.last_seen_at = now
+        self._on_change()
+        return cpis
+
+    @staticmethod
+    def _gateway(s: Session, gateway_id: str) -> t.Gateway:
+        gw = s.get(t.Gateway, gateway_id)
+        if gw is None:
+            raise NotFound(f"gateway {gateway_id} is not registered")
+        return gw
+
+    def heartbeat(self, gateway_id: str, msg: Heartbeat) -> HeartbeatReply:
+        """Mark the gateway's pools alive, renew its leases, and say which tasks to cancel."""
+        now = utcnow()
+        expires = now + timedelta(seconds=self.settings.lease_ttl_s)
+        live = {p.label: p for p in msg.pools}
+        renewed: list[str] = []
+        cancel: list[str] = []
+        with self.db.write() as s:
+            gw = self._gateway(s, gateway_id)
+            gw.last_seen_at = now
+            became_healthy = False
+            for pool in s.scalars(select(t.Pool).where(t.Pool.gateway_id == gateway_id)):
+                label = pool.cpi.rsplit("/", 1)[1]
+                state = live.get(label)
+                healthy = state.healthy if state else True
+                if state:
+                    pool.running_tasks = state.running_tasks
+                new_health = PoolHealth.HEALTHY if healthy else PoolHealth.UNHEALTHY
+                became_healthy |= pool.health != new_health.value and healthy
+                pool.health = new_health.value
+                pool.last_heartbeat_at = now
+            if msg.leases:
+                rows = s.scalars(
+                    select(t.Task).where(
+                        t.Task.lease_id.in_(msg.leases),
+                        t.Task.lease_gateway_id == gateway_id,
+                        t.Task.state.in_(ACTIVE),
+                    )
+                )
+                for row in rows:
+                    assert row.lease_id is not None
+                    row.lease_expires_at = expires
+                    renewed.append(row.lease_id)
+                    if row.cancel_requested:
+                        cancel.append(row.lease_id)
+        if became_healthy:
+            self._on_change()
+        lost = sorted(set(msg.leases) - set(renewed))
+        return HeartbeatReply(
+            renewed=renewed, lost=lost, cancel=cancel, lease_ttl_s=self.settings.lease_ttl_s
+        )
+
+    # ---- scheduling ---------------------------------------------------------------
+
+    def schedule_pass(self) -> int:
+        """Assign queued tasks to pools with free capacity; return how many were placed."""
+        now = utcnow()
+        with self.db.write() as s:
+            pools = list(s.scalars(select(t.Pool)))
+            if not pools:
+                views: list[PoolView] = []
+            else:
+                used = {
+                    cpi: Capacity(cpu_cores=c or 0, memory_mib=m or 0, accelerators=a or 0)
+                    for cpi, c, m, a in s.execute(
+                        select(
+                            t.Task.pool_cpi,
+                            func.sum(t.Task.cpu_cores),
+                            func.sum(t.Task.memory_mib),
+                            func.sum(t.Task.accelerators),
+                        )
+                        .where(
+                            t.Task.pool_cpi.is_not(None),
+                            t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
+                        )
+                        .group_by(t.Task.pool_cpi)
+                    )
+                }
+                views = []
+                for p in pools:
+                    spec = PoolSpec.model_validate(p.spec)
+                    free = spec.total().minus(used.get(p.cpi, Capacity()))
+                    views.append(PoolView(p.cpi, spec, PoolHealth(p.health), free))
+            queued = list(
+                s.scalars(
+                    select(t.Task)
+                    .where(t.Task.state == TaskState.QUEUED.value, t.Task.pool_cpi.is_(None))
+                    .order_by(t.Task.priority.desc(), t.Task.seq)
+                    .limit(SCHEDULE_BATCH)
+                )
+            )
+            if not queued:
+                return 0
+            by_id = {r.id: r for r in queued}
+            tasks = [
+                TaskView(r.id, TaskSpec.model_validate(r.spec), r.priority, r.seq) for r in queued
+            ]
+            placed = 0
+            for d in schedule(tasks, views):
+                row = by_id[d.task_id]
+                if d.pool is not None:
+                    row.pool_cpi = d.pool
+                    row.reason = ""
+                    row.updated_at = now
+                    s.add(
+                        t.TaskEvent(
+                            task_id=row.id,
+                            at=now,
+                            attempt=row.attempt,
+                            state=TaskState.QUEUED.value,
+                            message=f"placed on {d.pool}",
+                        )
+                    )
+                    placed += 1
+                elif row.reason != d.reason:
+                    row.reason = d.reason
+        if placed:
+            self._on_change()
+        return placed
+
+    # ---- leases -------------------------------------------------------------------
+
+    def lease(self, gateway_id: str, max_tasks: int) -> list[LeasedTask]:
+        """Hand up to ``max_tasks`` tasks placed on this gateway's pools to it."""
+        now = utcnow()
+        expires = now + timedelta(seconds=self.settings.lease_ttl_s)
+        out: list[LeasedTask] = []
+        with self.db.write() as s:
+            cpis = select(t.Pool.cpi).where(t.Pool.gateway_id == gateway_id)
+            q = (
+                select(t.Task)
+                .where(
+                    t.Task.state == TaskState.QUEUED.value,
+                    t.Task.pool_cpi.in_(cpis),
+                    t.Task.lease_id.is_(None),
+                )
+                .order_by(t.Task.priority.desc(), t.Task.seq)
+                .limit(max_tasks)
+            )
+            if not self.db.is_sqlite:
+                q = q.with_for_update(skip_locked=True)
+            for row in s.scalars(q):
+                assert row.pool_cpi is not None
+                row.lease_id = ulid()
+                row.lease_gateway_id = gateway_id
+                row.lease_expires_at = expires
+                row.attempt += 1
+                add_event(
+                    s,
+                    row,
+                    TaskState.INITIALIZING,
+                    f"leased to gateway {gateway_id} on {row.pool_cpi} (attempt {row.attempt})",
+                    now,
+                )
+                out.append(
+                    LeasedTask(
+                        task_id=row.id,
+                        lease_id=row.lease_id,
+                        attempt=row.attempt,
+                        pool_cpi=row.pool_cpi,
+                        spec=TaskSpec.model_validate(row.spec),
+                        lease_expires_at=expires,
+                    )
+                )
+        return out
+
+    def report(self, gateway_id: str, tid: str, rep: TaskReport) -> ReportReply:
+        """Apply a gateway's report on a leased task. Resending the same report is harmless."""
+        now = utcnow()
+        finished = False
+        with self.db.write() as s:
+            row = s.get(t.Task, tid)
+            if row is None:
+                raise NotFound(f"no task {tid!r}")
+            if row.lease_id != rep.lease_id or row.lease_gateway_id != gateway_id:
+                raise Conflict(f"lease {rep.lease_id} on task {tid} is no longer held")
+            state = TaskState(row.state)
+            if state.terminal:
+                return ReportReply(cancel=False)  # a resend after we already finished it
+            self._apply_logs(s, row, rep, now)
+            for line in rep.system_log:
+                s.add(
+                    t.TaskEvent(
+                        task_id=tid, at=now, attempt=row.attempt, state=row.state, message=line
+                    )
+                )
+            row.lease_expires_at = now + timedelta(seconds=self.settings.lease_ttl_s)
+            new = rep.state
+            if new.terminal:
+                row.ended_at = now
+                row.lease_expires_at = None
+                add_event(s, row, new, f"{new.value.lower()} on {row.pool_cpi}", now)
+                if rep.usage is not None:
+                    self._record_usage(s, row, rep, now)
+                finished = True
+            elif new is TaskState.RUNNING and state is TaskState.INITIALIZING:
+                row.started_at = row.started_at or now
+                add_event(s, row, new, f"running on {row.pool_cpi}", now)
+            cancel = row.cancel_requested
+        if finished:
+            self._on_change()
+        return ReportReply(cancel=cancel)
+
+    @staticmethod
+    def _apply_logs(s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
+        for ex in rep.executors:
+            log = s.get(t.ExecutorLog, (row.id, row.attempt, ex.index))
+            if log is None:
+                log = t.ExecutorLog(
+                    task_id=row.id,
+                    attempt=row.attempt,
+                    index=ex.index,
+                    stdout="",
+                    stderr="",
+                    stdout_chars=0,
+                    stderr_chars=0,
+                )
+                s.add(log)
+            log.start_time = ex.start_time or log.start_time
+            log.end_time = ex.end_time or log.end_time
+            if ex.exit_code is not None:
+                log.exit_code = ex.exit_code
+            if ex.stdout is not None:
+                log.stdout, log.stdout_chars = _append(log.stdout, log.stdout_chars, ex.stdout)
+            if ex.stderr is not None:
+                log.stderr, log.stderr_chars = _append(log.stderr, log.stderr_chars, ex.stderr)
+
+    @staticmethod
+    def _record_usage(s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
+        u = rep.usage
+        assert u is not None and row.pool_cpi is not None
+        exists = s.scalars(
+            select(t.UsageRecord.id).where(
+                t.UsageRecord.task_id == row.id, t.UsageRecord.attempt == row.attempt
+            )
+        ).first()
+        if exists is not None:
+            return
+        m = measure_usage(
+            wall_s=u.wall_s,
+            cards=u.cards,
+            accelerator_model=u.accelerator_model,
+            cpu_cores=u.cpu_cores,
+            memory_mib=u.memory_mib,
+        )
+        s.add(
+            t.UsageRecord(
+                task_id=row.id,
+                attempt=row.attempt,
+                pool_cpi=row.pool_cpi,
+                accelerator_model=m.accelerator_model,
+                cards=m.cards,
+                wall_s=m.wall_s,
+                card_hours=m.card_hours,
+                cpu_core_hours=m.cpu_core_hours,
+                memory_gib_hours=m.memory_gib_hours,
+                pflops_hours_fp16=m.pflops_hours_fp16,
+                created_at=now,
+            )
+        )
+
+    # ---- housekeeping -------------------------------------------------------------
+
+    def expire(self) -> int:
+        """Re-queue tasks whose lease ran out, and mark silent pools unhealthy."""
+        now = utcnow()
+        changed = 0
+        with self.db.write() as s:
+            rows = list(
+                s.scalars(
+                    select(t.Task).where(
+                        t.Task.state.in_(ACTIVE),
+                        t.Task.lease_expires_at.is_not(None),
+                        t.Task.lease_expires_at < now,
+                    )
+                )
+            )
+            for row in rows:
+                self._lease_lost(s, row, now)
+                changed += 1
+            cutoff = now - timedelta(seconds=self.settings.heartbeat_timeout_s)
+            silent = list(
+                s.scalars(
+                    select(t.Pool).where(
+                        t.Pool.health == PoolHealth.HEALTHY.value,
+                        t.Pool.last_heartbeat_at < cutoff,
+                    )
+                )
+            )
+            for pool in silent:
+                pool.health = PoolHealth.UNHEALTHY.value
+                pool.updated_at = now
+                # Tasks placed there but not yet leased may go elsewhere.
+                s.execute(
+                    update(t.Task)
+                    .where(
+                        t.Task.pool_cpi == pool.cpi,
+                        t.Task.state == TaskState.QUEUED.value,
+                        t.Task.lease_id.is_(None),
+                    )
+                    .values(pool_cpi=None, reason="placed pool stopped heartbeating")
+                )
+                changed += 1
+        if changed:
+            self._on_change()
+        return changed
+
+    def _lease_lost(self, s: Session, row: t.Task, now: datetime) -> None:
+        lost_on = row.pool_cpi
+        row.lease_id = None
+        row.lease_gateway_id = None
+        row.lease_expires_at = None
+        if row.cancel_requested:
+            row.ended_at = now
+            add_event(
+                s, row, TaskState.CANCELED, f"lease on {lost_on} expired while canceling", now
+            )
+        elif row.attempt >= self.settings.max_attempts:
+            row.ended_at = now
+            add_event(
+                s,
+                row,
+                TaskState.SYSTEM_ERROR,
+                f"lease on {lost_on} expired; gave up after {row.attempt} attempts",
+                now,
+            )
+        else:
+            row.pool_cpi = None
+            row.reason = "re-queued after its lease expired"
+            add_event(
+                s,
+                row,
+                TaskState.QUEUED,
+                f"lease on {lost_on} expired (gateway lost?); re-queued after attempt "
+                f"{row.attempt}",
+                now,
+            )
+
+    def extend_leases_after_restart(self) -> int:
+        """Give every held lease one more TTL: gateways could not renew while we were down."""
+        expires = utcnow() + timedelta(seconds=self.settings.lease_ttl_s)
+        with self.db.write() as s:
+            result = s.execute(
+                update(t.Task)
+                .where(t.Task.state.in_(ACTIVE), t.Task.lease_id.is_not(None))
+                .values(lease_expires_at=expires)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def pool_rows(self, cpis: Sequence[str] | None = None) -> list[t.Pool]:
+        """Pool rows, all or the named ones."""
+        with self.db.read() as s:
+            q = select(t.Pool).order_by(t.Pool.cpi)
+            if cpis is not None:
+                q = q.where(t.Pool.cpi.in_(cpis))
+            return list(s.scalars(q))

@@ -1,0 +1,118 @@
+"""The node's running parts, wired together: store, auth, task service, dispatcher, loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from computenet.errors import Conflict
+from computenet.model.cpi import allocate_provider, validate_node_code
+from computenet.node.auth import Authenticator, new_token
+from computenet.node.dispatch import Dispatcher
+from computenet.node.settings import NodeSettings
+from computenet.node.signals import Signal
+from computenet.node.tasks import TaskService, utcnow
+from computenet.store import tables as t
+from computenet.store.db import Database, sqlite_url
+from computenet.store.migrate import upgrade
+
+log = logging.getLogger("computenet.node")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """What a first start creates; the admin token is shown once and never stored in clear."""
+
+    admin_token: str | None
+
+
+class NodeRuntime:
+    """Everything a node process holds while it runs."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        validate_node_code(settings.node_code)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
+        self.auth = Authenticator(self.db)
+        self.changed = Signal()  # something the scheduler or a waiting gateway cares about
+        self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
+        self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def node_code(self) -> str:
+        """This node's code, the prefix of every identifier it allocates."""
+        return self.settings.node_code
+
+    def bootstrap(self) -> Bootstrap:
+        """Migrate the store, pin the node code, and create the admin token on first start."""
+        upgrade(self.db)
+        with self.db.write() as s:
+            code = s.get(t.NodeMeta, "node_code")
+            if code is None:
+                s.add(t.NodeMeta(key="node_code", value=self.node_code))
+                s.add(t.NodeMeta(key="created_at", value=utcnow().isoformat()))
+            elif code.value != self.node_code:
+                raise Conflict(
+                    f"this data directory belongs to node {code.value!r}, not {self.node_code!r}"
+                )
+            has_admin = s.scalars(select(t.Token.id).where(t.Token.kind == "admin")).first()
+        token = None if has_admin else new_token(self.db, "admin", "admin")
+        return Bootstrap(admin_token=token)
+
+    def enrol_provider(self, label: str, name: str) -> tuple[str, str]:
+        """Enrol a provider under this node; return its prefix and a one-time enrolment token."""
+        prefix = allocate_provider(self.node_code, label)
+        with self.db.write() as s:
+            if s.get(t.Provider, prefix) is None:
+                s.add(t.Provider(prefix=prefix, name=name or label, created_at=utcnow()))
+        return prefix, new_token(self.db, "enrol", prefix, ttl_s=7 * 24 * 3600)
+
+    def providers(self) -> list[t.Provider]:
+        """Every provider enrolled here."""
+        with self.db.read() as s:
+            return list(s.scalars(select(t.Provider).order_by(t.Provider.prefix)))
+
+    # ---- background loops ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the scheduler and housekeeping loops on the running event loop."""
+        self.changed.bind(asyncio.get_running_loop())
+        extended = await asyncio.to_thread(self.dispatch.extend_leases_after_restart)
+        if extended:
+            log.info("extended %d leases held across the restart", extended)
+        self._loops = [
+            asyncio.create_task(self._scheduler_loop(), name="scheduler"),
+            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops and close the store."""
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.db.dispose()
+
+    async def _scheduler_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.dispatch.schedule_pass)
+            except Exception:
+                log.exception("scheduling pass failed")
+            await self.changed.wait(1.0)
+            await asyncio.sleep(0.02)  # gather a burst of submissions into one pass
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.housekeeping_s)
+            try:
+                await asyncio.to_thread(self.dispatch.expire)
+            except Exception:
+                log.exception("housekeeping failed")

@@ -1,0 +1,247 @@
+"""Task service: submit, read, list and cancel, on top of the store.
+
+Every change is committed before the call returns, so an acknowledged task is never lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from computenet.errors import Conflict, InvalidInput, NotFound
+from computenet.model.cpi import CPI
+from computenet.model.ids import task_id
+from computenet.model.task import TaskSpec, TaskState
+from computenet.node.views import TaskListOut, TaskOut, View, spec_json, task_out
+from computenet.store import tables as t
+from computenet.store.db import Database
+
+MAX_PAGE_SIZE = 2047  # TES: "must be less than 2048"
+DEFAULT_PAGE_SIZE = 256
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def add_event(s: Session, task: t.Task, state: TaskState, message: str, now: datetime) -> None:
+    """Record a state change on the task's timeline and move the task to ``state``."""
+    task.state = state.value
+    task.updated_at = now
+    s.add(t.TaskEvent(task_id=task.id, at=now, attempt=task.attempt, state=state, message=message))
+
+
+class _SeqClock:
+    """Strictly increasing microsecond stamps: FIFO order and stable pagination keys."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """TES list filters."""
+
+    name_prefix: str | None = None
+    state: TaskState | None = None
+    tags: dict[str, str] | None = None
+
+
+class TaskService:
+    """Submit, read, list and cancel tasks."""
+
+    def __init__(self, db: Database, node_code: str, on_change: Callable[[], None]) -> None:
+        self.db = db
+        self.node_code = node_code
+        self._on_change = on_change
+        self._seq = _SeqClock()
+
+    def submit(self, spec: TaskSpec, owner: str, client_key: str | None = None) -> tuple[str, bool]:
+        """Store a new task and queue it; return ``(id, created)``.
+
+        With a ``client_key``, a repeated submission returns the first task instead of a
+        second one; reusing the key for a different task is refused.
+        """
+        if spec.placement.pool is not None:
+            CPI.parse(spec.placement.pool)
+        if client_key is not None and not (0 < len(client_key) <= 256):
+            raise InvalidInput("an idempotency key must be 1-256 characters")
+        stored = spec_json(spec)
+        if client_key is not None:
+            existing = self._by_key(owner, client_key, stored)
+            if existing is not None:
+                return existing, False
+        now = utcnow()
+        need = spec.resources.need()
+        row = t.Task(
+            id=task_id(self.node_code),
+            seq=self._seq.next(),
+            owner=owner,
+            client_key=client_key,
+            name=spec.name,
+            state=TaskState.QUEUED.value,
+            spec=stored,
+            priority=spec.placement.priority,
+            cpu_cores=need.cpu_cores,
+            memory_mib=need.memory_mib,
+            accelerators=need.accelerators,
+            attempt=0,
+            reason="waiting for the scheduler",
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+            tags=spec.tags,
+        )
+        try:
+            with self.db.write() as s:
+                s.add(row)
+                s.add(
+                    t.TaskEvent(
+                        task_id=row.id, at=now, attempt=0, state="QUEUED", message="submitted"
+                    )
+                )
+        except IntegrityError:
+            # A concurrent submission with the same key won the race: answer with its task.
+            if client_key is None:
+                raise
+            existing = self._by_key(owner, client_key, stored)
+            if existing is None:
+                raise
+            return existing, False
+        self._on_change()
+        return row.id, True
+
+    def _by_key(self, owner: str, client_key: str, stored: dict[str, object]) -> str | None:
+        with self.db.read() as s:
+            row = s.scalars(
+                select(t.Task).where(t.Task.owner == owner, t.Task.client_key == client_key)
+            ).first()
+        if row is None:
+            return None
+        if row.spec != stored:
+            raise Conflict(f"idempotency key {client_key!r} was already used for another task")
+        return row.id
+
+    def get(self, tid: str, view: View = View.FULL, owner: str | None = None) -> TaskOut:
+        """One task at the given view; ``owner`` limits it to that owner's tasks."""
+        with self.db.read() as s:
+            row = s.get(t.Task, tid)
+            if row is None or (owner is not None and row.owner != owner):
+                raise NotFound(f"no task {tid!r}")
+            if view is View.MINIMAL:
+                return task_out(row, view)
+            logs = list(
+                s.scalars(
+                    select(t.ExecutorLog)
+                    .where(t.ExecutorLog.task_id == tid)
+                    .order_by(t.ExecutorLog.attempt, t.ExecutorLog.index)
+                )
+            )
+            events = list(
+                s.scalars(
+                    select(t.TaskEvent).where(t.TaskEvent.task_id == tid).order_by(t.TaskEvent.id)
+                )
+            )
+            usage = list(
+                s.scalars(
+                    select(t.UsageRecord)
+                    .where(t.UsageRecord.task_id == tid)
+                    .order_by(t.UsageRecord.attempt)
+                )
+            )
+            return task_out(row, view, logs, events, usage)
+
+    def list(
+        self,
+        view: View = View.MINIMAL,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        filt: ListFilter | None = None,
+        owner: str | None = None,
+    ) -> TaskListOut:
+        """A page of tasks, newest first, with a token for the next page."""
+        size = DEFAULT_PAGE_SIZE if page_size is None else page_size
+        if not (1 <= size <= MAX_PAGE_SIZE):
+            raise InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        q = select(t.Task).order_by(t.Task.seq.desc())
+        if page_token:
+            try:
+                after = int(page_token)
+            except ValueError:
+                raise InvalidInput("page_token is not one this server issued") from None
+            q = q.where(t.Task.seq < after)
+        if owner is not None:
+            q = q.where(t.Task.owner == owner)
+        filt = filt or ListFilter()
+        if filt.name_prefix:
+            q = q.where(t.Task.name.startswith(filt.name_prefix, autoescape=True))
+        if filt.state is not None:
+            q = q.where(t.Task.state == filt.state.value)
+        tags = filt.tags or {}
+        with self.db.read() as s:
+            rows: list[t.Task] = []
+            # Tag filters are matched here, not in SQL, because JSON operators differ
+            # between SQLite and PostgreSQL; pages are read in chunks until full.
+            chunk_q = q.limit(size + 1 if not tags else max(size * 4, 256))
+            while True:
+                chunk = list(s.scalars(chunk_q))
+                rows.extend(r for r in chunk if _tags_match(r.tags or {}, tags))
+                if len(rows) > size or not tags or len(chunk) == 0:
+                    break
+                chunk_q = chunk_q.where(t.Task.seq < chunk[-1].seq)
+            more = len(rows) > size
+            rows = rows[:size]
+            tasks = [task_out(r, view) for r in rows]
+            if view is View.FULL:
+                tasks = [self.get(r.id, view) for r in rows]
+        token = str(rows[-1].seq) if more and rows else None
+        return TaskListOut(tasks=tasks, next_page_token=token)
+
+    def cancel(self, tid: str, owner: str | None = None) -> TaskState:
+        """Cancel a task: at once if not yet leased, else ask its gateway to stop it."""
+        now = utcnow()
+        with self.db.write() as s:
+            row = s.get(t.Task, tid)
+            if row is None or (owner is not None and row.owner != owner):
+                raise NotFound(f"no task {tid!r}")
+            state = TaskState(row.state)
+            if state in (TaskState.CANCELED, TaskState.CANCELING):
+                return state
+            if state.terminal:
+                raise Conflict(f"task {tid} already finished ({state.value})")
+            if state is TaskState.QUEUED and row.lease_id is None:
+                row.pool_cpi = None
+                row.ended_at = now
+                row.reason = ""
+                add_event(s, row, TaskState.CANCELED, "canceled before it was dispatched", now)
+                result = TaskState.CANCELED
+            else:
+                row.cancel_requested = True
+                add_event(s, row, TaskState.CANCELING, "cancel requested; stopping on gateway", now)
+                result = TaskState.CANCELING
+        self._on_change()
+        return result
+
+
+def _tags_match(have: dict[str, str], want: dict[str, str]) -> bool:
+    """TES tag filter semantics: an empty wanted value matches any value of that key."""
+    for key, value in want.items():
+        if key not in have:
+            return False
+        if value and have[key] != value:
+            return False
+    return True

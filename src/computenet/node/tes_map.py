@@ -1,0 +1,220 @@
+"""GA4GH TES 1.1 <-> ComputeNet task mapping.
+
+TES tasks arrive with TES fields only; our extensions ride on
+``resources.backend_parameters`` under the keys in :data:`BACKEND_PARAMETERS`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from computenet.errors import InvalidInput
+from computenet.model.task import (
+    AcceleratorRequest,
+    Executor,
+    Input,
+    Output,
+    Placement,
+    Policy,
+    Resources,
+    TaskSpec,
+    TaskState,
+)
+from computenet.node.views import TaskOut, View
+
+BACKEND_PARAMETERS: dict[str, str] = {
+    "accelerator_vendor": "accelerator vendor, e.g. nvidia, huawei",
+    "accelerator_model": "accelerator catalog id, e.g. nvidia-h100-sxm",
+    "accelerator_count": "cards, all in one pool",
+    "accelerator_min_memory_gib": "minimum memory per card",
+    "time_limit_s": "wall-clock limit in seconds",
+    "regions": "comma-separated GB/T 2260 codes the task may run in",
+    "regions_deny": "comma-separated GB/T 2260 codes the task must not run in",
+    "policy": "balanced or cheapest",
+    "max_price_per_card_hour": "price cap (decimal)",
+    "priority": "integer, higher first",
+    "pool": "pin to one CPI",
+}
+
+
+class TesResources(BaseModel):
+    """TES resources, exactly as the spec defines them."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu_cores: int | None = Field(default=None, ge=1, le=4096)
+    preemptible: bool | None = None
+    ram_gb: float | None = Field(default=None, gt=0, le=65536)
+    disk_gb: float | None = Field(default=None, gt=0, le=10**7)
+    zones: list[str] | None = None
+    backend_parameters: dict[str, str] | None = None
+    backend_parameters_strict: bool | None = False
+
+
+class TesExecutor(Executor):
+    """A TES executor: like ours, but the image is required."""
+
+    image: str = Field(min_length=1, max_length=512)
+
+
+class TesTask(BaseModel):
+    """A TES task as a client creates it. Read-only fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    state: str | None = None
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=16384)
+    inputs: list[Input] | None = None
+    outputs: list[Output] | None = None
+    resources: TesResources | None = None
+    executors: list[TesExecutor] = Field(min_length=1, max_length=64)
+    volumes: list[str] | None = None
+    tags: dict[str, str] | None = None
+    logs: list[Any] | None = None
+    creation_time: str | None = None
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _extensions(params: dict[str, str], strict: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split backend_parameters into resource and placement extensions."""
+    unknown = sorted(set(params) - set(BACKEND_PARAMETERS))
+    if unknown and strict:
+        raise InvalidInput(
+            f"unsupported backend_parameters {unknown} (backend_parameters_strict is set); "
+            f"supported: {sorted(BACKEND_PARAMETERS)}"
+        )
+    res: dict[str, Any] = {}
+    place: dict[str, Any] = {}
+    acc: dict[str, Any] = {}
+    try:
+        for key, value in params.items():
+            if key.startswith("accelerator_"):
+                field = key.removeprefix("accelerator_")
+                acc[field] = int(value) if field in ("count", "min_memory_gib") else value
+            elif key == "time_limit_s":
+                res["time_limit_s"] = int(value)
+            elif key in ("regions", "regions_deny"):
+                place[key] = _csv(value)
+            elif key == "policy":
+                place["policy"] = Policy(value)
+            elif key == "max_price_per_card_hour":
+                place[key] = Decimal(value)
+            elif key == "priority":
+                place["priority"] = int(value)
+            elif key == "pool":
+                place["pool"] = value
+    except (ValueError, InvalidOperation) as exc:
+        raise InvalidInput(f"backend_parameters: {exc}") from None
+    if acc:
+        res["accelerator"] = AcceleratorRequest(**acc)
+    return res, place
+
+
+def tes_to_spec(task: TesTask) -> TaskSpec:
+    """Turn a TES task into our spec, validating every extension."""
+    r = task.resources or TesResources()
+    ext_res, ext_place = _extensions(r.backend_parameters or {}, bool(r.backend_parameters_strict))
+    try:
+        resources = Resources(
+            cpu_cores=r.cpu_cores or 1,
+            ram_gb=r.ram_gb or 1.0,
+            disk_gb=r.disk_gb,
+            preemptible=r.preemptible,
+            zones=r.zones or [],
+            backend_parameters=r.backend_parameters or {},
+            backend_parameters_strict=bool(r.backend_parameters_strict),
+            **ext_res,
+        )
+        return TaskSpec(
+            name=task.name,
+            description=task.description,
+            executors=[Executor(**e.model_dump()) for e in task.executors],
+            inputs=task.inputs or [],
+            outputs=task.outputs or [],
+            volumes=task.volumes or [],
+            tags=task.tags or {},
+            resources=resources,
+            placement=Placement(**ext_place),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{where}: {first['msg']}") from None
+
+
+def _time(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
+    """Render a task as a TES ``tesTask`` at the given view."""
+    state = task.state if task.state is not TaskState.UNKNOWN else TaskState.UNKNOWN
+    out: dict[str, Any] = {"id": task.id, "state": state.value}
+    if view is View.MINIMAL or task.spec is None:
+        return out
+    spec = task.spec
+    full = view is View.FULL
+    inputs = [i.model_dump(exclude_none=True) for i in spec.inputs]
+    if not full:
+        for i in inputs:
+            i.pop("content", None)
+    resources = spec.resources.model_dump(
+        exclude_none=True,
+        include={
+            "cpu_cores",
+            "preemptible",
+            "ram_gb",
+            "disk_gb",
+            "zones",
+            "backend_parameters",
+            "backend_parameters_strict",
+        },
+    )
+    executors = [e.model_dump(exclude_none=True) for e in spec.executors]
+    out.update(
+        name=spec.name,
+        description=spec.description,
+        inputs=inputs,
+        outputs=[o.model_dump(exclude_none=True) for o in spec.outputs],
+        resources=resources,
+        executors=executors,
+        volumes=spec.volumes,
+        tags=spec.tags,
+        creation_time=_time(task.created_at),
+    )
+    logs = []
+    by_attempt = {a.attempt: a for a in task.attempts or []}
+    attempt_numbers = sorted(set(by_attempt) | ({task.attempt} if task.attempt else set()))
+    for n in attempt_numbers:
+        attempt = by_attempt.get(n)
+        entry: dict[str, Any] = {
+            "logs": [
+                {
+                    "start_time": _time(e.start_time),
+                    "end_time": _time(e.end_time),
+                    "exit_code": e.exit_code,
+                    **({"stdout": e.stdout or "", "stderr": e.stderr or ""} if full else {}),
+                }
+                for e in (attempt.executors if attempt else [])
+            ],
+            "metadata": {"attempt": str(n), "pool": task.pool or ""},
+            "outputs": [],
+        }
+        if n == task.attempt:
+            entry["start_time"] = _time(task.started_at)
+            entry["end_time"] = _time(task.ended_at)
+        if full:
+            entry["system_logs"] = [
+                f"{e.at.isoformat()} {e.state.value}: {e.message}"
+                for e in task.events or []
+                if e.attempt == n
+            ]
+        logs.append(entry)
+    out["logs"] = logs
+    return {k: v for k, v in out.items() if v is not None}

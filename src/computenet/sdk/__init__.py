@@ -1,0 +1,5 @@
+"""The ComputeNet Python SDK."""
+
+from computenet.sdk.client import Client
+
+__all__ = ["Client"]

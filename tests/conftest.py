@@ -1,0 +1,9 @@
+"""Shared fixtures. ``tests/`` is put on sys.path so helper modules (``pg``, ``nodeproc``)
+import without packages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
