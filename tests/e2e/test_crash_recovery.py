@@ -1,0 +1,131 @@
+"""Must-show 3: kill -9 while 200 tasks are queued or running; restart; nothing lost or doubled.
+
+Two crashes are covered: the node alone (its gateway keeps running and reconnects), and the
+whole `computenet up` process, node and gateway together (the restarted gateway recovers the
+jobs its detached runners finished or are still running).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nodeproc import CLI, admin_token, free_port, spawn, start_node
+
+pytestmark = pytest.mark.slow
+N_TASKS = 200
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
+
+
+def _submit_all(url: str, token: str, side_effects: Path) -> list[str]:
+    ids = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+        for i in range(N_TASKS):
+            # Each task appends its number to a shared file: the file shows how often it ran.
+            spec = {
+                "name": f"crash-{i}",
+                "executors": [{"command": ["sh", "-c", f"sleep 0.05; echo {i} >> {side_effects}"]}],
+            }
+            resp = http.post("/api/v1/tasks", json=spec, headers={"Idempotency-Key": f"k{i}"})
+            assert resp.status_code == 201, resp.text
+            ids.append(resp.json()["id"])
+    return ids
+
+
+def _states(url: str, token: str, ids: list[str]) -> dict[str, str]:
+    states: dict[str, str] = {}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+        token_ = None
+        while True:
+            params: dict[str, str | int] = {"view": "MINIMAL", "page_size": 500}
+            if token_:
+                params["page_token"] = token_
+            page = http.get("/api/v1/tasks", params=params).json()
+            states.update({t["id"]: t["state"] for t in page["tasks"]})
+            token_ = page.get("next_page_token")
+            if not token_:
+                break
+    return {i: states.get(i, "MISSING") for i in ids}
+
+
+def _wait_all_terminal(url: str, token: str, ids: list[str], timeout_s: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = _states(url, token, ids)
+        if all(s in TERMINAL for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
+def _wait_some_done(side_effects: Path, at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while not side_effects.exists() or len(side_effects.read_text().split()) < at_least:
+        assert time.monotonic() < deadline, "tasks never started running"
+        time.sleep(0.05)
+
+
+def _check(states: dict[str, str], side_effects: Path) -> None:
+    assert Counter(states.values()) == {"COMPLETE": N_TASKS}, Counter(states.values())
+    runs = Counter(side_effects.read_text().split())
+    assert len(runs) == N_TASKS, f"{N_TASKS - len(runs)} tasks never ran"
+    doubled = {k: v for k, v in runs.items() if v > 1}
+    assert not doubled, f"tasks ran more than once: {doubled}"
+
+
+def test_kill_node_only(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    node = start_node(tmp_path / "node", port, "--lease-ttl-s", "10")
+    token = admin_token(node)
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+        enrol = http.post("/api/v1/providers", json={"label": "acme"}).json()["enrolment_token"]
+    gateway = spawn(
+        [
+            *CLI,
+            "gateway",
+            "--node",
+            url,
+            "--state-dir",
+            str(tmp_path / "gw"),
+            "--token",
+            enrol,
+            "--cpus",
+            "4",
+        ],
+        tmp_path / "gateway.log",
+    )
+    side_effects = tmp_path / "ran.txt"
+    try:
+        ids = _submit_all(url, token, side_effects)
+        _wait_some_done(side_effects, 10)
+        node.kill9()
+        time.sleep(1.0)  # the gateway notices and keeps its jobs running meanwhile
+        node = start_node(tmp_path / "node", port, "--lease-ttl-s", "10")
+        states = _wait_all_terminal(url, token, ids, timeout_s=240)
+        _check(states, side_effects)
+        assert "node unavailable" in gateway.output()
+    finally:
+        gateway.stop()
+        node.stop()
+
+
+def test_kill_up_node_and_gateway_together(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    up = start_node(data, port, "--cpus", "4", up=True)
+    token = admin_token(up)
+    side_effects = tmp_path / "ran.txt"
+    try:
+        ids = _submit_all(url, token, side_effects)
+        _wait_some_done(side_effects, 10)
+        up.kill9()
+        up = start_node(data, port, "--cpus", "4", up=True)
+        states = _wait_all_terminal(url, token, ids, timeout_s=240)
+        _check(states, side_effects)
+    finally:
+        up.stop()
