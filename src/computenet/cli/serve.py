@@ -14,7 +14,7 @@ from platformdirs import user_data_dir
 
 from computenet.gateway.agent import Credential, GatewayAgent
 from computenet.gateway.backends.local import LocalBackend
-from computenet.gateway.probe import pools_from_probe, probe_host
+from computenet.gateway.probe import gpu_indices, pools_from_probe, probe_host
 from computenet.model.pool import Region
 from computenet.node.app import create_app
 from computenet.node.runtime import NodeRuntime
@@ -56,7 +56,7 @@ def local_backend(
         price_per_core_hour=price_per_core_hour,
         price_per_card_hour=price_per_card_hour,
     )
-    return LocalBackend(state_dir, pools)
+    return LocalBackend(state_dir, pools, gpu_indices(probe, pools))
 
 
 def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:

@@ -346,3 +346,13 @@ def pools_from_probe(
             spec = spec.model_copy(update={"region": region.model_copy(deep=True)})
         pools.append(spec)
     return pools
+
+
+def gpu_indices(probe: HostProbe, pools: list[PoolSpec]) -> dict[str, list[int]]:
+    """The GPU indices behind each pool of ``pools_from_probe``, by pool label."""
+    out: dict[str, list[int]] = {}
+    for pool in pools:
+        if pool.accelerator is not None:
+            model = pool.accelerator.model
+            out[pool.label] = [g.index for g in probe.gpus if _accelerator_model(g.name) == model]
+    return out

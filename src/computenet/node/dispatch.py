@@ -297,6 +297,8 @@ class Dispatcher:
             row.lease_expires_at = now + timedelta(seconds=self.settings.lease_ttl_s)
             new = rep.state
             if new.terminal:
+                starts = [e.start_time for e in rep.executors if e.start_time is not None]
+                row.started_at = row.started_at or (min(starts) if starts else now)
                 row.ended_at = now
                 row.lease_expires_at = None
                 add_event(s, row, new, f"{new.value.lower()} on {row.pool_cpi}", now)

@@ -84,7 +84,7 @@ def hard_reject(task: TaskSpec, pool: PoolView) -> str | None:
         if acc.min_memory_gib and have.memory_mib < acc.min_memory_gib * 1024:
             return "accelerator_memory"
         if acc.count > have.count * spec.machines:
-            return "accelerator_count"
+            return "accelerator"
     need = res.need()
     total = spec.total()
     if need.cpu_cores > spec.cpu_cores or need.cpu_cores > total.cpu_cores:
@@ -110,19 +110,20 @@ def _describe(task: TaskSpec, rejections: _Rejections, pools: Sequence[PoolView]
     parts: list[str] = []
     for rule, cpis in rejections.by_rule.items():
         n = len(cpis)
+        pools_n = f"{n} pool" if n == 1 else f"{n} pools"
         if rule == "pinned":
             continue
-        if rule in ("accelerator", "accelerator_count") and acc is not None:
-            what = " ".join(x for x in (acc.vendor, acc.model) if x) or "accelerator"
-            parts.append(f"no pool has {acc.count} x {what} ({n} pools lack it)")
+        if rule == "accelerator" and acc is not None:
+            what = acc.model or (f"{acc.vendor} accelerator" if acc.vendor else "accelerator")
+            parts.append(f"no pool has {acc.count} x {what} ({pools_n} checked)")
         elif rule == "accelerator_memory" and acc is not None:
-            parts.append(f"{n} pools have accelerators under {acc.min_memory_gib} GiB")
+            parts.append(f"{pools_n}: accelerators under {acc.min_memory_gib} GiB")
         elif rule == "cpu":
-            parts.append(f"no machine has {res.cpu_cores} CPU cores ({n} pools too small)")
+            parts.append(f"no machine has {res.cpu_cores} CPU cores ({pools_n} too small)")
         elif rule == "memory":
-            parts.append(f"no machine has {res.ram_gb:g} GB of memory ({n} pools too small)")
+            parts.append(f"no machine has {res.ram_gb:g} GB of memory ({pools_n} too small)")
         elif rule == "region":
-            parts.append(f"{n} pools are outside the allowed regions")
+            parts.append(f"{pools_n} outside the allowed regions")
         elif rule == "price":
             cheapest = min(_price(p.spec, task) for p in pools if p.cpi in cpis)
             parts.append(f"price cap {task.max_price()} is below every offer (cheapest {cheapest})")

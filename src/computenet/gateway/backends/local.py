@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from computenet.errors import InvalidInput
+from computenet.errors import InvalidInput, Unavailable
 from computenet.gateway.backends.base import Backend, ExecutorStatus, Job, JobStatus
 from computenet.gateway.backends.local_runner import write_json
 from computenet.model.pool import PoolSpec
@@ -46,12 +46,17 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, state_dir: Path, pools: list[PoolSpec]) -> None:
+    def __init__(
+        self, state_dir: Path, pools: list[PoolSpec], devices: dict[str, list[int]] | None = None
+    ) -> None:
         if not pools:
             raise InvalidInput("the local backend needs at least one pool")
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._pools = pools
+        # Free GPU indices per pool label; a job holds its cards until it is forgotten.
+        self._free_devices = {label: set(ids) for label, ids in (devices or {}).items()}
+        self._held: dict[str, tuple[str, list[int]]] = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancel_at: dict[str, float] = {}
 
@@ -68,7 +73,8 @@ class LocalBackend(Backend):
         if (jobdir / "runner.pid").exists():
             return  # already started: a resent lease must not run the task twice
         jobdir.mkdir(parents=True, exist_ok=True)
-        write_json(jobdir / "job.json", job.to_json())
+        devices = self._take_devices(job)
+        write_json(jobdir / "job.json", {**job.to_json(), "devices": devices})
         with (jobdir / "runner.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "computenet.gateway.backends.local_runner", str(jobdir)],
@@ -80,6 +86,20 @@ class LocalBackend(Backend):
             )
         (jobdir / "runner.pid").write_text(str(proc.pid))
         self._children[job.key] = proc
+
+    def _take_devices(self, job: Job) -> list[int]:
+        """Reserve the job's cards: distinct GPU indices of its pool."""
+        need = job.spec.resources.need().accelerators
+        label = job.pool_cpi.rsplit("/", 1)[-1]
+        free = sorted(self._free_devices.get(label, ()))
+        if need == 0 or label not in self._free_devices:
+            return []
+        if len(free) < need:
+            raise Unavailable(f"pool {label} has {len(free)} free GPUs, the task needs {need}")
+        taken = free[:need]
+        self._free_devices[label].difference_update(taken)
+        self._held[job.key] = (label, taken)
+        return taken
 
     def _runner_alive(self, job: Job) -> bool:
         proc = self._children.get(job.key)
@@ -174,15 +194,25 @@ class LocalBackend(Backend):
         for jobdir in sorted(self.jobs_dir.iterdir()):
             data = self._read(jobdir / "job.json")
             if data is not None:
-                jobs.append(Job.from_json(data))
+                job = Job.from_json(data)
+                devices = data.get("devices")
+                label = job.pool_cpi.rsplit("/", 1)[-1]
+                if isinstance(devices, list) and devices and label in self._free_devices:
+                    self._free_devices[label].difference_update(devices)
+                    self._held[job.key] = (label, devices)
+                jobs.append(job)
         return jobs
 
     def forget(self, job: Job) -> None:
         """Delete the job's directory once the node has its final report (or lost it)."""
-        if self._runner_alive(job):
+        if not (self._dir(job) / "result.json").exists() or self._runner_alive(job):
+            # Unfinished (runner alive, or died mid-run): kill what it left running.
             self._force_cancel(job)
         proc = self._children.pop(job.key, None)
         if proc is not None:
             proc.wait(timeout=5)
         self._cancel_at.pop(job.key, None)
+        held = self._held.pop(job.key, None)
+        if held is not None:
+            self._free_devices[held[0]].update(held[1])
         shutil.rmtree(self._dir(job), ignore_errors=True)

@@ -56,6 +56,7 @@ class Runner:
         self.dir = jobdir
         job = json.loads((jobdir / "job.json").read_text())
         self.spec: dict[str, Any] = job["spec"]
+        self.devices: list[int] = job.get("devices") or []
         self.work = jobdir / "work"
         self.canceled = False
         self.current: subprocess.Popen[bytes] | None = None
@@ -83,6 +84,9 @@ class Runner:
         env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
+        if self.devices:
+            # Only the cards leased to this task are visible to it.
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
         env.update(extra)
         return env
 

@@ -1,0 +1,190 @@
+"""The local backend against real processes: outcomes, limits, cancel, GPUs, recovery."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from computenet.errors import Unavailable
+from computenet.gateway.backends.base import Job, JobStatus
+from computenet.gateway.backends.local import LocalBackend
+from computenet.model.pool import Accelerator, PoolSpec
+from computenet.model.task import TaskSpec, TaskState
+from nodeproc import pids_matching
+
+POOL = PoolSpec(label="host", cpu_cores=2, memory_mib=4096)
+GPU_POOL = PoolSpec(
+    label="gpu",
+    cpu_cores=8,
+    memory_mib=65536,
+    accelerator=Accelerator(vendor="nvidia", model="nvidia-h100-sxm", memory_mib=81559, count=2),
+)
+
+
+def _job(spec: dict[str, object], n: int = 1, pool: str = "cn/local/host") -> Job:
+    return Job(f"cn-T{n}", 1, f"lease{n}", pool, TaskSpec.model_validate(spec))
+
+
+def _wait(backend: LocalBackend, job: Job, timeout_s: float = 20) -> JobStatus:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = backend.status(job)
+        if status.state.terminal:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+
+
+def _out(backend: LocalBackend, job: Job, index: int = 0, stream: str = "stdout") -> str:
+    return backend.read_log(job, index, stream, 0, 1 << 20).decode()
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> LocalBackend:
+    return LocalBackend(tmp_path, [POOL])
+
+
+def test_executors_run_in_order_in_their_workdir(backend: LocalBackend) -> None:
+    job = _job(
+        {
+            "executors": [
+                {"command": ["sh", "-c", "echo one > f.txt"], "workdir": "/data"},
+                {"command": ["cat", "f.txt"], "workdir": "/data"},
+            ]
+        }
+    )
+    backend.submit(job)
+    status = _wait(backend, job)
+    assert status.state is TaskState.COMPLETE
+    assert [e.exit_code for e in status.executors] == [0, 0]
+    assert _out(backend, job, 1) == "one\n"
+    assert status.wall_s > 0
+
+
+def test_failure_stops_unless_ignored(backend: LocalBackend) -> None:
+    job = _job(
+        {
+            "executors": [
+                {"command": ["sh", "-c", "exit 4"], "ignore_error": True},
+                {"command": ["sh", "-c", "echo err >&2; exit 5"]},
+                {"command": ["echo", "never"]},
+            ]
+        }
+    )
+    backend.submit(job)
+    status = _wait(backend, job)
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert [e.exit_code for e in status.executors] == [4, 5]
+    assert "exited with code 5" in status.message
+    assert _out(backend, job, 1, "stderr") == "err\n"
+
+
+def test_missing_program_is_exit_127(backend: LocalBackend) -> None:
+    job = _job({"executors": [{"command": ["no-such-program-xyz"]}]})
+    backend.submit(job)
+    status = _wait(backend, job)
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert status.executors[0].exit_code == 127
+    assert "cannot start" in _out(backend, job, 0, "stderr")
+
+
+def test_time_limit_kills_the_whole_group(backend: LocalBackend) -> None:
+    job = _job(
+        {
+            "executors": [{"command": ["sh", "-c", "sleep 301.5 & sleep 301.5; wait"]}],
+            "resources": {"time_limit_s": 1},
+        }
+    )
+    backend.submit(job)
+    status = _wait(backend, job)
+    assert status.state is TaskState.EXECUTOR_ERROR
+    assert "time limit of 1 s exceeded" in status.message
+    assert not pids_matching("sleep 301.5")
+
+
+def test_cancel_kills_background_children(backend: LocalBackend) -> None:
+    job = _job({"executors": [{"command": ["sh", "-c", "sleep 302.5 & sleep 302.5; wait"]}]})
+    backend.submit(job)
+    deadline = time.monotonic() + 10
+    while len(pids_matching("sleep 302.5")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    backend.cancel(job)
+    assert _wait(backend, job).state is TaskState.CANCELED
+    assert not pids_matching("sleep 302.5")
+
+
+def test_environment_is_scrubbed(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SECRET", "s3cret")
+    job = _job({"executors": [{"command": ["env"], "env": {"MY_VAR": "x"}}]})
+    backend.submit(job)
+    _wait(backend, job)
+    env = _out(backend, job)
+    assert "MY_VAR=x" in env
+    assert "s3cret" not in env
+
+
+def test_resubmitting_a_leased_job_does_not_run_it_twice(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    marker = tmp_path / "count"
+    job = _job({"executors": [{"command": ["sh", "-c", f"echo x >> {marker}"]}]})
+    backend.submit(job)
+    backend.submit(job)
+    _wait(backend, job)
+    assert marker.read_text() == "x\n"
+
+
+def test_gpus_are_given_out_exclusively(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path, [GPU_POOL], {"gpu": [0, 1]})
+    spec = {
+        "executors": [{"command": ["sh", "-c", "echo $CUDA_VISIBLE_DEVICES; sleep 0.3"]}],
+        "resources": {"accelerator": {"count": 1}},
+    }
+    a, b, c = (_job(spec, n, "cn/local/gpu") for n in (1, 2, 3))
+    backend.submit(a)
+    backend.submit(b)
+    with pytest.raises(Unavailable, match="0 free GPUs"):
+        backend.submit(c)
+    _wait(backend, a)
+    _wait(backend, b)
+    assert {_out(backend, a).strip(), _out(backend, b).strip()} == {"0", "1"}
+    backend.forget(a)
+    backend.submit(c)  # a's card is free again
+    _wait(backend, c)
+    # A restarted gateway learns which cards its surviving jobs hold.
+    again = LocalBackend(tmp_path, [GPU_POOL], {"gpu": [0, 1]})
+    assert {j.key for j in again.recover()} == {b.key, c.key}
+    with pytest.raises(Unavailable):
+        again.submit(_job(spec, 4, "cn/local/gpu"))
+
+
+def test_recover_finds_jobs_of_an_earlier_gateway(tmp_path: Path) -> None:
+    first = LocalBackend(tmp_path, [POOL])
+    job = _job({"executors": [{"command": ["sh", "-c", "sleep 0.5; echo done"]}]})
+    first.submit(job)
+    second = LocalBackend(tmp_path, [POOL])  # as if the gateway restarted
+    assert [j.key for j in second.recover()] == [job.key]
+    assert _wait(second, job).state is TaskState.COMPLETE
+    assert _out(second, job) == "done\n"
+    second.forget(job)
+    assert second.recover() == []
+
+
+def test_runner_that_dies_is_a_system_error(backend: LocalBackend) -> None:
+    job = _job({"executors": [{"command": ["sleep", "303.5"]}]})
+    backend.submit(job)
+    deadline = time.monotonic() + 10
+    while not pids_matching("sleep 303.5"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runner = int((backend.jobs_dir / job.key / "runner.pid").read_text())
+    os.kill(runner, 9)
+    status = _wait(backend, job)
+    assert status.state is TaskState.SYSTEM_ERROR
+    assert "died without a result" in status.message
+    backend.forget(job)  # kills the orphaned executor too
+    assert not pids_matching("sleep 303.5")
