@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from platformdirs import user_data_dir
@@ -36,6 +38,7 @@ def setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def local_backend(
@@ -59,7 +62,31 @@ def local_backend(
     return LocalBackend(state_dir, pools, gpu_indices(probe, pools))
 
 
-def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
+class _Server(uvicorn.Server):
+    """uvicorn, stopping cleanly on SIGINT/SIGTERM without re-raising the signal afterwards
+    (which would end the process with a traceback instead of shutting down in order)."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def _uvicorn(app: object, host: str, port: int, on_exit: Callable[[], None]) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
@@ -68,7 +95,7 @@ def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config)
+    return _Server(config, on_exit)
 
 
 Say = Callable[[str], None]
@@ -105,11 +132,21 @@ async def serve_up(
     else:
         announce(rt, url, None, show)
         show(f"  client config: {config_path()}")
-    server = _uvicorn(create_app(rt), host, port)
     agent = GatewayAgent(url, gateway_dir, backend, enrol_token=enrol_token, name="local")
+    gateway_task: asyncio.Task[None] | None = None
+
+    def on_exit() -> None:
+        rt.drain()
+        if gateway_task is not None:
+            gateway_task.cancel()  # the gateway goes first, so no request of its is cut off
+
+    server = _uvicorn(create_app(rt), host, port, on_exit)
+    serving = asyncio.create_task(server.serve(), name="node")
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)  # the gateway connects once the node listens
     gateway_task = asyncio.create_task(agent.run(), name="gateway")
     try:
-        await server.serve()
+        await serving
     finally:
         gateway_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -121,4 +158,4 @@ async def serve_node(settings: NodeSettings, host: str, port: int, show: Say) ->
     rt = NodeRuntime(settings)
     boot = rt.bootstrap()
     announce(rt, f"http://{host}:{port}", boot.admin_token, show)
-    await _uvicorn(create_app(rt), host, port).serve()
+    await _uvicorn(create_app(rt), host, port, rt.drain).serve()

@@ -43,6 +43,12 @@ class NodeRuntime:
         self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
         self._loops: list[asyncio.Task[None]] = []
+        self.draining = False  # set on shutdown: long-polls return at once
+
+    def drain(self) -> None:
+        """Begin shutting down: end waiting long-polls so connections close promptly."""
+        self.draining = True
+        self.changed.fire()
 
     @property
     def node_code(self) -> str:

@@ -58,7 +58,7 @@ async def lease(body: LeaseRequest, rt: Runtime, gw: Gateway) -> LeaseReply:
     while True:
         tasks = await run_in_threadpool(rt.dispatch.lease, gw.subject, body.max_tasks)
         left = deadline - time.monotonic()
-        if tasks or left <= 0:
+        if tasks or left <= 0 or rt.draining:
             return LeaseReply(tasks=tasks)
         # Woken by any placement; the timeout bounds a missed wake-up.
         await rt.changed.wait(min(left, 1.0))
