@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from computenet.errors import InvalidInput
 
-_NODE_LABEL = re.compile(r"^[a-z0-9]{1,16}$")
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_NODE_LABEL = re.compile(r"[a-z0-9]{1,16}")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 MAX_NODE_DEPTH = 8
 
 
@@ -23,7 +23,7 @@ def validate_node_code(code: str) -> str:
     if len(parts) > MAX_NODE_DEPTH:
         raise InvalidInput(f"node code {code!r} is deeper than {MAX_NODE_DEPTH} levels")
     for part in parts:
-        if not _NODE_LABEL.match(part):
+        if not _NODE_LABEL.fullmatch(part):
             raise InvalidInput(
                 f"node code {code!r}: label {part!r} must be 1-16 lowercase letters or digits"
             )
@@ -32,7 +32,7 @@ def validate_node_code(code: str) -> str:
 
 def validate_label(label: str, what: str = "label") -> str:
     """Return ``label`` if it is a valid provider or pool label (DNS-style), else raise."""
-    if not _LABEL.match(label):
+    if not _LABEL.fullmatch(label):
         raise InvalidInput(
             f"{what} {label!r} must be 1-63 lowercase letters, digits or '-', "
             "not starting or ending with '-'"
@@ -83,7 +83,7 @@ class CPI:
 def allocate_child_code(parent: str, label: str) -> str:
     """Allocate node code ``parent.label`` for a child node (only inside the parent's prefix)."""
     validate_node_code(parent)
-    if not _NODE_LABEL.match(label):
+    if not _NODE_LABEL.fullmatch(label):
         raise InvalidInput(f"child label {label!r} must be 1-16 lowercase letters or digits")
     return validate_node_code(f"{parent}.{label}")
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from computenet.model.cpi import validate_label
 
-_REGION_CODE = re.compile(r"^\d{2}(\d{2}(\d{2})?)?$")
+REGION_CODE = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2})?)?")
 
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("1000000"), max_digits=18, decimal_places=6)]
 
@@ -55,7 +55,7 @@ class Region(Strict):
     @field_validator("code")
     @classmethod
     def _code(cls, v: str) -> str:
-        if not _REGION_CODE.match(v):
+        if not REGION_CODE.fullmatch(v):
             raise ValueError("region code must be a GB/T 2260 code of 2, 4 or 6 digits")
         return v
 

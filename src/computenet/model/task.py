@@ -12,11 +12,12 @@ from enum import StrEnum
 
 from pydantic import Field, field_validator, model_validator
 
-from computenet.model.pool import Capacity, Money, Strict
+from computenet.model.pool import REGION_CODE, Capacity, Money, Strict
 
 MAX_EXECUTORS = 64
 MAX_TIME_LIMIT_S = 30 * 24 * 3600
-_MIB_PER_GB = 10**9 / 2**20  # TES sizes are in GB (10^9 bytes)
+_BYTES_PER_GB = 10**9  # TES sizes are in GB (10^9 bytes); decimal maths keeps whole MiB exact
+_MIB = 2**20
 
 
 class TaskState(StrEnum):
@@ -149,7 +150,7 @@ class Resources(Strict):
         """What the task takes out of a pool while it runs."""
         return Capacity(
             cpu_cores=self.cpu_cores,
-            memory_mib=max(1, math.ceil(self.ram_gb * _MIB_PER_GB)),
+            memory_mib=max(1, math.ceil(Decimal(repr(self.ram_gb)) * _BYTES_PER_GB / _MIB)),
             accelerators=self.accelerator.count if self.accelerator else 0,
         )
 
@@ -168,7 +169,7 @@ class Placement(Strict):
     @classmethod
     def _regions(cls, v: list[str]) -> list[str]:
         for code in v:
-            if not (code.isdigit() and len(code) in (2, 4, 6)):
+            if not REGION_CODE.fullmatch(code):
                 raise ValueError(f"region {code!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
         return v
 

@@ -13,11 +13,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from computenet.errors import Conflict, Forbidden, NotFound
+from computenet.errors import Conflict, InvalidInput, NotFound
 from computenet.model.cpi import allocate_pool
 from computenet.model.ids import ulid
 from computenet.model.pool import Capacity, PoolHealth, PoolSpec
 from computenet.model.protocol import (
+    REPORTABLE_STATES,
     DeclarePools,
     Heartbeat,
     HeartbeatReply,
@@ -97,8 +98,8 @@ class Dispatcher:
                         )
                     )
                 else:
-                    if row.gateway_id != gw.id and row.provider_prefix != gw.provider_prefix:
-                        raise Forbidden(f"pool {cpi} belongs to another provider")
+                    # Same provider prefix by construction: a restarted or replacement
+                    # gateway of the provider takes the pool over.
                     row.gateway_id = gw.id
                     if row.spec != data:
                         row.spec = data
@@ -132,7 +133,7 @@ class Dispatcher:
             for pool in s.scalars(select(t.Pool).where(t.Pool.gateway_id == gateway_id)):
                 label = pool.cpi.rsplit("/", 1)[1]
                 state = live.get(label)
-                healthy = state.healthy if state else True
+                healthy = state.healthy if state else False  # not vouched for: unhealthy
                 if state:
                     pool.running_tasks = state.running_tasks
                 new_health = PoolHealth.HEALTHY if healthy else PoolHealth.UNHEALTHY
@@ -287,6 +288,11 @@ class Dispatcher:
             state = TaskState(row.state)
             if state.terminal:
                 return ReportReply(cancel=False)  # a resend after we already finished it
+            if rep.state not in REPORTABLE_STATES:
+                raise InvalidInput(
+                    f"a gateway may report {sorted(s.value for s in REPORTABLE_STATES)}, "
+                    f"not {rep.state.value}"
+                )
             self._apply_logs(s, row, rep, now)
             for line in rep.system_log:
                 s.add(

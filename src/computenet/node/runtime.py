@@ -68,6 +68,7 @@ class NodeRuntime:
                     f"this data directory belongs to node {code.value!r}, not {self.node_code!r}"
                 )
             has_admin = s.scalars(select(t.Token.id).where(t.Token.kind == "admin")).first()
+        self.tasks.resume()
         token = None if has_admin else new_token(self.db, "admin", "admin")
         return Bootstrap(admin_token=token)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +46,11 @@ class _SeqClock:
         self._last = 0
         self._lock = threading.Lock()
 
+    def floor(self, value: int) -> None:
+        """Never issue a stamp at or below ``value`` (the newest stored at start-up)."""
+        with self._lock:
+            self._last = max(self._last, value)
+
     def next(self) -> int:
         with self._lock:
             self._last = max(self._last + 1, time.time_ns() // 1000)
@@ -69,6 +74,12 @@ class TaskService:
         self.node_code = node_code
         self._on_change = on_change
         self._seq = _SeqClock()
+
+    def resume(self) -> None:
+        """Continue the task order after the newest stored task, whatever the clock says."""
+        with self.db.read() as s:
+            newest = s.scalar(select(func.max(t.Task.seq)))
+        self._seq.floor(int(newest or 0))
 
     def submit(self, spec: TaskSpec, owner: str, client_key: str | None = None) -> tuple[str, bool]:
         """Store a new task and queue it; return ``(id, created)``.
@@ -182,7 +193,9 @@ class TaskService:
             try:
                 after = int(page_token)
             except ValueError:
-                raise InvalidInput("page_token is not one this server issued") from None
+                after = -1
+            if not 0 < after < 2**63:
+                raise InvalidInput("page_token is not one this server issued")
             q = q.where(t.Task.seq < after)
         if owner is not None:
             q = q.where(t.Task.owner == owner)

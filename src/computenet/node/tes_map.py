@@ -81,9 +81,16 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _extensions(params: dict[str, str], strict: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split backend_parameters into resource and placement extensions."""
-    unknown = sorted(set(params) - set(BACKEND_PARAMETERS))
+def _extensions(
+    params: dict[str, str], strict: bool
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Split backend_parameters into resource and placement extensions.
+
+    Keys are case-insensitive (TES 1.1). Unsupported keys are refused when strict, else
+    dropped: TES says they must not be stored or returned. Also returns the supported keys.
+    """
+    known = {k.lower(): v for k, v in params.items() if k.lower() in BACKEND_PARAMETERS}
+    unknown = sorted(k for k in params if k.lower() not in BACKEND_PARAMETERS)
     if unknown and strict:
         raise InvalidInput(
             f"unsupported backend_parameters {unknown} (backend_parameters_strict is set); "
@@ -93,7 +100,7 @@ def _extensions(params: dict[str, str], strict: bool) -> tuple[dict[str, Any], d
     place: dict[str, Any] = {}
     acc: dict[str, Any] = {}
     try:
-        for key, value in params.items():
+        for key, value in known.items():
             if key.startswith("accelerator_"):
                 field = key.removeprefix("accelerator_")
                 acc[field] = int(value) if field in ("count", "min_memory_gib") else value
@@ -109,17 +116,22 @@ def _extensions(params: dict[str, str], strict: bool) -> tuple[dict[str, Any], d
                 place["priority"] = int(value)
             elif key == "pool":
                 place["pool"] = value
+        if acc:
+            res["accelerator"] = AcceleratorRequest(**acc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"backend_parameters accelerator_{where}: {first['msg']}") from None
     except (ValueError, InvalidOperation) as exc:
         raise InvalidInput(f"backend_parameters: {exc}") from None
-    if acc:
-        res["accelerator"] = AcceleratorRequest(**acc)
-    return res, place
+    return res, place, known
 
 
 def tes_to_spec(task: TesTask) -> TaskSpec:
     """Turn a TES task into our spec, validating every extension."""
     r = task.resources or TesResources()
-    ext_res, ext_place = _extensions(r.backend_parameters or {}, bool(r.backend_parameters_strict))
+    params = r.backend_parameters or {}
+    ext_res, ext_place, known = _extensions(params, bool(r.backend_parameters_strict))
     try:
         resources = Resources(
             cpu_cores=r.cpu_cores or 1,
@@ -127,7 +139,7 @@ def tes_to_spec(task: TesTask) -> TaskSpec:
             disk_gb=r.disk_gb,
             preemptible=r.preemptible,
             zones=r.zones or [],
-            backend_parameters=r.backend_parameters or {},
+            backend_parameters=known,
             backend_parameters_strict=bool(r.backend_parameters_strict),
             **ext_res,
         )
@@ -195,12 +207,14 @@ def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
         attempt = by_attempt.get(n)
         entry: dict[str, Any] = {
             "logs": [
-                {
-                    "start_time": _time(e.start_time),
-                    "end_time": _time(e.end_time),
-                    "exit_code": e.exit_code,
-                    **({"stdout": e.stdout or "", "stderr": e.stderr or ""} if full else {}),
-                }
+                _drop_none(
+                    {
+                        "start_time": _time(e.start_time),
+                        "end_time": _time(e.end_time),
+                        "exit_code": e.exit_code,  # absent, not null, while it runs
+                        **({"stdout": e.stdout or "", "stderr": e.stderr or ""} if full else {}),
+                    }
+                )
                 for e in (attempt.executors if attempt else [])
             ],
             "metadata": {"attempt": str(n), "pool": task.pool or ""},
@@ -215,6 +229,11 @@ def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
                 for e in task.events or []
                 if e.attempt == n
             ]
-        logs.append(entry)
+        logs.append(_drop_none(entry))
     out["logs"] = logs
-    return {k: v for k, v in out.items() if v is not None}
+    return _drop_none(out)
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    """TES leaves unknown values out rather than sending null."""
+    return {k: v for k, v in d.items() if v is not None}
