@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from computenet.errors import Conflict, InvalidInput, NotFound
@@ -38,6 +38,8 @@ from computenet.store.db import Database
 ACTIVE = (TaskState.INITIALIZING.value, TaskState.RUNNING.value, TaskState.CANCELING.value)
 LOG_TAIL_CHARS = 1024 * 1024
 SCHEDULE_BATCH = 2000
+SPEC_CACHE_MAX = 100_000
+NO_POOLS = "no pools are registered"
 
 
 def _append(stored: str, total: int, chunk: LogChunk) -> tuple[str, int]:
@@ -59,6 +61,9 @@ class Dispatcher:
         self.db = db
         self.settings = settings
         self._on_change = on_change
+        # Parsed specs of queued tasks and pools, so a pass does not re-validate them.
+        self._specs: dict[str, TaskSpec] = {}
+        self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
 
     # ---- gateways and pools -------------------------------------------------------
 
@@ -164,37 +169,19 @@ class Dispatcher:
     # ---- scheduling ---------------------------------------------------------------
 
     def schedule_pass(self) -> int:
-        """Assign queued tasks to pools with free capacity; return how many were placed."""
-        now = utcnow()
-        with self.db.write() as s:
-            pools = list(s.scalars(select(t.Pool)))
-            if not pools:
-                views: list[PoolView] = []
-            else:
-                used = {
-                    cpi: Capacity(cpu_cores=c or 0, memory_mib=m or 0, accelerators=a or 0)
-                    for cpi, c, m, a in s.execute(
-                        select(
-                            t.Task.pool_cpi,
-                            func.sum(t.Task.cpu_cores),
-                            func.sum(t.Task.memory_mib),
-                            func.sum(t.Task.accelerators),
-                        )
-                        .where(
-                            t.Task.pool_cpi.is_not(None),
-                            t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
-                        )
-                        .group_by(t.Task.pool_cpi)
-                    )
-                }
-                views = []
-                for p in pools:
-                    spec = PoolSpec.model_validate(p.spec)
-                    free = spec.total().minus(used.get(p.cpi, Capacity()))
-                    views.append(PoolView(p.cpi, spec, PoolHealth(p.health), free))
+        """Assign queued tasks to pools with free capacity; return how many were placed.
+
+        Reads and decides without holding the write lock, then applies the placements in
+        one short transaction, each guarded so that a task cancelled meanwhile stays so.
+        """
+        with self.db.read() as s:
+            views = self._pool_views(s)
+            if not views:
+                self._explain_no_pools(s)
+                return 0
             queued = list(
-                s.scalars(
-                    select(t.Task)
+                s.execute(
+                    select(t.Task.id, t.Task.priority, t.Task.seq, t.Task.reason)
                     .where(t.Task.state == TaskState.QUEUED.value, t.Task.pool_cpi.is_(None))
                     .order_by(t.Task.priority.desc(), t.Task.seq)
                     .limit(SCHEDULE_BATCH)
@@ -202,32 +189,94 @@ class Dispatcher:
             )
             if not queued:
                 return 0
-            by_id = {r.id: r for r in queued}
-            tasks = [
-                TaskView(r.id, TaskSpec.model_validate(r.spec), r.priority, r.seq) for r in queued
-            ]
-            placed = 0
-            for d in schedule(tasks, views):
-                row = by_id[d.task_id]
-                if d.pool is not None:
-                    row.pool_cpi = d.pool
-                    row.reason = ""
-                    row.updated_at = now
-                    s.add(
-                        t.TaskEvent(
-                            task_id=row.id,
+            missing = [r.id for r in queued if r.id not in self._specs]
+            if missing:
+                if len(self._specs) > SPEC_CACHE_MAX:
+                    self._specs.clear()
+                rows = s.execute(select(t.Task.id, t.Task.spec).where(t.Task.id.in_(missing)))
+                for tid, spec in rows:
+                    self._specs[tid] = TaskSpec.model_validate(spec)
+        tasks = [TaskView(r.id, self._specs[r.id], r.priority, r.seq) for r in queued]
+        old_reason = {r.id: r.reason for r in queued}
+        decisions = schedule(tasks, views)
+        placements = [d for d in decisions if d.pool is not None]
+        reasons = [d for d in decisions if d.pool is None and d.reason != old_reason[d.task_id]]
+        if not placements and not reasons:
+            return 0
+        now = utcnow()
+        placed = 0
+        with self.db.write() as s:
+            for d in placements:
+                result = s.execute(
+                    update(t.Task)
+                    .where(
+                        t.Task.id == d.task_id,
+                        t.Task.state == TaskState.QUEUED.value,
+                        t.Task.pool_cpi.is_(None),
+                    )
+                    .values(pool_cpi=d.pool, reason="", updated_at=now)
+                )
+                if getattr(result, "rowcount", 0):
+                    s.execute(
+                        insert(t.TaskEvent).values(
+                            task_id=d.task_id,
                             at=now,
-                            attempt=row.attempt,
+                            attempt=0,
                             state=TaskState.QUEUED.value,
                             message=f"placed on {d.pool}",
                         )
                     )
                     placed += 1
-                elif row.reason != d.reason:
-                    row.reason = d.reason
+                self._specs.pop(d.task_id, None)
+            for d in reasons:
+                s.execute(update(t.Task).where(t.Task.id == d.task_id).values(reason=d.reason))
         if placed:
             self._on_change()
         return placed
+
+    def _explain_no_pools(self, read: Session) -> None:
+        """Tell queued tasks there is nowhere to run, writing only when a reason changes."""
+        waiting = (
+            t.Task.state == TaskState.QUEUED.value,
+            t.Task.pool_cpi.is_(None),
+            t.Task.reason != NO_POOLS,
+        )
+        if read.execute(select(t.Task.id).where(*waiting).limit(1)).first() is None:
+            return
+        with self.db.write() as s:
+            s.execute(update(t.Task).where(*waiting).values(reason=NO_POOLS))
+
+    def _pool_views(self, s: Session) -> list[PoolView]:
+        """Every pool with its free capacity: its total less what placed and active tasks hold."""
+        pools = list(s.execute(select(t.Pool.cpi, t.Pool.spec, t.Pool.health, t.Pool.version)))
+        if not pools:
+            return []
+        used = {
+            cpi: Capacity(cpu_cores=c or 0, memory_mib=m or 0, accelerators=a or 0)
+            for cpi, c, m, a in s.execute(
+                select(
+                    t.Task.pool_cpi,
+                    func.sum(t.Task.cpu_cores),
+                    func.sum(t.Task.memory_mib),
+                    func.sum(t.Task.accelerators),
+                )
+                .where(
+                    t.Task.pool_cpi.is_not(None),
+                    t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
+                )
+                .group_by(t.Task.pool_cpi)
+            )
+        }
+        views = []
+        for cpi, raw, health, version in pools:
+            cached = self._pool_specs.get(cpi)
+            if cached is None or cached[0] != version:
+                cached = (version, PoolSpec.model_validate(raw))
+                self._pool_specs[cpi] = cached
+            spec = cached[1]
+            free = spec.total().minus(used.get(cpi, Capacity()))
+            views.append(PoolView(cpi, spec, PoolHealth(health), free))
+        return views
 
     # ---- leases -------------------------------------------------------------------
 

@@ -108,13 +108,18 @@ class NodeRuntime:
         self.db.dispose()
 
     async def _scheduler_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
                 await asyncio.to_thread(self.dispatch.schedule_pass)
             except Exception:
                 log.exception("scheduling pass failed")
+            took = loop.time() - began
             await self.changed.wait(1.0)
-            await asyncio.sleep(0.02)  # gather a burst of submissions into one pass
+            # Gather a burst of submissions into one pass, and keep the scheduler to about a
+            # third of a core however long a pass over a big backlog takes.
+            await asyncio.sleep(min(1.0, max(0.02, 2 * took)))
 
     async def _housekeeping_loop(self) -> None:
         while True:

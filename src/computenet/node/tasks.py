@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -92,49 +92,42 @@ class TaskService:
         if client_key is not None and not (0 < len(client_key) <= 256):
             raise InvalidInput("an idempotency key must be 1-256 characters")
         stored = spec_json(spec)
-        if client_key is not None:
-            existing = self._by_key(owner, client_key, stored)
-            if existing is not None:
-                return existing, False
         now = utcnow()
         need = spec.resources.need()
-        row = t.Task(
-            id=task_id(self.node_code),
-            seq=self._seq.next(),
-            owner=owner,
-            client_key=client_key,
-            name=spec.name,
-            state=TaskState.QUEUED.value,
-            spec=stored,
-            priority=spec.placement.priority,
-            cpu_cores=need.cpu_cores,
-            memory_mib=need.memory_mib,
-            accelerators=need.accelerators,
-            attempt=0,
-            reason="waiting for the scheduler",
-            cancel_requested=False,
-            created_at=now,
-            updated_at=now,
-            tags=spec.tags,
-        )
+        tid = task_id(self.node_code)
+        row = {
+            "id": tid,
+            "seq": self._seq.next(),
+            "owner": owner,
+            "client_key": client_key,
+            "name": spec.name,
+            "state": TaskState.QUEUED.value,
+            "spec": stored,
+            "priority": spec.placement.priority,
+            "cpu_cores": need.cpu_cores,
+            "memory_mib": need.memory_mib,
+            "accelerators": need.accelerators,
+            "attempt": 0,
+            "reason": "waiting for the scheduler",
+            "cancel_requested": False,
+            "created_at": now,
+            "updated_at": now,
+            "tags": spec.tags,
+        }
+        event = {"task_id": tid, "at": now, "attempt": 0, "state": "QUEUED", "message": "submitted"}
         try:
+            # Insert first: the unique (owner, client_key) index decides repeats, so a new
+            # task costs one write and no read, and concurrent repeats cannot both win.
             with self.db.write() as s:
-                s.add(row)
-                s.add(
-                    t.TaskEvent(
-                        task_id=row.id, at=now, attempt=0, state="QUEUED", message="submitted"
-                    )
-                )
+                s.execute(insert(t.Task), row)
+                s.execute(insert(t.TaskEvent), event)
         except IntegrityError:
-            # A concurrent submission with the same key won the race: answer with its task.
-            if client_key is None:
-                raise
-            existing = self._by_key(owner, client_key, stored)
+            existing = None if client_key is None else self._by_key(owner, client_key, stored)
             if existing is None:
                 raise
             return existing, False
         self._on_change()
-        return row.id, True
+        return tid, True
 
     def _by_key(self, owner: str, client_key: str, stored: dict[str, object]) -> str | None:
         with self.db.read() as s:
