@@ -98,6 +98,16 @@ def start_node(data_dir: Path, port: int, *extra: str, up: bool = False) -> Proc
     return proc
 
 
+def start_gateway(url: str, token: str, state_dir: Path, label: str, cpus: int) -> Proc:
+    """Enrol provider ``label`` with the admin token and start its gateway process."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+        resp = http.post("/api/v1/providers", json={"label": label})
+        resp.raise_for_status()
+    args = ["gateway", "--node", url, "--state-dir", str(state_dir), "--cpus", str(cpus)]
+    enrol = resp.json()["enrolment_token"]
+    return spawn([*CLI, *args, "--token", enrol], state_dir.parent / f"{state_dir.name}.log")
+
+
 def cli(
     *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
 ) -> subprocess.CompletedProcess[str]:

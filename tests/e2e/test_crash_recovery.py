@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nodeproc import CLI, admin_token, free_port, spawn, start_node
+from nodeproc import admin_token, free_port, start_gateway, start_node
 
 pytestmark = pytest.mark.slow
 N_TASKS = 200
@@ -81,23 +81,7 @@ def test_kill_node_only(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     node = start_node(tmp_path / "node", port, "--lease-ttl-s", "10")
     token = admin_token(node)
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
-        enrol = http.post("/api/v1/providers", json={"label": "acme"}).json()["enrolment_token"]
-    gateway = spawn(
-        [
-            *CLI,
-            "gateway",
-            "--node",
-            url,
-            "--state-dir",
-            str(tmp_path / "gw"),
-            "--token",
-            enrol,
-            "--cpus",
-            "4",
-        ],
-        tmp_path / "gateway.log",
-    )
+    gateway = start_gateway(url, token, tmp_path / "gw", "acme", cpus=4)
     side_effects = tmp_path / "ran.txt"
     try:
         ids = _submit_all(url, token, side_effects)

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nodeproc import CLI, admin_token, free_port, spawn, start_node
+from nodeproc import admin_token, free_port, start_gateway, start_node
 from pg import fresh_database, require_postgres
 
 pytestmark = pytest.mark.slow
@@ -22,23 +22,8 @@ def test_task_runs_on_a_postgres_backed_node(tmp_path: Path) -> None:
     gateway = None
     try:
         token = admin_token(node)
+        gateway = start_gateway(url, token, tmp_path / "gw", "pg", cpus=2)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
-            enrol = http.post("/api/v1/providers", json={"label": "pg"}).json()["enrolment_token"]
-            gateway = spawn(
-                [
-                    *CLI,
-                    "gateway",
-                    "--node",
-                    url,
-                    "--state-dir",
-                    str(tmp_path / "gw"),
-                    "--token",
-                    enrol,
-                    "--cpus",
-                    "2",
-                ],
-                tmp_path / "gateway.log",
-            )
             tid = http.post(
                 "/api/v1/tasks", json={"executors": [{"command": ["echo", "from postgres"]}]}
             ).json()["id"]
