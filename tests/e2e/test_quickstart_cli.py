@@ -119,3 +119,25 @@ def test_unreachable_node_is_one_line() -> None:
     assert res.returncode != 0
     assert "cannot reach node" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_hostile_tasks_do_not_stop_the_gateway(
+    up: tuple[Proc, dict[str, str]], tmp_path: Path
+) -> None:
+    """64 executors with images, and 3 MB of output per stream: both finish, the end of the
+    log survives, and the gateway still runs the next task."""
+    many = tmp_path / "many.yaml"
+    many.write_text("executors:\n" + "  - {image: alpine, command: [echo, hi]}\n" * 64)
+    res = cli("submit", "--wait", "-f", str(many))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert cli("logs", res.stdout.split()[0]).stdout == "hi\n" * 64
+
+    big = "python3 -c \"import sys; sys.stdout.write('x' * 3_000_000 + '\\nTHE END\\n')\""
+    res = cli("submit", "--wait", "--", "sh", "-c", f"{big}; {big} >&2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    task_id = res.stdout.split()[0]
+    assert cli("logs", task_id).stdout.endswith("x\nTHE END\n")
+    assert cli("logs", "--stderr", task_id).stdout.endswith("x\nTHE END\n")
+
+    after = cli("submit", "--wait", "--", "echo", "still here")
+    assert after.returncode == 0, after.stdout + after.stderr

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from computenet.errors import Unavailable
-from computenet.gateway.backends.base import Job, JobStatus
+from computenet.gateway.backends.base import CapacityUnavailable, Job, JobStatus
 from computenet.gateway.backends.local import LocalBackend
 from computenet.model.pool import Accelerator, PoolSpec
 from computenet.model.task import TaskSpec, TaskState
@@ -147,7 +146,7 @@ def test_gpus_are_given_out_exclusively(tmp_path: Path) -> None:
     a, b, c = (_job(spec, n, "cn/local/gpu") for n in (1, 2, 3))
     backend.submit(a)
     backend.submit(b)
-    with pytest.raises(Unavailable, match="0 free GPUs"):
+    with pytest.raises(CapacityUnavailable, match="0 free GPUs"):
         backend.submit(c)
     _wait(backend, a)
     _wait(backend, b)
@@ -158,7 +157,7 @@ def test_gpus_are_given_out_exclusively(tmp_path: Path) -> None:
     # A restarted gateway learns which cards its surviving jobs hold.
     again = LocalBackend(tmp_path, [GPU_POOL], {"gpu": [0, 1]})
     assert {j.key for j in again.recover()} == {b.key, c.key}
-    with pytest.raises(Unavailable):
+    with pytest.raises(CapacityUnavailable):
         again.submit(_job(spec, 4, "cn/local/gpu"))
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -762,7 +763,7 @@ def run_task_through_a_gateway(api: Api, *, finish: bool = True) -> str:
                     "stderr": {"offset": 0, "data": "warn\n"},
                 }
             ],
-            "usage": {"wall_s": "60", "cpu_cores": 1, "memory_mib": 954, "cards": 0},
+            "usage": {"wall_s": "0.5", "cpu_cores": 1, "memory_mib": 954, "cards": 0},
         }
         r = api.client.post(report, json=done, headers=gw)
         assert r.status_code == 200 and r.json() == {"cancel": False}
@@ -787,7 +788,7 @@ def test_full_flow_over_http(api: Api) -> None:
     assert "system_logs" not in blog
     assert all("stdout" not in e and "stderr" not in e for e in blog["logs"])
     native = api.client.get(f"/api/v1/tasks/{tid}", headers=api.user).json()
-    assert native["usage"][0]["wall_s"] == "60.000000000"
+    assert native["usage"][0]["wall_s"] == "0.500000000"
     assert native["usage"][0]["pool"] == "cn.31/acme/cpu"
 
 
@@ -845,8 +846,7 @@ def test_tes_responses_match_the_spec(api: Api, tes_schemas: dict[str, Any]) -> 
         json={
             "name": "schema",
             "executors": [ECHO],
-            "inputs": [{"path": "/in", "url": "s3://bucket/in"}],
-            "outputs": [{"path": "/out", "url": "s3://bucket/out"}],
+            "inputs": [{"path": "/in", "content": "inline data"}],
             "resources": {"cpu_cores": 1, "backend_parameters": {"priority": "1"}},
         },
         headers=api.user,
@@ -890,3 +890,48 @@ def test_bad_inputs_left_nothing_behind(shared: Api) -> None:
     for who in (shared.user, shared.other_user, shared.admin):
         r = shared.client.get("/api/v1/tasks", headers=who)
         assert r.status_code == 200 and r.json()["tasks"] == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"inputs": [{"path": "/in", "url": "s3://bucket/in"}]},
+        {"outputs": [{"path": "/out", "url": "file:///tmp/out"}]},
+        {"volumes": ["/scratch"]},
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/v1/tasks", "/ga4gh/tes/v1/tasks"])
+def test_unstaged_data_is_refused_not_ignored(
+    shared: Api, path: str, extra: dict[str, Any]
+) -> None:
+    r = shared.client.post(path, json={"executors": [ECHO], **extra}, headers=shared.user)
+    assert_error(r, 400, "data staging is not available yet")
+
+
+@pytest.mark.parametrize(
+    "executor",
+    [
+        {"image": "alpine", "command": ["cat", "x"], "workdir": "../../.."},
+        {"image": "alpine", "command": ["cat"], "stdin": "/w/../../etc/passwd"},
+        {"image": "alpine", "command": ["true"], "env": {"A=B": "x"}},
+        {"image": "alpine", "command": ["true"], "env": {"A": "x\u0000y"}},
+    ],
+)
+def test_paths_and_env_that_escape_are_refused(shared: Api, executor: dict[str, Any]) -> None:
+    r = shared.client.post(
+        "/ga4gh/tes/v1/tasks", json={"executors": [executor]}, headers=shared.user
+    )
+    assert_error(r, 400)
+
+
+@pytest.mark.parametrize("bad", ['"\\ud800"', '"a\\u0000b"'])
+def test_unstorable_text_is_refused(shared: Api, bad: str) -> None:
+    raw = '{"name": ' + bad + ', "executors": [{"command": ["echo", "hi"]}]}'
+    r = shared.client.post("/api/v1/tasks", content=raw.encode(), headers={**shared.user, **JSON})
+    assert_error(r, 400)
+
+
+@pytest.mark.parametrize("tid", ["a\x00b", "x" * 300, "cn-../../etc"])
+def test_malformed_task_ids_are_404(shared: Api, tid: str) -> None:
+    r = shared.client.get(f"/api/v1/tasks/{quote(tid)}", headers=shared.user)
+    assert_error(r, 404)

@@ -107,28 +107,50 @@ def gateway(
     token: Annotated[
         str | None, typer.Option(help="one-time enrolment token (first start only)")
     ] = None,
-    label: Annotated[str, typer.Option(help="pool label")] = "host",
+    backend: Annotated[str, typer.Option(help="local, slurm, ray or tes")] = "local",
+    label: Annotated[str, typer.Option(help="pool label (local, ray, tes)")] = "host",
     cpus: Annotated[int | None, typer.Option(min=1, help="CPU cores to offer")] = None,
     region: Annotated[str, typer.Option(help="GB/T 2260 region code")] = "11",
     price_per_core_hour: Annotated[str, typer.Option()] = "0",
     price_per_card_hour: Annotated[str, typer.Option()] = "0",
     name: Annotated[str | None, typer.Option(help="gateway name [default: hostname]")] = None,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition [default: all]")] = None,
+    slurm_conf: Annotated[Path | None, typer.Option(help="slurm.conf to use")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray dashboard URL")] = None,
+    tes_url: Annotated[str | None, typer.Option(help="TES service to forward to")] = None,
+    tes_token: Annotated[str | None, typer.Option(help="bearer token for --tes-url")] = None,
+    failover_after_s: Annotated[
+        float, typer.Option(min=1.0, help="hand jobs back after the backend is down this long")
+    ] = 15.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a gateway for this host's local backend, connected outbound to a node."""
+    """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service)."""
     from computenet.cli import serve
     from computenet.gateway.agent import GatewayAgent
 
     serve.setup_logging(verbose)
-    backend = serve.local_backend(
+    chosen = serve.make_backend(
+        backend,
         state_dir,
-        label,
-        cpus,
-        region,
-        _money(price_per_core_hour, "--price-per-core-hour"),
-        _money(price_per_card_hour, "--price-per-card-hour"),
+        label=label,
+        cpu_cores=cpus,
+        region=region,
+        price_per_core_hour=_money(price_per_core_hour, "--price-per-core-hour"),
+        price_per_card_hour=_money(price_per_card_hour, "--price-per-card-hour"),
+        partition=partition,
+        slurm_conf=slurm_conf,
+        ray_address=ray_address,
+        tes_url=tes_url,
+        tes_token=tes_token,
     )
-    agent = GatewayAgent(node_url, state_dir, backend, enrol_token=token, name=name)
+    agent = GatewayAgent(
+        node_url,
+        state_dir,
+        chosen,
+        enrol_token=token,
+        name=name,
+        failover_after_s=failover_after_s,
+    )
     _run(agent.run())
 
 

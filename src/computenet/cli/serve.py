@@ -14,7 +14,9 @@ from types import FrameType
 import uvicorn
 from platformdirs import user_data_dir
 
+from computenet.errors import InvalidInput
 from computenet.gateway.agent import Credential, GatewayAgent
+from computenet.gateway.backends.base import Backend
 from computenet.gateway.backends.local import LocalBackend
 from computenet.gateway.probe import gpu_indices, pools_from_probe, probe_host
 from computenet.model.pool import Region
@@ -84,6 +86,60 @@ class _Server(uvicorn.Server):
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+
+def make_backend(
+    kind: str,
+    state_dir: Path,
+    *,
+    label: str,
+    cpu_cores: int | None,
+    region: str,
+    price_per_core_hour: Decimal,
+    price_per_card_hour: Decimal,
+    partition: str | None = None,
+    slurm_conf: Path | None = None,
+    ray_address: str | None = None,
+    tes_url: str | None = None,
+    tes_token: str | None = None,
+) -> Backend:
+    """The backend a gateway serves: this host, a Slurm cluster, a Ray cluster or a TES service."""
+    where = Region(code=region)
+    if kind == "local":
+        return local_backend(
+            state_dir, label, cpu_cores, region, price_per_core_hour, price_per_card_hour
+        )
+    if kind == "slurm":
+        from computenet.gateway.backends.slurm import SlurmBackend
+
+        return SlurmBackend(
+            state_dir,
+            partition=partition,
+            slurm_conf=slurm_conf,
+            region=where,
+            price_per_core_hour=price_per_core_hour,
+            price_per_card_hour=price_per_card_hour,
+        )
+    if kind == "ray":
+        from computenet.gateway.backends.ray import RayBackend
+
+        if not ray_address:
+            raise InvalidInput("--backend ray needs --ray-address (the Ray dashboard URL)")
+        return RayBackend(
+            state_dir,
+            address=ray_address,
+            label=label,
+            region=where,
+            price_per_core_hour=price_per_core_hour,
+            price_per_card_hour=price_per_card_hour,
+        )
+    if kind == "tes":
+        from computenet.gateway.backends.tes import TesBackend
+
+        if not tes_url:
+            raise InvalidInput("--backend tes needs --tes-url (the TES service to forward to)")
+        return TesBackend(state_dir, url=tes_url, token=tes_token, label=label, region=where)
+    raise InvalidInput(f"--backend must be local, slurm, ray or tes, not {kind!r}")
 
 
 def _uvicorn(app: object, host: str, port: int, on_exit: Callable[[], None]) -> uvicorn.Server:

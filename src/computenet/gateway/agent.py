@@ -15,12 +15,13 @@ import logging
 import os
 import random
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from computenet.errors import Conflict, NotFound, Unauthorized, Unavailable
-from computenet.gateway.backends.base import Backend, Job, JobStatus
+from computenet.gateway.backends.base import Backend, BackendDown, BackendError, Job, JobStatus
 from computenet.gateway.client import NodeClient
 from computenet.model.pool import PoolSpec
 from computenet.model.protocol import (
@@ -30,6 +31,7 @@ from computenet.model.protocol import (
     LeaseRequest,
     LogChunk,
     PoolLive,
+    ReleaseRequest,
     TaskReport,
     UsageReport,
 )
@@ -37,6 +39,8 @@ from computenet.model.task import TaskState
 
 log = logging.getLogger("computenet.gateway")
 LOG_READ_LIMIT = 256 * 1024
+REPORT_CHARS = 1024 * 1024  # log text per report: well under the node's body limit
+NOTES_PER_REPORT = 32
 STREAMS = ("stdout", "stderr")
 
 
@@ -47,6 +51,7 @@ class _Stream:
     read_bytes: int = 0
     acked_chars: int = 0
     pending: str = ""
+    eof: bool = False  # the last read reached the end of what the backend has so far
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
@@ -124,6 +129,7 @@ class GatewayAgent:
         name: str | None = None,
         poll_s: float = 0.25,
         lease_batch: int = 16,
+        failover_after_s: float = 15.0,
     ) -> None:
         self.state_dir = state_dir
         self.backend = backend
@@ -136,6 +142,10 @@ class GatewayAgent:
         self.pools: dict[str, PoolSpec] = {}
         self.heartbeat_s = 5.0
         self.connected = asyncio.Event()
+        # When the backend stops answering: since when, and how long before its jobs are
+        # handed back to the node to run elsewhere.
+        self.failover_after_s = failover_after_s
+        self.down_since: float | None = None
 
     @property
     def _cred_path(self) -> Path:
@@ -157,6 +167,13 @@ class GatewayAgent:
                     self.connected.clear()
                     delay = backoff.next()
                     log.warning("node unavailable (%s); retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                except Exception:
+                    # A bug must not stop the gateway: its jobs keep running, so log it
+                    # and start over as after a lost connection.
+                    self.connected.clear()
+                    delay = backoff.next()
+                    log.exception("gateway loop failed; restarting in %.1f s", delay)
                     await asyncio.sleep(delay)
         finally:
             await self.client.close()
@@ -202,8 +219,14 @@ class GatewayAgent:
             running: dict[str, int] = {}
             for tr in self.tracked.values():
                 running[tr.job.pool_cpi] = running.get(tr.job.pool_cpi, 0) + 1
+            healthy, why = await self._backend_health()
             live = [
-                PoolLive(label=spec.label, running_tasks=running.get(cpi, 0))
+                PoolLive(
+                    label=spec.label,
+                    running_tasks=running.get(cpi, 0),
+                    healthy=healthy,
+                    message=why[:1024],
+                )
                 for cpi, spec in self.pools.items()
             ]
             leases = {tr.job.lease_id: tr for tr in self.tracked.values()}
@@ -218,69 +241,114 @@ class GatewayAgent:
                     await self._drop(lost)
             await asyncio.sleep(self.heartbeat_s)
 
+    async def _backend_health(self) -> tuple[bool, str]:
+        """Whether the backend answers now; tracks since when it has not."""
+        try:
+            await asyncio.to_thread(self.backend.check)
+        except BackendError as exc:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                log.warning("%s backend is down: %s", self.backend.name, exc)
+            return False, exc.message
+        if self.down_since is not None:
+            log.info("%s backend is back", self.backend.name)
+        self.down_since = None
+        return True, ""
+
     async def _lease_loop(self) -> None:
         while True:
+            if self.down_since is not None:
+                await asyncio.sleep(1.0)  # take no work while the backend is down
+                continue
             reply = await self.client.lease(LeaseRequest(max_tasks=self.lease_batch, wait_s=20))
             for lt in reply.tasks:
                 job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec)
                 tr = _Tracked(job)
+                # Tracked before it starts: a disconnect during submit must not orphan it.
+                self.tracked[job.key] = tr
                 try:
                     await asyncio.to_thread(self.backend.submit, job)
+                except BackendError as exc:
+                    # Not the task's fault: hand it back so the node places it elsewhere.
+                    log.warning("handing %s back: %s", job.key, exc)
+                    await self._release(tr, exc.message)
+                    continue
                 except Exception as exc:
                     log.exception("could not start %s", job.key)
                     tr.notes.append(f"the {self.backend.name} backend could not start it: {exc}")
-                    await self._report(tr, JobStatus(TaskState.SYSTEM_ERROR), final=True)
+                    await self._report(tr, JobStatus(TaskState.SYSTEM_ERROR))
                     continue
                 tr.notes.extend(self._start_notes(job))
-                self.tracked[job.key] = tr
 
     def _start_notes(self, job: Job) -> list[str]:
         notes = [f"gateway {self.name}: {self.backend.name} backend on {job.pool_cpi}"]
-        for i, ex in enumerate(job.spec.executors):
-            if ex.image:
-                notes.append(
-                    f"executor {i}: image {ex.image!r} not used; ran on the host "
-                    "(no container runtime configured for this pool)"
-                )
+        images = sorted({ex.image for ex in job.spec.executors if ex.image})
+        if images and not self.backend.runs_images:
+            shown = ", ".join(repr(i) for i in images[:5]) + (" ..." if len(images) > 5 else "")
+            notes.append(
+                f"image {shown} not used; ran on the host "
+                "(no container runtime configured for this pool)"
+            )
         return notes
 
     async def _monitor_loop(self) -> None:
         while True:
             for tr in list(self.tracked.values()):
-                await self._sync(tr)
+                try:
+                    await self._sync(tr)
+                except (Unavailable, Unauthorized):
+                    raise  # the node is away: reconnect
+                except Exception as exc:
+                    # One task's trouble must not stop the others: hand it back.
+                    log.exception("task %s failed in the gateway", tr.job.key)
+                    with contextlib.suppress(Exception):
+                        await self._release(tr, f"gateway error: {type(exc).__name__}: {exc}")
             await asyncio.sleep(self.poll_s)
 
     # ---- reporting ----------------------------------------------------------------
 
-    def _read_logs(self, tr: _Tracked, status: JobStatus, drain: bool) -> None:
+    def _read_logs(self, tr: _Tracked, status: JobStatus) -> None:
+        """Read new output into each stream's pending text, up to a bound per stream."""
         for ex in status.executors:
             for stream in STREAMS:
                 st = tr.streams.setdefault((ex.index, stream), _Stream())
-                while len(st.pending) < 4 * LOG_READ_LIMIT:
+                while len(st.pending) < REPORT_CHARS:
                     data = self.backend.read_log(
                         tr.job, ex.index, stream, st.read_bytes, LOG_READ_LIMIT
                     )
                     st.read_bytes += len(data)
-                    final = drain and len(data) < LOG_READ_LIMIT
-                    st.pending += st.decoder.decode(data, final=final)
-                    if not drain or len(data) < LOG_READ_LIMIT:
+                    st.eof = len(data) < LOG_READ_LIMIT
+                    st.pending += st.decoder.decode(data, final=st.eof and status.state.terminal)
+                    if st.eof:
                         break
 
     async def _sync(self, tr: _Tracked) -> None:
-        status = await asyncio.to_thread(self.backend.status, tr.job)
-        final = status.state.terminal
-        await asyncio.to_thread(self._read_logs, tr, status, final)
-        await self._report(tr, status, final)
+        try:
+            status = await asyncio.to_thread(self.backend.status, tr.job)
+        except BackendDown as exc:
+            now = time.monotonic()
+            self.down_since = self.down_since or now
+            if now - self.down_since >= self.failover_after_s:
+                # Its fate cannot be known: stop what we can and let the node re-queue it.
+                await self._release(tr, f"{self.backend.name} backend down: {exc.message}")
+            return
+        await asyncio.to_thread(self._read_logs, tr, status)
+        await self._report(tr, status)
 
-    async def _report(self, tr: _Tracked, status: JobStatus, final: bool) -> None:
+    async def _report(self, tr: _Tracked, status: JobStatus) -> None:
+        """Send what is new. Each report carries a bounded amount of log text; the final
+        state goes only with the last of it, so a long log is never cut short."""
+        budget = REPORT_CHARS
         executors = []
         for ex in status.executors:
             seen = (ex.start_time, ex.end_time, ex.exit_code)
-            chunks = {
-                s: tr.streams[(ex.index, s)]
-                for s in STREAMS
-                if (ex.index, s) in tr.streams and tr.streams[(ex.index, s)].pending
-            }
+            chunks: dict[str, LogChunk] = {}
+            for s in STREAMS:
+                st = tr.streams.get((ex.index, s))
+                if st is not None and st.pending and budget > 0:
+                    data = st.pending[:budget]
+                    budget -= len(data)
+                    chunks[s] = LogChunk(offset=st.acked_chars, data=data)
             if seen == tr.executors.get(ex.index) and not chunks:
                 continue
             executors.append(
@@ -289,23 +357,23 @@ class GatewayAgent:
                     start_time=ex.start_time,
                     end_time=ex.end_time,
                     exit_code=ex.exit_code,
-                    **{
-                        s: LogChunk(offset=c.acked_chars, data=c.pending) for s, c in chunks.items()
-                    },
+                    **chunks,
                 )
             )
-        state = status.state
-        if state == tr.reported and not executors and not tr.notes:
-            return
-        notes = list(tr.notes)
-        if final and status.message:
+        drained = all(st.eof and not st.pending for st in tr.streams.values())
+        final = status.state.terminal and drained and budget > 0
+        state = status.state if final or not status.state.terminal else TaskState.RUNNING
+        notes, rest = tr.notes[:NOTES_PER_REPORT], tr.notes[NOTES_PER_REPORT:]
+        if final and status.message and not rest:
             notes.append(status.message)
+        if state == tr.reported and not executors and not notes:
+            return
         rep = TaskReport(
             lease_id=tr.job.lease_id,
             state=state,
             executors=executors,
             system_log=notes,
-            usage=self._usage(tr.job, status) if final else None,
+            usage=self._usage(tr.job, status) if final and not rest else None,
         )
         try:
             reply = await self.client.report(tr.job.task_id, rep)
@@ -313,7 +381,7 @@ class GatewayAgent:
             log.warning("report on %s refused (%s); stopping it", tr.job.key, exc)
             await self._drop(tr)
             return
-        tr.notes.clear()
+        tr.notes = rest
         tr.reported = state
         for sent in executors:
             tr.executors[sent.index] = (sent.start_time, sent.end_time, sent.exit_code)
@@ -323,9 +391,9 @@ class GatewayAgent:
                     stream = tr.streams[(sent.index, s)]
                     stream.acked_chars += len(chunk.data)
                     stream.pending = stream.pending[len(chunk.data) :]
-        if final:
-            await asyncio.to_thread(self.backend.forget, tr.job)
+        if final and not rest:
             self.tracked.pop(tr.job.key, None)
+            await asyncio.to_thread(self.backend.forget, tr.job)
         elif reply.cancel:
             await asyncio.to_thread(self.backend.cancel, tr.job)
 
@@ -341,8 +409,23 @@ class GatewayAgent:
             accelerator_model=model,
         )
 
+    async def _release(self, tr: _Tracked, why: str) -> None:
+        """Hand a job back to the node and forget it here."""
+        self.tracked.pop(tr.job.key, None)
+        with contextlib.suppress(BackendError):
+            await asyncio.to_thread(self.backend.cancel, tr.job)
+        with contextlib.suppress(BackendError, OSError):
+            await asyncio.to_thread(self.backend.forget, tr.job)
+        # Conflict/NotFound: the lease was already gone and the node re-queued it itself.
+        with contextlib.suppress(Conflict, NotFound):
+            await self.client.release(
+                tr.job.task_id, ReleaseRequest(lease_id=tr.job.lease_id, reason=why)
+            )
+
     async def _drop(self, tr: _Tracked) -> None:
         """Stop a job whose lease is gone, so it does not run beside its re-queued copy."""
-        await asyncio.to_thread(self.backend.cancel, tr.job)
-        await asyncio.to_thread(self.backend.forget, tr.job)
-        self.tracked.pop(tr.job.key, None)
+        if self.tracked.pop(tr.job.key, None) is None:
+            return  # another loop is already dropping or finishing it
+        with contextlib.suppress(BackendError, OSError):
+            await asyncio.to_thread(self.backend.cancel, tr.job)
+            await asyncio.to_thread(self.backend.forget, tr.job)

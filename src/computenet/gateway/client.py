@@ -17,6 +17,8 @@ from computenet.model.protocol import (
     HeartbeatReply,
     LeaseReply,
     LeaseRequest,
+    ReleaseReply,
+    ReleaseRequest,
     ReportReply,
     TaskReport,
 )
@@ -81,6 +83,10 @@ class NodeClient:
     async def lease(self, msg: LeaseRequest) -> LeaseReply:
         """Long-poll for tasks."""
         return await self._call("POST", "/lease", msg, LeaseReply, timeout_s=msg.wait_s + 10)
+
+    async def release(self, task_id: str, msg: ReleaseRequest) -> ReleaseReply:
+        """Hand a leased task back to the node."""
+        return await self._call("POST", f"/tasks/{task_id}/release", msg, ReleaseReply)
 
     async def report(self, task_id: str, msg: TaskReport) -> ReportReply:
         """Report on a leased task."""

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from computenet.errors import InvalidInput
+from computenet.gateway.probe_vendors import AcceleratorDevice, probe_accelerators
 from computenet.model.cpi import validate_label
 from computenet.model.pool import Accelerator, Architecture, PoolSpec, Region, Software
 
@@ -87,6 +88,7 @@ class HostProbe:
     os: str
     container_runtimes: tuple[str, ...]
     gpus: tuple[GpuInfo, ...]
+    accelerators: tuple[AcceleratorDevice, ...] = ()  # Ascend, MLU, DCU: see probe_vendors
 
 
 def _unavailable(value: str) -> bool:
@@ -261,6 +263,7 @@ def probe_host(*, run: Runner | None = None, root: Path = Path("/")) -> HostProb
         os=_os_name(root),
         container_runtimes=runtimes,
         gpus=gpus,
+        accelerators=tuple(probe_accelerators(runner)),
     )
 
 
@@ -300,32 +303,33 @@ def pools_from_probe(
     cores = probe.cpu_cores if cpu_cores is None else cpu_cores
     if cores < 1:
         raise InvalidInput(f"cpu_cores must be at least 1, got {cores}")
-    software = Software(
-        os=probe.os[:128],
-        driver=probe.gpus[0].driver_version[:64] if probe.gpus else "",
-        cuda=probe.gpus[0].cuda_version[:32] if probe.gpus else "",
-        container_runtimes=list(probe.container_runtimes),
-    )
-    # Group by catalog model, not raw name, so two spellings of one card make one pool.
+    software = Software(os=probe.os[:128], container_runtimes=list(probe.container_runtimes))
+    # Group by (vendor, catalog model), not raw name, so two spellings of one card make one
+    # pool. Each member is (name as printed, memory MiB, driver, cuda).
     models = {name: _accelerator_model(name) for name in dict.fromkeys(g.name for g in probe.gpus)}
-    by_model: dict[str, list[GpuInfo]] = {}
+    by_model: dict[tuple[str, str], list[tuple[str, int, str, str]]] = {}
     for gpu in probe.gpus:
-        by_model.setdefault(models[gpu.name], []).append(gpu)
-    groups: list[tuple[str, list[GpuInfo]]] = list(by_model.items()) or [("", [])]
+        member = (gpu.name, gpu.memory_mib, gpu.driver_version, gpu.cuda_version)
+        by_model.setdefault(("nvidia", models[gpu.name]), []).append(member)
+    for dev in probe.accelerators:
+        member = (dev.name, dev.memory_mib, dev.driver_version, "")
+        by_model.setdefault((dev.vendor, dev.model), []).append(member)
+    groups = list(by_model.items()) or [(("", ""), [])]
     pools: list[PoolSpec] = []
-    for i, (model, group) in enumerate(groups):
+    for i, ((vendor, model), group) in enumerate(groups):
         labels = {"cpu-flags": ",".join(probe.cpu_flags)} if probe.cpu_flags else {}
         accelerator, pool_label = None, label
+        driver, cuda = (group[0][2], group[0][3]) if group else ("", "")
         if group:
             accelerator = Accelerator(
-                vendor="nvidia",
+                vendor=vendor,
                 model=model,
-                memory_mib=min(g.memory_mib for g in group),
+                memory_mib=min(member[1] for member in group),
                 count=len(group),
             )
-            labels["gpu-name"] = group[0].name
+            labels["gpu-name"] = group[0][0]
             if len(groups) > 1:
-                short = model.removeprefix("nvidia-").removeprefix("unknown-")
+                short = model.removeprefix(f"{vendor}-").removeprefix("unknown-")
                 pool_label = f"{label}-{short}"[:63].rstrip("-")
         spec = PoolSpec(
             label=pool_label,
@@ -337,7 +341,9 @@ def pools_from_probe(
             cpu_cores=_share(cores, len(groups), i),
             memory_mib=_share(probe.memory_mib, len(groups), i),
             accelerator=accelerator,
-            software=software.model_copy(deep=True),
+            software=software.model_copy(
+                update={"driver": driver[:64], "cuda": cuda[:32]}, deep=True
+            ),
             price_per_card_hour=price_per_card_hour,
             price_per_core_hour=price_per_core_hour,
             labels=labels,
@@ -353,6 +359,10 @@ def gpu_indices(probe: HostProbe, pools: list[PoolSpec]) -> dict[str, list[int]]
     out: dict[str, list[int]] = {}
     for pool in pools:
         if pool.accelerator is not None:
-            model = pool.accelerator.model
-            out[pool.label] = [g.index for g in probe.gpus if _accelerator_model(g.name) == model]
+            vendor, model = pool.accelerator.vendor, pool.accelerator.model
+            out[pool.label] = [
+                g.index
+                for g in probe.gpus
+                if vendor == "nvidia" and _accelerator_model(g.name) == model
+            ] + [d.index for d in probe.accelerators if (d.vendor, d.model) == (vendor, model)]
     return out

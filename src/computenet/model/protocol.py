@@ -63,7 +63,7 @@ class PoolLive(Strict):
 
     label: str = Field(max_length=64)
     healthy: bool = True
-    running_tasks: int = Field(default=0, ge=0)
+    running_tasks: int = Field(default=0, ge=0, le=10**6)
     message: str = Field(default="", max_length=1024)
 
 
@@ -120,7 +120,7 @@ class ExecutorReport(Strict):
     index: int = Field(ge=0, lt=64)
     start_time: datetime | None = None
     end_time: datetime | None = None
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), lt=2**31)
     stdout: LogChunk | None = None
     stderr: LogChunk | None = None
 
@@ -129,9 +129,9 @@ class UsageReport(Strict):
     """What an attempt used, measured by the gateway."""
 
     wall_s: Decimal = Field(ge=0, le=10**9)
-    cpu_cores: int = Field(ge=0)
-    memory_mib: int = Field(ge=0)
-    cards: int = Field(ge=0)
+    cpu_cores: int = Field(ge=0, le=10**7)
+    memory_mib: int = Field(ge=0, le=10**12)
+    cards: int = Field(ge=0, le=10**6)
     accelerator_model: str | None = None
 
 
@@ -143,6 +143,19 @@ class TaskReport(Strict):
     executors: list[ExecutorReport] = Field(default_factory=list, max_length=64)
     system_log: list[str] = Field(default_factory=list, max_length=64)
     usage: UsageReport | None = None
+
+
+class ReleaseRequest(Strict):
+    """Hand a leased task back: the backend cannot run it (no capacity, down)."""
+
+    lease_id: str = Field(max_length=64)
+    reason: str = Field(min_length=1, max_length=1024)
+
+
+class ReleaseReply(BaseModel):
+    """The task's state after a release: QUEUED again, or final if out of attempts."""
+
+    state: TaskState
 
 
 class ReportReply(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import PurePosixPath
 
 from pydantic import Field, field_validator, model_validator
 
@@ -66,6 +67,15 @@ class Policy(StrEnum):
     CHEAPEST = "cheapest"
 
 
+def check_task_path(path: str) -> str:
+    """A path inside the task's own file system: no NUL and no '..' that could climb out."""
+    if not path or "\x00" in path:
+        raise ValueError("a path must be non-empty and must not contain NUL")
+    if ".." in PurePosixPath(path).parts:
+        raise ValueError(f"path {path!r} must not contain '..'")
+    return path
+
+
 class Executor(Strict):
     """One command run in order inside the task (a TES executor)."""
 
@@ -77,6 +87,22 @@ class Executor(Strict):
     stderr: str | None = Field(default=None, max_length=4096)
     env: dict[str, str] = Field(default_factory=dict, max_length=1024)
     ignore_error: bool = False
+
+    @field_validator("workdir", "stdin", "stdout", "stderr")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        return None if v is None else check_task_path(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not key or "=" in key or "\x00" in key or "\x00" in value:
+                raise ValueError(
+                    f"environment variable {key!r}: names must be non-empty "
+                    "without '=', and neither name nor value may contain NUL"
+                )
+        return v
 
     @field_validator("command")
     @classmethod
@@ -97,6 +123,12 @@ class Input(Strict):
     path: str = Field(min_length=1, max_length=4096)
     type: FileType = FileType.FILE
     content: str | None = Field(default=None, max_length=128 * 1024)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_task_path(v)
+
     streamable: bool | None = None
 
     @model_validator(mode="after")

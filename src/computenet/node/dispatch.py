@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
@@ -145,23 +146,28 @@ class Dispatcher:
                 became_healthy |= pool.health != new_health.value and healthy
                 pool.health = new_health.value
                 pool.last_heartbeat_at = now
+            finished: set[str] = set()
             if msg.leases:
                 rows = s.scalars(
-                    select(t.Task).where(
-                        t.Task.lease_id.in_(msg.leases),
-                        t.Task.lease_gateway_id == gateway_id,
-                        t.Task.state.in_(ACTIVE),
-                    )
+                    select(t.Task)
+                    .where(t.Task.lease_id.in_(msg.leases))
+                    .order_by(t.Task.id)
+                    .with_for_update()
                 )
                 for row in rows:
                     assert row.lease_id is not None
+                    if row.lease_gateway_id != gateway_id:
+                        continue
+                    if TaskState(row.state).terminal:
+                        finished.add(row.lease_id)  # its final report crossed this heartbeat
+                        continue
                     row.lease_expires_at = expires
                     renewed.append(row.lease_id)
                     if row.cancel_requested:
                         cancel.append(row.lease_id)
         if became_healthy:
             self._on_change()
-        lost = sorted(set(msg.leases) - set(renewed))
+        lost = sorted(set(msg.leases) - set(renewed) - finished)
         return HeartbeatReply(
             renewed=renewed, lost=lost, cancel=cancel, lease_ttl_s=self.settings.lease_ttl_s
         )
@@ -229,7 +235,15 @@ class Dispatcher:
                     placed += 1
                 self._specs.pop(d.task_id, None)
             for d in reasons:
-                s.execute(update(t.Task).where(t.Task.id == d.task_id).values(reason=d.reason))
+                s.execute(
+                    update(t.Task)
+                    .where(
+                        t.Task.id == d.task_id,
+                        t.Task.state == TaskState.QUEUED.value,
+                        t.Task.pool_cpi.is_(None),
+                    )
+                    .values(reason=d.reason)
+                )
         if placed:
             self._on_change()
         return placed
@@ -329,7 +343,7 @@ class Dispatcher:
         now = utcnow()
         finished = False
         with self.db.write() as s:
-            row = s.get(t.Task, tid)
+            row = s.get(t.Task, tid, with_for_update=True)
             if row is None:
                 raise NotFound(f"no task {tid!r}")
             if row.lease_id != rep.lease_id or row.lease_gateway_id != gateway_id:
@@ -370,7 +384,10 @@ class Dispatcher:
 
     @staticmethod
     def _apply_logs(s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
+        executors = len(row.spec.get("executors", []))
         for ex in rep.executors:
+            if ex.index >= executors:
+                raise InvalidInput(f"task {row.id} has {executors} executors, not {ex.index + 1}")
             log = s.get(t.ExecutorLog, (row.id, row.attempt, ex.index))
             if log is None:
                 log = t.ExecutorLog(
@@ -396,6 +413,12 @@ class Dispatcher:
     def _record_usage(s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
         u = rep.usage
         assert u is not None and row.pool_cpi is not None
+        # The gateway measures time; what was held comes from the task and its pool, so a
+        # gateway cannot bill cards or cores the task never had.
+        pool = s.get(t.Pool, row.pool_cpi)
+        acc = PoolSpec.model_validate(pool.spec).accelerator if pool is not None else None
+        since = row.started_at or row.created_at
+        wall_cap = Decimal(str((now - since).total_seconds())) + 1
         exists = s.scalars(
             select(t.UsageRecord.id).where(
                 t.UsageRecord.task_id == row.id, t.UsageRecord.attempt == row.attempt
@@ -404,11 +427,11 @@ class Dispatcher:
         if exists is not None:
             return
         m = measure_usage(
-            wall_s=u.wall_s,
-            cards=u.cards,
-            accelerator_model=u.accelerator_model,
-            cpu_cores=u.cpu_cores,
-            memory_mib=u.memory_mib,
+            wall_s=min(u.wall_s, max(Decimal(0), wall_cap)),
+            cards=row.accelerators if acc is not None else 0,
+            accelerator_model=acc.model if acc is not None and row.accelerators else None,
+            cpu_cores=row.cpu_cores,
+            memory_mib=row.memory_mib,
         )
         s.add(
             t.UsageRecord(
@@ -435,11 +458,14 @@ class Dispatcher:
         with self.db.write() as s:
             rows = list(
                 s.scalars(
-                    select(t.Task).where(
+                    select(t.Task)
+                    .where(
                         t.Task.state.in_(ACTIVE),
                         t.Task.lease_expires_at.is_not(None),
                         t.Task.lease_expires_at < now,
                     )
+                    .order_by(t.Task.id)
+                    .with_for_update()
                 )
             )
             for row in rows:
@@ -472,34 +498,48 @@ class Dispatcher:
             self._on_change()
         return changed
 
-    def _lease_lost(self, s: Session, row: t.Task, now: datetime) -> None:
+    def release(self, gateway_id: str, tid: str, lease_id: str, why: str) -> TaskState:
+        """A gateway hands a leased task back; it is re-queued to be placed elsewhere."""
+        now = utcnow()
+        with self.db.write() as s:
+            row = s.get(t.Task, tid, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no task {tid!r}")
+            if row.lease_id != lease_id or row.lease_gateway_id != gateway_id:
+                raise Conflict(f"lease {lease_id} on task {tid} is no longer held")
+            if not TaskState(row.state).terminal:
+                self._lease_lost(s, row, now, f"handed back by its gateway ({why})")
+            state = TaskState(row.state)
+        self._on_change()
+        return state
+
+    def _lease_lost(
+        self, s: Session, row: t.Task, now: datetime, why: str = "expired (gateway lost?)"
+    ) -> None:
         lost_on = row.pool_cpi
         row.lease_id = None
         row.lease_gateway_id = None
         row.lease_expires_at = None
         if row.cancel_requested:
             row.ended_at = now
-            add_event(
-                s, row, TaskState.CANCELED, f"lease on {lost_on} expired while canceling", now
-            )
+            add_event(s, row, TaskState.CANCELED, f"lease on {lost_on} {why} while canceling", now)
         elif row.attempt >= self.settings.max_attempts:
             row.ended_at = now
             add_event(
                 s,
                 row,
                 TaskState.SYSTEM_ERROR,
-                f"lease on {lost_on} expired; gave up after {row.attempt} attempts",
+                f"lease on {lost_on} {why}; gave up after {row.attempt} attempts",
                 now,
             )
         else:
             row.pool_cpi = None
-            row.reason = "re-queued after its lease expired"
+            row.reason = f"re-queued: lease on {lost_on} {why}"
             add_event(
                 s,
                 row,
                 TaskState.QUEUED,
-                f"lease on {lost_on} expired (gateway lost?); re-queued after attempt "
-                f"{row.attempt}",
+                f"lease on {lost_on} {why}; re-queued after attempt {row.attempt}",
                 now,
             )
 

@@ -5,6 +5,8 @@ Every change is committed before the call returns, so an acknowledged task is ne
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -88,10 +90,21 @@ class TaskService:
         second one; reusing the key for a different task is refused.
         """
         if spec.placement.pool is not None:
-            CPI.parse(spec.placement.pool)
+            pinned = str(CPI.parse(spec.placement.pool))
+            spec = spec.model_copy(
+                update={"placement": spec.placement.model_copy(update={"pool": pinned})}
+            )
         if client_key is not None and not (0 < len(client_key) <= 256):
             raise InvalidInput("an idempotency key must be 1-256 characters")
+        unstaged = [i.path for i in spec.inputs if i.url is not None]
+        if unstaged or spec.outputs or spec.volumes:
+            # Better a clear refusal than a task that runs without its data.
+            raise InvalidInput(
+                "data staging is not available yet: inputs from URLs, outputs and volumes are "
+                "refused; inline `content` inputs work"
+            )
         stored = spec_json(spec)
+        check_storable(stored)
         now = utcnow()
         need = spec.resources.need()
         tid = task_id(self.node_code)
@@ -142,6 +155,7 @@ class TaskService:
 
     def get(self, tid: str, view: View = View.FULL, owner: str | None = None) -> TaskOut:
         """One task at the given view; ``owner`` limits it to that owner's tasks."""
+        check_task_id(tid)
         with self.db.read() as s:
             row = s.get(t.Task, tid)
             if row is None or (owner is not None and row.owner != owner):
@@ -193,6 +207,7 @@ class TaskService:
         if owner is not None:
             q = q.where(t.Task.owner == owner)
         filt = filt or ListFilter()
+        check_storable({"name_prefix": filt.name_prefix, "tags": filt.tags})
         if filt.name_prefix:
             q = q.where(t.Task.name.startswith(filt.name_prefix, autoescape=True))
         if filt.state is not None:
@@ -220,8 +235,9 @@ class TaskService:
     def cancel(self, tid: str, owner: str | None = None) -> TaskState:
         """Cancel a task: at once if not yet leased, else ask its gateway to stop it."""
         now = utcnow()
+        check_task_id(tid)
         with self.db.write() as s:
-            row = s.get(t.Task, tid)
+            row = s.get(t.Task, tid, with_for_update=True)
             if row is None or (owner is not None and row.owner != owner):
                 raise NotFound(f"no task {tid!r}")
             state = TaskState(row.state)
@@ -241,6 +257,25 @@ class TaskService:
                 result = TaskState.CANCELING
         self._on_change()
         return result
+
+
+_TASK_ID = re.compile(r"[a-z0-9.]{1,64}-[0-9A-Z]{26}")
+
+
+def check_task_id(tid: str) -> None:
+    """Refuse what cannot be a task id (404, as for an unknown one) before it reaches SQL."""
+    if not _TASK_ID.fullmatch(tid):
+        raise NotFound(f"no task {tid!r}")
+
+
+def check_storable(data: object) -> None:
+    """Refuse text no store can keep: lone UTF-16 surrogates, and NUL (PostgreSQL refuses it)."""
+    try:
+        text = json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("the task contains text that is not valid Unicode") from None
+    if b"\\u0000" in text:
+        raise InvalidInput("the task contains a NUL character, which cannot be stored")
 
 
 def _tags_match(have: dict[str, str], want: dict[str, str]) -> bool:

@@ -29,9 +29,9 @@ class ExecutorLogOut(BaseModel):
     """One executor's outcome in one attempt."""
 
     index: int
-    start_time: datetime | None
-    end_time: datetime | None
-    exit_code: int | None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
     stdout: str | None = None
     stderr: str | None = None
 
@@ -99,7 +99,7 @@ class PoolOut(BaseModel):
     provider: str
     health: str
     running_tasks: int
-    last_heartbeat_at: datetime | None
+    last_heartbeat_at: datetime | None = None
     spec: PoolSpec
 
 

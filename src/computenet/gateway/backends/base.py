@@ -1,7 +1,17 @@
-"""The adapter contract every backend implements (local host now; Slurm, Ray, TES later).
+"""The adapter contract every backend implements: local host, Slurm, Ray, another TES service.
 
 The gateway agent speaks only this contract, so every backend behaves the same to the node.
 Methods are synchronous and quick; the agent calls them from worker threads.
+
+Errors a backend raises tell the agent what to do:
+
+- :class:`CapacityUnavailable`: the backend cannot take this job now; hand it back to the
+  node to place elsewhere.
+- :class:`BackendDown`: the backend (scheduler, API) is unreachable; mark its pools
+  unhealthy and hand back jobs whose fate cannot be known.
+- :class:`BackendAuthError`: the backend refuses our credentials; an operator must act.
+
+A task's own failure is not an error: it is a :class:`JobStatus` in ``EXECUTOR_ERROR``.
 """
 
 from __future__ import annotations
@@ -10,10 +20,51 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
+from computenet.errors import ComputeNetError
 from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskSpec, TaskState
+
+
+class BackendError(ComputeNetError):
+    """A backend could not do what was asked (not the task's own failure)."""
+
+    status_code = 503
+    reason = "backend_error"
+
+
+class CapacityUnavailable(BackendError):
+    """No room for this job on this backend now: place it elsewhere."""
+
+    reason = "capacity_unavailable"
+
+
+class BackendDown(BackendError):
+    """The backend cannot be reached: its pools are unavailable until it answers again."""
+
+    reason = "backend_down"
+
+
+class BackendAuthError(BackendError):
+    """The backend refused our credentials."""
+
+    reason = "backend_auth"
+
+
+class Capability(StrEnum):
+    """Things a backend may or may not be able to do with a task."""
+
+    GPUS = "gpus"  # give a job exclusive accelerators
+    TIME_LIMIT = "time_limit"  # enforce resources.time_limit_s
+    CANCEL = "cancel"  # stop a running job and everything it started
+    WORKDIR = "workdir"  # run an executor in its workdir
+    STDIN = "stdin"  # feed an executor's stdin from a file
+    ENV = "env"  # set an executor's environment
+    MULTIPLE_EXECUTORS = "multiple_executors"  # run several executors in order
+    RECOVER = "recover"  # find its jobs again after a gateway restart
+    FULL_LOGS = "full_logs"  # read back an executor's whole output, however large
 
 
 @dataclass(frozen=True)
@@ -77,6 +128,14 @@ class Backend(ABC):
     """One provider backend behind a gateway."""
 
     name: str = "abstract"
+    runs_images: bool = False  # executors run in their container image (else on the host)
+
+    def unsupported(self) -> dict[Capability, str]:
+        """What this backend cannot do, each with the reason; empty when it does everything."""
+        return {}
+
+    def check(self) -> None:  # noqa: B027 - a no-op is the right default for a host
+        """Raise :class:`BackendDown` (or :class:`BackendAuthError`) if it cannot serve now."""
 
     @abstractmethod
     def pools(self) -> list[PoolSpec]:
@@ -84,7 +143,8 @@ class Backend(ABC):
 
     @abstractmethod
     def submit(self, job: Job) -> None:
-        """Start a job. Raises on failure to start; the job's own failure shows in status."""
+        """Start a job; idempotent per ``job.key``. Raises a :class:`BackendError` if it
+        cannot start; the job's own failure shows later in :meth:`status`."""
 
     @abstractmethod
     def status(self, job: Job) -> JobStatus:

@@ -19,9 +19,16 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from computenet.errors import InvalidInput, Unavailable
-from computenet.gateway.backends.base import Backend, ExecutorStatus, Job, JobStatus
+from computenet.errors import InvalidInput
+from computenet.gateway.backends.base import (
+    Backend,
+    CapacityUnavailable,
+    ExecutorStatus,
+    Job,
+    JobStatus,
+)
 from computenet.gateway.backends.local_runner import write_json
+from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
 from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskState
 
@@ -57,6 +64,7 @@ class LocalBackend(Backend):
         # Free GPU indices per pool label; a job holds its cards until it is forgotten.
         self._free_devices = {label: set(ids) for label, ids in (devices or {}).items()}
         self._held: dict[str, tuple[str, list[int]]] = {}
+        self._vendor = {p.label: p.accelerator.vendor for p in pools if p.accelerator}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancel_at: dict[str, float] = {}
 
@@ -74,7 +82,11 @@ class LocalBackend(Backend):
             return  # already started: a resent lease must not run the task twice
         jobdir.mkdir(parents=True, exist_ok=True)
         devices = self._take_devices(job)
-        write_json(jobdir / "job.json", {**job.to_json(), "devices": devices})
+        vendor = self._vendor.get(job.pool_cpi.rsplit("/", 1)[-1], "nvidia")
+        devices_env = VISIBLE_DEVICES_ENV.get(vendor, "CUDA_VISIBLE_DEVICES")
+        write_json(
+            jobdir / "job.json", {**job.to_json(), "devices": devices, "devices_env": devices_env}
+        )
         with (jobdir / "runner.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "computenet.gateway.backends.local_runner", str(jobdir)],
@@ -95,7 +107,9 @@ class LocalBackend(Backend):
         if need == 0 or label not in self._free_devices:
             return []
         if len(free) < need:
-            raise Unavailable(f"pool {label} has {len(free)} free GPUs, the task needs {need}")
+            raise CapacityUnavailable(
+                f"pool {label} has {len(free)} free GPUs, the task needs {need}"
+            )
         taken = free[:need]
         self._free_devices[label].difference_update(taken)
         self._held[job.key] = (label, taken)
@@ -135,6 +149,8 @@ class LocalBackend(Backend):
             result = self._read(jobdir / "result.json")
             if result is None:
                 progress = self._read(jobdir / "status.json") or {}
+                if job.key in self._cancel_at:  # it died of our cancel before it could say so
+                    return self._to_status(progress, TaskState.CANCELED, "canceled")
                 return self._to_status(
                     progress, TaskState.SYSTEM_ERROR, "the runner process died without a result"
                 )
@@ -176,7 +192,8 @@ class LocalBackend(Backend):
         with contextlib.suppress(OSError, ValueError):
             os.kill(int((jobdir / "runner.pid").read_text()), signal.SIGKILL)
         progress.update(state="CANCELED", message="canceled (forced)")
-        write_json(jobdir / "result.json", progress)
+        with contextlib.suppress(FileNotFoundError):  # the job was forgotten meanwhile
+            write_json(jobdir / "result.json", progress)
 
     def read_log(self, job: Job, index: int, stream: str, offset: int, limit: int) -> bytes:
         """Bytes of an executor's output file from ``offset``."""

@@ -9,8 +9,10 @@ everything it started.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,10 +55,13 @@ class Runner:
     """Executes the job described in ``DIR/job.json``."""
 
     def __init__(self, jobdir: Path) -> None:
+        # First of all: a cancel that comes while we start must still be a clean cancel.
+        signal.signal(signal.SIGTERM, self._on_term)
         self.dir = jobdir
         job = json.loads((jobdir / "job.json").read_text())
         self.spec: dict[str, Any] = job["spec"]
         self.devices: list[int] = job.get("devices") or []
+        self.devices_env: str = job.get("devices_env") or "CUDA_VISIBLE_DEVICES"
         self.work = jobdir / "work"
         self.canceled = False
         self.current: subprocess.Popen[bytes] | None = None
@@ -86,20 +91,34 @@ class Runner:
         env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
         if self.devices:
             # Only the cards leased to this task are visible to it.
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
+            env[self.devices_env] = ",".join(str(d) for d in self.devices)
         env.update(extra)
         return env
 
-    def _cwd(self, workdir: str | None) -> Path:
-        # Executors run on the host, so a container path like /data maps under the job dir.
-        cwd = self.work / workdir.lstrip("/") if workdir else self.work
-        cwd.mkdir(parents=True, exist_ok=True)
-        return cwd
+    def _inside(self, path: str, base: Path | None = None) -> Path:
+        """Map a task path onto the job's directory: executors run on the host, so a
+        container path like /data/in.txt lands under the job's work dir, never outside it."""
+        start = base if base is not None and not path.startswith("/") else self.work
+        target = (start / path.lstrip("/")).resolve()
+        if not target.is_relative_to(self.work.resolve()):
+            raise ValueError(f"path {path!r} leads outside the task's directory")
+        return target
+
+    def _stage_inputs(self) -> None:
+        for item in self.spec.get("inputs", []):
+            if item.get("content") is not None:
+                target = self._inside(item["path"])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(item["content"])
 
     def run(self) -> None:
         """Run every executor in order and write the outcome."""
-        signal.signal(signal.SIGTERM, self._on_term)
         self.work.mkdir(exist_ok=True)
+        try:
+            self._stage_inputs()
+        except (OSError, ValueError) as exc:
+            self._status("SYSTEM_ERROR", f"cannot write an input: {exc}", final=True)
+            return
         limit = self.spec.get("resources", {}).get("time_limit_s")
         deadline = self.started + limit if limit else None
         self._status("RUNNING")
@@ -123,9 +142,12 @@ class Runner:
         self.executors.append(entry)
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
-        cwd = self._cwd(ex.get("workdir"))
-        stdin = subprocess.DEVNULL if not ex.get("stdin") else (cwd / ex["stdin"]).open("rb")
         try:
+            cwd = self._inside(ex["workdir"]) if ex.get("workdir") else self.work
+            cwd.mkdir(parents=True, exist_ok=True)
+            stdin: Any = subprocess.DEVNULL
+            if ex.get("stdin"):
+                stdin = self._inside(ex["stdin"], cwd).open("rb")
             self.current = subprocess.Popen(
                 ex["command"],
                 cwd=cwd,
@@ -135,15 +157,16 @@ class Runner:
                 stderr=err,
                 start_new_session=True,
             )
-        except OSError as exc:
-            err.write(f"cannot start {ex['command'][0]!r}: {exc.strerror}\n".encode())
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            err.write(f"cannot start {ex['command'][0]!r}: {why}\n".encode())
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             entry.update(end_time=_now(), exit_code=code)
             out.close()
             err.close()
             if ex.get("ignore_error"):
                 return None
-            return ("EXECUTOR_ERROR", f"executor {index} could not start: {exc.strerror}")
+            return ("EXECUTOR_ERROR", f"executor {index} could not start: {why}")
         self._status("RUNNING")
         timed_out = False
         while True:
@@ -159,6 +182,9 @@ class Runner:
             _kill_group(self.current.pid)
         out.close()
         err.close()
+        if isinstance(stdin, io.IOBase):
+            stdin.close()
+        self._copy_outputs(index, ex, cwd)
         entry.update(end_time=_now(), exit_code=code)
         self.current = None
         self._status("RUNNING")
@@ -170,6 +196,15 @@ class Runner:
         if code != 0 and not ex.get("ignore_error"):
             return ("EXECUTOR_ERROR", f"executor {index} exited with code {code}")
         return None
+
+    def _copy_outputs(self, index: int, ex: dict[str, Any], cwd: Path) -> None:
+        """Also write the executor's output where its spec asks (TES stdout/stderr paths)."""
+        for stream in ("stdout", "stderr"):
+            if ex.get(stream):
+                with contextlib.suppress(OSError, ValueError):
+                    target = self._inside(ex[stream], cwd)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(self.dir / f"exec-{index}.{stream}", target)
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:

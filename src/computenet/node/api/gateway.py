@@ -17,6 +17,8 @@ from computenet.model.protocol import (
     HeartbeatReply,
     LeaseReply,
     LeaseRequest,
+    ReleaseReply,
+    ReleaseRequest,
     ReportReply,
     TaskReport,
 )
@@ -63,6 +65,12 @@ async def lease(body: LeaseRequest, rt: Runtime, gw: Gateway) -> LeaseReply:
         # Woken by any placement; the timeout bounds a missed wake-up.
         await rt.changed.wait(min(left, 1.0))
         await asyncio.sleep(0)
+
+
+@router.post("/tasks/{task_id}/release", response_model=ReleaseReply)
+def release(task_id: str, body: ReleaseRequest, rt: Runtime, gw: Gateway) -> ReleaseReply:
+    """Hand a leased task back to be placed elsewhere (the backend cannot run it)."""
+    return ReleaseReply(state=rt.dispatch.release(gw.subject, task_id, body.lease_id, body.reason))
 
 
 @router.post("/tasks/{task_id}/report", response_model=ReportReply)

@@ -27,7 +27,7 @@ def service_info(rt: Runtime, request: Request) -> dict[str, Any]:
         "description": "ComputeNet node: a Compute Internet endpoint speaking GA4GH TES",
         "organization": {"name": "ComputeNet", "url": str(request.base_url)},
         "version": computenet.__version__,
-        "storage": ["file://"],
+        "storage": [],  # no data staging yet: inline `content` inputs only
         "tesResources_backend_parameters": sorted(BACKEND_PARAMETERS),
     }
 
