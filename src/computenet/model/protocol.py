@@ -45,7 +45,8 @@ class EnrolReply(BaseModel):
 
 
 class DeclarePools(Strict):
-    """The pools a gateway serves; replaces its earlier declaration."""
+    """The pools a gateway serves. Pools it no longer declares stop being heartbeated and so
+    turn unhealthy; they are not deleted (their identifiers stay stable)."""
 
     pools: list[PoolSpec] = Field(min_length=1, max_length=256)
 

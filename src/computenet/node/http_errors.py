@@ -56,7 +56,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        reason = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        reason = {
+            400: "invalid_input",  # e.g. a body that is not UTF-8
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }.get(
             exc.status_code, "http_error"
         )
         return JSONResponse(

@@ -21,7 +21,6 @@ from computenet.model.task import (
     Policy,
     Resources,
     TaskSpec,
-    TaskState,
 )
 from computenet.node.views import TaskOut, View
 
@@ -166,8 +165,7 @@ def _time(value: Any) -> str | None:
 
 def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
     """Render a task as a TES ``tesTask`` at the given view."""
-    state = task.state if task.state is not TaskState.UNKNOWN else TaskState.UNKNOWN
-    out: dict[str, Any] = {"id": task.id, "state": state.value}
+    out: dict[str, Any] = {"id": task.id, "state": task.state.value}
     if view is View.MINIMAL or task.spec is None:
         return out
     spec = task.spec
