@@ -1,7 +1,8 @@
 # ComputeNet: two commands get you going.
 #   make up     create the venv, install, start a node with a local gateway (SQLite store)
 #   make test   install test tools and run every test (PostgreSQL tests need a server:
-#               scripts/pg-up.sh starts one; CI installs it with COMPUTENET_INSTALL_PG=1)
+#               scripts/pg-up.sh starts one; CI installs it with COMPUTENET_INSTALL_PG=1;
+#               Slurm, Ray and a second node are started by scripts/ and the tests)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin

@@ -61,9 +61,7 @@ def install(app: FastAPI) -> None:
             404: "not_found",
             405: "method_not_allowed",
             413: "too_large",
-        }.get(
-            exc.status_code, "http_error"
-        )
+        }.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(exc.status_code, reason, str(exc.detail)), status_code=exc.status_code
         )
