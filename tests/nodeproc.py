@@ -98,14 +98,17 @@ def start_node(data_dir: Path, port: int, *extra: str, up: bool = False) -> Proc
     return proc
 
 
-def start_gateway(url: str, token: str, state_dir: Path, label: str, cpus: int) -> Proc:
+def start_gateway(
+    url: str, token: str, state_dir: Path, label: str, cpus: int, *extra: str
+) -> Proc:
     """Enrol provider ``label`` with the admin token and start its gateway process."""
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
         resp = http.post("/api/v1/providers", json={"label": label})
         resp.raise_for_status()
     args = ["gateway", "--node", url, "--state-dir", str(state_dir), "--cpus", str(cpus)]
     enrol = resp.json()["enrolment_token"]
-    return spawn([*CLI, *args, "--token", enrol], state_dir.parent / f"{state_dir.name}.log")
+    log = state_dir.parent / f"{state_dir.name}.log"
+    return spawn([*CLI, *args, "--token", enrol, *extra], log)
 
 
 def cli(
