@@ -48,6 +48,9 @@ def up(
     cpus: Annotated[int | None, typer.Option(min=1, help="CPU cores to offer")] = None,
     region: Annotated[str, typer.Option(help="GB/T 2260 region code of this host")] = "11",
     price_per_core_hour: Annotated[str, typer.Option(help="price of a core-hour")] = "0",
+    measure: Annotated[
+        bool, typer.Option("--measure", help="measure matmul throughput and declare it")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start a node with an embedded SQLite store and a local gateway, in one process."""
@@ -64,6 +67,7 @@ def up(
         region,
         _money(price_per_core_hour, "--price-per-core-hour"),
         Decimal(0),
+        40.0 if measure else None,
     )
     _run(serve.serve_up(settings, host, port, backend, base / "gateway", _say))
 
@@ -122,6 +126,9 @@ def gateway(
     failover_after_s: Annotated[
         float, typer.Option(min=1.0, help="hand jobs back after the backend is down this long")
     ] = 15.0,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="measure matmul throughput and declare it")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service)."""
@@ -142,6 +149,7 @@ def gateway(
         ray_address=ray_address,
         tes_url=tes_url,
         tes_token=tes_token,
+        measure_budget_s=40.0 if measure else None,
     )
     agent = GatewayAgent(
         node_url,
@@ -152,6 +160,37 @@ def gateway(
         failover_after_s=failover_after_s,
     )
     _run(agent.run())
+
+
+@app.command("measure")
+def measure_cmd(
+    size: Annotated[int, typer.Option(min=64, help="CPU matrix size")] = 2048,
+    budget_s: Annotated[float, typer.Option(min=1.0, help="time allowed in all")] = 40.0,
+    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="also the first CUDA GPU")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Measure this host's dense matmul throughput (FP64/FP32 on CPU, FP16/FP32 on a GPU)."""
+    from computenet.cli.output import print_json
+    from computenet.gateway.measure import measure_cpu, measure_gpu
+
+    results = [measure_cpu(size=size, budget_s=budget_s / 4 if gpu else budget_s)]
+    found = measure_gpu(budget_s=budget_s * 3 / 4) if gpu else None
+    if found is not None:
+        results.append(found)
+    if json_out:
+        print_json([{k: str(v) for k, v in r.__dict__.items()} for r in results])
+        return
+    for r in results:
+        figures = ", ".join(
+            f"{name} {value} TFLOPS"
+            for name, value in (
+                ("FP64", r.fp64_tflops),
+                ("FP32", r.fp32_tflops),
+                ("FP16", r.fp16_tflops),
+            )
+            if value is not None
+        )
+        console.print(f"{r.device}: {figures} ({r.seconds:.1f} s; {r.method})", highlight=False)
 
 
 @app.command("admin-token")

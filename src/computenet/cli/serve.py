@@ -50,8 +50,10 @@ def local_backend(
     region: str,
     price_per_core_hour: Decimal,
     price_per_card_hour: Decimal,
+    measure_budget_s: float | None = None,
 ) -> LocalBackend:
-    """Probe this host and describe it as the local backend's pools."""
+    """Probe this host and describe it as the local backend's pools; with a budget, also
+    measure its matmul throughput and declare the figures on the pools."""
     probe = probe_host()
     pools = pools_from_probe(
         probe,
@@ -61,6 +63,13 @@ def local_backend(
         price_per_core_hour=price_per_core_hour,
         price_per_card_hour=price_per_card_hour,
     )
+    if measure_budget_s is not None:
+        from computenet.gateway.measure import attach_measurements, measure_cpu, measure_gpu
+
+        log.info("measuring this host's matmul throughput (up to %.0f s)", measure_budget_s)
+        cpu = measure_cpu(budget_s=measure_budget_s / 4)
+        gpu = measure_gpu(budget_s=measure_budget_s * 3 / 4)
+        pools = attach_measurements(pools, cpu, gpu)
     return LocalBackend(state_dir, pools, gpu_indices(probe, pools))
 
 
@@ -97,6 +106,7 @@ def make_backend(
     region: str,
     price_per_core_hour: Decimal,
     price_per_card_hour: Decimal,
+    measure_budget_s: float | None = None,
     partition: str | None = None,
     slurm_conf: Path | None = None,
     ray_address: str | None = None,
@@ -105,9 +115,19 @@ def make_backend(
 ) -> Backend:
     """The backend a gateway serves: this host, a Slurm cluster, a Ray cluster or a TES service."""
     where = Region(code=region)
+    if measure_budget_s is not None and kind != "local":
+        raise InvalidInput(
+            f"--measure times this host; the pools of a {kind} backend run elsewhere"
+        )
     if kind == "local":
         return local_backend(
-            state_dir, label, cpu_cores, region, price_per_core_hour, price_per_card_hour
+            state_dir,
+            label,
+            cpu_cores,
+            region,
+            price_per_core_hour,
+            price_per_card_hour,
+            measure_budget_s,
         )
     if kind == "slurm":
         from computenet.gateway.backends.slurm import SlurmBackend

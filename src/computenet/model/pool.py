@@ -7,11 +7,12 @@ attributes of the record, never part of the identifier.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from computenet.model.cpi import validate_label
 
@@ -106,6 +107,21 @@ class Capacity(Strict):
         )
 
 
+Tflops = Annotated[Decimal, Field(gt=0, le=Decimal("100000"), max_digits=18, decimal_places=9)]
+
+
+class MeasuredThroughput(Strict):
+    """Dense matmul throughput a gateway measured: per card on a pool with an accelerator,
+    else per machine. Normalized usage prefers it to the catalog's figure."""
+
+    fp16_tflops: Tflops | None = None
+    fp32_tflops: Tflops | None = None
+    fp64_tflops: Tflops | None = None
+    device: str = Field(default="", max_length=128)
+    method: str = Field(default="", max_length=512)
+    measured_at: datetime
+
+
 class PoolSpec(Strict):
     """What a gateway declares about one pool."""
 
@@ -123,6 +139,13 @@ class PoolSpec(Strict):
     price_per_card_hour: Money = Decimal("0")
     price_per_core_hour: Money = Decimal("0")
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    measured: MeasuredThroughput | None = None
+
+    @model_validator(mode="after")
+    def _measured(self) -> PoolSpec:
+        if self.measured and self.measured.fp16_tflops is not None and self.accelerator is None:
+            raise ValueError("a measured FP16 figure belongs to a pool with an accelerator")
+        return self
 
     @field_validator("label")
     @classmethod

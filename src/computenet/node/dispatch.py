@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from computenet.errors import Conflict, InvalidInput, NotFound
+from computenet.model.catalog import load_catalog
 from computenet.model.cpi import allocate_pool
 from computenet.model.ids import ulid
 from computenet.model.pool import Capacity, PoolHealth, PoolSpec
@@ -41,6 +42,21 @@ LOG_TAIL_CHARS = 1024 * 1024
 SCHEDULE_BATCH = 2000
 SPEC_CACHE_MAX = 100_000
 NO_POOLS = "no pools are registered"
+
+
+def check_measured(spec: PoolSpec) -> None:
+    """Refuse a measured FP16 figure well above the card's published peak: a gateway must not
+    inflate the PFLOPS-hours its pool bills just by declaring a number."""
+    if spec.measured is None or spec.measured.fp16_tflops is None or spec.accelerator is None:
+        return
+    model = spec.accelerator.model
+    catalog = load_catalog()
+    peak = catalog.get(model).fp16_dense_tflops if model in catalog else None
+    if peak is not None and spec.measured.fp16_tflops > peak * Decimal("1.1"):
+        raise InvalidInput(
+            f"pool {spec.label}: measured {spec.measured.fp16_tflops} FP16 TFLOPS is above "
+            f"the {model} peak of {peak}"
+        )
 
 
 def _append(stored: str, total: int, chunk: LogChunk) -> tuple[str, int]:
@@ -86,6 +102,7 @@ class Dispatcher:
         with self.db.write() as s:
             gw = self._gateway(s, gateway_id)
             for spec in msg.pools:
+                check_measured(spec)
                 cpi = str(allocate_pool(gw.provider_prefix, spec.label))
                 row = s.get(t.Pool, cpi)
                 data = spec.model_dump(mode="json")
@@ -416,7 +433,10 @@ class Dispatcher:
         # The gateway measures time; what was held comes from the task and its pool, so a
         # gateway cannot bill cards or cores the task never had.
         pool = s.get(t.Pool, row.pool_cpi)
-        acc = PoolSpec.model_validate(pool.spec).accelerator if pool is not None else None
+        spec = PoolSpec.model_validate(pool.spec) if pool is not None else None
+        acc = spec.accelerator if spec is not None else None
+        billed_acc = acc is not None and row.accelerators > 0
+        measured = spec.measured if spec is not None and billed_acc else None
         since = row.started_at or row.created_at
         wall_cap = Decimal(str((now - since).total_seconds())) + 1
         exists = s.scalars(
@@ -429,9 +449,10 @@ class Dispatcher:
         m = measure_usage(
             wall_s=min(u.wall_s, max(Decimal(0), wall_cap)),
             cards=row.accelerators if acc is not None else 0,
-            accelerator_model=acc.model if acc is not None and row.accelerators else None,
+            accelerator_model=acc.model if acc is not None and billed_acc else None,
             cpu_cores=row.cpu_cores,
             memory_mib=row.memory_mib,
+            measured_fp16_tflops=measured.fp16_tflops if measured is not None else None,
         )
         s.add(
             t.UsageRecord(
