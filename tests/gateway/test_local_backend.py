@@ -187,3 +187,12 @@ def test_runner_that_dies_is_a_system_error(backend: LocalBackend) -> None:
     assert "died without a result" in status.message
     backend.forget(job)  # kills the orphaned executor too
     assert not pids_matching("sleep 303.5")
+
+
+def test_a_task_without_cards_sees_none_on_a_gpu_pool(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path, [GPU_POOL], {"gpu": [0, 1]})
+    spec = {"executors": [{"command": ["sh", "-c", "echo [${CUDA_VISIBLE_DEVICES-unset}]"]}]}
+    job = _job(spec, 1, "cn/local/gpu")
+    backend.submit(job)
+    _wait(backend, job)
+    assert _out(backend, job) == "[]\n"

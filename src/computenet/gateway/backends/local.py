@@ -82,8 +82,10 @@ class LocalBackend(Backend):
             return  # already started: a resent lease must not run the task twice
         jobdir.mkdir(parents=True, exist_ok=True)
         devices = self._take_devices(job)
-        vendor = self._vendor.get(job.pool_cpi.rsplit("/", 1)[-1], "nvidia")
-        devices_env = VISIBLE_DEVICES_ENV.get(vendor, "CUDA_VISIBLE_DEVICES")
+        vendor = self._vendor.get(job.pool_cpi.rsplit("/", 1)[-1])
+        devices_env = (
+            None if vendor is None else VISIBLE_DEVICES_ENV.get(vendor, "CUDA_VISIBLE_DEVICES")
+        )
         write_json(
             jobdir / "job.json", {**job.to_json(), "devices": devices, "devices_env": devices_env}
         )

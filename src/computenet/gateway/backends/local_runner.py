@@ -61,7 +61,9 @@ class Runner:
         job = json.loads((jobdir / "job.json").read_text())
         self.spec: dict[str, Any] = job["spec"]
         self.devices: list[int] = job.get("devices") or []
-        self.devices_env: str = job.get("devices_env") or "CUDA_VISIBLE_DEVICES"
+        # Set on pools with accelerators: then the variable is always set, empty for a task
+        # that leased no cards, so it cannot use cards another task holds.
+        self.devices_env: str | None = job.get("devices_env")
         self.work = jobdir / "work"
         self.canceled = False
         self.current: subprocess.Popen[bytes] | None = None
@@ -89,9 +91,10 @@ class Runner:
         env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
-        if self.devices:
+        if self.devices_env is not None or self.devices:
             # Only the cards leased to this task are visible to it.
-            env[self.devices_env] = ",".join(str(d) for d in self.devices)
+            name = self.devices_env or "CUDA_VISIBLE_DEVICES"
+            env[name] = ",".join(str(d) for d in self.devices)
         env.update(extra)
         return env
 
