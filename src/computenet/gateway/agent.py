@@ -41,6 +41,8 @@ log = logging.getLogger("computenet.gateway")
 LOG_READ_LIMIT = 256 * 1024
 REPORT_CHARS = 1024 * 1024  # log text per report: well under the node's body limit
 NOTES_PER_REPORT = 32
+YOUNG_S = 5.0  # jobs younger than this are polled every YOUNG_POLL_S
+YOUNG_POLL_S = 0.05
 STREAMS = ("stdout", "stderr")
 
 
@@ -62,6 +64,8 @@ class _Tracked:
     """A job this gateway runs, with what it has reported so far."""
 
     job: Job
+    submitted: bool = True  # False while backend.submit runs: its status means nothing yet
+    since: float = field(default_factory=time.monotonic)
     reported: TaskState = TaskState.INITIALIZING
     executors: dict[int, tuple[datetime | None, datetime | None, int | None]] = field(
         default_factory=dict
@@ -146,6 +150,7 @@ class GatewayAgent:
         # handed back to the node to run elsewhere.
         self.failover_after_s = failover_after_s
         self.down_since: float | None = None
+        self._wake = asyncio.Event()
 
     @property
     def _cred_path(self) -> Path:
@@ -263,7 +268,7 @@ class GatewayAgent:
             reply = await self.client.lease(LeaseRequest(max_tasks=self.lease_batch, wait_s=20))
             for lt in reply.tasks:
                 job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec)
-                tr = _Tracked(job)
+                tr = _Tracked(job, submitted=False)
                 # Tracked before it starts: a disconnect during submit must not orphan it.
                 self.tracked[job.key] = tr
                 try:
@@ -279,6 +284,8 @@ class GatewayAgent:
                     await self._report(tr, JobStatus(TaskState.SYSTEM_ERROR))
                     continue
                 tr.notes.extend(self._start_notes(job))
+                tr.submitted = True
+                self._wake.set()  # look at it now, not a poll interval later
 
     def _start_notes(self, job: Job) -> list[str]:
         notes = [f"gateway {self.name}: {self.backend.name} backend on {job.pool_cpi}"]
@@ -293,7 +300,10 @@ class GatewayAgent:
 
     async def _monitor_loop(self) -> None:
         while True:
+            self._wake.clear()
             for tr in list(self.tracked.values()):
+                if not tr.submitted:
+                    continue
                 try:
                     await self._sync(tr)
                 except (Unavailable, Unauthorized):
@@ -303,7 +313,12 @@ class GatewayAgent:
                     log.exception("task %s failed in the gateway", tr.job.key)
                     with contextlib.suppress(Exception):
                         await self._release(tr, f"gateway error: {type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.poll_s)
+            # Young jobs are watched closely (most short tasks end in their first seconds);
+            # older ones at poll_s, since each look may be a request to the backend.
+            now = time.monotonic()
+            young = any(now - tr.since < YOUNG_S for tr in self.tracked.values())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), YOUNG_POLL_S if young else self.poll_s)
 
     # ---- reporting ----------------------------------------------------------------
 
@@ -340,6 +355,7 @@ class GatewayAgent:
         state goes only with the last of it, so a long log is never cut short."""
         budget = REPORT_CHARS
         executors = []
+        included: dict[tuple[int, str], int] = {}
         for ex in status.executors:
             seen = (ex.start_time, ex.end_time, ex.exit_code)
             chunks: dict[str, LogChunk] = {}
@@ -348,6 +364,7 @@ class GatewayAgent:
                 if st is not None and st.pending and budget > 0:
                     data = st.pending[:budget]
                     budget -= len(data)
+                    included[(ex.index, s)] = len(data)
                     chunks[s] = LogChunk(offset=st.acked_chars, data=data)
             if seen == tr.executors.get(ex.index) and not chunks:
                 continue
@@ -360,8 +377,10 @@ class GatewayAgent:
                     **chunks,
                 )
             )
-        drained = all(st.eof and not st.pending for st in tr.streams.values())
-        final = status.state.terminal and drained and budget > 0
+        drained = all(
+            st.eof and len(st.pending) == included.get(key, 0) for key, st in tr.streams.items()
+        )
+        final = status.state.terminal and drained
         state = status.state if final or not status.state.terminal else TaskState.RUNNING
         notes, rest = tr.notes[:NOTES_PER_REPORT], tr.notes[NOTES_PER_REPORT:]
         if final and status.message and not rest:
