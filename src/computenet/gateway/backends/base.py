@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
-from computenet.errors import ComputeNetError
+from computenet.errors import ComputeNetError, InvalidInput
 from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskSpec, TaskState
 
@@ -122,6 +123,19 @@ class JobStatus:
     executors: list[ExecutorStatus] = field(default_factory=list)
     message: str = ""
     wall_s: Decimal = Decimal(0)
+
+
+def read_output(jobdir: Path, index: int, stream: str, offset: int, limit: int) -> bytes:
+    """Bytes ``offset`` to ``offset + limit`` of executor ``index``'s ``stdout``/``stderr``
+    file (``exec-<index>.<stream>``) in a job directory; empty when there is none (yet)."""
+    if stream not in ("stdout", "stderr"):
+        raise InvalidInput(f"unknown stream {stream!r}")
+    try:
+        with (jobdir / f"exec-{index}.{stream}").open("rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
 
 
 class Backend(ABC):

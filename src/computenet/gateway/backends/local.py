@@ -26,6 +26,7 @@ from computenet.gateway.backends.base import (
     ExecutorStatus,
     Job,
     JobStatus,
+    read_output,
 )
 from computenet.gateway.backends.local_runner import write_json
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
@@ -199,13 +200,7 @@ class LocalBackend(Backend):
 
     def read_log(self, job: Job, index: int, stream: str, offset: int, limit: int) -> bytes:
         """Bytes of an executor's output file from ``offset``."""
-        path = self._dir(job) / f"exec-{index}.{stream}"
-        try:
-            with path.open("rb") as f:
-                f.seek(offset)
-                return f.read(limit)
-        except FileNotFoundError:
-            return b""
+        return read_output(self._dir(job), index, stream, offset, limit)
 
     def recover(self) -> list[Job]:
         """Jobs whose directories survive from an earlier gateway process."""

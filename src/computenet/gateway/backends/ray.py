@@ -40,6 +40,7 @@ from computenet.gateway.backends.base import (
     CapacityUnavailable,
     Job,
     JobStatus,
+    read_output,
 )
 from computenet.gateway.backends.local import LocalBackend
 from computenet.gateway.backends.local_runner import Runner, write_json
@@ -316,14 +317,7 @@ class RayBackend(Backend):
 
     def read_log(self, job: Job, index: int, stream: str, offset: int, limit: int) -> bytes:
         """Bytes of an executor's output file from ``offset``."""
-        if stream not in ("stdout", "stderr"):
-            raise InvalidInput(f"unknown stream {stream!r}")
-        try:
-            with (self._dir(job) / f"exec-{index}.{stream}").open("rb") as f:
-                f.seek(offset)
-                return f.read(limit)
-        except FileNotFoundError:
-            return b""
+        return read_output(self._dir(job), index, stream, offset, limit)
 
     def recover(self) -> list[Job]:
         """Jobs whose directories survive from an earlier gateway process."""

@@ -31,6 +31,7 @@ from computenet.gateway.backends.base import (
     CapacityUnavailable,
     Job,
     JobStatus,
+    read_output,
 )
 from computenet.model.pool import PoolSpec, Region
 from computenet.model.task import TaskState
@@ -351,14 +352,7 @@ class SlurmBackend(Backend):
 
     def read_log(self, job: Job, index: int, stream: str, offset: int, limit: int) -> bytes:
         """Bytes of an executor's ``stdout``/``stderr`` file from ``offset``."""
-        if stream not in ("stdout", "stderr"):
-            return b""
-        try:
-            with (self._dir(job) / f"exec-{index}.{stream}").open("rb") as f:
-                f.seek(offset)
-                return f.read(limit)
-        except FileNotFoundError:
-            return b""
+        return read_output(self._dir(job), index, stream, offset, limit)
 
     def recover(self) -> list[Job]:
         """Jobs whose directories hold a Slurm job id (submitted and not yet forgotten)."""
