@@ -10,32 +10,18 @@ under ``CI=true``.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from backend_testing import BackendUnderTest, unavailable
 from computenet.gateway.backends.slurm import SlurmBackend
+from scripted_service import Once, start_service
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SLURM_UP = REPO_ROOT / "scripts" / "slurm-up.sh"
-SLURM_DOWN = REPO_ROOT / "scripts" / "slurm-down.sh"
 CONF_ENV = "COMPUTENET_TEST_SLURM_CONF"
-NOT_AVAILABLE = 3  # slurm-up.sh's exit status when Slurm cannot be had here
 PARTITION = "debug"
 POOL_CPI = f"cn/slurm/{PARTITION}"
-
-_lock = threading.Lock()
-_started = False
-_conf: Path | None = None
-_reason = ""
 
 
 def _free_port_pair() -> int:
@@ -51,61 +37,31 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free pair of ports")
 
 
-def _stop(directory: str) -> None:
-    subprocess.run(
-        ["bash", str(SLURM_DOWN), directory], capture_output=True, timeout=120, check=False
-    )
-    shutil.rmtree(directory, ignore_errors=True)
+def _start(timeout_s: float = 900) -> tuple[str | None, str]:
+    # COMPUTENET_INSTALL_SLURM=1 may run apt-get first: allow for it.
+    return start_service("slurm", _free_port_pair, timeout_s=timeout_s)
 
 
 def _start_cluster() -> tuple[Path | None, str]:
-    last_error = ""
-    for _ in range(3):  # a free port can be taken before slurmctld binds it: retry
-        directory = tempfile.mkdtemp(prefix="cn-slurm-")  # short: munge's socket path
-        try:
-            proc = subprocess.run(
-                ["bash", str(SLURM_UP), directory, str(_free_port_pair())],
-                capture_output=True,
-                text=True,
-                timeout=900,  # COMPUTENET_INSTALL_SLURM=1 may run apt-get first
-                check=False,
-            )
-        except BaseException:
-            _stop(directory)
-            raise
-        if proc.returncode == 0:
-            atexit.register(_stop, directory)
-            line = proc.stdout.strip().splitlines()[-1]
-            return Path(line.removeprefix("SLURM_CONF=")), ""
-        _stop(directory)
-        if proc.returncode == NOT_AVAILABLE:
-            lines = proc.stderr.strip().splitlines() or ["scripts/slurm-up.sh exited 3"]
-            return None, lines[-1].removeprefix("slurm-up.sh: ")
-        last_error = f"scripts/slurm-up.sh exited {proc.returncode}:\n{proc.stderr}"
-        if "in use" not in proc.stderr:
-            break
-    raise RuntimeError(f"could not start a test Slurm cluster: {last_error}")
+    """A new single-node test cluster of its own (stopped at exit), or None and why not."""
+    conf, reason = _start()
+    return (Path(conf) if conf else None), reason
+
+
+_cluster = Once(CONF_ENV, _start)
 
 
 def slurm_conf() -> Path | None:
     """slurm.conf of a running test cluster, or None when Slurm cannot be had here."""
-    global _started, _conf, _reason
-    with _lock:
-        if not _started:
-            env_conf = os.environ.get(CONF_ENV)
-            if env_conf:
-                _conf, _reason = Path(env_conf), ""
-            else:
-                _conf, _reason = _start_cluster()
-            _started = True
-        return _conf
+    conf = _cluster.get()
+    return Path(conf) if conf else None
 
 
 def require_slurm() -> Path:
     """The cluster's slurm.conf; skips the test without Slurm, or fails it under CI=true."""
     conf = slurm_conf()
     if conf is None:
-        unavailable(_reason or "Slurm not available")
+        unavailable(_cluster.reason or "Slurm not available")
     return conf
 
 
