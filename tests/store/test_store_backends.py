@@ -40,6 +40,7 @@ from computenet.node.runtime import NodeRuntime
 from computenet.node.settings import NodeSettings
 from computenet.node.tasks import ListFilter
 from computenet.node.views import View
+from computenet.store import schema
 from computenet.store import tables as t
 from computenet.store.db import sqlite_url
 from computenet.store.migrate import current_tables
@@ -140,7 +141,7 @@ def row_of(rt: NodeRuntime, tid: str) -> t.Task:
 
 def test_migrations_create_every_table(rt: NodeRuntime) -> None:
     tables = current_tables(rt.db)
-    assert set(t.Base.metadata.tables) <= tables
+    assert set(schema.Base.metadata.tables) <= tables
     assert "alembic_version" in tables
     assert rt.db.is_sqlite == (rt.db.url.get_backend_name() == "sqlite")
 
@@ -148,7 +149,7 @@ def test_migrations_create_every_table(rt: NodeRuntime) -> None:
 def test_migrated_schema_matches_the_models(rt: NodeRuntime) -> None:
     with rt.db.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": False})
-        diffs = compare_metadata(ctx, t.Base.metadata)
+        diffs = compare_metadata(ctx, schema.Base.metadata)
     assert diffs == []
 
 

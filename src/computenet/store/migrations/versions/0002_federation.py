@@ -1,0 +1,20 @@
+"""federation tables
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Create the federation tables (filled in by the work on that area)."""
+
+
+def downgrade() -> None:
+    """Drop the federation tables."""

@@ -1,0 +1,3 @@
+"""Data staging and TES tables."""
+
+from __future__ import annotations
