@@ -139,3 +139,20 @@ def pids_matching(pattern: str) -> list[int]:
         if pattern in cmd and stat.rsplit(")", 1)[1].split()[0] != "Z":
             found.append(int(entry.name))
     return found
+
+
+def task_states(url: str, token: str, ids: list[str]) -> dict[str, str]:
+    """The state of each task in ``ids`` (``MISSING`` if the node does not know it), read
+    page by page from the native list endpoint."""
+    states: dict[str, str] = {}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+        page_token = None
+        while True:
+            params: dict[str, str | int] = {"view": "MINIMAL", "page_size": 500}
+            if page_token:
+                params["page_token"] = page_token
+            page = http.get("/api/v1/tasks", params=params).json()
+            states.update({t["id"]: t["state"] for t in page["tasks"]})
+            page_token = page.get("next_page_token")
+            if not page_token:
+                return {i: states.get(i, "MISSING") for i in ids}

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nodeproc import admin_token, free_port, start_gateway, start_node
+from nodeproc import admin_token, free_port, start_gateway, start_node, task_states
 
 pytestmark = pytest.mark.slow
 N_TASKS = 200
@@ -36,26 +36,10 @@ def _submit_all(url: str, token: str, side_effects: Path) -> list[str]:
     return ids
 
 
-def _states(url: str, token: str, ids: list[str]) -> dict[str, str]:
-    states: dict[str, str] = {}
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
-        token_ = None
-        while True:
-            params: dict[str, str | int] = {"view": "MINIMAL", "page_size": 500}
-            if token_:
-                params["page_token"] = token_
-            page = http.get("/api/v1/tasks", params=params).json()
-            states.update({t["id"]: t["state"] for t in page["tasks"]})
-            token_ = page.get("next_page_token")
-            if not token_:
-                break
-    return {i: states.get(i, "MISSING") for i in ids}
-
-
 def _wait_all_terminal(url: str, token: str, ids: list[str], timeout_s: float) -> dict[str, str]:
     deadline = time.monotonic() + timeout_s
     while True:
-        states = _states(url, token, ids)
+        states = task_states(url, token, ids)
         if all(s in TERMINAL for s in states.values()) or time.monotonic() > deadline:
             return states
         time.sleep(0.5)

@@ -13,6 +13,7 @@ from computenet.errors import Conflict
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
+from computenet.node.leader import LeaderElection
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService, utcnow
@@ -42,6 +43,7 @@ class NodeRuntime:
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
+        self.leader = LeaderElection(self.db, settings.node_code)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
 
@@ -99,17 +101,25 @@ class NodeRuntime:
         ]
 
     async def stop(self) -> None:
-        """Stop the loops and close the store."""
+        """Stop the loops, hand leadership on, and close the store."""
         for task in self._loops:
             task.cancel()
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.to_thread(self.leader.release)
         self.db.dispose()
+
+    async def _lead(self) -> bool:
+        """Whether this replica runs the scheduler now (always true on SQLite)."""
+        return await asyncio.to_thread(self.leader.check)
 
     async def _scheduler_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if not await self._lead():
+                await asyncio.sleep(self.settings.leader_check_s)
+                continue
             began = loop.time()
             try:
                 await asyncio.to_thread(self.dispatch.schedule_pass)
@@ -124,6 +134,8 @@ class NodeRuntime:
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.housekeeping_s)
+            if not self.leader.is_leader:
+                continue
             try:
                 await asyncio.to_thread(self.dispatch.expire)
             except Exception:

@@ -20,4 +20,5 @@ class NodeSettings:
     heartbeat_timeout_s: float = 20.0
     max_attempts: int = 3
     housekeeping_s: float = 1.0
+    leader_check_s: float = 1.0  # how often a standby replica tries to become the leader
     max_body_bytes: int = 8 * 1024 * 1024

@@ -6,9 +6,11 @@ from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from computenet.store.db import Database
+
+_MIGRATE_LOCK = 0x636E6D67  # 'cnmg': any fixed key; only migrations take it
 
 
 def alembic_config(db: Database) -> Config:
@@ -23,6 +25,10 @@ def upgrade(db: Database) -> None:
     """Apply every migration not yet applied. Safe to call on every start."""
     cfg = alembic_config(db)
     with db.engine.begin() as conn:
+        if not db.is_sqlite:
+            # Replicas starting together on one PostgreSQL migrate one after another; the lock
+            # ends with this transaction, and PostgreSQL runs the DDL inside it.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

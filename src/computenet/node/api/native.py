@@ -27,6 +27,7 @@ class NodeInfo(BaseModel):
     name: str
     version: str
     gateway_protocol: int
+    scheduler_leader: bool  # whether this replica runs the scheduler now
 
 
 class Submitted(BaseModel):
@@ -76,6 +77,7 @@ def node_info(rt: Runtime, _p: User) -> NodeInfo:
         name=s.name,
         version=computenet.__version__,
         gateway_protocol=PROTOCOL_VERSION,
+        scheduler_leader=rt.leader.is_leader,
     )
 
 
