@@ -74,21 +74,23 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout_s: fl
 
 
 @contextmanager
-def own_node(timeout_s: float = 60.0) -> Iterator[Node]:
-    """Start ``computenet node`` on a fresh data dir; always stop it (SIGINT, then kill)."""
+def own_node(timeout_s: float = 60.0, extra: tuple[str, ...] = ()) -> Iterator[Node]:
+    """Start ``computenet node`` (with ``extra`` options) on a fresh data dir; always stop it
+    (SIGINT, then kill)."""
     with tempfile.TemporaryDirectory(prefix="cn-bench-") as tmp:
         with socket.socket() as sock:  # a free loopback port
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         data, log = Path(tmp) / "data", Path(tmp) / "node.log"
         cmd = [sys.executable, "-m", "computenet.cli.main", "node"]
-        cmd += ["--data-dir", str(data), "--port", str(port)]
+        cmd += ["--data-dir", str(data), "--port", str(port), *extra]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
             token = wait_ready(proc, url, log, timeout_s)
-            yield Node(url, token, proc.pid, data / "computenet.db", log)
+            db = None if "--db-url" in extra else data / "computenet.db"
+            yield Node(url, token, proc.pid, db, log)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
