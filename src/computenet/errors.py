@@ -58,3 +58,14 @@ class Unavailable(ComputeNetError):
 
     status_code = 503
     reason = "unavailable"
+
+
+class RateLimited(ComputeNetError):
+    """The caller sent more requests than its limit allows; retry after ``retry_after_s``."""
+
+    status_code = 429
+    reason = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

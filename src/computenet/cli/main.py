@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import tasks
+from computenet.cli import ops, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 tasks.register(app)
+ops.register(app)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
@@ -84,6 +85,13 @@ def node(
     level: Annotated[str, typer.Option(help="national, regional or industry")] = "national",
     name: Annotated[str, typer.Option(help="display name")] = "ComputeNet node",
     lease_ttl_s: Annotated[float, typer.Option(min=1.0, help="task lease lifetime")] = 30.0,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate chain: serve HTTPS")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    rate_limit_per_s: Annotated[
+        float, typer.Option(min=0.0, help="requests a second per token (0: no limit)")
+    ] = 1000.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
@@ -100,6 +108,10 @@ def node(
         level=level,
         name=name,
         lease_ttl_s=lease_ttl_s,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        rate_limit_per_s=rate_limit_per_s,
+        rate_limit_burst=max(1.0, 2 * rate_limit_per_s),
     )
     _run(serve.serve_node(settings, host, port, _say))
 

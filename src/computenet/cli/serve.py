@@ -162,7 +162,13 @@ def make_backend(
     raise InvalidInput(f"--backend must be local, slurm, ray or tes, not {kind!r}")
 
 
-def _uvicorn(app: object, host: str, port: int, on_exit: Callable[[], None]) -> uvicorn.Server:
+def _uvicorn(
+    app: object,
+    host: str,
+    port: int,
+    on_exit: Callable[[], None],
+    tls: tuple[Path, Path] | None = None,
+) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
@@ -170,6 +176,8 @@ def _uvicorn(app: object, host: str, port: int, on_exit: Callable[[], None]) -> 
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
     return _Server(config, on_exit)
 
@@ -231,7 +239,15 @@ async def serve_up(
 
 async def serve_node(settings: NodeSettings, host: str, port: int, show: Say) -> None:
     """Run a node until interrupted."""
+    tls = None
+    if settings.tls_cert is not None or settings.tls_key is not None:
+        if settings.tls_cert is None or settings.tls_key is None:
+            raise InvalidInput("HTTPS needs both --tls-cert and --tls-key")
+        for path in (settings.tls_cert, settings.tls_key):
+            if not path.is_file():
+                raise InvalidInput(f"cannot read {path}: no such file")
+        tls = (settings.tls_cert, settings.tls_key)
     rt = NodeRuntime(settings)
     boot = rt.bootstrap()
-    announce(rt, f"http://{host}:{port}", boot.admin_token, show)
-    await _uvicorn(create_app(rt), host, port, rt.drain).serve()
+    announce(rt, f"{'https' if tls else 'http'}://{host}:{port}", boot.admin_token, show)
+    await _uvicorn(create_app(rt), host, port, rt.drain, tls).serve()

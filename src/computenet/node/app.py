@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import gateway, native, tes
+from computenet.node.api import audit, gateway, native, tes
+from computenet.node.audit import AuditMiddleware
 from computenet.node.runtime import NodeRuntime
 
 
@@ -33,9 +34,11 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.state.runtime = rt
     http_errors.install(app)
     app.add_middleware(http_errors.BodyLimit, max_bytes=rt.settings.max_body_bytes)
+    app.add_middleware(AuditMiddleware, audit=rt.audit)
     app.include_router(native.router)
     app.include_router(tes.router)
     app.include_router(gateway.router)
+    app.include_router(audit.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

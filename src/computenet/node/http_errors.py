@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from computenet.errors import ComputeNetError
+from computenet.errors import ComputeNetError, RateLimited
 
 log = logging.getLogger("computenet.node")
 
@@ -43,8 +44,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ComputeNetError)
     async def _ours(_req: Request, exc: ComputeNetError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, RateLimited):
+            # Whole seconds, rounded up: the header takes no fractions.
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         return JSONResponse(
-            error_body(exc.status_code, exc.reason, exc.message), status_code=exc.status_code
+            error_body(exc.status_code, exc.reason, exc.message),
+            status_code=exc.status_code,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

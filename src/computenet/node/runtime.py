@@ -11,9 +11,11 @@ from sqlalchemy import select
 
 from computenet.errors import Conflict
 from computenet.model.cpi import allocate_provider, validate_node_code
+from computenet.node.audit import AuditLog
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
 from computenet.node.leader import LeaderElection
+from computenet.node.ratelimit import RateLimiter
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService, utcnow
@@ -44,6 +46,12 @@ class NodeRuntime:
         self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
         self.leader = LeaderElection(self.db, settings.node_code)
+        self.audit = AuditLog(self.db)
+        self.limiter = (
+            RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+            if settings.rate_limit_per_s > 0
+            else None
+        )
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
 
@@ -92,6 +100,7 @@ class NodeRuntime:
     async def start(self) -> None:
         """Start the scheduler and housekeeping loops on the running event loop."""
         self.changed.bind(asyncio.get_running_loop())
+        self.audit.start()
         extended = await asyncio.to_thread(self.dispatch.extend_leases_after_restart)
         if extended:
             log.info("extended %d leases held across the restart", extended)
@@ -108,6 +117,7 @@ class NodeRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.to_thread(self.leader.release)
+        await asyncio.to_thread(self.audit.stop)
         self.db.dispose()
 
     async def _lead(self) -> bool:

@@ -22,3 +22,7 @@ class NodeSettings:
     housekeeping_s: float = 1.0
     leader_check_s: float = 1.0  # how often a standby replica tries to become the leader
     max_body_bytes: int = 8 * 1024 * 1024
+    rate_limit_per_s: float = 1000.0  # requests a second per token (0: no limit)
+    rate_limit_burst: float = 2000.0
+    tls_cert: Path | None = None  # with tls_key: serve HTTPS
+    tls_key: Path | None = None

@@ -171,3 +171,13 @@ class Client:
             "POST", "/api/v1/providers", json={"label": label, "name": name}
         )
         return out
+
+    def audit(self, after_id: int = 0, limit: int = 100, **filters: str) -> dict[str, Any]:
+        """A page of the audit log (operators): ``{"events": [...], "next_after_id": ...}``.
+
+        ``filters``: ``since``/``until`` (ISO 8601), ``actor`` (``kind:subject``),
+        ``path_prefix``.
+        """
+        params: dict[str, Any] = {"after_id": after_id, "limit": limit, **filters}
+        out: dict[str, Any] = self._request("GET", "/api/v1/audit", params=params)
+        return out

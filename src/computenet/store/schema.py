@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from computenet.store import (
     tables,
+    tables_audit,
     tables_data,
     tables_federation,
     tables_monitoring,
@@ -15,4 +16,11 @@ from computenet.store import (
 
 Base = tables.Base
 
-__all__ = ["Base", "tables_data", "tables_federation", "tables_monitoring", "tables_sched"]
+__all__ = [
+    "Base",
+    "tables_audit",
+    "tables_data",
+    "tables_federation",
+    "tables_monitoring",
+    "tables_sched",
+]

@@ -25,7 +25,11 @@ async def principal(
     cheaper than a hop to the thread pool on every call.
     """
     rt: NodeRuntime = request.app.state.runtime
-    return rt.auth.check(authorization)
+    p = rt.auth.check(authorization)
+    request.state.principal = p  # for the audit log
+    if rt.limiter is not None:
+        rt.limiter.take(p.token_id)
+    return p
 
 
 async def user(p: Annotated[Principal, Depends(principal)]) -> Principal:
