@@ -35,6 +35,7 @@ from computenet.model.protocol import (
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
 from computenet.node import tasks as tasks_module
+from computenet.node.access import Visibility
 from computenet.node.auth import new_token
 from computenet.node.runtime import NodeRuntime
 from computenet.node.settings import NodeSettings
@@ -210,7 +211,7 @@ def test_submit_and_get(rt: NodeRuntime) -> None:
     minimal = rt.tasks.get(tid, View.MINIMAL)
     assert minimal.spec is None and minimal.events is None
     with pytest.raises(NotFound):
-        rt.tasks.get(tid, owner="bob")
+        rt.tasks.get(tid, scope=Visibility(owner="bob"))
     with pytest.raises(NotFound):
         rt.tasks.get("cn-nope")
 
@@ -230,7 +231,7 @@ def test_submit_is_idempotent_on_a_client_key(rt: NodeRuntime) -> None:
     for bad in ("", "k" * 257):
         with pytest.raises(InvalidInput, match="idempotency key"):
             rt.tasks.submit(spec, "alice", bad)
-    assert len(rt.tasks.list(page_size=100, owner="alice").tasks) == 3
+    assert len(rt.tasks.list(page_size=100, scope=Visibility(owner="alice")).tasks) == 3
 
 
 def test_submit_refuses_a_malformed_pinned_pool(rt: NodeRuntime) -> None:
@@ -246,7 +247,9 @@ def test_list_pagination_has_no_duplicates_or_gaps(rt: NodeRuntime) -> None:
     token: str | None = None
     pages = 0
     while True:
-        page = rt.tasks.list(View.MINIMAL, page_size=5, page_token=token, owner="alice")
+        page = rt.tasks.list(
+            View.MINIMAL, page_size=5, page_token=token, scope=Visibility(owner="alice")
+        )
         assert len(page.tasks) <= 5
         assert all(x.spec is None for x in page.tasks)
         seen += [x.id for x in page.tasks]
@@ -337,7 +340,10 @@ def test_tag_filtered_pages_span_many_rows(rt: NodeRuntime) -> None:
     token: str | None = None
     while True:
         page = rt.tasks.list(
-            page_size=1, page_token=token, filt=ListFilter(tags={"keep": ""}), owner="alice"
+            page_size=1,
+            page_token=token,
+            filt=ListFilter(tags={"keep": ""}),
+            scope=Visibility(owner="alice"),
         )
         seen += [x.id for x in page.tasks]
         token = page.next_page_token
@@ -349,8 +355,8 @@ def test_tag_filtered_pages_span_many_rows(rt: NodeRuntime) -> None:
 def test_cancel(rt: NodeRuntime) -> None:
     tid = rt.tasks.submit(make_spec(), "alice")[0]
     with pytest.raises(NotFound):
-        rt.tasks.cancel(tid, owner="bob")
-    assert rt.tasks.cancel(tid, owner="alice") is TaskState.CANCELED
+        rt.tasks.cancel(tid, scope=Visibility(owner="bob"))
+    assert rt.tasks.cancel(tid, scope=Visibility(owner="alice")) is TaskState.CANCELED
     assert rt.tasks.cancel(tid) is TaskState.CANCELED  # repeating it is harmless
     got = rt.tasks.get(tid)
     assert got.state is TaskState.CANCELED and got.ended_at is not None
@@ -698,7 +704,7 @@ def test_order_survives_a_restart_with_the_clock_behind(
     restarted = make_runtime()
     restarted.bootstrap()
     second = restarted.tasks.submit(make_spec(), "alice")[0]
-    listed = [x.id for x in restarted.tasks.list(owner="alice").tasks]
+    listed = [x.id for x in restarted.tasks.list(scope=Visibility(owner="alice")).tasks]
     assert listed == [second, first]  # newest first
 
 

@@ -10,27 +10,41 @@ import hashlib
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
-from computenet.errors import Forbidden, Unauthorized
+from computenet.errors import Forbidden, NotFound, Unauthorized
 from computenet.model.ids import ulid
+from computenet.node.access import ROLE_SCOPES
 from computenet.store.db import Database
 from computenet.store.tables import Token
 
-TOKEN_PREFIX = {"admin": "cna_", "user": "cnu_", "gateway": "cng_", "enrol": "cne_"}
-_CACHE_TTL_S = 30.0
+TOKEN_PREFIX = {
+    "admin": "cna_",
+    "operator": "cno_",
+    "user": "cnu_",
+    "provider": "cnp_",
+    "gateway": "cng_",
+    "enrol": "cne_",
+}
+# A revoked token stops working at once on the replica that revoked it, and within this
+# long on the others (they serve it from their cache until then).
+CACHE_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's kind and subject (a user, or a gateway id)."""
+    """Who is calling: the token's kind (its role), subject (a user, a provider prefix, a
+    gateway id), tenant (organisation) and scopes."""
 
     token_id: str
     kind: str
     subject: str
+    tenant: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
 
     def require(self, *kinds: str) -> None:
         """Refuse the call unless this principal is one of ``kinds``."""
@@ -43,22 +57,43 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(db: Database, kind: str, subject: str, ttl_s: float | None = None) -> str:
-    """Create, store (hashed) and return a new token. The clear text is never stored."""
+def new_token(
+    db: Database, kind: str, subject: str, ttl_s: float | None = None, **fields: Any
+) -> str:
+    """Create, store (hashed) and return a new token; ``fields`` as for ``mint_token``."""
+    return mint_token(db, kind, subject, ttl_s, **fields)[0]
+
+
+def mint_token(
+    db: Database,
+    kind: str,
+    subject: str,
+    ttl_s: float | None = None,
+    *,
+    tenant: str | None = None,
+    scopes: frozenset[str] | None = None,
+    name: str | None = None,
+) -> tuple[str, Token]:
+    """Create and store (hashed) a token; return its clear text, never stored, and record.
+
+    ``scopes`` defaults to everything the role (``kind``) may hold.
+    """
     token = TOKEN_PREFIX[kind] + secrets.token_urlsafe(32)
     now = datetime.now(UTC)
+    row = Token(
+        id=ulid(),
+        token_hash=hash_token(token),
+        kind=kind,
+        subject=subject,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_s) if ttl_s else None,
+        tenant=tenant,
+        scopes=sorted(ROLE_SCOPES[kind] if scopes is None else scopes),
+        name=name,
+    )
     with db.write() as s:
-        s.add(
-            Token(
-                id=ulid(),
-                token_hash=hash_token(token),
-                kind=kind,
-                subject=subject,
-                created_at=now,
-                expires_at=now + timedelta(seconds=ttl_s) if ttl_s else None,
-            )
-        )
-    return token
+        s.add(row)
+    return token, row
 
 
 class Authenticator:
@@ -66,7 +101,7 @@ class Authenticator:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._cache: dict[str, tuple[float, Principal, datetime | None]] = {}
         self._lock = threading.Lock()
 
     def check(self, authorization: str | None) -> Principal:
@@ -84,7 +119,7 @@ class Authenticator:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
-        if hit and hit[0] > now:
+        if hit and hit[0] > now and (hit[2] is None or hit[2] > datetime.now(UTC)):
             return hit[1]
         with self.db.read() as s:
             row = s.scalars(select(Token).where(Token.token_hash == digest)).first()
@@ -94,12 +129,39 @@ class Authenticator:
             raise Unauthorized("token revoked")
         if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
             raise Unauthorized("token expired")
-        principal = Principal(row.id, row.kind, row.subject)
+        # Tokens from before scopes existed hold their role's scopes.
+        scopes = frozenset(row.scopes) if row.scopes is not None else ROLE_SCOPES[row.kind]
+        principal = Principal(row.id, row.kind, row.subject, row.tenant, scopes)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (now + _CACHE_TTL_S, principal)
+            self._cache[digest] = (now + CACHE_TTL_S, principal, row.expires_at)
         return principal
+
+    def revoke(self, token_id: str) -> Token:
+        """Revoke a token (idempotent) and drop it from this replica's cache."""
+        with self.db.write() as s:
+            row = s.get(Token, token_id, with_for_update=True)
+            if row is None or row.kind == "enrol":
+                raise NotFound(f"no token {token_id!r}")
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+        with self._lock:
+            for digest, (_until, p, _expires) in list(self._cache.items()):
+                if p.token_id == token_id:
+                    del self._cache[digest]
+        return row
+
+    def token(self, token_id: str) -> Token | None:
+        """One token's record, or None."""
+        with self.db.read() as s:
+            return s.get(Token, token_id)
+
+    def tokens(self) -> list[Token]:
+        """Every API and gateway token (never their secrets: only hashes are stored)."""
+        with self.db.read() as s:
+            q = select(Token).where(Token.kind != "enrol").order_by(Token.created_at)
+            return list(s.scalars(q))
 
     def redeem_enrolment(self, token: str) -> str:
         """Consume a one-time enrolment token; return the provider prefix it was issued for."""

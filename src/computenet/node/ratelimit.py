@@ -18,13 +18,23 @@ _MAX_BUCKETS = 100_000  # idle callers beyond this are forgotten, oldest first
 class RateLimiter:
     """Allow ``rate_per_s`` requests a second per key, in bursts of up to ``burst``."""
 
-    def __init__(self, rate_per_s: float, burst: float) -> None:
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError("rate_per_s must be positive and burst at least 1")
+    def __init__(self, rate_per_s: float, burst: float, tenant_factor: float = 4.0) -> None:
+        if rate_per_s <= 0 or burst < 1 or tenant_factor < 1:
+            raise ValueError("rate_per_s must be positive, burst and tenant_factor at least 1")
         self.rate_per_s = rate_per_s
         self.burst = burst
+        # A tenant (organisation) may spend ``tenant_factor`` tokens' worth in all.
+        self._tenants = (
+            None
+            if tenant_factor == 1
+            else RateLimiter(rate_per_s * tenant_factor, burst * tenant_factor, 1)
+        )
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def take_tenant(self, tenant: str, now: float | None = None) -> None:
+        """Spend one request of the tenant's shared allowance, or raise ``RateLimited``."""
+        (self._tenants or self).take(f"tenant:{tenant}", now)
 
     def take(self, key: str, now: float | None = None) -> None:
         """Spend one request of ``key``'s allowance, or raise ``RateLimited``."""

@@ -21,6 +21,7 @@ from computenet.errors import Conflict, InvalidInput, NotFound
 from computenet.model.cpi import CPI
 from computenet.model.ids import task_id
 from computenet.model.task import TaskSpec, TaskState
+from computenet.node.access import Visibility
 from computenet.node.views import TaskListOut, TaskOut, View, spec_json, task_out
 from computenet.store import tables as t
 from computenet.store.db import Database
@@ -153,12 +154,12 @@ class TaskService:
             raise Conflict(f"idempotency key {client_key!r} was already used for another task")
         return row.id
 
-    def get(self, tid: str, view: View = View.FULL, owner: str | None = None) -> TaskOut:
-        """One task at the given view; ``owner`` limits it to that owner's tasks."""
+    def get(self, tid: str, view: View = View.FULL, scope: Visibility | None = None) -> TaskOut:
+        """One task at the given view; ``scope`` limits it to what the caller may see."""
         check_task_id(tid)
         with self.db.read() as s:
             row = s.get(t.Task, tid)
-            if row is None or (owner is not None and row.owner != owner):
+            if row is None or (scope is not None and not scope.allows(row)):
                 raise NotFound(f"no task {tid!r}")
             if view is View.MINIMAL:
                 return task_out(row, view)
@@ -189,7 +190,7 @@ class TaskService:
         page_size: int | None = None,
         page_token: str | None = None,
         filt: ListFilter | None = None,
-        owner: str | None = None,
+        scope: Visibility | None = None,
     ) -> TaskListOut:
         """A page of tasks, newest first, with a token for the next page."""
         size = DEFAULT_PAGE_SIZE if page_size is None else page_size
@@ -204,8 +205,8 @@ class TaskService:
             if not 0 < after < 2**63:
                 raise InvalidInput("page_token is not one this server issued")
             q = q.where(t.Task.seq < after)
-        if owner is not None:
-            q = q.where(t.Task.owner == owner)
+        if scope is not None:
+            q = scope.where(q)
         filt = filt or ListFilter()
         check_storable({"name_prefix": filt.name_prefix, "tags": filt.tags})
         if filt.name_prefix:
@@ -232,13 +233,13 @@ class TaskService:
         token = str(rows[-1].seq) if more and rows else None
         return TaskListOut(tasks=tasks, next_page_token=token)
 
-    def cancel(self, tid: str, owner: str | None = None) -> TaskState:
+    def cancel(self, tid: str, scope: Visibility | None = None) -> TaskState:
         """Cancel a task: at once if not yet leased, else ask its gateway to stop it."""
         now = utcnow()
         check_task_id(tid)
         with self.db.write() as s:
             row = s.get(t.Task, tid, with_for_update=True)
-            if row is None or (owner is not None and row.owner != owner):
+            if row is None or (scope is not None and not scope.allows(row)):
                 raise NotFound(f"no task {tid!r}")
             state = TaskState(row.state)
             if state in (TaskState.CANCELED, TaskState.CANCELING):

@@ -181,3 +181,20 @@ class Client:
         params: dict[str, Any] = {"after_id": after_id, "limit": limit, **filters}
         out: dict[str, Any] = self._request("GET", "/api/v1/audit", params=params)
         return out
+
+    def mint_token(self, role: str, subject: str, **fields: Any) -> dict[str, Any]:
+        """Mint a token (operators); ``fields``: tenant, scopes, ttl_s, name. The answer's
+        ``token`` is the secret, shown this once."""
+        body = {"role": role, "subject": subject, **fields}
+        out: dict[str, Any] = self._request("POST", "/api/v1/tokens", json=body)
+        return out
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every API and gateway token's record (operators), without secrets."""
+        out: list[dict[str, Any]] = self._request("GET", "/api/v1/tokens")
+        return out
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token: your own, or any as an operator."""
+        out: dict[str, Any] = self._request("POST", f"/api/v1/tokens/{token_id}/revoke")
+        return out

@@ -76,11 +76,15 @@ class Token(Base):
     __tablename__ = "tokens"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # admin | user | gateway | enrol
+    # The role: admin | operator | user | provider | gateway | enrol (node/access.py).
+    kind: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)  # organisation
+    scopes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None: the role's
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)  # e.g. "ci bot"
 
 
 class Provider(Base):

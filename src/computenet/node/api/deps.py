@@ -6,6 +6,14 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from computenet.node.access import (
+    API_ROLES,
+    OPERATOR_ROLES,
+    Visibility,
+    require_scope,
+    scope_for_method,
+    visibility,
+)
 from computenet.node.auth import Principal
 from computenet.node.runtime import NodeRuntime
 
@@ -29,18 +37,22 @@ async def principal(
     request.state.principal = p  # for the audit log
     if rt.limiter is not None:
         rt.limiter.take(p.token_id)
+        if p.tenant is not None:
+            rt.limiter.take_tenant(p.tenant)
     return p
 
 
-async def user(p: Annotated[Principal, Depends(principal)]) -> Principal:
-    """A consumer or admin caller (gateway credentials are refused)."""
-    p.require("admin", "user")
+async def user(request: Request, p: Annotated[Principal, Depends(principal)]) -> Principal:
+    """Any API caller (not a gateway) whose token holds the scope this method needs."""
+    p.require(*API_ROLES)
+    require_scope(p.kind, p.scopes, scope_for_method(request.method))
     return p
 
 
 async def admin(p: Annotated[Principal, Depends(principal)]) -> Principal:
-    """An admin caller."""
-    p.require("admin")
+    """A platform admin or node operator with the ``admin`` scope."""
+    p.require(*OPERATOR_ROLES)
+    require_scope(p.kind, p.scopes, "admin")
     return p
 
 
@@ -50,9 +62,10 @@ async def gateway(p: Annotated[Principal, Depends(principal)]) -> Principal:
     return p
 
 
-def owner_scope(p: Principal) -> str | None:
-    """Whose tasks a caller may see: admins see all, users their own."""
-    return None if p.kind == "admin" else p.subject
+def owner_scope(p: Principal) -> Visibility | None:
+    """Which tasks a caller may see: operators all, users their own, providers the work on
+    their pools."""
+    return visibility(p.kind, p.subject)
 
 
 Runtime = Annotated[NodeRuntime, Depends(runtime)]

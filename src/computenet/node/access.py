@@ -1,0 +1,90 @@
+"""Who may do what: roles (token kinds), their scopes, and which tasks a caller may see.
+
+Roles are token kinds. ``admin`` is the platform admin; ``operator`` runs this node (every
+task, providers, audit; it may not mint admin or operator tokens); ``user`` is a consumer,
+who sees only its own tasks; ``provider`` is a provider's operator, who sees the work placed
+on its own pools and may change nothing; ``gateway`` speaks only the gateway protocol.
+
+Scopes are coarse, as in most APIs: ``read`` for GET, ``write`` for every other method,
+``admin`` for operator endpoints. A token holds its role's scopes or fewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select
+
+from computenet.errors import Forbidden, InvalidInput
+from computenet.store import tables as t
+
+SCOPES = ("read", "write", "admin")
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    "admin": frozenset(SCOPES),
+    "operator": frozenset(SCOPES),
+    "user": frozenset({"read", "write"}),
+    "provider": frozenset({"read"}),
+    "gateway": frozenset(),
+    "enrol": frozenset(),
+}
+API_ROLES = ("admin", "operator", "user", "provider")  # roles that may call /api/v1 and TES
+OPERATOR_ROLES = ("admin", "operator")
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def scope_for_method(method: str) -> str:
+    """The scope an API call needs: reads need ``read``, everything else ``write``."""
+    return "read" if method.upper() in _READ_METHODS else "write"
+
+
+def check_scopes(role: str, scopes: list[str] | None) -> frozenset[str]:
+    """The scopes a new token of ``role`` gets: all of the role's, or a subset asked for."""
+    allowed = ROLE_SCOPES.get(role)
+    if allowed is None:
+        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLE_SCOPES)}")
+    if scopes is None:
+        return allowed
+    asked = frozenset(scopes)
+    if unknown := asked - frozenset(SCOPES):
+        raise InvalidInput(f"unknown scope(s) {sorted(unknown)}; scopes are {', '.join(SCOPES)}")
+    if extra := asked - allowed:
+        raise InvalidInput(f"a {role} token cannot hold scope(s) {sorted(extra)}")
+    return asked
+
+
+def require_scope(role: str, scopes: frozenset[str], scope: str) -> None:
+    """Refuse a call that needs ``scope`` when the token does not hold it."""
+    if scope not in scopes:
+        raise Forbidden(f"this {role} token lacks the {scope!r} scope")
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which tasks a caller may see: its own (``owner``), or those on its pools."""
+
+    owner: str | None = None
+    pool_prefix: str | None = None  # "<provider prefix>/": pools under that provider
+
+    def allows(self, row: t.Task) -> bool:
+        """Whether the caller may see this task."""
+        if self.owner is not None and row.owner != self.owner:
+            return False
+        return self.pool_prefix is None or (row.pool_cpi or "").startswith(self.pool_prefix)
+
+    def where(self, q: Select[Any]) -> Select[Any]:
+        """``q`` narrowed to what the caller may see."""
+        if self.owner is not None:
+            q = q.where(t.Task.owner == self.owner)
+        if self.pool_prefix is not None:
+            q = q.where(t.Task.pool_cpi.startswith(self.pool_prefix, autoescape=True))
+        return q
+
+
+def visibility(role: str, subject: str) -> Visibility | None:
+    """What a caller of ``role`` may see; ``None`` means every task on this node."""
+    if role in OPERATOR_ROLES:
+        return None
+    if role == "provider":
+        return Visibility(pool_prefix=subject + "/")
+    return Visibility(owner=subject)
