@@ -896,7 +896,7 @@ def test_bad_inputs_left_nothing_behind(shared: Api) -> None:
     "extra",
     [
         {"inputs": [{"path": "/in", "url": "s3://bucket/in"}]},
-        {"outputs": [{"path": "/out", "url": "file:///tmp/out"}]},
+        {"outputs": [{"path": "/out", "url": "s3://bucket/out"}]},
         {"volumes": ["/scratch"]},
     ],
 )

@@ -92,6 +92,13 @@ def node(
     rate_limit_per_s: Annotated[
         float, typer.Option(min=0.0, help="requests a second per token (0: no limit)")
     ] = 1000.0,
+    url_allow: Annotated[
+        list[str] | None,
+        typer.Option(help="data URLs tasks may name: network, host or file:///tree/ (repeat)"),
+    ] = None,
+    url_deny: Annotated[
+        list[str] | None, typer.Option(help="networks or hosts refused even when public")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
@@ -112,6 +119,8 @@ def node(
         tls_key=tls_key,
         rate_limit_per_s=rate_limit_per_s,
         rate_limit_burst=max(1.0, 2 * rate_limit_per_s),
+        url_allow=tuple(url_allow or ()),
+        url_deny=tuple(url_deny or ()),
     )
     _run(serve.serve_node(settings, host, port, _say))
 

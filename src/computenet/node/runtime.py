@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from computenet.errors import Conflict
 from computenet.model.cpi import allocate_provider, validate_node_code
+from computenet.model.urlpolicy import UrlPolicy
 from computenet.node.audit import AuditLog
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
@@ -43,7 +44,12 @@ class NodeRuntime:
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.auth = Authenticator(self.db)
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
-        self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
+        self.tasks = TaskService(
+            self.db,
+            settings.node_code,
+            self.changed.fire,
+            UrlPolicy(settings.url_allow, settings.url_deny),
+        )
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
         self.leader = LeaderElection(self.db, settings.node_code)
         self.audit = AuditLog(self.db)

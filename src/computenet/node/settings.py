@@ -24,5 +24,7 @@ class NodeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     rate_limit_per_s: float = 1000.0  # requests a second per token (0: no limit)
     rate_limit_burst: float = 2000.0
+    url_allow: tuple[str, ...] = ()  # data URLs tasks may name beyond public addresses
+    url_deny: tuple[str, ...] = ()  # networks or hosts refused even when public
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None

@@ -21,6 +21,7 @@ from computenet.errors import Conflict, InvalidInput, NotFound
 from computenet.model.cpi import CPI
 from computenet.model.ids import task_id
 from computenet.model.task import TaskSpec, TaskState
+from computenet.model.urlpolicy import UrlPolicy
 from computenet.node.access import Visibility
 from computenet.node.views import TaskListOut, TaskOut, View, spec_json, task_out
 from computenet.store import tables as t
@@ -72,10 +73,17 @@ class ListFilter:
 class TaskService:
     """Submit, read, list and cancel tasks."""
 
-    def __init__(self, db: Database, node_code: str, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        node_code: str,
+        on_change: Callable[[], None],
+        url_policy: UrlPolicy | None = None,
+    ) -> None:
         self.db = db
         self.node_code = node_code
         self._on_change = on_change
+        self.url_policy = url_policy or UrlPolicy()
         self._seq = _SeqClock()
 
     def resume(self) -> None:
@@ -97,6 +105,8 @@ class TaskService:
             )
         if client_key is not None and not (0 < len(client_key) <= 256):
             raise InvalidInput("an idempotency key must be 1-256 characters")
+        urls = [i.url for i in spec.inputs if i.url is not None] + [o.url for o in spec.outputs]
+        self.url_policy.check_all(urls)
         unstaged = [i.path for i in spec.inputs if i.url is not None]
         if unstaged or spec.outputs or spec.volumes:
             # Better a clear refusal than a task that runs without its data.
