@@ -105,10 +105,16 @@ def start_gateway(
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
         resp = http.post("/api/v1/providers", json={"label": label})
         resp.raise_for_status()
-    args = ["gateway", "--node", url, "--state-dir", str(state_dir), "--cpus", str(cpus)]
     enrol = resp.json()["enrolment_token"]
+    return restart_gateway(url, state_dir, cpus, "--token", enrol, *extra)
+
+
+def restart_gateway(url: str, state_dir: Path, cpus: int, *extra: str) -> Proc:
+    """Start a gateway on ``state_dir`` (an enrolled one needs no token: it has its
+    credential there)."""
+    args = ["gateway", "--node", url, "--state-dir", str(state_dir), "--cpus", str(cpus)]
     log = state_dir.parent / f"{state_dir.name}.log"
-    return spawn([*CLI, *args, "--token", enrol, *extra], log)
+    return spawn([*CLI, *args, *extra], log)
 
 
 def cli(
