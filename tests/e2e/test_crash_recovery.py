@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from nodeproc import (
+    Proc,
     admin_token,
     free_port,
     restart_gateway,
@@ -70,13 +71,17 @@ def _check(states: dict[str, str], side_effects: Path) -> None:
     assert not doubled, f"tasks ran more than once: {doubled}"
 
 
-def test_kill_node_only(tmp_path: Path) -> None:
+def _node_and_gateway(tmp_path: Path) -> tuple[int, Proc, Proc]:
+    """A node (10 s leases) and a 4-core gateway of provider acme; returns the port too."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     node = start_node(tmp_path / "node", port, "--lease-ttl-s", "10")
-    token = admin_token(node)
-    gateway = start_gateway(url, token, tmp_path / "gw", "acme", cpus=4)
-    side_effects = tmp_path / "ran.txt"
+    url = f"http://127.0.0.1:{port}"
+    return port, node, start_gateway(url, admin_token(node), tmp_path / "gw", "acme", cpus=4)
+
+
+def test_kill_node_only(tmp_path: Path) -> None:
+    port, node, gateway = _node_and_gateway(tmp_path)
+    url, token, side_effects = f"http://127.0.0.1:{port}", admin_token(node), tmp_path / "ran.txt"
     try:
         ids = _submit_all(url, token, side_effects)
         _wait_some_done(side_effects, 10)
@@ -119,13 +124,9 @@ def _usage_once(url: str, token: str, ids: list[str]) -> None:
 
 
 def test_kill_gateway_mid_task_and_restart_it(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    node = start_node(tmp_path / "node", port, "--lease-ttl-s", "10")
-    token = admin_token(node)
+    port, node, gateway = _node_and_gateway(tmp_path)
+    url, token, side_effects = f"http://127.0.0.1:{port}", admin_token(node), tmp_path / "ran.txt"
     gw_dir = tmp_path / "gw"
-    gateway = start_gateway(url, token, gw_dir, "acme", cpus=4)
-    side_effects = tmp_path / "ran.txt"
     n = 24
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
@@ -154,12 +155,8 @@ def test_kill_gateway_mid_task_and_restart_it(tmp_path: Path) -> None:
 
 
 def test_kill_node_during_a_burst_of_submissions(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    node = start_node(tmp_path / "node", port, "--lease-ttl-s", "10")
-    token = admin_token(node)
-    gateway = start_gateway(url, token, tmp_path / "gw", "acme", cpus=4)
-    side_effects = tmp_path / "ran.txt"
+    port, node, gateway = _node_and_gateway(tmp_path)
+    url, token, side_effects = f"http://127.0.0.1:{port}", admin_token(node), tmp_path / "ran.txt"
     acked: list[str] = []
     lost_in_flight = 0
 

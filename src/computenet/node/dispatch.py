@@ -80,6 +80,9 @@ class Dispatcher:
         self._on_change = on_change
         # Parsed specs of queued tasks and pools, so a pass does not re-validate them.
         self._specs: dict[str, TaskSpec] = {}
+        # Tasks up to this seq have been told "no pools"; only newer ones need telling while
+        # there are still none, so a long backlog is not rescanned on every pass.
+        self._told_no_pools_seq = 0
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
 
     # ---- gateways and pools -------------------------------------------------------
@@ -202,6 +205,7 @@ class Dispatcher:
             if not views:
                 self._explain_no_pools(s)
                 return 0
+            self._told_no_pools_seq = 0  # if the pools go away, every waiting task is told
             queued = list(
                 s.execute(
                     select(t.Task.id, t.Task.priority, t.Task.seq, t.Task.reason)
@@ -267,15 +271,19 @@ class Dispatcher:
 
     def _explain_no_pools(self, read: Session) -> None:
         """Tell queued tasks there is nowhere to run, writing only when a reason changes."""
+        newest = read.scalar(select(func.max(t.Task.seq))) or 0
+        if newest <= self._told_no_pools_seq:
+            return
         waiting = (
+            t.Task.seq > self._told_no_pools_seq,
+            t.Task.seq <= newest,
             t.Task.state == TaskState.QUEUED.value,
             t.Task.pool_cpi.is_(None),
             t.Task.reason != NO_POOLS,
         )
-        if read.execute(select(t.Task.id).where(*waiting).limit(1)).first() is None:
-            return
         with self.db.write() as s:
             s.execute(update(t.Task).where(*waiting).values(reason=NO_POOLS))
+        self._told_no_pools_seq = newest
 
     def _pool_views(self, s: Session) -> list[PoolView]:
         """Every pool with its free capacity: its total less what placed and active tasks hold."""
