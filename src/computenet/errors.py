@@ -69,3 +69,10 @@ class RateLimited(ComputeNetError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class BudgetExceeded(ComputeNetError):
+    """The work would take a tenant past its budget; the message has the numbers."""
+
+    status_code = 402
+    reason = "budget_exceeded"

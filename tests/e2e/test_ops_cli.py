@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,34 @@ def test_token_lifecycle_and_audit_from_the_cli(tmp_path: Path) -> None:
         assert denied.returncode != 0
     finally:
         node.stop()
+
+
+def test_prices_budget_and_invoice_from_the_cli(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    up = start_node(tmp_path / "node", port, "--cpus", "2", up=True)
+    try:
+        admin = {"COMPUTENET_URL": url, "COMPUTENET_TOKEN": admin_token(up)}
+        made = cli("token", "create", "user", "lee", "--tenant", "acme", "--json", env=admin)
+        lee = {"COMPUTENET_URL": url, "COMPUTENET_TOKEN": json.loads(made.stdout)["token"]}
+        priced = cli("prices", "--set", "*", "--price", "3.6", "--unit", "core_hour", env=admin)
+        assert priced.returncode == 0 and "3.6 CNY" in priced.stdout, priced.stderr
+        done = cli("submit", "--wait", "--time-limit-s", "60", "--", "sleep", "0.3", env=lee)
+        assert done.returncode == 0, done.stderr
+
+        inv = cli("invoice", "acme", "--json", env=lee)
+        assert inv.returncode == 0, inv.stderr
+        [line] = json.loads(inv.stdout)["lines"]
+        assert line["unit"] == "core_hour" and line["unit_price"] == "3.6"
+        assert Decimal(line["amount"]) == Decimal(line["quantity"]) * Decimal("3.6") > 0
+        assert "total:" in cli("invoice", "acme", env=lee).stdout
+        assert cli("invoice", "acme", "--csv", env=lee).stdout.startswith("period,pool,")
+
+        assert cli("budget", "acme", "--limit", "0.01", env=admin).returncode == 0
+        refused = cli("submit", "--time-limit-s", "3600", "--", "true", env=lee)
+        assert refused.returncode != 0 and "budget exceeded" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+        shown = cli("budget", "acme", env=lee)
+        assert "limit 0.01 CNY" in shown.stdout and "held 0, left 0.00" in shown.stdout
+    finally:
+        up.stop()

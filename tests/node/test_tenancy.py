@@ -8,68 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from computenet.node.app import create_app
-from computenet.node.runtime import NodeRuntime
-from computenet.node.settings import NodeSettings
+from nodeapi import TASK, World, running_world
 
 NODE = "cn.44"
-TASK = {"name": "t", "executors": [{"command": ["echo", "hi"]}]}
-
-
-@dataclass
-class World:
-    client: TestClient
-    rt: NodeRuntime
-    admin: dict[str, str]
-
-    def mint(self, by: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
-        r = self.client.post("/api/v1/tokens", json=body, headers=by or self.admin)
-        assert r.status_code == 201, r.text
-        out: dict[str, Any] = r.json()
-        out["auth"] = auth(out["token"])
-        return out
-
-    def submit(self, who: dict[str, str]) -> str:
-        r = self.client.post("/api/v1/tasks", json=TASK, headers=who)
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-    def gateway(self, label: str) -> dict[str, str]:
-        r = self.client.post("/api/v1/providers", json={"label": label}, headers=self.admin)
-        enrol = {"token": r.json()["enrolment_token"], "name": f"{label}-gw"}
-        gw = auth(self.client.post("/gateway/v1/enrol", json=enrol).json()["credential"])
-        pools = {"pools": [{"label": "cpu", "cpu_cores": 2, "memory_mib": 4096}]}
-        assert self.client.put("/gateway/v1/pools", json=pools, headers=gw).status_code == 200
-        return gw
-
-    def lease(self, gw: dict[str, str]) -> dict[str, Any]:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            tasks = self.client.post("/gateway/v1/lease", json={"wait_s": 1}, headers=gw)
-            if tasks.json()["tasks"]:
-                leased: dict[str, Any] = tasks.json()["tasks"][0]
-                return leased
-        raise AssertionError("nothing leased")
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    rt = NodeRuntime(NodeSettings(data_dir=tmp_path, node_code=NODE, housekeeping_s=0.2))
-    admin = rt.bootstrap().admin_token
-    assert admin is not None
-    with TestClient(create_app(rt), raise_server_exceptions=False) as client:
-        yield World(client, rt, auth(admin))
+    with running_world(tmp_path, NODE) as w:
+        yield w
 
 
 def test_a_tenant_cannot_touch_another_tenants_tasks(world: World) -> None:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import audit, gateway, native, tes, tokens
+from computenet.node.api import audit, billing, gateway, native, tes, tokens
 from computenet.node.audit import AuditMiddleware
 from computenet.node.runtime import NodeRuntime
 
@@ -40,6 +40,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(gateway.router)
     app.include_router(audit.router)
     app.include_router(tokens.router)
+    app.include_router(billing.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

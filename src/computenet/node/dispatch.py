@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from computenet.billing.ledger import Ledger
 from computenet.errors import Conflict, InvalidInput, NotFound
 from computenet.model.catalog import load_catalog
 from computenet.model.cpi import allocate_pool
@@ -74,12 +75,19 @@ def _append(stored: str, total: int, chunk: LogChunk) -> tuple[str, int]:
 class Dispatcher:
     """Gateway-facing operations and the scheduling pass."""
 
-    def __init__(self, db: Database, settings: NodeSettings, on_change: Callable[[], None]):
+    def __init__(
+        self,
+        db: Database,
+        settings: NodeSettings,
+        on_change: Callable[[], None],
+        ledger: Ledger | None = None,
+    ):
         self.db = db
         self.settings = settings
         self._on_change = on_change
         # Parsed specs of queued tasks and pools, so a pass does not re-validate them.
         self._specs: dict[str, TaskSpec] = {}
+        self.ledger = ledger or Ledger(db)
         # Tasks up to this seq have been told "no pools"; only newer ones need telling while
         # there are still none, so a long backlog is not rescanned on every pass.
         self._told_no_pools_seq = 0
@@ -434,8 +442,7 @@ class Dispatcher:
             if ex.stderr is not None:
                 log.stderr, log.stderr_chars = _append(log.stderr, log.stderr_chars, ex.stderr)
 
-    @staticmethod
-    def _record_usage(s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
+    def _record_usage(self, s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
         u = rep.usage
         assert u is not None and row.pool_cpi is not None
         # The gateway measures time; what was held comes from the task and its pool, so a
@@ -462,21 +469,21 @@ class Dispatcher:
             memory_mib=row.memory_mib,
             measured_fp16_tflops=measured.fp16_tflops if measured is not None else None,
         )
-        s.add(
-            t.UsageRecord(
-                task_id=row.id,
-                attempt=row.attempt,
-                pool_cpi=row.pool_cpi,
-                accelerator_model=m.accelerator_model,
-                cards=m.cards,
-                wall_s=m.wall_s,
-                card_hours=m.card_hours,
-                cpu_core_hours=m.cpu_core_hours,
-                memory_gib_hours=m.memory_gib_hours,
-                pflops_hours_fp16=m.pflops_hours_fp16,
-                created_at=now,
-            )
+        usage = t.UsageRecord(
+            task_id=row.id,
+            attempt=row.attempt,
+            pool_cpi=row.pool_cpi,
+            accelerator_model=m.accelerator_model,
+            cards=m.cards,
+            wall_s=m.wall_s,
+            card_hours=m.card_hours,
+            cpu_core_hours=m.cpu_core_hours,
+            memory_gib_hours=m.memory_gib_hours,
+            pflops_hours_fp16=m.pflops_hours_fp16,
+            created_at=now,
         )
+        s.add(usage)
+        self.ledger.charge(s, row, usage, now)  # same transaction: no usage without its charge
 
     # ---- housekeeping -------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from computenet.billing.ledger import Ledger
 from computenet.errors import Conflict
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.model.urlpolicy import UrlPolicy
@@ -43,14 +44,16 @@ class NodeRuntime:
         self.settings = settings
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.auth = Authenticator(self.db)
+        self.ledger = Ledger(self.db)
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(
             self.db,
             settings.node_code,
             self.changed.fire,
             UrlPolicy(settings.url_allow, settings.url_deny),
+            self.ledger,
         )
-        self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
+        self.dispatch = Dispatcher(self.db, settings, self.changed.fire, self.ledger)
         self.leader = LeaderElection(self.db, settings.node_code)
         self.audit = AuditLog(self.db)
         self.limiter = (

@@ -17,7 +17,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from computenet.errors import Conflict, InvalidInput, NotFound
+from computenet.billing.ledger import Ledger
+from computenet.errors import BudgetExceeded, Conflict, InvalidInput, NotFound
 from computenet.model.cpi import CPI
 from computenet.model.ids import task_id
 from computenet.model.task import TaskSpec, TaskState
@@ -79,11 +80,13 @@ class TaskService:
         node_code: str,
         on_change: Callable[[], None],
         url_policy: UrlPolicy | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.db = db
         self.node_code = node_code
         self._on_change = on_change
         self.url_policy = url_policy or UrlPolicy()
+        self.ledger = ledger or Ledger(db)
         self._seq = _SeqClock()
 
     def resume(self) -> None:
@@ -92,11 +95,18 @@ class TaskService:
             newest = s.scalar(select(func.max(t.Task.seq)))
         self._seq.floor(int(newest or 0))
 
-    def submit(self, spec: TaskSpec, owner: str, client_key: str | None = None) -> tuple[str, bool]:
+    def submit(
+        self,
+        spec: TaskSpec,
+        owner: str,
+        client_key: str | None = None,
+        tenant: str | None = None,
+    ) -> tuple[str, bool]:
         """Store a new task and queue it; return ``(id, created)``.
 
         With a ``client_key``, a repeated submission returns the first task instead of a
-        second one; reusing the key for a different task is refused.
+        second one; reusing the key for a different task is refused. ``tenant`` pays (the
+        owner itself when None); a task that could break its budget is refused.
         """
         if spec.placement.pool is not None:
             pinned = str(CPI.parse(spec.placement.pool))
@@ -137,14 +147,22 @@ class TaskService:
             "created_at": now,
             "updated_at": now,
             "tags": spec.tags,
+            "tenant": tenant,
         }
         event = {"task_id": tid, "at": now, "attempt": 0, "state": "QUEUED", "message": "submitted"}
         try:
             # Insert first: the unique (owner, client_key) index decides repeats, so a new
             # task costs one write and no read, and concurrent repeats cannot both win.
             with self.db.write() as s:
+                row["max_charge"] = self.ledger.hold(s, spec, tenant or owner, now)
                 s.execute(insert(t.Task), row)
                 s.execute(insert(t.TaskEvent), event)
+        except BudgetExceeded:
+            # A repeat of a task already held against the budget is that task, not a refusal.
+            repeat = None if client_key is None else self._by_key(owner, client_key, stored)
+            if repeat is None:
+                raise
+            return repeat, False
         except IntegrityError:
             existing = None if client_key is None else self._by_key(owner, client_key, stored)
             if existing is None:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from computenet.errors import (
+    BudgetExceeded,
     ComputeNetError,
     Conflict,
     Forbidden,
@@ -32,6 +33,7 @@ from computenet.sdk.config import load_config
 _ERRORS: dict[int, type[ComputeNetError]] = {
     400: InvalidInput,
     401: Unauthorized,
+    402: BudgetExceeded,
     403: Forbidden,
     404: NotFound,
     409: Conflict,
@@ -198,3 +200,38 @@ class Client:
         """Revoke a token: your own, or any as an operator."""
         out: dict[str, Any] = self._request("POST", f"/api/v1/tokens/{token_id}/revoke")
         return out
+
+    def prices(self) -> list[dict[str, Any]]:
+        """The price book."""
+        out: list[dict[str, Any]] = self._request("GET", "/api/v1/prices")
+        return out
+
+    def add_price(self, scope: str, price: str, **fields: Any) -> dict[str, Any]:
+        """Add a price book entry (operators); ``fields``: tier, unit, currency,
+        effective_from."""
+        body = {"scope": scope, "price": price, **fields}
+        out: dict[str, Any] = self._request("POST", "/api/v1/prices", json=body)
+        return out
+
+    def budget(self, tenant: str) -> dict[str, Any]:
+        """A tenant's budget and where it stands this month."""
+        out: dict[str, Any] = self._request("GET", f"/api/v1/budgets/{tenant}")
+        return out
+
+    def set_budget(self, tenant: str, monthly_limit: str, **fields: Any) -> dict[str, Any]:
+        """Set a tenant's monthly limit (operators); ``fields``: currency, warn_fraction."""
+        body = {"monthly_limit": monthly_limit, **fields}
+        out: dict[str, Any] = self._request("PUT", f"/api/v1/budgets/{tenant}", json=body)
+        return out
+
+    def statement(self, kind: str, party: str, period: str, fmt: str = "json") -> Any:
+        """An invoice (``kind`` "invoices", party a tenant) or earnings statement
+        ("earnings", party a provider prefix) for a month ``YYYY-MM``; CSV text for
+        ``fmt="csv"``."""
+        path = f"/api/v1/{kind}/{party}/{period}"
+        if fmt == "csv":
+            resp = self._http.get(path, params={"format": "csv"})
+            if resp.status_code >= 400:
+                self._request("GET", path)  # raises the API's error
+            return resp.text
+        return self._request("GET", path)

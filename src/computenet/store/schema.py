@@ -8,6 +8,7 @@ from __future__ import annotations
 from computenet.store import (
     tables,
     tables_audit,
+    tables_billing,
     tables_data,
     tables_federation,
     tables_monitoring,
@@ -19,6 +20,7 @@ Base = tables.Base
 __all__ = [
     "Base",
     "tables_audit",
+    "tables_billing",
     "tables_data",
     "tables_federation",
     "tables_monitoring",

@@ -149,6 +149,10 @@ class Task(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)  # who pays
+    # The most this task can cost (time limit x cards or cores x price), held against its
+    # tenant's budget until it ends; None when no budget applied at submit.
+    max_charge: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("owner", "client_key", name="uq_tasks_owner_client_key"),

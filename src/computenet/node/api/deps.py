@@ -72,3 +72,8 @@ Runtime = Annotated[NodeRuntime, Depends(runtime)]
 User = Annotated[Principal, Depends(user)]
 Admin = Annotated[Principal, Depends(admin)]
 Gateway = Annotated[Principal, Depends(gateway)]
+
+
+def payer(p: Principal) -> str:
+    """Who pays for what a caller submits: its tenant, or itself when it has none."""
+    return p.tenant or p.subject

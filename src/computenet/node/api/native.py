@@ -12,7 +12,7 @@ from computenet.errors import NotFound
 from computenet.model.cpi import CPI, check_within_node
 from computenet.model.protocol import PROTOCOL_VERSION
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.api.deps import Admin, Runtime, User, owner_scope
+from computenet.node.api.deps import Admin, Runtime, User, owner_scope, payer
 from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
 from computenet.node.views import PoolOut, TaskListOut, TaskOut, View, pool_out
 
@@ -90,7 +90,7 @@ def submit(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Submitted:
     """Submit a task; send ``Idempotency-Key`` to make retries safe."""
-    tid, created = rt.tasks.submit(spec, p.subject, idempotency_key)
+    tid, created = rt.tasks.submit(spec, p.subject, idempotency_key, payer(p))
     if not created:
         response.status_code = 200
     return Submitted(id=tid, created=created)

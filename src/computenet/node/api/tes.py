@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 
 import computenet
 from computenet.model.task import TaskState
-from computenet.node.api.deps import Runtime, User, owner_scope
+from computenet.node.api.deps import Runtime, User, owner_scope, payer
 from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
 from computenet.node.tes_map import BACKEND_PARAMETERS, TesTask, task_to_tes, tes_to_spec
 from computenet.node.views import View
@@ -40,7 +40,7 @@ def create_task(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, str]:
     """CreateTask."""
-    tid, _ = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key)
+    tid, _ = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key, payer(p))
     return {"id": tid}
 
 

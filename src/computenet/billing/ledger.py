@@ -1,0 +1,297 @@
+"""The ledger: price books, one charge per usage record, tenants' budgets.
+
+Charges are written in the same transaction as the usage record they price (the dispatcher
+calls ``charge``), so there is never a usage record without its charge or the reverse, and
+the unique (task, attempt) key means a re-sent report is never charged twice. Prices are
+looked up as they stood when the attempt started, so a price change never rewrites history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from computenet.billing.rating import (
+    DEFAULT_CURRENCY,
+    Metered,
+    Price,
+    Tier,
+    Unit,
+    amount,
+    check_price,
+    pick_price,
+    quantity,
+    units_for,
+)
+from computenet.errors import BudgetExceeded, InvalidInput
+from computenet.model.pool import PoolSpec
+from computenet.model.task import TaskSpec, TaskState
+from computenet.store import tables as t
+from computenet.store.db import Database
+from computenet.store.tables_billing import Budget, Charge, PriceEntry
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ACTIVE = [s.value for s in TaskState if not s.terminal]
+_SECONDS_PER_HOUR = Decimal(3600)
+_MICRO = Decimal("0.000001")
+
+
+def period_of(at: datetime) -> str:
+    """The billing period (calendar month, UTC) a moment falls in: ``YYYY-MM``."""
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+def tier_of(spec: TaskSpec) -> Tier:
+    """Preemptible work is sold as spot, everything else on demand."""
+    return Tier.SPOT if spec.resources.preemptible else Tier.ON_DEMAND
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """Where a tenant stands this month."""
+
+    tenant: str
+    currency: str
+    monthly_limit: Decimal
+    period: str
+    spent: Decimal
+    held: Decimal  # the most the tenant's unfinished tasks may still cost
+    warn_fraction: Decimal
+
+    @property
+    def left(self) -> Decimal:
+        """What may still be committed."""
+        return self.monthly_limit - self.spent - self.held
+
+    @property
+    def warning(self) -> bool:
+        """Spent (and held) past the warning threshold."""
+        return self.spent + self.held >= self.monthly_limit * self.warn_fraction
+
+
+def _declared(pool: t.Pool) -> list[Price]:
+    """A pool's own offer, as price book entries in force since the beginning."""
+    spec = PoolSpec.model_validate(pool.spec)
+    return [
+        Price(
+            pool.cpi,
+            Tier.ON_DEMAND,
+            Unit.CARD_HOUR,
+            spec.price_per_card_hour,
+            DEFAULT_CURRENCY,
+            _EPOCH,
+        ),
+        Price(
+            pool.cpi,
+            Tier.ON_DEMAND,
+            Unit.CORE_HOUR,
+            spec.price_per_core_hour,
+            DEFAULT_CURRENCY,
+            _EPOCH,
+        ),
+    ]
+
+
+def _price(e: PriceEntry) -> Price:
+    return Price(e.scope, Tier(e.tier), Unit(e.unit), e.price, e.currency, e.effective_from, e.id)
+
+
+class Ledger:
+    """Prices, charges and budgets in the node's store."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- price books --------------------------------------------------------------
+
+    def add_price(
+        self,
+        scope: str,
+        tier: Tier,
+        unit: Unit,
+        price: Decimal,
+        currency: str = DEFAULT_CURRENCY,
+        effective_from: datetime | None = None,
+    ) -> PriceEntry:
+        """Add a price from ``effective_from`` (default now) on; earlier charges keep theirs."""
+        check_price(price)
+        now = datetime.now(UTC)
+        row = PriceEntry(
+            scope=scope,
+            tier=tier.value,
+            unit=unit.value,
+            currency=currency,
+            price=price,
+            effective_from=effective_from or now,
+            created_at=now,
+        )
+        with self.db.write() as s:
+            s.add(row)
+        return row
+
+    def price_book(self) -> list[PriceEntry]:
+        """Every price entry, oldest first."""
+        with self.db.read() as s:
+            return list(s.scalars(select(PriceEntry).order_by(PriceEntry.id)))
+
+    @staticmethod
+    def price_of(
+        s: Session, pool: t.Pool, tier: Tier, units: tuple[Unit, ...], at: datetime
+    ) -> Price:
+        """The price in force at ``at`` for work of ``tier`` on ``pool``.
+
+        The price book wins (most specific scope, then latest entry); the pool's own
+        declared offer applies where the book has nothing. Spot work without a spot price
+        pays the on-demand price.
+        """
+        scopes = {"*", pool.cpi, pool.provider_prefix}
+        book = [
+            _price(e) for e in s.scalars(select(PriceEntry).where(PriceEntry.scope.in_(scopes)))
+        ]
+        for tier_ in (tier, Tier.ON_DEMAND):
+            for entries in (book, _declared(pool)):
+                found = pick_price(entries, pool.cpi, tier_, units, at)
+                if found is not None:
+                    return found
+        raise AssertionError("a pool's declared offer prices card and core hours on demand")
+
+    # ---- charging -----------------------------------------------------------------
+
+    def charge(self, s: Session, task: t.Task, usage: t.UsageRecord, now: datetime) -> Charge:
+        """Price one usage record inside the caller's transaction; returns the charge."""
+        pool = s.get(t.Pool, usage.pool_cpi)
+        if pool is None:
+            raise InvalidInput(f"pool {usage.pool_cpi} is unknown: cannot price its usage")
+        spec = TaskSpec.model_validate(task.spec)
+        tier = tier_of(spec)
+        started = task.started_at or task.created_at
+        price = self.price_of(s, pool, tier, units_for(usage.cards), started)
+        metered = Metered(usage.card_hours, usage.cpu_core_hours, usage.pflops_hours_fp16)
+        qty = quantity(price.unit, metered)
+        tenant = task.tenant or task.owner
+        row = Charge(
+            task_id=task.id,
+            attempt=usage.attempt,
+            tenant=tenant,
+            owner=task.owner,
+            pool_cpi=pool.cpi,
+            provider_prefix=pool.provider_prefix,
+            tier=tier.value,
+            unit=price.unit.value,
+            quantity=qty,
+            unit_price=price.price,
+            price_entry_id=price.entry_id,
+            amount=amount(qty, price.price),
+            currency=price.currency,
+            period=period_of(now),
+            created_at=now,
+        )
+        s.add(row)
+        budget = s.get(Budget, tenant, with_for_update=True)
+        if budget is not None:
+            if budget.period != row.period:
+                budget.period, budget.spent = row.period, Decimal(0)
+            budget.spent = amount(Decimal(1), budget.spent + row.amount)
+        return row
+
+    # ---- budgets ------------------------------------------------------------------
+
+    def set_budget(
+        self,
+        tenant: str,
+        monthly_limit: Decimal,
+        currency: str = DEFAULT_CURRENCY,
+        warn_fraction: Decimal = Decimal("0.8"),
+    ) -> BudgetStatus:
+        """Set (or change) a tenant's monthly limit; what it spent this month stands."""
+        check_price(monthly_limit)
+        if not Decimal(0) < warn_fraction <= 1:
+            raise InvalidInput(f"warn_fraction must be in (0, 1], got {warn_fraction}")
+        now = datetime.now(UTC)
+        with self.db.write() as s:
+            row = s.get(Budget, tenant, with_for_update=True)
+            if row is None:
+                spent = self._spent(s, tenant, period_of(now))
+                row = Budget(tenant=tenant, period=period_of(now), spent=spent)
+                s.add(row)
+            row.currency, row.monthly_limit = currency, monthly_limit
+            row.warn_fraction, row.updated_at = warn_fraction, now
+        return self.budget(tenant)
+
+    def budget(self, tenant: str) -> BudgetStatus:
+        """A tenant's budget and where it stands (``InvalidInput`` if it has none)."""
+        with self.db.read() as s:
+            status = self._status(s, tenant, datetime.now(UTC))
+        if status is None:
+            raise InvalidInput(f"tenant {tenant!r} has no budget")
+        return status
+
+    def _status(
+        self, s: Session, tenant: str, now: datetime, lock: bool = False
+    ) -> BudgetStatus | None:
+        # Locked at submit, so that two submissions cannot both fit in what is left.
+        row = s.get(Budget, tenant, with_for_update=lock)
+        if row is None:
+            return None
+        period = period_of(now)
+        spent = row.spent if row.period == period else Decimal(0)
+        held_rows = s.scalars(
+            select(t.Task.max_charge).where(
+                t.Task.tenant == tenant, t.Task.state.in_(_ACTIVE), t.Task.max_charge.is_not(None)
+            )
+        )
+        held = sum((h for h in held_rows if h is not None), Decimal(0))
+        return BudgetStatus(
+            tenant, row.currency, row.monthly_limit, period, spent, held, row.warn_fraction
+        )
+
+    @staticmethod
+    def _spent(s: Session, tenant: str, period: str) -> Decimal:
+        amounts = s.scalars(
+            select(Charge.amount).where(Charge.tenant == tenant, Charge.period == period)
+        )
+        return sum(amounts, Decimal(0))
+
+    def hold(self, s: Session, spec: TaskSpec, tenant: str, now: datetime) -> Decimal | None:
+        """At submit: the most this task can cost, refused if that breaks the tenant's budget.
+
+        Returns ``None`` when the tenant has no budget. The bound is the time limit times the
+        cards (or cores) times the price cap, or, without a cap, the highest price any pool
+        asks now. Held amounts are released when the task ends; the real charge replaces them.
+        """
+        status = self._status(s, tenant, now, lock=True)
+        if status is None:
+            return None
+        limit_s = spec.resources.time_limit_s
+        if limit_s is None:
+            raise InvalidInput(
+                f"tenant {tenant!r} has a budget: set resources.time_limit_s so that the "
+                "task's cost is bounded"
+            )
+        acc = spec.resources.accelerator
+        count = acc.count if acc is not None else spec.resources.cpu_cores
+        unit = Unit.CARD_HOUR if acc is not None else Unit.CORE_HOUR
+        cap = spec.placement.max_price_per_card_hour if acc is not None else None
+        price = cap if cap is not None else self._highest_price(s, unit, tier_of(spec), now)
+        # Rounded up to the micro-unit: a hold may only err on the side of the budget.
+        most = amount(Decimal(limit_s) * count, price) / _SECONDS_PER_HOUR
+        most = most.quantize(_MICRO, rounding=ROUND_CEILING)
+        if most > status.left:
+            raise BudgetExceeded(
+                f"budget exceeded: tenant {tenant!r} has spent {status.spent} "
+                f"{status.currency} of {status.monthly_limit} in {status.period}, "
+                f"{status.held} is held by unfinished tasks, so {status.left} is left; this "
+                f"task may cost up to {most:.6f} ({count} x {limit_s} s at {price}/"
+                f"{unit.value.replace('_', '-')})"
+            )
+        return most
+
+    def _highest_price(self, s: Session, unit: Unit, tier: Tier, now: datetime) -> Decimal:
+        pools = s.scalars(select(t.Pool))
+        return max(
+            (self.price_of(s, p, tier, (unit,), now).price for p in pools), default=Decimal(0)
+        )

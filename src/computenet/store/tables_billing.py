@@ -1,0 +1,95 @@
+"""Billing tables: price books, charges (one per usage record), tenants' budgets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Dialect, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+from computenet.store.tables import Base, ExactDecimal, UTCDateTime
+
+
+class ExactAmount(ExactDecimal):
+    """A charge: a price (up to 6 decimal places) times a quantity (9), kept to the digit.
+
+    NUMERIC(38, 15) on PostgreSQL holds every such product exactly; SQLite keeps the text.
+    """
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(38, 15))
+        return dialect.type_descriptor(String(64))
+
+
+class PriceEntry(Base):
+    """One price from a date on: for a pool, every pool of a provider, or every pool ("*").
+
+    Entries are only added, never changed: a new price is a new entry with a later
+    ``effective_from``, so what was charged can always be explained.
+    """
+
+    __tablename__ = "price_entries"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    scope: Mapped[str] = mapped_column(String(256))  # pool CPI, provider prefix, or "*"
+    tier: Mapped[str] = mapped_column(String(16))  # on_demand | spot | reserved
+    unit: Mapped[str] = mapped_column(String(16))  # card_hour | core_hour | pflops_hour
+    currency: Mapped[str] = mapped_column(String(3))
+    price: Mapped[Decimal] = mapped_column(ExactDecimal)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_price_entries_scope", "scope", "tier", "effective_from"),)
+
+
+class Charge(Base):
+    """What one task attempt costs: its usage record's quantity times the price then."""
+
+    __tablename__ = "charges"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    task_id: Mapped[str] = mapped_column(String(96))
+    attempt: Mapped[int] = mapped_column(Integer)
+    tenant: Mapped[str] = mapped_column(String(128))
+    owner: Mapped[str] = mapped_column(String(256))
+    pool_cpi: Mapped[str] = mapped_column(String(256))
+    provider_prefix: Mapped[str] = mapped_column(String(128))
+    tier: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str] = mapped_column(String(16))
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal)
+    unit_price: Mapped[Decimal] = mapped_column(ExactDecimal)
+    price_entry_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    amount: Mapped[Decimal] = mapped_column(ExactAmount)
+    currency: Mapped[str] = mapped_column(String(3))
+    period: Mapped[str] = mapped_column(String(7))  # "YYYY-MM" of the attempt's end, UTC
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # A re-sent usage report can never charge an attempt twice.
+        UniqueConstraint("task_id", "attempt", name="uq_charges_task_attempt"),
+        Index("ix_charges_tenant_period", "tenant", "period"),
+        Index("ix_charges_provider_period", "provider_prefix", "period"),
+    )
+
+
+class Budget(Base):
+    """A tenant's spending limit per calendar month (UTC), with a warning threshold."""
+
+    __tablename__ = "budgets"
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    monthly_limit: Mapped[Decimal] = mapped_column(ExactDecimal)
+    warn_fraction: Mapped[Decimal] = mapped_column(ExactDecimal)
+    # Charged so far in ``period`` ("YYYY-MM"), kept with each charge so that checking a
+    # submission costs one row, not a sum over the month.
+    period: Mapped[str] = mapped_column(String(7))
+    spent: Mapped[Decimal] = mapped_column(ExactAmount)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
