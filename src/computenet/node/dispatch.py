@@ -291,6 +291,10 @@ class Dispatcher:
         with self.db.write() as s:
             s.execute(update(t.Task).where(*waiting).values(reason=NO_POOLS))
 
+    def pool_views(self, s: Session) -> list[PoolView]:
+        """Every pool with its free capacity (the scheduler's view), read in session ``s``."""
+        return self._pool_views(s)
+
     def _pool_views(self, s: Session) -> list[PoolView]:
         """Every pool with its free capacity: its total less what placed and active tasks hold."""
         pools = list(s.execute(select(t.Pool.cpi, t.Pool.spec, t.Pool.health, t.Pool.version)))
