@@ -16,11 +16,11 @@ import numpy as np
 from computenet.model.task import Policy, TaskSpec
 from computenet.sched.constraints import Shape, eligible_mask, rule_masks
 from computenet.sched.estimates import Estimates, estimate
-from computenet.sched.explain import _concat, describe, shapes, to_estimate
+from computenet.sched.explain import _concat, describe, shapes
 from computenet.sched.fairshare import FairShare, units
 from computenet.sched.policies import load_weight, score
 from computenet.sched.pooltable import PoolTable, build_table
-from computenet.sched.types import Context, Decision, PoolView, RunningTask, TaskView
+from computenet.sched.types import Context, Decision, Estimate, PoolView, RunningTask, TaskView
 
 
 @dataclass
@@ -32,6 +32,34 @@ class _Option:
     static: dict[int, float]
     pos: dict[int, int]
     heap: list[tuple[float, int, int]]
+    need: tuple[int, int, int] = (0, 0, 0)  # cards, cores, MiB
+    columns: list[list[float]] = field(default_factory=list)  # estimates as lists, fast to index
+
+    def __post_init__(self) -> None:
+        n = self.shape.need
+        self.need = (n.accelerators, n.cpu_cores, n.memory_mib)
+        e = self.est
+        self.columns = [
+            c.tolist()
+            for c in (e.transfer_s, e.wait_s, e.run_s, e.cost, e.carbon_g, e.rtt_ms, e.reliability)
+        ]
+
+    def estimate(self, cpi: str, i: int, value: float) -> Estimate:
+        """The estimate for pool index ``i`` of this option."""
+        j = self.pos[i]
+        c = self.columns
+        return Estimate(
+            cpi,
+            self.shape.variant,
+            c[0][j],
+            c[1][j],
+            c[2][j],
+            c[3][j],
+            c[4][j],
+            c[5][j],
+            c[6][j],
+            value,
+        )
 
 
 @dataclass
@@ -40,7 +68,7 @@ class _Group:
 
     options: list[_Option]
     reason: str
-    eligible_idx: list[int] = field(default_factory=list)
+    load_weight: float = 0.0
 
 
 def shape_key(spec: TaskSpec, policy: Policy | None) -> object:
@@ -48,12 +76,13 @@ def shape_key(spec: TaskSpec, policy: Policy | None) -> object:
     r = spec.resources
     p = spec.placement
     acc = r.accelerator
+    sw = r.software
     return (
         r.cpu_cores,
         r.ram_gb,
         (acc.vendor, acc.model, acc.count, acc.min_memory_gib) if acc else None,
         r.architecture,
-        r.software.model_dump_json() if r.software else None,
+        (sw.driver, sw.cuda, sw.cann, sw.container_runtime) if sw else None,
         r.time_limit_s,
         tuple(p.regions),
         tuple(p.regions_deny),
@@ -89,14 +118,6 @@ class _Round:
         if self.total_cards[i] > 0:
             return 1.0 - self.cards[i] / self.total_cards[i]
         return 1.0 - self.cpu[i] / max(self.total_cpu[i], 1.0)
-
-    def fits(self, i: int, sh: Shape) -> bool:
-        n = sh.need
-        return (
-            self.cards[i] >= n.accelerators
-            and self.cpu[i] >= n.cpu_cores
-            and self.mem[i] >= n.memory_mib
-        )
 
     def group(self, spec: TaskSpec) -> _Group:
         key = shape_key(spec, self.policy)
@@ -140,14 +161,15 @@ class _Round:
             pos = {i: j for j, i in enumerate(idx_list)}
             options.append(_Option(sh, e, static, pos, heap))
         reason = f"waiting for capacity on {len(set(healthy_idx))} eligible pools"
-        return _Group(options, reason, sorted(set(healthy_idx)))
+        return _Group(options, reason, lw)
 
     def best(self, opt: _Option, lw: float) -> tuple[float, int] | None:
         """The best pool of ``opt`` that fits now, fixing stale heap entries on the way."""
         heap = opt.heap
+        cards, cpu, mem = opt.need
         while heap:
             value, ver, i = heap[0]
-            if not self.fits(i, opt.shape):
+            if self.cards[i] < cards or self.cpu[i] < cpu or self.mem[i] < mem:
                 heapq.heappop(heap)  # capacity only shrinks within a round
                 continue
             if ver != self.version[i]:
@@ -156,11 +178,11 @@ class _Round:
             return value, i
         return None
 
-    def take(self, i: int, sh: Shape, sign: float = 1.0) -> None:
-        n = sh.need
-        self.cards[i] -= sign * n.accelerators
-        self.cpu[i] -= sign * n.cpu_cores
-        self.mem[i] -= sign * n.memory_mib
+    def take(self, i: int, opt: _Option) -> None:
+        cards, cpu, mem = opt.need
+        self.cards[i] -= cards
+        self.cpu[i] -= cpu
+        self.mem[i] -= mem
         self.version[i] += 1
 
 
@@ -190,7 +212,7 @@ def schedule(
         if not g.options:
             out.append(Decision(tv.task_id, None, g.reason))
             continue
-        lw = load_weight(policy or tv.spec.placement.policy)
+        lw = g.load_weight
         first = g.options[0].shape
         amount = units(first.cards, first.need.cpu_cores)
         if not fair.within_quota(tv.tenant, amount):
@@ -205,17 +227,17 @@ def schedule(
                 best = (found[0], found[1], opt)
         if best is not None:
             value, i, opt = best
-            rnd.take(i, opt.shape)
+            rnd.take(i, opt)
             fair.grant(tv.tenant, units(opt.shape.cards, opt.shape.need.cpu_cores))
-            est = to_estimate(t, opt.est, opt.pos[i], opt.shape.variant, value)
+            est = opt.estimate(t.cpis[i], i, value)
             out.append(Decision(tv.task_id, t.cpis[i], "", opt.shape.variant, (), est))
             continue
         preempted = None if tv.spec.resources.preemptible else victims.find(tv, g, rnd)
         if preempted is not None:
             i, opt, chosen = preempted
-            rnd.take(i, opt.shape)
+            rnd.take(i, opt)
             fair.grant(tv.tenant, units(opt.shape.cards, opt.shape.need.cpu_cores))
-            est = to_estimate(t, opt.est, opt.pos[i], opt.shape.variant, opt.static[i])
+            est = opt.estimate(t.cpis[i], i, opt.static[i])
             out.append(Decision(tv.task_id, t.cpis[i], "", opt.shape.variant, chosen, est))
             continue
         out.append(Decision(tv.task_id, None, g.reason))

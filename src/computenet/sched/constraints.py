@@ -81,17 +81,20 @@ def _software(sw: SoftwareRequest | None, t: PoolTable, n: int) -> tuple[B, B]:
     return bad, runtime_bad
 
 
-def _region(spec: TaskSpec, t: PoolTable, n: int) -> B:
-    place = spec.placement
-    if not place.regions and not place.regions_deny:
-        return np.zeros(n, bool)
-    codes = [p.spec.region.code for p in t.pools]
-    allowed = np.fromiter(
-        (not place.regions or any(c.startswith(r) for r in place.regions) for c in codes), bool, n
-    )
-    denied = np.fromiter((any(c.startswith(r) for r in place.regions_deny) for c in codes), bool, n)
-    out: B = ~allowed | denied
+def _within(t: PoolTable, prefixes: list[str]) -> B:
+    """Pools whose region code starts with any of ``prefixes``."""
+    out = np.zeros(len(t), bool)
+    for prefix in prefixes:
+        out |= np.char.startswith(t.region_codes, prefix)
     return out
+
+
+def _region(spec: TaskSpec, t: PoolTable) -> B:
+    place = spec.placement
+    bad = _within(t, place.regions_deny)
+    if place.regions:
+        bad |= ~_within(t, place.regions)
+    return bad
 
 
 def rule_masks(shape: Shape, t: PoolTable) -> dict[str, B]:
@@ -129,7 +132,7 @@ def rule_masks(shape: Shape, t: PoolTable) -> dict[str, B]:
         if res.software.container_runtime:
             out["container_runtime"] = rt_bad
     if place.regions or place.regions_deny:
-        out["region"] = _region(spec, t, n)
+        out["region"] = _region(spec, t)
     cap = spec.max_price()
     if cap is not None:
         price = t.price_card if acc is not None else t.price_core

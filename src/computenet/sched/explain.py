@@ -128,16 +128,16 @@ def _concat(es: Sequence[Estimates]) -> Estimates:
 def to_estimate(t: PoolTable, e: Estimates, j: int, variant: int, value: float) -> Estimate:
     """Row ``j`` of column estimates as an :class:`Estimate`."""
     return Estimate(
-        pool=t.cpis[int(e.idx[j])],
-        variant=variant,
-        transfer_s=float(e.transfer_s[j]),
-        wait_s=float(e.wait_s[j]),
-        run_s=float(e.run_s[j]),
-        cost=float(e.cost[j]),
-        carbon_g=float(e.carbon_g[j]),
-        rtt_ms=float(e.rtt_ms[j]),
-        reliability=float(e.reliability[j]),
-        score=value,
+        t.cpis[int(e.idx[j])],
+        variant,
+        float(e.transfer_s[j]),
+        float(e.wait_s[j]),
+        float(e.run_s[j]),
+        float(e.cost[j]),
+        float(e.carbon_g[j]),
+        float(e.rtt_ms[j]),
+        float(e.reliability[j]),
+        value,
     )
 
 

@@ -106,6 +106,7 @@ class PoolTable:
     carbon: F64
     pue: F64
     province: I64
+    region_codes: npt.NDArray[np.str_]
     driver: F64
     cuda: F64
     cann: F64
@@ -215,6 +216,7 @@ def build_table(pools: Sequence[PoolView], ctx: Context) -> PoolTable:
         carbon=carbon_arr,
         pue=f["pue"],
         province=province,
+        region_codes=np.array([p.spec.region.code for p in pools], dtype="<U6"),
         driver=f["drv"],
         cuda=f["cuda"],
         cann=f["cann"],
