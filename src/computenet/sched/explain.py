@@ -55,9 +55,10 @@ def describe(spec: TaskSpec, counts: dict[str, int], t: PoolTable) -> str:
             parts.append(f"{pools_n(n)} outside the allowed regions")
         elif rule == "price":
             prices = t.price_card if acc is not None else t.price_core
+            cap = float(spec.max_price() or 0)
             parts.append(
                 f"price cap {spec.max_price()} is below every offer "
-                f"(cheapest {float(prices.min()):g}; {pools_n(n)} over the cap)"
+                f"(cheapest {float(prices[prices > cap].min()):g}; {pools_n(n)} over the cap)"
             )
         elif rule == "architecture":
             parts.append(f"{pools_n(n)} not {res.architecture}")
