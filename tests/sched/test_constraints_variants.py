@@ -145,3 +145,9 @@ def test_data_heavy_work_goes_to_the_data_compute_heavy_to_the_fast_pool() -> No
 def test_unknown_dataset_adds_no_transfer() -> None:
     [e] = rank_offers(gpu_task(datasets=["nope"]).spec, TWO[:1], DATA)
     assert e.transfer_s == 0
+
+
+@pytest.mark.parametrize("version", ["12.x", "", "1..2", "v12"])
+def test_software_versions_must_be_dotted_numbers(version: str) -> None:
+    with pytest.raises(ValueError, match="dotted numbers"):
+        gpu_task(resources={"software": {"cuda": version}})

@@ -32,10 +32,10 @@ from computenet.model.protocol import (
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
 from computenet.node.sched_apply import placed_message, preempt, spec_update
-from computenet.node.sched_inputs import load_context
+from computenet.node.sched_inputs import ContextLoader
 from computenet.node.settings import NodeSettings
 from computenet.node.tasks import add_event, utcnow
-from computenet.sched.core import PoolView, TaskView, schedule
+from computenet.sched.core import PoolView, TaskView, schedule, shape_key
 from computenet.store import tables as t
 from computenet.store.db import Database
 
@@ -81,8 +81,9 @@ class Dispatcher:
         self.settings = settings
         self._on_change = on_change
         # Parsed specs of queued tasks and pools, so a pass does not re-validate them.
-        self._specs: dict[str, TaskSpec] = {}
+        self._specs: dict[str, tuple[TaskSpec, object]] = {}  # parsed spec, shape key
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
+        self._context = ContextLoader()
 
     # ---- gateways and pools -------------------------------------------------------
 
@@ -220,14 +221,16 @@ class Dispatcher:
                     self._specs.clear()
                 rows = s.execute(select(t.Task.id, t.Task.spec).where(t.Task.id.in_(missing)))
                 for tid, spec in rows:
-                    self._specs[tid] = TaskSpec.model_validate(spec)
-            ctx = load_context(s)
+                    parsed = TaskSpec.model_validate(spec)
+                    self._specs[tid] = (parsed, shape_key(parsed))
+            ctx = self._context.load(s)
         tasks = [
-            TaskView(r.id, spec, r.priority, r.seq, spec.placement.tenant or r.owner)
+            TaskView(r.id, spec, r.priority, r.seq, spec.placement.tenant or r.owner, key)
             for r in queued
-            for spec in (self._specs[r.id],)
+            for spec, key in (self._specs[r.id],)
         ]
         old_reason = {r.id: r.reason for r in queued}
+        spec_of = {tv.task_id: tv.spec for tv in tasks}
         decisions = schedule(tasks, views, ctx)
         placements = [d for d in decisions if d.pool is not None]
         reasons = [d for d in decisions if d.pool is None and d.reason != old_reason[d.task_id]]
@@ -250,7 +253,7 @@ class Dispatcher:
                         pool_cpi=d.pool,
                         reason="",
                         updated_at=now,
-                        **spec_update(self._specs.get(d.task_id), d.variant),
+                        **spec_update(spec_of[d.task_id], d.variant),
                     )
                 )
                 if getattr(result, "rowcount", 0):
@@ -260,7 +263,7 @@ class Dispatcher:
                             at=now,
                             attempt=0,
                             state=TaskState.QUEUED.value,
-                            message=placed_message(d, self._specs.get(d.task_id)),
+                            message=placed_message(d, spec_of[d.task_id]),
                         )
                     )
                     placed += 1

@@ -16,9 +16,9 @@ from computenet.store import tables as t
 LeaseLost = Callable[[Session, t.Task, datetime, str], None]
 
 
-def spec_update(spec: TaskSpec | None, variant: int) -> dict[str, Any]:
+def spec_update(spec: TaskSpec, variant: int) -> dict[str, Any]:
     """Column values that make the stored task the chosen variant (nothing for ``-1``)."""
-    if spec is None or variant < 0:
+    if variant < 0:
         return {}
     chosen = spec.with_variant(variant)
     need = chosen.resources.need()
@@ -30,10 +30,10 @@ def spec_update(spec: TaskSpec | None, variant: int) -> dict[str, Any]:
     }
 
 
-def placed_message(d: Decision, spec: TaskSpec | None) -> str:
+def placed_message(d: Decision, spec: TaskSpec) -> str:
     """The placement event: pool, variant, and the estimates that won it."""
     text = f"placed on {d.pool}"
-    if spec is not None and d.variant >= 0:
+    if d.variant >= 0:
         text += f" as variant {d.variant} ({spec.variants[d.variant].name or 'unnamed'})"
     e = d.estimate
     if e is not None:

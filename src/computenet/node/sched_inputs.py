@@ -7,6 +7,7 @@ matrix is left to the core's distance model until measured links are fed in.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -21,6 +22,7 @@ from computenet.store import tables as t
 from computenet.store.tables_sched import Dataset as DatasetRow
 
 HISTORY = 2000  # recent starts looked at for queue wait
+TELEMETRY_TTL_S = 5.0
 LIVE = (
     TaskState.QUEUED.value,
     TaskState.INITIALIZING.value,
@@ -109,14 +111,30 @@ def running(s: Session) -> list[RunningTask]:
     return out
 
 
-def load_context(s: Session) -> Context:
+class ContextLoader:
+    """Loads the context, re-reading pool history (a scan of finished tasks) at most every
+    ``telemetry_ttl_s``; running work and datasets are read fresh every time."""
+
+    def __init__(self, telemetry_ttl_s: float = TELEMETRY_TTL_S) -> None:
+        self.ttl_s = telemetry_ttl_s
+        self._telemetry: tuple[float, dict[str, PoolTelemetry]] | None = None
+
+    def load(self, s: Session) -> Context:
+        """The scheduler's context as the store knows it now."""
+        now = time.monotonic()
+        if self._telemetry is None or now - self._telemetry[0] >= self.ttl_s:
+            self._telemetry = (now, telemetry(s))
+        return load_context(s, self._telemetry[1])
+
+
+def load_context(s: Session, pool_telemetry: dict[str, PoolTelemetry] | None = None) -> Context:
     """The scheduler's context as the store knows it now."""
     work = running(s)
     usage: dict[str, float] = defaultdict(float)
     for r in work:
         usage[r.tenant] += units(r.need.accelerators, r.need.cpu_cores)
     return Context(
-        telemetry=telemetry(s),
+        telemetry=telemetry(s) if pool_telemetry is None else pool_telemetry,
         datasets=datasets(s),
         tenants={k: TenantShare(usage=v) for k, v in usage.items()},
         running=work,

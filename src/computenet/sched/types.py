@@ -27,13 +27,15 @@ class PoolView:
 
 @dataclass(frozen=True)
 class TaskView:
-    """One queued task. ``tenant`` is its fair-share account ('' = the default account)."""
+    """One queued task. ``tenant`` is its fair-share account ('' = the default account);
+    ``shape`` is ``sched.batch.shape_key(spec)`` when the caller has it cached (else computed)."""
 
     task_id: str
     spec: TaskSpec
     priority: int = 0
     seq: int = 0  # submission order, for first-come-first-served among equals
     tenant: str = ""
+    shape: object = None
 
 
 @dataclass(frozen=True)
