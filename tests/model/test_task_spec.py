@@ -199,7 +199,10 @@ def test_region_within() -> None:
     [
         {"priority": 1001},
         {"priority": -1001},
-        {"policy": "fastest"},
+        {"policy": "quickest"},
+        {"origin_region": "1"},
+        {"datasets": ["x"] * 65},
+        {"runtime_hint_s": 0},
         {"max_price_per_card_hour": "-1"},
         {"max_price_per_card_hour": "NaN"},
         {"max_price_per_card_hour": "1.1234567"},  # more than 6 decimal places

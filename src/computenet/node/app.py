@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import audit, billing, gateway, native, tes, tokens
+from computenet.node.api import audit, billing, gateway, native, sched, tes, tokens
 from computenet.node.audit import AuditMiddleware
 from computenet.node.runtime import NodeRuntime
 
@@ -36,6 +36,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.add_middleware(http_errors.BodyLimit, max_bytes=rt.settings.max_body_bytes)
     app.add_middleware(AuditMiddleware, audit=rt.audit)
     app.include_router(native.router)
+    app.include_router(sched.router)
     app.include_router(tes.router)
     app.include_router(gateway.router)
     app.include_router(audit.router)

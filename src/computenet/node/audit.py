@@ -47,6 +47,7 @@ class AuditLog:
         self._flush_s = flush_s
         self._pending: list[AuditEvent] = []
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one flush at a time
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None

@@ -32,9 +32,11 @@ from computenet.model.protocol import (
 )
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
+from computenet.node.sched_apply import placed_message, preempt, spec_update
+from computenet.node.sched_inputs import ContextLoader, tenant_of
 from computenet.node.settings import NodeSettings
 from computenet.node.tasks import add_event, utcnow
-from computenet.sched.core import PoolView, TaskView, schedule
+from computenet.sched.core import PoolView, TaskView, schedule, shape_key
 from computenet.store import tables as t
 from computenet.store.db import Database
 
@@ -86,12 +88,13 @@ class Dispatcher:
         self.settings = settings
         self._on_change = on_change
         # Parsed specs of queued tasks and pools, so a pass does not re-validate them.
-        self._specs: dict[str, TaskSpec] = {}
+        self._specs: dict[str, tuple[TaskSpec, object]] = {}  # parsed spec, shape key
         self.ledger = ledger or Ledger(db)
         # Tasks up to this seq have been told "no pools"; only newer ones need telling while
         # there are still none, so a long backlog is not rescanned on every pass.
         self._told_no_pools_seq = 0
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
+        self._context = ContextLoader()
 
     # ---- gateways and pools -------------------------------------------------------
 
@@ -216,7 +219,14 @@ class Dispatcher:
             self._told_no_pools_seq = 0  # if the pools go away, every waiting task is told
             queued = list(
                 s.execute(
-                    select(t.Task.id, t.Task.priority, t.Task.seq, t.Task.reason)
+                    select(
+                        t.Task.id,
+                        t.Task.priority,
+                        t.Task.seq,
+                        t.Task.reason,
+                        t.Task.owner,
+                        t.Task.tenant,
+                    )
                     .where(t.Task.state == TaskState.QUEUED.value, t.Task.pool_cpi.is_(None))
                     .order_by(t.Task.priority.desc(), t.Task.seq)
                     .limit(SCHEDULE_BATCH)
@@ -230,10 +240,17 @@ class Dispatcher:
                     self._specs.clear()
                 rows = s.execute(select(t.Task.id, t.Task.spec).where(t.Task.id.in_(missing)))
                 for tid, spec in rows:
-                    self._specs[tid] = TaskSpec.model_validate(spec)
-        tasks = [TaskView(r.id, self._specs[r.id], r.priority, r.seq) for r in queued]
+                    parsed = TaskSpec.model_validate(spec)
+                    self._specs[tid] = (parsed, shape_key(parsed))
+            ctx = self._context.load(s)
+        tasks = [
+            TaskView(r.id, spec, r.priority, r.seq, tenant_of(r.owner, r.tenant), key)
+            for r in queued
+            for spec, key in (self._specs[r.id],)
+        ]
         old_reason = {r.id: r.reason for r in queued}
-        decisions = schedule(tasks, views)
+        spec_of = {tv.task_id: tv.spec for tv in tasks}
+        decisions = schedule(tasks, views, ctx)
         placements = [d for d in decisions if d.pool is not None]
         reasons = [d for d in decisions if d.pool is None and d.reason != old_reason[d.task_id]]
         if not placements and not reasons:
@@ -242,6 +259,8 @@ class Dispatcher:
         placed = 0
         with self.db.write() as s:
             for d in placements:
+                for victim in d.preempt:
+                    preempt(s, victim, d.task_id, now, self._lease_lost)
                 result = s.execute(
                     update(t.Task)
                     .where(
@@ -249,7 +268,12 @@ class Dispatcher:
                         t.Task.state == TaskState.QUEUED.value,
                         t.Task.pool_cpi.is_(None),
                     )
-                    .values(pool_cpi=d.pool, reason="", updated_at=now)
+                    .values(
+                        pool_cpi=d.pool,
+                        reason="",
+                        updated_at=now,
+                        **spec_update(spec_of[d.task_id], d.variant),
+                    )
                 )
                 if getattr(result, "rowcount", 0):
                     s.execute(
@@ -258,7 +282,7 @@ class Dispatcher:
                             at=now,
                             attempt=0,
                             state=TaskState.QUEUED.value,
-                            message=f"placed on {d.pool}",
+                            message=placed_message(d, spec_of[d.task_id]),
                         )
                     )
                     placed += 1
@@ -292,6 +316,10 @@ class Dispatcher:
         with self.db.write() as s:
             s.execute(update(t.Task).where(*waiting).values(reason=NO_POOLS))
         self._told_no_pools_seq = newest
+
+    def pool_views(self, s: Session) -> list[PoolView]:
+        """Every pool with its free capacity (the scheduler's view), read in session ``s``."""
+        return self._pool_views(s)
 
     def _pool_views(self, s: Session) -> list[PoolView]:
         """Every pool with its free capacity: its total less what placed and active tasks hold."""

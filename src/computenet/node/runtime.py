@@ -18,6 +18,7 @@ from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
 from computenet.node.leader import LeaderElection
 from computenet.node.ratelimit import RateLimiter
+from computenet.node.scheduling import SchedService
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService, utcnow
@@ -61,6 +62,7 @@ class NodeRuntime:
             if settings.rate_limit_per_s > 0
             else None
         )
+        self.sched = SchedService(self.db, self.dispatch)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from computenet.billing.ledger import Ledger
-from computenet.errors import BudgetExceeded, Conflict, InvalidInput, NotFound
+from computenet.errors import BudgetExceeded, Conflict, Forbidden, InvalidInput, NotFound
 from computenet.model.cpi import CPI
 from computenet.model.ids import task_id
 from computenet.model.task import TaskSpec, TaskState
@@ -112,6 +112,12 @@ class TaskService:
             pinned = str(CPI.parse(spec.placement.pool))
             spec = spec.model_copy(
                 update={"placement": spec.placement.model_copy(update={"pool": pinned})}
+            )
+        payer = tenant or owner
+        if spec.placement.tenant not in (None, payer):
+            raise Forbidden(
+                f"placement.tenant {spec.placement.tenant!r} is not yours: your work counts "
+                f"against {payer!r}"
             )
         if client_key is not None and not (0 < len(client_key) <= 256):
             raise InvalidInput("an idempotency key must be 1-256 characters")
