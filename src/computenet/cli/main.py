@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import tasks
+from computenet.cli import sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 tasks.register(app)
+sim.register(app)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
