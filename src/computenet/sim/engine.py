@@ -52,8 +52,7 @@ class JobRecord:
     @property
     def cost(self) -> Decimal:
         """Price x cards x hours held, exactly."""
-        hours = Decimal(self.held_s) / 3600
-        return self.pool.price_per_card_hour * self.job.cards * hours
+        return self.pool.price_per_card_hour * self.job.cards * Decimal(self.held_s) / 3600
 
     @property
     def energy_kwh(self) -> float:
