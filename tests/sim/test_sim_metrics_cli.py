@@ -37,8 +37,9 @@ def test_summary_of_hand_checked_case(two_pools: Topology) -> None:
     assert s.mean_wait_h == 0
     assert s.jct_over_lower_bound == pytest.approx(75 / 50)
     assert s.makespan_h == pytest.approx(100 / 3600)
-    assert s.pool_utilization == pytest.approx({"cn.31/a/slow": 1.0, "cn.31/a/fast": 0.5})
-    assert s.utilization == pytest.approx((200 + 100) / (4 * 100))
+    # measured over the arrival window 0-10 s: the slow pool was full, the fast one idle
+    assert s.pool_utilization == pytest.approx({"cn.31/a/slow": 1.0, "cn.31/a/fast": 0.0})
+    assert s.utilization == pytest.approx(2 * 10 / (4 * 10))
     assert abs(s.cost - Decimal(2 * 100 + 8 * 50) / 3600) < Decimal("1e-20")
     assert s.jain_fairness == pytest.approx(jain([0.5, 1.0]))
 

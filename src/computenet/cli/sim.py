@@ -24,7 +24,14 @@ from computenet.sim.metrics import summarize
 from computenet.sim.placers import Placer
 from computenet.sim.report import text, write_all
 from computenet.sim.topology import Topology, default_topology, load_topology
-from computenet.sim.trace import Job, read_csv, read_gavel, synthetic, write_csv
+from computenet.sim.trace import (
+    Job,
+    read_csv,
+    read_gavel,
+    scale_arrivals,
+    synthetic,
+    write_csv,
+)
 
 ALL_POLICIES = (*CORE_POLICIES, *BASELINES)
 
@@ -80,11 +87,16 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Gavel throughputs [default: next to the trace]")
         ] = None,
         seed: Annotated[int, typer.Option(help="seed for tenants, origins, random")] = 0,
+        arrival_scale: Annotated[
+            float, typer.Option(help="multiply arrival times (below 1 = more load)")
+        ] = 1.0,
     ) -> None:
         """Run a trace through the scheduler's policies and the baselines in virtual time."""
         began = time.perf_counter()
         topo = default_topology() if topology == "default" else load_topology(Path(topology))
         jobs = load_jobs(trace, topo, throughputs, seed)
+        if arrival_scale != 1.0:
+            jobs = scale_arrivals(jobs, arrival_scale)
         if not jobs:
             fail("the trace has no jobs", 2)
         chosen = placers(policies, topo, jobs, seed)

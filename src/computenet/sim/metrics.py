@@ -25,7 +25,7 @@ class Summary:
     p95_wait_h: float
     cost: Decimal  # currency units (CNY in the default topology), exact
     carbon_t: float
-    utilization: float  # busy card-time / (all cards x makespan)
+    utilization: float  # busy card-time / (all cards x arrival window)
     jain_fairness: float
     jct_over_lower_bound: float
     makespan_h: float
@@ -79,11 +79,17 @@ def summarize(result: SimResult) -> Summary:
     bounds = {r.job.job_id: lower_bound_s(r.job, topo) for r in recs}
     start = min(r.job.arrival_s for r in recs)
     makespan = max(r.end_s for r in recs) - start
+    # Utilization is measured while jobs keep arriving: after the last arrival a long tail
+    # of a few big jobs would make any policy look idle.
+    last = max(r.job.arrival_s for r in recs)
+    stop = last if last > start else start + makespan
     busy: dict[str, float] = defaultdict(float)
     for r in recs:
-        busy[r.pool.pool_id] += r.held_s * r.job.cards
+        overlap = max(0.0, min(r.end_s, stop) - max(r.start_s, start))
+        busy[r.pool.pool_id] += overlap * r.job.cards
+    window = stop - start
     pool_util = {
-        p.pool_id: busy[p.pool_id] / (p.cards * makespan) if makespan else 0.0 for p in topo.pools
+        p.pool_id: busy[p.pool_id] / (p.cards * window) if window else 0.0 for p in topo.pools
     }
     all_cards = sum(p.cards for p in topo.pools)
     # Fairness: each tenant's mean speed (lower bound / JCT, 1 = as fast as alone), compared.
@@ -100,7 +106,7 @@ def summarize(result: SimResult) -> Summary:
         p95_wait_h=percentile(waits, 95) / hour,
         cost=sum((r.cost for r in recs), Decimal(0)),
         carbon_t=sum(r.carbon_kg for r in recs) / 1000,
-        utilization=sum(busy.values()) / (all_cards * makespan) if makespan else 0.0,
+        utilization=sum(busy.values()) / (all_cards * window) if window else 0.0,
         jain_fairness=jain([statistics.fmean(v) for v in speed.values()]),
         jct_over_lower_bound=statistics.fmean(jcts) / statistics.fmean(bounds.values()),
         makespan_h=makespan / hour,

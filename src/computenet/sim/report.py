@@ -161,7 +161,7 @@ def _plots(out: Path, results: Sequence[SimResult], summaries: Sequence[Summary]
     image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=100)
     ax.set_yticks(range(len(names)), names)
     ax.set_xticks(range(len(pools)), pools, rotation=90, fontsize=7)
-    ax.set_title("utilization per pool (% of card-time over the makespan)")
+    ax.set_title("utilization per pool (% of card-time while jobs arrive)")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     paths.append(out / "pool_utilization.png")

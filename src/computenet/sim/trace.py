@@ -16,7 +16,7 @@ import json
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -263,3 +263,10 @@ def synthetic(
 def tenants_of(jobs: Iterable[Job]) -> list[str]:
     """Tenants in a trace, sorted."""
     return sorted({j.tenant for j in jobs})
+
+
+def scale_arrivals(jobs: Sequence[Job], factor: float) -> list[Job]:
+    """The same jobs with arrival times multiplied by ``factor`` (below 1: more load)."""
+    if not 0 < factor < math.inf:
+        raise InvalidInput(f"arrival scale must be positive, got {factor}")
+    return [replace(j, arrival_s=j.arrival_s * factor) for j in jobs]
