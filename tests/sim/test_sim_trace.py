@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from computenet.errors import InvalidInput
-from computenet.sim.trace import Job, read_csv, read_gavel, synthetic, write_csv
+from computenet.sim.trace import Job, read_csv, read_gavel, scale_arrivals, synthetic, write_csv
 
 DATA = Path(__file__).with_name("data")
 K80, P100, V100 = "nvidia-k80", "nvidia-p100-pcie-16g", "nvidia-v100-sxm2-16g"
@@ -127,3 +127,12 @@ def test_synthetic_is_deterministic_per_seed() -> None:
     assert {j.tenant for j in jobs} == {"tenant-0", "tenant-1", "tenant-2"}
     # the fastest card is faster for every job
     assert all(j.runtime_s[V100] < j.runtime_s[K80] for j in jobs)
+
+
+def test_arrival_scale_compresses_time_only() -> None:
+    jobs = synthetic(10, seed=1)
+    fast = scale_arrivals(jobs, 0.5)
+    assert [j.arrival_s for j in fast] == [j.arrival_s * 0.5 for j in jobs]
+    assert [j.runtime_s for j in fast] == [j.runtime_s for j in jobs]
+    with pytest.raises(InvalidInput, match="must be positive"):
+        scale_arrivals(jobs, 0)

@@ -231,12 +231,12 @@ def synthetic(
     """A seeded synthetic trace: Poisson arrivals, 1-8 cards, log-normal work, some inputs.
 
     ``speedups`` maps accelerator model -> speed relative to the slowest (default: the three
-    Gavel cards at roughly their median measured ratios, 1 : 3.3 : 4.7).
+    Gavel cards at their median ratios over the MSR trace, 1 : 3.1 : 4.2).
     """
     speed = speedups or {
         GAVEL_CARDS["k80"][0]: 1.0,
-        GAVEL_CARDS["p100"][0]: 3.3,
-        GAVEL_CARDS["v100"][0]: 4.7,
+        GAVEL_CARDS["p100"][0]: 3.1,
+        GAVEL_CARDS["v100"][0]: 4.2,
     }
     rng = random.Random(seed)
     t = 0.0
