@@ -7,6 +7,7 @@ our extensions (accelerator, time limit, placement) sit beside them.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import PurePosixPath
@@ -19,6 +20,7 @@ MAX_EXECUTORS = 64
 MAX_TIME_LIMIT_S = 30 * 24 * 3600
 _BYTES_PER_GB = 10**9  # TES sizes are in GB (10^9 bytes); decimal maths keeps whole MiB exact
 _MIB = 2**20
+VERSION = re.compile(r"[0-9]+(?:\.[0-9]+){0,3}")
 
 
 class TaskState(StrEnum):
@@ -65,6 +67,9 @@ class Policy(StrEnum):
 
     BALANCED = "balanced"
     CHEAPEST = "cheapest"
+    FASTEST = "fastest"
+    GREENEST = "greenest"
+    NEAREST = "nearest"
 
 
 def check_task_path(path: str) -> str:
@@ -158,6 +163,22 @@ class AcceleratorRequest(Strict):
     min_memory_gib: int | None = Field(default=None, ge=1, le=16384)
 
 
+class SoftwareRequest(Strict):
+    """Minimum software versions and a container runtime the task needs on the pool."""
+
+    driver: str | None = Field(default=None, max_length=32, description="minimum, e.g. '535.104'")
+    cuda: str | None = Field(default=None, max_length=32, description="minimum, e.g. '12.2'")
+    cann: str | None = Field(default=None, max_length=32, description="minimum, e.g. '8.0'")
+    container_runtime: str | None = Field(default=None, max_length=32)
+
+    @field_validator("driver", "cuda", "cann")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not VERSION.fullmatch(v):
+            raise ValueError(f"version {v!r} must be dotted numbers such as '12.2'")
+        return v
+
+
 class Resources(Strict):
     """TES resources plus our accelerator and time-limit extensions."""
 
@@ -170,6 +191,8 @@ class Resources(Strict):
     backend_parameters_strict: bool = False
     accelerator: AcceleratorRequest | None = None
     time_limit_s: int | None = Field(default=None, ge=1, le=MAX_TIME_LIMIT_S)
+    architecture: str | None = Field(default=None, max_length=16, description="x86_64, aarch64")
+    software: SoftwareRequest | None = None
 
     @field_validator("ram_gb", "disk_gb")
     @classmethod
@@ -196,6 +219,22 @@ class Placement(Strict):
     max_price_per_card_hour: Money | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
     pool: str | None = Field(default=None, max_length=256, description="pin to one CPI")
+    tenant: str | None = Field(default=None, max_length=128, description="fair-share account")
+    datasets: list[str] = Field(default_factory=list, max_length=64, description="by name")
+    runtime_hint_s: int | None = Field(
+        default=None, ge=1, le=MAX_TIME_LIMIT_S, description="run time on the hint model"
+    )
+    hint_model: str | None = Field(default=None, max_length=64, description="catalog model id")
+    workload: str | None = Field(default=None, max_length=128, description="throughput row")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32, description="must match")
+    origin_region: str | None = Field(default=None, description="where the user is (nearest)")
+
+    @field_validator("origin_region")
+    @classmethod
+    def _origin(cls, v: str | None) -> str | None:
+        if v is not None and not REGION_CODE.fullmatch(v):
+            raise ValueError(f"region {v!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
+        return v
 
     @field_validator("regions", "regions_deny")
     @classmethod
@@ -204,6 +243,17 @@ class Placement(Strict):
             if not REGION_CODE.fullmatch(code):
                 raise ValueError(f"region {code!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
         return v
+
+
+class Variant(Strict):
+    """One alternative way to run the task (e.g. an Ascend build); it replaces what it sets."""
+
+    name: str = Field(default="", max_length=64)
+    accelerator: AcceleratorRequest | None = None
+    architecture: str | None = Field(default=None, max_length=16)
+    software: SoftwareRequest | None = None
+    image: str | None = Field(default=None, max_length=512, description="for every executor")
+    runtime_hint_s: int | None = Field(default=None, ge=1, le=MAX_TIME_LIMIT_S)
 
 
 class TaskSpec(Strict):
@@ -218,6 +268,29 @@ class TaskSpec(Strict):
     tags: dict[str, str] = Field(default_factory=dict, max_length=256)
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
+    variants: list[Variant] = Field(default_factory=list, max_length=16)
+
+    def with_variant(self, index: int) -> TaskSpec:
+        """The task as variant ``index`` runs it (``-1``: the task as written, no variants)."""
+        if index < 0:
+            return self
+        v = self.variants[index]
+        res = self.resources.model_copy(
+            update={
+                "accelerator": v.accelerator,
+                "architecture": v.architecture or self.resources.architecture,
+                "software": v.software or self.resources.software,
+            }
+        )
+        place = self.placement
+        if v.runtime_hint_s is not None:
+            place = place.model_copy(update={"runtime_hint_s": v.runtime_hint_s})
+        execs = self.executors
+        if v.image is not None:
+            execs = [e.model_copy(update={"image": v.image}) for e in execs]
+        return self.model_copy(
+            update={"resources": res, "placement": place, "executors": execs, "variants": []}
+        )
 
     def max_price(self) -> Decimal | None:
         """The consumer's price cap per card-hour, if any."""

@@ -1,0 +1,142 @@
+"""Hard constraints, vectorized: for one task shape, which pools each rule excludes.
+
+A rule's mask is True where the pool fails that rule. Rules are evaluated independently so an
+explanation can say how many pools each one excluded on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from computenet.model.pool import Capacity
+from computenet.model.task import SoftwareRequest, TaskSpec
+from computenet.sched.pooltable import B, PoolTable, version_number
+from computenet.sched.types import PoolView
+
+RULES = (
+    "pinned",
+    "architecture",
+    "accelerator",
+    "accelerator_memory",
+    "gang",
+    "cpu",
+    "memory",
+    "software",
+    "container_runtime",
+    "region",
+    "price",
+    "labels",
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The requirement part of a task as one variant runs it: all placement depends on."""
+
+    spec: TaskSpec  # the task with the variant applied
+    variant: int
+    need: Capacity
+
+    @property
+    def cards(self) -> int:
+        """Accelerator cards the shape takes (0 for CPU work)."""
+        return self.need.accelerators
+
+
+def shape_of(spec: TaskSpec, variant: int) -> Shape:
+    """The shape of ``spec`` run as ``variant`` (-1 = as written)."""
+    applied = spec.with_variant(variant)
+    return Shape(applied, variant, applied.resources.need())
+
+
+def _software(sw: SoftwareRequest | None, t: PoolTable, n: int) -> tuple[B, B]:
+    bad = np.zeros(n, bool)
+    runtime_bad = np.zeros(n, bool)
+    if sw is None:
+        return bad, runtime_bad
+    for want, have in ((sw.driver, t.driver), (sw.cuda, t.cuda), (sw.cann, t.cann)):
+        if want is not None:
+            bad |= have < version_number(want)
+    if sw.container_runtime:
+        runtime_bad = ~t.runtime_mask(sw.container_runtime.lower())
+    return bad, runtime_bad
+
+
+def _region(spec: TaskSpec, t: PoolTable, n: int) -> B:
+    place = spec.placement
+    if not place.regions and not place.regions_deny:
+        return np.zeros(n, bool)
+    codes = [p.spec.region.code for p in t.pools]
+    allowed = np.fromiter(
+        (not place.regions or any(c.startswith(r) for r in place.regions) for c in codes), bool, n
+    )
+    denied = np.fromiter((any(c.startswith(r) for r in place.regions_deny) for c in codes), bool, n)
+    out: B = ~allowed | denied
+    return out
+
+
+def rule_masks(shape: Shape, t: PoolTable) -> dict[str, B]:
+    """For each rule in :data:`RULES` that the shape uses, the pools that fail it."""
+    n = len(t)
+    spec = shape.spec
+    res = spec.resources
+    place = spec.placement
+    out: dict[str, B] = {}
+    if place.pool is not None:
+        pinned = np.ones(n, bool)
+        idx = t.index.get(place.pool)
+        if idx is not None:
+            pinned[idx] = False
+        out["pinned"] = pinned
+    if res.architecture:
+        out["architecture"] = t.arch != t.strings.find("arch:" + res.architecture)
+    acc = res.accelerator
+    if acc is not None:
+        bad = t.vendor < 0
+        if acc.vendor:
+            bad = bad | (t.vendor != t.strings.find("vendor:" + acc.vendor.lower()))
+        if acc.model:
+            bad = bad | (t.model != t.strings.find("model:" + acc.model.lower()))
+        out["accelerator"] = bad
+        if acc.min_memory_gib:
+            out["accelerator_memory"] = t.card_mem_mib < acc.min_memory_gib * 1024
+        out["gang"] = t.total_cards < acc.count
+    need = shape.need
+    out["cpu"] = (t.cores_per_machine < need.cpu_cores) | (t.total_cpu < need.cpu_cores)
+    out["memory"] = t.mem_per_machine < need.memory_mib
+    sw_bad, rt_bad = _software(res.software, t, n)
+    if res.software is not None:
+        out["software"] = sw_bad
+        if res.software.container_runtime:
+            out["container_runtime"] = rt_bad
+    if place.regions or place.regions_deny:
+        out["region"] = _region(spec, t, n)
+    cap = spec.max_price()
+    if cap is not None:
+        price = t.price_card if acc is not None else t.price_core
+        out["price"] = price > float(cap)
+    if place.labels:
+        bad = np.zeros(n, bool)
+        for key, value in place.labels.items():
+            bad |= ~t.label_mask(key, value)
+        out["labels"] = bad
+    return out
+
+
+def eligible_mask(masks: dict[str, B], n: int) -> B:
+    """Pools that pass every rule."""
+    ok = np.ones(n, bool)
+    for bad in masks.values():
+        ok &= ~bad
+    return ok
+
+
+def hard_reject(task: TaskSpec, pool: PoolView) -> str | None:
+    """The first rule (in :data:`RULES` order) ``pool`` fails for ``task`` as written, or None."""
+    from computenet.sched.pooltable import build_table
+    from computenet.sched.types import Context
+
+    masks = rule_masks(shape_of(task, -1), build_table([pool], Context()))
+    return next((r for r in RULES if r in masks and bool(masks[r][0])), None)
