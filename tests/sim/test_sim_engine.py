@@ -81,7 +81,11 @@ class Greedy:
         self.target = target
 
     def place(
-        self, now_s: float, pending: Sequence[Job], free: Mapping[str, int]
+        self,
+        now_s: float,
+        pending: Sequence[Job],
+        free: Mapping[str, int],
+        held: Mapping[str, int],
     ) -> list[tuple[Job, SimPool]]:
         return [(j, self.target) for j in pending]
 
@@ -102,13 +106,18 @@ def test_job_no_pool_can_run_is_reported_not_lost(two_pools: Topology) -> None:
 def test_lower_bound_is_fastest_option_with_transfer() -> None:
     here = pool("cn.31/a/slow", "slow-card", 2, "1")
     there = pool("cn.51/b/fast", "fast-card", 2, "4", region="51")
-    topo = Topology(pools=(here, there), inter_site_gbps=8)
-    data_in_31 = Job("j", "t", 0, 1, {"slow-card": 100, "fast-card": 50}, origin="31", input_gb=40)
-    # to Chengdu: 40 GB at 8 Gb/s = 40 s plus latency, + 50 s run; at home: 100 s run
-    transfer = topo.transfer_s("31", there, 40)
-    assert transfer == pytest.approx(40 + topo.latency_ms("31", "51") / 1000)
+    topo = Topology(pools=(here, there))
+    link = topo.link("31", "51")
+    # the core's model: ~1,630 km Shanghai-Chengdu, RTT 2 ms + 2 x 1.5 x distance / 200 km/ms
+    assert 26 < link.rtt_ms < 27
+    assert link.bandwidth_mbps == 1000
+    data_in_31 = Job("j", "t", 0, 1, {"slow-card": 100, "fast-card": 50}, origin="31", input_gb=4)
+    # to Chengdu: 4 GB at 1 Gb/s = 32 s plus the round trip, then 50 s; at home: ~3.2 s + 100 s
+    transfer = topo.transfer_s("31", there, 4)
+    assert transfer == pytest.approx(32 + link.rtt_ms / 1000)
     assert lower_bound_s(data_in_31, topo) == pytest.approx(transfer + 50)
-    heavy = Job("h", "t", 0, 1, {"slow-card": 100, "fast-card": 50}, origin="31", input_gb=400)
-    assert lower_bound_s(heavy, topo) == 100  # staying home wins
-    # ~1,630 km Shanghai-Chengdu: 2 ms + 1.5 x distance / 200 km/ms
-    assert 14 < topo.latency_ms("31", "51") < 14.5
+    heavy = Job("h", "t", 0, 1, {"slow-card": 100, "fast-card": 50}, origin="31", input_gb=40)
+    local = topo.transfer_s("31", here, 40)  # within a site: 10 Gb/s
+    assert local == pytest.approx(32 + topo.link("31", "31").rtt_ms / 1000)
+    assert lower_bound_s(heavy, topo) == pytest.approx(local + 100)  # staying home wins
+    assert topo.transfer_s("", there, 40) == 0  # no origin: data is wherever it runs

@@ -54,13 +54,8 @@ def test_cli_sim_writes_table_and_plots(tmp_path: Path) -> None:
     with (out / "summary.csv").open() as fh:
         table = list(csv.DictReader(fh))
     assert [r["policy"] for r in table] == [
-        "balanced",
-        "cheapest",
-        "random",
-        "round-robin",
-        "cheapest-first",
-        "least-loaded",
-        "first-fit",
+        *("balanced", "cheapest", "fastest", "greenest", "nearest"),
+        *("random", "round-robin", "cheapest-first", "least-loaded", "first-fit"),
     ]
     assert all(r["jobs"] == "7" for r in table)
     for name in ("compare.png", "jct_cdf.png", "pool_utilization.png"):

@@ -37,7 +37,7 @@ def one(job_id: str, cards: int = 1) -> Job:
 
 
 def chosen(placer: object, free: dict[str, int], jobs: list[Job]) -> list[str]:
-    return [p.pool_id.rsplit("/", 1)[1] for _, p in placer.place(0, jobs, free)]  # type: ignore[attr-defined]
+    return [p.pool_id.rsplit("/", 1)[1] for _, p in placer.place(0, jobs, free, {})]  # type: ignore[attr-defined]
 
 
 FULL = {"cn.31/p/mid": 4, "cn.31/p/cheap": 8, "cn.31/p/dear": 2}
@@ -85,7 +85,7 @@ def test_random_is_seeded_and_spreads(three: Topology) -> None:
 
 def test_baselines_skip_jobs_that_do_not_fit_and_backfill(three: Topology) -> None:
     free = {"cn.31/p/mid": 1, "cn.31/p/cheap": 0, "cn.31/p/dear": 0}
-    out = cheapest_first(three).place(0, [one("big", 4), one("small")], free)
+    out = cheapest_first(three).place(0, [one("big", 4), one("small")], free, {})
     assert [(j.job_id, p.pool_id) for j, p in out] == [("small", "cn.31/p/mid")]
 
 
@@ -116,3 +116,30 @@ def test_core_adapter_refuses_what_constraints_cannot_say() -> None:
     jobs = [Job("ab", "t", 0, 1, {"a": 1.0, "b": 1.0})]
     with pytest.raises(InvalidInput, match="neither one model nor a minimum card memory"):
         CorePlacer("balanced", topo, jobs)
+
+
+def test_core_policies_use_the_workload_speed_table() -> None:
+    k80 = pool("cn.31/p/k80", "nvidia-k80", 8, "2.90", memory_gib=12)
+    v100 = pool("cn.31/p/v100", "nvidia-v100-sxm2-16g", 8, "16.10")
+    topo = Topology(pools=(k80, v100))
+    free = {"cn.31/p/k80": 8, "cn.31/p/v100": 8}
+    # A3C runs about 2.1x faster on a V100 (Gavel): V100 is faster but dearer per job
+    # (16.10 / 2.1 > 2.90); CycleGAN runs 8.8x faster, so the V100 is also cheaper per job.
+    a3c = [
+        Job(
+            "a3c", "t", 0, 1, {"nvidia-k80": 2087.0, "nvidia-v100-sxm2-16g": 1000.0}, workload="A3C"
+        )
+    ]
+    gan = [
+        Job(
+            "gan",
+            "t",
+            0,
+            1,
+            {"nvidia-k80": 8769.0, "nvidia-v100-sxm2-16g": 1000.0},
+            workload="CycleGAN",
+        )
+    ]
+    assert chosen(CorePlacer("fastest", topo, a3c), free, a3c) == ["v100"]
+    assert chosen(CorePlacer("cheapest", topo, a3c), free, a3c) == ["k80"]
+    assert chosen(CorePlacer("cheapest", topo, gan), free, gan) == ["v100"]

@@ -25,9 +25,13 @@ class GreedyPlacer:
         self._choose = choose
 
     def place(
-        self, now_s: float, pending: Sequence[Job], free: Mapping[str, int]
+        self,
+        now_s: float,
+        pending: Sequence[Job],
+        free: Mapping[str, int],
+        held: Mapping[str, int],
     ) -> list[tuple[Job, SimPool]]:
-        """Place what fits now, consuming free cards as it goes."""
+        """Place what fits now, consuming free cards as it goes (tenants play no part)."""
         left = dict(free)
         out: list[tuple[Job, SimPool]] = []
         for job in pending:

@@ -96,7 +96,8 @@ def simulate(
     pools = {p.pool_id: p for p in topology.pools}
     free = {p.pool_id: p.cards for p in topology.pools}
     arrivals = sorted(jobs, key=lambda j: j.arrival_s)
-    running: list[tuple[float, int, str, int]] = []  # (end, seq, pool, cards)
+    running: list[tuple[float, int, str, int, str]] = []  # (end, seq, pool, cards, tenant)
+    held: dict[str, int] = {}  # cards held per tenant
     pending: list[Job] = []
     records: list[JobRecord] = []
     unplaceable: list[Job] = []
@@ -109,8 +110,9 @@ def simulate(
             running[0][0] if running else float("inf"),
         )
         while running and running[0][0] <= now:
-            _, _, pool_id, cards = heapq.heappop(running)
+            _, _, pool_id, cards, tenant = heapq.heappop(running)
             free[pool_id] += cards
+            held[tenant] -= cards
             if progress is not None:
                 progress(1)
         while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s <= now:
@@ -127,17 +129,18 @@ def simulate(
             continue
         rounds += 1
         started: set[str] = set()
-        for job, pool in placer.place(now, ready, dict(free)):
+        for job, pool in placer.place(now, ready, dict(free), dict(held)):
             if job.job_id in placed or not can_run(job, pool) or free[pool.pool_id] < job.cards:
                 raise PlacementError(f"{placer.name} placed {job.job_id} on {pool.pool_id} badly")
             pool = pools[pool.pool_id]
             free[pool.pool_id] -= job.cards
+            held[job.tenant] = held.get(job.tenant, 0) + job.cards
             placed.add(job.job_id)
             started.add(job.job_id)
             transfer = topology.transfer_s(job.origin, pool, job.input_gb)
             end = now + transfer + job.runtime_s[pool.accelerator]
             records.append(JobRecord(job, pool, now, transfer, end))
-            heapq.heappush(running, (end, len(records), pool.pool_id, job.cards))
+            heapq.heappush(running, (end, len(records), pool.pool_id, job.cards, job.tenant))
         if started:
             pending = [j for j in pending if j.job_id not in started]
     return SimResult(placer.name, topology, records, unplaceable, rounds)

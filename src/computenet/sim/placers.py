@@ -1,8 +1,8 @@
 """What the engine asks each scheduling round: which pending jobs go to which pool now.
 
-A placer sees the pending jobs that fit somewhere (in arrival order) and the free cards
-per pool, and answers (job, pool) pairs. The live core is one placer (``core_adapter``);
-the baselines (``baselines``) are the others.
+A placer sees the pending jobs that fit somewhere (in arrival order), the free cards per
+pool and the cards each tenant holds now, and answers (job, pool) pairs. The live core is
+one placer (``core_adapter``); the baselines (``baselines``) are the others.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ class Placer(Protocol):
     name: str
 
     def place(
-        self, now_s: float, pending: Sequence[Job], free: Mapping[str, int]
+        self,
+        now_s: float,
+        pending: Sequence[Job],
+        free: Mapping[str, int],
+        held: Mapping[str, int],
     ) -> list[tuple[Job, SimPool]]:
         """Choose pools for some of ``pending``; never more cards than ``free`` per pool."""
         ...

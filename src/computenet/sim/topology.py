@@ -2,15 +2,16 @@
 
 The default topology puts three pools (K80, P100, V100) at each of the ten hub clusters of
 "East Data, West Computing" (``data/china_hubs.csv``, copied from ``../shared``: public facts).
-Prices, power and carbon intensities are stated assumptions, documented in
-``docs/simulator.md``; a JSON topology file replaces them all.
+Prices and power are stated assumptions, documented in ``docs/simulator.md``; grid carbon
+and the network between sites come from the scheduler's own models
+(``computenet.sched.network``), so the simulated truth and the core's estimates agree on
+them. A JSON topology file replaces the pools.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -19,15 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from computenet.errors import InvalidInput
 from computenet.model.pool import REGION_CODE, Money
+from computenet.sched.estimates import BITS_PER_BYTE
+from computenet.sched.network import (
+    DEFAULT_CARBON_G_PER_KWH,
+    great_circle_km,
+    modelled_link,
+    provinces,
+)
+from computenet.sched.types import Link
 
 HUBS_CSV = Path(__file__).with_name("data") / "china_hubs.csv"
-
-# Fibre carries light at about 200 km per millisecond; real routes are longer than the great
-# circle, and every hop adds a little: one-way latency = BASE + distance x ROUTE / 200.
-_FIBRE_KM_PER_MS = 200.0
-_ROUTE_FACTOR = 1.5
-_BASE_LATENCY_MS = 2.0
-_EARTH_RADIUS_KM = 6371.0
 
 
 class Strict(BaseModel):
@@ -71,7 +73,6 @@ class Topology(Strict):
     """Pools plus the network model between their sites."""
 
     pools: tuple[SimPool, ...] = Field(min_length=1, max_length=100_000)
-    inter_site_gbps: float = Field(default=10.0, gt=0, le=100_000)
 
     @field_validator("pools")
     @classmethod
@@ -86,30 +87,25 @@ class Topology(Strict):
         """Coordinates of each region code that hosts a pool."""
         return {p.region: (p.lat, p.lon) for p in self.pools}
 
-    def latency_ms(self, region_a: str, region_b: str) -> float:
-        """Modelled one-way latency between two sites (0 within a site)."""
-        if region_a == region_b:
-            return 0.0
+    def link(self, region_a: str, region_b: str) -> Link:
+        """The modelled link between two sites (the core's distance model, on our sites)."""
         a, b = self.sites.get(region_a), self.sites.get(region_b)
         if a is None or b is None:
-            raise InvalidInput(f"no site in the topology for region {region_a or region_b!r}")
-        return _BASE_LATENCY_MS + distance_km(a, b) * _ROUTE_FACTOR / _FIBRE_KM_PER_MS
+            missing = region_a if a is None else region_b
+            raise InvalidInput(f"no site in the topology for region {missing!r}")
+        return modelled_link(great_circle_km(*a, *b), region_a == region_b)
+
+    @cached_property
+    def network(self) -> dict[tuple[str, str], Link]:
+        """Every pair of sites, for the core's Context."""
+        return {(a, b): self.link(a, b) for a in self.sites for b in self.sites}
 
     def transfer_s(self, origin: str, pool: SimPool, input_gb: float) -> float:
-        """Time to bring a job's inputs from ``origin`` to ``pool``: nothing when already there."""
-        if not origin or origin == pool.region:
+        """Time to bring a job's inputs from ``origin`` to ``pool`` (0 without an origin)."""
+        if not origin:
             return 0.0
-        return self.latency_ms(origin, pool.region) / 1000 + input_gb * 8 / self.inter_site_gbps
-
-
-def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance between two (lat, lon) points."""
-    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    h = (
-        math.sin((lat2 - lat1) / 2) ** 2
-        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    )
-    return 2 * _EARTH_RADIUS_KM * math.asin(math.sqrt(h))
+        link = self.network.get((origin, pool.region)) or self.link(origin, pool.region)
+        return link.rtt_ms / 1000 + input_gb * 1e9 * BITS_PER_BYTE / (link.bandwidth_mbps * 1e6)
 
 
 # The three Gavel accelerator types as catalog models: (model id, memory GiB, board power W,
@@ -124,20 +120,13 @@ GAVEL_CARDS: dict[str, tuple[str, int, float, Decimal]] = {
 # Western hubs sell cheaper (cheaper power and land) and run cooler (lower PUE).
 _WEST_PRICE_FACTOR = Decimal("0.85")
 _PUE = {"east": 1.35, "west": 1.2}
-# Modelled grid carbon intensity per province (g CO2 per kWh), see docs/simulator.md.
-CARBON_G_PER_KWH = {
-    "13": 850.0,  # Hebei
-    "31": 600.0,  # Shanghai
-    "34": 750.0,  # Anhui
-    "44": 520.0,  # Guangdong
-    "51": 150.0,  # Sichuan (hydro)
-    "50": 450.0,  # Chongqing
-    "15": 900.0,  # Inner Mongolia
-    "52": 550.0,  # Guizhou
-    "62": 450.0,  # Gansu
-    "64": 750.0,  # Ningxia
-}
-_DEFAULT_CARBON = 700.0
+
+
+def grid_carbon(region: str) -> float:
+    """The scheduler's grid carbon intensity for a region (its province), g CO2/kWh."""
+    table = provinces()
+    i = table.of(region)
+    return float(table.carbon_g_per_kwh[i]) if i >= 0 else DEFAULT_CARBON_G_PER_KWH
 
 
 def _label(text: str) -> str:
@@ -168,14 +157,14 @@ def default_topology(machines_per_pool: int = 4, cards_per_machine: int = 8) -> 
                         price_per_card_hour=(price * factor).quantize(Decimal("0.01")),
                         card_power_w=power,
                         pue=_PUE["west" if west else "east"],
-                        carbon_g_per_kwh=CARBON_G_PER_KWH.get(region, _DEFAULT_CARBON),
+                        carbon_g_per_kwh=grid_carbon(region),
                     )
                 )
     return Topology(pools=tuple(pools))
 
 
 def load_topology(path: Path) -> Topology:
-    """Read a topology JSON file (``{"pools": [...], "inter_site_gbps": 10}``)."""
+    """Read a topology JSON file (``{"pools": [...]}``)."""
     try:
         raw = json.loads(path.read_text())
         return Topology.model_validate(raw)

@@ -2,7 +2,7 @@
 
 CSV format (one job per row, header required, documented in docs/simulator.md)::
 
-    job_id,tenant,arrival_s,cards,min_memory_gib,priority,origin,input_gb,runtime_s.<model>...
+    job_id,tenant,arrival_s,cards,min_memory_gib,priority,origin,input_gb,workload,runtime_s.<model>...
 
 ``runtime_s.<model>`` columns give the job's run time in seconds on ``cards`` cards of that
 accelerator model; an empty cell means the job cannot run on that model.
@@ -35,6 +35,7 @@ BASE_COLUMNS = (
     "priority",
     "origin",
     "input_gb",
+    "workload",
 )
 
 
@@ -51,6 +52,7 @@ class Job:
     priority: int = 0
     origin: str = ""  # GB/T 2260 code where the job's data and user are; "" = anywhere
     input_gb: float = 0.0
+    workload: str = ""  # a row of the core's throughput table (e.g. a Gavel job type), if any
 
 
 class _Row(BaseModel):
@@ -66,6 +68,7 @@ class _Row(BaseModel):
     priority: int = Field(default=0, ge=-1000, le=1000)
     origin: str = Field(default="", pattern=rf"^(?:{REGION_CODE.pattern})?$")
     input_gb: float = Field(default=0.0, ge=0, le=1e9, allow_inf_nan=False)
+    workload: str = Field(default="", max_length=128)
     runtime_s: dict[str, float]
 
 
@@ -124,7 +127,7 @@ def write_csv(jobs: Sequence[Job], path: Path) -> None:
         out.writerow([*BASE_COLUMNS, *(RUNTIME_PREFIX + m for m in models)])
         for j in jobs:
             base = [j.job_id, j.tenant, repr(j.arrival_s), j.cards, j.min_memory_gib, j.priority]
-            rest = [j.origin, repr(j.input_gb)]
+            rest = [j.origin, repr(j.input_gb), j.workload]
             times = [repr(j.runtime_s[m]) if m in j.runtime_s else "" for m in models]
             out.writerow([*base, *rest, *times])
 
@@ -188,6 +191,7 @@ def read_gavel(
                 runtime_s=runtime,
                 min_memory_gib=too_small,
                 origin=origin_of[i],
+                workload=model,
             )
         )
     jobs.sort(key=lambda j: j.arrival_s)
