@@ -212,7 +212,7 @@ def test_negative_and_absurd_resources_tes(shared: Api, resources: dict[str, Any
         b'{"executors": [{"command": ["a"]}], "inputs": [{"path": "/a"}]}',
         b'{"executors": [{"command": ["a"]}], "placement": {"regions": ["3"]}}',
         b'{"executors": [{"command": ["a"]}], "placement": {"pool": "no-slashes"}}',
-        b'{"executors": [{"command": ["a"]}], "placement": {"policy": "fastest"}}',
+        b'{"executors": [{"command": ["a"]}], "placement": {"policy": "quickest"}}',
     ],
 )
 def test_invalid_native_bodies_are_400(shared: Api, body: bytes) -> None:
@@ -527,7 +527,7 @@ def test_tes_backend_parameters_map_to_extensions(api: Api) -> None:
         ({"time_limit_s": "0"}, "time_limit_s"),
         ({"priority": "high"}, "backend_parameters"),
         ({"priority": "100000"}, "priority"),
-        ({"policy": "fastest"}, "backend_parameters"),
+        ({"policy": "quickest"}, "backend_parameters"),
         ({"max_price_per_card_hour": "cheap"}, "backend_parameters"),
         ({"max_price_per_card_hour": "-1"}, "max_price_per_card_hour"),
         ({"max_price_per_card_hour": "NaN"}, "max_price_per_card_hour"),

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import sim, tasks
+from computenet.cli import sched, sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 tasks.register(app)
+sched.register(app)
 sim.register(app)
 
 DataDir = Annotated[
@@ -130,28 +131,36 @@ def gateway(
     measure: Annotated[
         bool, typer.Option("--measure", help="measure matmul throughput and declare it")
     ] = False,
+    pools_file: Annotated[
+        Path | None, typer.Option(help="local backend: declare these pools (JSON list) unprobed")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service)."""
     from computenet.cli import serve
     from computenet.gateway.agent import GatewayAgent
+    from computenet.gateway.backends.base import Backend
 
     serve.setup_logging(verbose)
-    chosen = serve.make_backend(
-        backend,
-        state_dir,
-        label=label,
-        cpu_cores=cpus,
-        region=region,
-        price_per_core_hour=_money(price_per_core_hour, "--price-per-core-hour"),
-        price_per_card_hour=_money(price_per_card_hour, "--price-per-card-hour"),
-        partition=partition,
-        slurm_conf=slurm_conf,
-        ray_address=ray_address,
-        tes_url=tes_url,
-        tes_token=tes_token,
-        measure_budget_s=40.0 if measure else None,
-    )
+    chosen: Backend
+    if pools_file is not None:
+        chosen = serve.declared_local_backend(state_dir, pools_file)
+    else:
+        chosen = serve.make_backend(
+            backend,
+            state_dir,
+            label=label,
+            cpu_cores=cpus,
+            region=region,
+            price_per_core_hour=_money(price_per_core_hour, "--price-per-core-hour"),
+            price_per_card_hour=_money(price_per_card_hour, "--price-per-card-hour"),
+            partition=partition,
+            slurm_conf=slurm_conf,
+            ray_address=ray_address,
+            tes_url=tes_url,
+            tes_token=tes_token,
+            measure_budget_s=40.0 if measure else None,
+        )
     agent = GatewayAgent(
         node_url,
         state_dir,

@@ -97,6 +97,23 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
+def declared_local_backend(state_dir: Path, pools_file: Path) -> LocalBackend:
+    """The local backend with pools described by hand (a JSON list of pool specs) instead
+    of probed: for hardware the probe does not know, and for tests. Jobs run on this host."""
+    import json
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from computenet.errors import InvalidInput
+    from computenet.model.pool import PoolSpec
+
+    try:
+        pools = TypeAdapter(list[PoolSpec]).validate_python(json.loads(pools_file.read_text()))
+    except (ValueError, ValidationError) as exc:
+        raise InvalidInput(f"{pools_file}: not a JSON list of pool specs: {exc}") from None
+    return LocalBackend(state_dir, pools)
+
+
 def make_backend(
     kind: str,
     state_dir: Path,

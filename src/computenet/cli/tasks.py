@@ -15,7 +15,7 @@ from rich.table import Table
 
 from computenet.cli.output import console, fail, print_json, styled_state
 from computenet.errors import InvalidInput
-from computenet.model.task import TaskSpec
+from computenet.model.task import Policy, TaskSpec
 from computenet.node.views import TaskOut
 from computenet.sdk.client import Client
 
@@ -80,6 +80,9 @@ def register(app: typer.Typer) -> None:
         region: Annotated[list[str] | None, typer.Option(help="allowed GB/T 2260 region")] = None,
         max_price: Annotated[str | None, typer.Option(help="max price per card-hour")] = None,
         priority: Annotated[int | None, typer.Option()] = None,
+        policy: Annotated[Policy | None, typer.Option(help="placement policy")] = None,
+        dataset: Annotated[list[str] | None, typer.Option(help="dataset the task reads")] = None,
+        runtime_hint_s: Annotated[int | None, typer.Option(help="run time on a V100")] = None,
         wait: Annotated[bool, typer.Option("--wait", "-w", help="wait and show progress")] = False,
         json_out: Json = False,
         url: Url = None,
@@ -106,6 +109,12 @@ def register(app: typer.Typer) -> None:
             place["max_price_per_card_hour"] = max_price
         if priority is not None:
             place["priority"] = priority
+        if policy is not None:
+            place["policy"] = policy.value
+        if dataset:
+            place["datasets"] = dataset
+        if runtime_hint_s is not None:
+            place["runtime_hint_s"] = runtime_hint_s
         spec = _spec(data)
         with Client(url, token) as client:
             task_id = client.submit(spec)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import gateway, native, tes
+from computenet.node.api import gateway, native, sched, tes
 from computenet.node.runtime import NodeRuntime
 
 
@@ -34,6 +34,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     http_errors.install(app)
     app.add_middleware(http_errors.BodyLimit, max_bytes=rt.settings.max_body_bytes)
     app.include_router(native.router)
+    app.include_router(sched.router)
     app.include_router(tes.router)
     app.include_router(gateway.router)
 

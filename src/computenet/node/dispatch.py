@@ -31,6 +31,8 @@ from computenet.model.protocol import (
 )
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
+from computenet.node.sched_apply import placed_message, preempt, spec_update
+from computenet.node.sched_inputs import load_context
 from computenet.node.settings import NodeSettings
 from computenet.node.tasks import add_event, utcnow
 from computenet.sched.core import PoolView, TaskView, schedule
@@ -204,7 +206,7 @@ class Dispatcher:
                 return 0
             queued = list(
                 s.execute(
-                    select(t.Task.id, t.Task.priority, t.Task.seq, t.Task.reason)
+                    select(t.Task.id, t.Task.priority, t.Task.seq, t.Task.reason, t.Task.owner)
                     .where(t.Task.state == TaskState.QUEUED.value, t.Task.pool_cpi.is_(None))
                     .order_by(t.Task.priority.desc(), t.Task.seq)
                     .limit(SCHEDULE_BATCH)
@@ -219,9 +221,14 @@ class Dispatcher:
                 rows = s.execute(select(t.Task.id, t.Task.spec).where(t.Task.id.in_(missing)))
                 for tid, spec in rows:
                     self._specs[tid] = TaskSpec.model_validate(spec)
-        tasks = [TaskView(r.id, self._specs[r.id], r.priority, r.seq) for r in queued]
+            ctx = load_context(s)
+        tasks = [
+            TaskView(r.id, spec, r.priority, r.seq, spec.placement.tenant or r.owner)
+            for r in queued
+            for spec in (self._specs[r.id],)
+        ]
         old_reason = {r.id: r.reason for r in queued}
-        decisions = schedule(tasks, views)
+        decisions = schedule(tasks, views, ctx)
         placements = [d for d in decisions if d.pool is not None]
         reasons = [d for d in decisions if d.pool is None and d.reason != old_reason[d.task_id]]
         if not placements and not reasons:
@@ -230,6 +237,8 @@ class Dispatcher:
         placed = 0
         with self.db.write() as s:
             for d in placements:
+                for victim in d.preempt:
+                    preempt(s, victim, d.task_id, now, self._lease_lost)
                 result = s.execute(
                     update(t.Task)
                     .where(
@@ -237,7 +246,12 @@ class Dispatcher:
                         t.Task.state == TaskState.QUEUED.value,
                         t.Task.pool_cpi.is_(None),
                     )
-                    .values(pool_cpi=d.pool, reason="", updated_at=now)
+                    .values(
+                        pool_cpi=d.pool,
+                        reason="",
+                        updated_at=now,
+                        **spec_update(self._specs.get(d.task_id), d.variant),
+                    )
                 )
                 if getattr(result, "rowcount", 0):
                     s.execute(
@@ -246,7 +260,7 @@ class Dispatcher:
                             at=now,
                             attempt=0,
                             state=TaskState.QUEUED.value,
-                            message=f"placed on {d.pool}",
+                            message=placed_message(d, self._specs.get(d.task_id)),
                         )
                     )
                     placed += 1
@@ -276,6 +290,10 @@ class Dispatcher:
             return
         with self.db.write() as s:
             s.execute(update(t.Task).where(*waiting).values(reason=NO_POOLS))
+
+    def pool_views(self, s: Session) -> list[PoolView]:
+        """Every pool with its free capacity (the scheduler's view), read in session ``s``."""
+        return self._pool_views(s)
 
     def _pool_views(self, s: Session) -> list[PoolView]:
         """Every pool with its free capacity: its total less what placed and active tasks hold."""

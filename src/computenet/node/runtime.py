@@ -13,6 +13,7 @@ from computenet.errors import Conflict
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
+from computenet.node.scheduling import SchedService
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService, utcnow
@@ -42,6 +43,7 @@ class NodeRuntime:
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
+        self.sched = SchedService(self.db, self.dispatch)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
 

@@ -32,7 +32,7 @@ BACKEND_PARAMETERS: dict[str, str] = {
     "time_limit_s": "wall-clock limit in seconds",
     "regions": "comma-separated GB/T 2260 codes the task may run in",
     "regions_deny": "comma-separated GB/T 2260 codes the task must not run in",
-    "policy": "balanced or cheapest",
+    "policy": "balanced, cheapest, fastest, greenest or nearest",
     "max_price_per_card_hour": "price cap (decimal)",
     "priority": "integer, higher first",
     "pool": "pin to one CPI",

@@ -51,6 +51,23 @@ def shape_of(spec: TaskSpec, variant: int) -> Shape:
     return Shape(applied, variant, applied.resources.need())
 
 
+def _fold(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _models_matching(want: str, t: PoolTable) -> list[int]:
+    """Interned ids of pool models that ``want`` names: the exact id, or a family such as
+    'A100' that every matching id contains ('nvidia-a100-sxm-80g')."""
+    folded = _fold(want)
+    out = []
+    for key, ident in t.strings.ids.items():
+        if key.startswith("model:"):
+            have = key.removeprefix("model:")
+            if have == want.lower() or (folded and folded in _fold(have)):
+                out.append(ident)
+    return out
+
+
 def _software(sw: SoftwareRequest | None, t: PoolTable, n: int) -> tuple[B, B]:
     bad = np.zeros(n, bool)
     runtime_bad = np.zeros(n, bool)
@@ -98,7 +115,7 @@ def rule_masks(shape: Shape, t: PoolTable) -> dict[str, B]:
         if acc.vendor:
             bad = bad | (t.vendor != t.strings.find("vendor:" + acc.vendor.lower()))
         if acc.model:
-            bad = bad | (t.model != t.strings.find("model:" + acc.model.lower()))
+            bad = bad | ~np.isin(t.model, _models_matching(acc.model, t))
         out["accelerator"] = bad
         if acc.min_memory_gib:
             out["accelerator_memory"] = t.card_mem_mib < acc.min_memory_gib * 1024

@@ -160,6 +160,32 @@ class Client:
         """Every pool the node knows."""
         return [PoolOut.model_validate(p) for p in self._request("GET", "/api/v1/pools")]
 
+    def offers(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Ranked offers for a task template given as ``/api/v1/offers`` query parameters."""
+        out: list[dict[str, Any]] = self._request("GET", "/api/v1/offers", params=params)
+        return out
+
+    def explain(self, task_id: str) -> dict[str, Any]:
+        """Why a task waits, or why its pool won."""
+        out: dict[str, Any] = self._request("GET", f"/api/v1/tasks/{task_id}/explain")
+        return out
+
+    def add_dataset(
+        self, name: str, size_bytes: int, regions: list[str], description: str = ""
+    ) -> dict[str, Any]:
+        """Register (or update) a dataset and where its replicas are."""
+        body = {"name": name, "size_bytes": size_bytes, "regions": regions}
+        body["description"] = description
+        out: dict[str, Any] = self._request("POST", "/api/v1/datasets", json=body)
+        return out
+
+    def datasets(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Registered datasets, or the one named."""
+        if name is not None:
+            return [self._request("GET", f"/api/v1/datasets/{name}")]
+        out: list[dict[str, Any]] = self._request("GET", "/api/v1/datasets")
+        return out
+
     def resolve(self, cpi: str) -> dict[str, Any]:
         """A CPI's resource record."""
         out: dict[str, Any] = self._request("GET", f"/api/v1/resolve/{cpi}")
