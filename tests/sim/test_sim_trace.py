@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from computenet.errors import InvalidInput
+from computenet.sched.pooltable import workload_throughputs
 from computenet.sim.trace import Job, read_csv, read_gavel, scale_arrivals, synthetic, write_csv
 
 DATA = Path(__file__).with_name("data")
@@ -125,8 +126,11 @@ def test_synthetic_is_deterministic_per_seed() -> None:
     assert arrivals == sorted(arrivals)
     assert {j.cards for j in jobs} <= {1, 2, 4, 8}
     assert {j.tenant for j in jobs} == {"tenant-0", "tenant-1", "tenant-2"}
-    # the fastest card is faster for every job
-    assert all(j.runtime_s[V100] < j.runtime_s[K80] for j in jobs)
+    # each job's speeds follow its workload's row of the core's throughput table, +-10 %
+    table = workload_throughputs()
+    for j in jobs:
+        measured = table[j.workload]["v100"] / table[j.workload]["k80"]
+        assert j.runtime_s[K80] / j.runtime_s[V100] == pytest.approx(measured, rel=0.23)
 
 
 def test_arrival_scale_compresses_time_only() -> None:

@@ -15,7 +15,7 @@ import csv
 import json
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from computenet.errors import InvalidInput
 from computenet.model.pool import REGION_CODE
+from computenet.sched.pooltable import workload_throughputs
 from computenet.sim.topology import GAVEL_CARDS
 
 RUNTIME_PREFIX = "runtime_s."
@@ -230,26 +231,27 @@ def synthetic(
     tenants: int = 4,
     origins: Sequence[str] = (),
     mean_interarrival_s: float = 300.0,
-    speedups: dict[str, float] | None = None,
 ) -> list[Job]:
     """A seeded synthetic trace: Poisson arrivals, 1-8 cards, log-normal work, some inputs.
 
-    ``speedups`` maps accelerator model -> speed relative to the slowest (default: the three
-    Gavel cards at their median ratios over the MSR trace, 1 : 3.1 : 4.2).
+    Each job is one of the workloads of the scheduler's throughput table (Gavel's job types);
+    its run time on each Gavel card follows that workload's measured speeds, jittered by up
+    to 10 % (multi-card jobs do not scale exactly as one card measures).
     """
-    speed = speedups or {
-        GAVEL_CARDS["k80"][0]: 1.0,
-        GAVEL_CARDS["p100"][0]: 3.1,
-        GAVEL_CARDS["v100"][0]: 4.2,
-    }
+    table = workload_throughputs()
+    names = sorted(table)
     rng = random.Random(seed)
     t = 0.0
     jobs: list[Job] = []
     for i in range(n_jobs):
         t += rng.expovariate(1 / mean_interarrival_s)
-        work_s = rng.lognormvariate(math.log(3 * 3600), 1.2)  # on the slowest card
-        # Each model's speed is jittered per job: real speedups depend on the workload.
-        runtime = {m: work_s / (s * rng.uniform(0.8, 1.2)) for m, s in speed.items()}
+        workload = rng.choice(names)
+        rates = table[workload]
+        work_s = rng.lognormvariate(math.log(3 * 3600), 1.2)  # on one K80
+        runtime = {
+            model: work_s * rates["k80"] / (rates[kind] * rng.uniform(0.9, 1.1))
+            for kind, (model, _, _, _) in GAVEL_CARDS.items()
+        }
         jobs.append(
             Job(
                 job_id=f"syn-{i:05d}",
@@ -259,14 +261,10 @@ def synthetic(
                 runtime_s=runtime,
                 origin=rng.choice(list(origins)) if origins else "",
                 input_gb=round(rng.lognormvariate(math.log(20), 1.0), 3),
+                workload=workload,
             )
         )
     return jobs
-
-
-def tenants_of(jobs: Iterable[Job]) -> list[str]:
-    """Tenants in a trace, sorted."""
-    return sorted({j.tenant for j in jobs})
 
 
 def scale_arrivals(jobs: Sequence[Job], factor: float) -> list[Job]:
