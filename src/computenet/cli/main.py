@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import billing, ops, sched, tasks
+from computenet.cli import billing, ops, sched, sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 
@@ -26,6 +26,7 @@ tasks.register(app)
 ops.register(app)
 billing.register(app)
 sched.register(app)
+sim.register(app)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")

@@ -1,0 +1,1 @@
+"""Trace-driven simulator: the live scheduling core, run in virtual time against a topology."""

@@ -1,0 +1,155 @@
+"""The one place the simulator meets the live scheduling core (``computenet.sched``).
+
+Jobs and pools are translated to the core's own inputs (TaskView, PoolView, Context) and
+its decisions back. Nothing here ranks or filters pools: every choice is the core's, made
+from what a live node would know (a runtime hint, a workload name, where the data is), while
+the engine runs each job for its true time on the card it got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from computenet.errors import InvalidInput
+from computenet.model.pool import Accelerator, Capacity, PoolHealth, PoolSpec, Region
+from computenet.model.task import (
+    MAX_TIME_LIMIT_S,
+    AcceleratorRequest,
+    Executor,
+    Placement,
+    Policy,
+    Resources,
+    TaskSpec,
+)
+from computenet.sched.core import Context, Dataset, PoolView, TaskView, TenantShare, schedule
+from computenet.sched.estimates import REFERENCE_MODEL
+from computenet.sched.pooltable import workload_throughputs
+from computenet.sim.topology import SimPool, Topology
+from computenet.sim.trace import Job
+
+# The simulator tracks cards only; CPU and memory are sized so they never bind.
+_CORES_PER_CARD = 16
+_MEMORY_MIB_PER_CARD = 128 * 1024
+
+CORE_POLICIES: tuple[str, ...] = tuple(p.value for p in Policy)
+
+
+def pool_spec(pool: SimPool) -> PoolSpec:
+    """The PoolSpec a gateway would declare for ``pool``."""
+    return PoolSpec(
+        label=pool.pool_id.rsplit("/", 1)[-1],
+        backend="sim",
+        cpu_cores=_CORES_PER_CARD * pool.cards_per_machine,
+        memory_mib=_MEMORY_MIB_PER_CARD * pool.cards_per_machine,
+        machines=pool.machines,
+        accelerator=Accelerator(
+            vendor=pool.vendor,
+            model=pool.accelerator,
+            memory_mib=pool.memory_gib * 1024,
+            count=pool.cards_per_machine,
+        ),
+        region=Region(code=pool.region, name=pool.site, lat=pool.lat, lon=pool.lon),
+        price_per_card_hour=pool.price_per_card_hour,
+        labels={"pue": str(pool.pue), "carbon_g_per_kwh": str(pool.carbon_g_per_kwh)},
+    )
+
+
+def task_spec(job: Job, policy: Policy, pools: Sequence[SimPool]) -> TaskSpec:
+    """The TaskSpec a consumer would submit for ``job`` under ``policy``.
+
+    It asks for ``cards`` cards of any model with the memory the job needs (or pins the one
+    model it runs on), hints its run time on one model, names its workload when the core's
+    throughput table knows it, and points at its input data. A job whose usable models the
+    core's constraints cannot express is refused.
+    """
+    usable = sorted({p.accelerator for p in pools if p.accelerator in job.runtime_s})
+    if not usable:
+        raise InvalidInput(f"job {job.job_id} runs on no accelerator model in the topology")
+    model = usable[0] if len(usable) == 1 else None
+    if model is None:
+        admitted = {p.accelerator for p in pools if p.memory_gib >= job.min_memory_gib}
+        if not admitted <= set(usable):
+            raise InvalidInput(
+                f"job {job.job_id}: runs on {', '.join(usable)}, which neither one model "
+                "nor a minimum card memory describes"
+            )
+    hint_model = REFERENCE_MODEL if REFERENCE_MODEL in job.runtime_s else usable[-1]
+    # Hints are whole seconds up to the longest time limit a task may ask for.
+    hint_s = min(MAX_TIME_LIMIT_S, max(1, round(job.runtime_s[hint_model])))
+    known = job.workload in workload_throughputs()
+    return TaskSpec(
+        name=job.job_id,
+        executors=[Executor(command=["sim"])],
+        resources=Resources(
+            cpu_cores=1,
+            ram_gb=1.0,
+            accelerator=AcceleratorRequest(
+                model=model, count=job.cards, min_memory_gib=job.min_memory_gib or None
+            ),
+        ),
+        placement=Placement(
+            policy=policy,
+            priority=job.priority,
+            tenant=job.tenant,
+            origin_region=job.origin or None,
+            datasets=[job.job_id] if job.origin and job.input_gb > 0 else [],
+            runtime_hint_s=hint_s,
+            hint_model=hint_model,
+            workload=job.workload if known else None,
+        ),
+    )
+
+
+class CorePlacer:
+    """Runs ``computenet.sched.core.schedule`` under one of its policies."""
+
+    def __init__(self, policy: str, topology: Topology, jobs: Sequence[Job]) -> None:
+        self.name = policy
+        self._pools = {p.pool_id: p for p in topology.pools}
+        self._specs = {p.pool_id: pool_spec(p) for p in topology.pools}
+        self._tasks = {
+            j.job_id: TaskView(
+                j.job_id, task_spec(j, Policy(policy), topology.pools), j.priority, seq, j.tenant
+            )
+            for seq, j in enumerate(jobs)
+        }
+        self._tenants = sorted({j.tenant for j in jobs})
+        self._datasets = {
+            j.job_id: Dataset(j.job_id, round(j.input_gb * 1e9), (j.origin,))
+            for j in jobs
+            if j.origin and j.input_gb > 0
+        }
+        self._network = topology.network
+
+    def place(
+        self,
+        now_s: float,
+        pending: Sequence[Job],
+        free: Mapping[str, int],
+        held: Mapping[str, int],
+    ) -> list[tuple[Job, SimPool]]:
+        """One scheduling round of the core over ``pending``: equal tenant weights, usage =
+        cards each tenant holds now."""
+        views = [
+            PoolView(
+                cpi,
+                spec,
+                PoolHealth.HEALTHY,
+                Capacity(
+                    cpu_cores=_CORES_PER_CARD * free[cpi],
+                    memory_mib=_MEMORY_MIB_PER_CARD * free[cpi],
+                    accelerators=free[cpi],
+                ),
+            )
+            for cpi, spec in self._specs.items()
+        ]
+        ctx = Context(
+            network=self._network,
+            datasets=self._datasets,
+            tenants={
+                t: TenantShare(weight=1.0, usage=float(held.get(t, 0))) for t in self._tenants
+            },
+        )
+        by_id = {j.job_id: j for j in pending}
+        decisions = schedule([self._tasks[j.job_id] for j in pending], views, ctx)
+        return [(by_id[d.task_id], self._pools[d.pool]) for d in decisions if d.pool is not None]
