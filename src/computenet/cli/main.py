@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import tasks
+from computenet.cli import federation, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 tasks.register(app)
+federation.register(app)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
@@ -51,6 +52,11 @@ def up(
     measure: Annotated[
         bool, typer.Option("--measure", help="measure matmul throughput and declare it")
     ] = False,
+    level: Annotated[str, typer.Option(help="national, regional or industry")] = "national",
+    parent: Annotated[str | None, typer.Option(help="parent node URL (child nodes)")] = None,
+    enrol_token: Annotated[
+        str | None, typer.Option(help="child enrolment token from the parent (first start)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start a node with an embedded SQLite store and a local gateway, in one process."""
@@ -59,7 +65,14 @@ def up(
 
     serve.setup_logging(verbose)
     base = data_dir or serve.default_data_dir()
-    settings = NodeSettings(data_dir=base, node_code=code)
+    settings = NodeSettings(
+        data_dir=base,
+        node_code=code,
+        level=level,
+        public_url=f"http://{host}:{port}",
+        parent_url=parent,
+        enrol_token=enrol_token,
+    )
     backend = serve.local_backend(
         base / "gateway",
         "host",
@@ -84,6 +97,16 @@ def node(
     level: Annotated[str, typer.Option(help="national, regional or industry")] = "national",
     name: Annotated[str, typer.Option(help="display name")] = "ComputeNet node",
     lease_ttl_s: Annotated[float, typer.Option(min=1.0, help="task lease lifetime")] = 30.0,
+    parent: Annotated[str | None, typer.Option(help="parent node URL (child nodes)")] = None,
+    enrol_token: Annotated[
+        str | None, typer.Option(help="child enrolment token from the parent (first start)")
+    ] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL other nodes reach this one at [default: listen URL]")
+    ] = None,
+    fed_timeout_s: Annotated[
+        float, typer.Option(min=0.5, help="a silent child's pools turn unavailable after this")
+    ] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
@@ -100,6 +123,10 @@ def node(
         level=level,
         name=name,
         lease_ttl_s=lease_ttl_s,
+        public_url=public_url or f"http://{host}:{port}",
+        parent_url=parent,
+        enrol_token=enrol_token,
+        fed_timeout_s=fed_timeout_s,
     )
     _run(serve.serve_node(settings, host, port, _say))
 

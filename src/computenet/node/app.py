@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import gateway, native, tes
+from computenet.node.api import federation, gateway, native, tes
 from computenet.node.runtime import NodeRuntime
 
 
@@ -36,6 +36,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(native.router)
     app.include_router(tes.router)
     app.include_router(gateway.router)
+    app.include_router(federation.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -81,6 +81,9 @@ class Dispatcher:
         # Parsed specs of queued tasks and pools, so a pass does not re-validate them.
         self._specs: dict[str, TaskSpec] = {}
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
+        # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
+        # forwarded to its owner by computenet.federation (the runtime sets this).
+        self.remote_pools: Callable[[Session], list[PoolView]] = lambda _s: []
 
     # ---- gateways and pools -------------------------------------------------------
 
@@ -198,7 +201,7 @@ class Dispatcher:
         one short transaction, each guarded so that a task cancelled meanwhile stays so.
         """
         with self.db.read() as s:
-            views = self._pool_views(s)
+            views = self._pool_views(s) + self.remote_pools(s)
             if not views:
                 self._explain_no_pools(s)
                 return 0

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from computenet.errors import Conflict
+from computenet.federation.enrol import prepare_identity
+from computenet.federation.service import Federation
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
@@ -34,14 +36,17 @@ class NodeRuntime:
     """Everything a node process holds while it runs."""
 
     def __init__(self, settings: NodeSettings) -> None:
-        validate_node_code(settings.node_code)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        identity = prepare_identity(settings)  # a child enrols here on its first start
+        validate_node_code(settings.node_code)
         self.settings = settings
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.auth = Authenticator(self.db)
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
+        self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
+        self.dispatch.remote_pools = self.federation.index.remote_pools
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
 
@@ -96,6 +101,7 @@ class NodeRuntime:
         self._loops = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+            *self.federation.loops(),
         ]
 
     async def stop(self) -> None:
@@ -105,6 +111,7 @@ class NodeRuntime:
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.federation.close()
         self.db.dispose()
 
     async def _scheduler_loop(self) -> None:

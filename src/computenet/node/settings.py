@@ -21,3 +21,10 @@ class NodeSettings:
     max_attempts: int = 3
     housekeeping_s: float = 1.0
     max_body_bytes: int = 8 * 1024 * 1024
+    # Federation: this node's URL as others reach it, and its parent when it is a child.
+    public_url: str = ""
+    parent_url: str | None = None
+    enrol_token: str | None = None
+    fed_sync_s: float = 0.5  # push/pull period of the pool index and forwarded tasks
+    fed_timeout_s: float = 10.0  # a silent child's pools turn unavailable after this
+    resolve_ttl_s: float = 30.0

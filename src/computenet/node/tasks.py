@@ -83,11 +83,14 @@ class TaskService:
             newest = s.scalar(select(func.max(t.Task.seq)))
         self._seq.floor(int(newest or 0))
 
-    def submit(self, spec: TaskSpec, owner: str, client_key: str | None = None) -> tuple[str, bool]:
+    def submit(
+        self, spec: TaskSpec, owner: str, client_key: str | None = None, tid: str | None = None
+    ) -> tuple[str, bool]:
         """Store a new task and queue it; return ``(id, created)``.
 
         With a ``client_key``, a repeated submission returns the first task instead of a
-        second one; reusing the key for a different task is refused.
+        second one; reusing the key for a different task is refused. ``tid`` keeps the global
+        id of a task forwarded from another node.
         """
         if spec.placement.pool is not None:
             pinned = str(CPI.parse(spec.placement.pool))
@@ -107,7 +110,7 @@ class TaskService:
         check_storable(stored)
         now = utcnow()
         need = spec.resources.need()
-        tid = task_id(self.node_code)
+        tid = tid or task_id(self.node_code)
         row = {
             "id": tid,
             "seq": self._seq.next(),
