@@ -9,6 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from computenet.errors import Unauthorized
+from computenet.federation.enrol import enrol_with_parent
+from computenet.federation.envelope import Envelope, seal
+from computenet.federation.keys import CertBody, Identity, public_b64, sign_cert
 from fedproc import Member, start_member, wait_for
 from nodeproc import cli
 
@@ -108,3 +112,89 @@ def test_resolve_gives_the_same_record_everywhere(fed: dict[str, Member]) -> Non
         fed["industry"].token,
     )
     assert out.returncode != 0 and "cn.52/guizhou/nope" in out.stderr + out.stdout
+
+
+# ---- trust: each refusal is a JSON error with a reason, and logged ------------------------
+
+
+def _send(url: str, env: Envelope) -> httpx.Response:
+    return httpx.post(f"{url}/federation/v1/msg/{env.kind}", json=env.model_dump(mode="json"))
+
+
+@pytest.fixture(scope="module")
+def rogue(fed: dict[str, Member]) -> Identity:
+    """A real child of the national node, enrolled with a real token."""
+    tok = fed["national"].post("/federation/v1/tokens", {"label": "99"})["enrol_token"]
+    return enrol_with_parent(fed["national"].url, tok, "http://127.0.0.1:9")
+
+
+def _refused(r: httpx.Response, status: int, reason: str, log: str, proc: Member) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == reason and body["message"]
+    wait_for("refusal logged", lambda: log in proc.proc.output(), 10)
+
+
+def test_bad_signature_is_refused(fed: dict[str, Member], rogue: Identity) -> None:
+    env = seal(rogue, "sync.push", {"seq": 1, "full": True, "records": []})
+    env.body["full"] = False  # tampered after signing
+    r = _send(fed["national"].url, env)
+    _refused(r, 401, "bad_signature", "refused sync.push message from cn.99", fed["national"])
+
+
+def test_replayed_message_is_refused(fed: dict[str, Member], rogue: Identity) -> None:
+    env = seal(rogue, "index.pull", {"after": 0})
+    assert _send(fed["national"].url, env).status_code == 200
+    r = _send(fed["national"].url, env)
+    _refused(r, 401, "replayed", "was already used", fed["national"])
+
+
+def test_child_claiming_a_code_outside_its_prefix_is_refused(
+    fed: dict[str, Member], rogue: Identity
+) -> None:
+    record = {"cpi": GZ_POOL, "node": "cn.52", "health": "healthy", "spec": {}}
+    env = seal(rogue, "sync.push", {"seq": 1, "full": True, "records": [record]})
+    r = _send(fed["national"].url, env)
+    _refused(r, 403, "outside_prefix", "may not publish cn.52/guizhou/host", fed["national"])
+    # A certificate the child signed itself for a code outside its prefix fails the same way.
+    forged = CertBody(
+        code="cn.52",
+        level="regional",
+        url="http://127.0.0.1:9",
+        public_key=public_b64(rogue.key),
+        issuer="cn.99",
+        issued_at="2026-01-01T00:00:00",
+    )
+    liar = Identity(rogue.key, [*rogue.chain, sign_cert(rogue.key, forged)], None)
+    r = _send(fed["national"].url, seal(liar, "index.pull", {"after": 0}))
+    _refused(r, 403, "outside_prefix", "is not inside its issuer's prefix", fed["national"])
+    # Nothing it sent reached the index.
+    assert all(row["via"] != "cn.99" for row in fed["national"].get("/federation/v1/index"))
+
+
+def test_enrolment_with_a_wrong_token_is_refused(fed: dict[str, Member]) -> None:
+    with pytest.raises(Unauthorized, match="invalid enrolment token"):
+        enrol_with_parent(fed["national"].url, "cnn_not-a-real-token", "http://127.0.0.1:9")
+    wait_for(
+        "refusal logged",
+        lambda: (
+            "refused enrolment from http://127.0.0.1:9: invalid enrolment token"
+            in fed["national"].proc.output()
+        ),
+        10,
+    )
+    out = cli(
+        "node",
+        "--data-dir",
+        str(Path(fed["national"].data_dir).parent / "bad"),
+        "--port",
+        "9",
+        "--level",
+        "regional",
+        "--parent",
+        fed["national"].url,
+        "--enrol-token",
+        "cnn_bad-but-long-enough",
+    )
+    assert out.returncode != 0 and "refused enrolment" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr

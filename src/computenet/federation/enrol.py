@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
 from computenet.errors import Conflict, InvalidInput, Unauthorized, Unavailable
@@ -135,7 +135,10 @@ def accept_enrolment(db: Database, ident: Identity, req: EnrolIn) -> EnrolOut:
 def enrol_with_parent(parent_url: str, token: str, url: str) -> Identity:
     """Child side: make a key pair, enrol at the parent and return the new identity."""
     key = Ed25519PrivateKey.generate()
-    req = EnrolIn(token=token, public_key=public_b64(key), url=url, proof="")
+    try:
+        req = EnrolIn(token=token, public_key=public_b64(key), url=url, proof="")
+    except ValidationError:
+        raise InvalidInput("the enrolment token or this node's URL is malformed") from None
     req.proof = b64(key.sign(req.signed_part()))
     try:
         resp = httpx.post(

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from computenet.errors import InvalidInput
+from computenet.errors import ComputeNetError, InvalidInput
 from computenet.federation.enrol import EnrolIn, EnrolOut, accept_enrolment, issue_token
 from computenet.federation.envelope import Envelope, ReplayGuard, open_envelope, seal
 from computenet.federation.forward import Forwarder
@@ -63,7 +63,11 @@ class Federation:
         if handler is None:
             raise InvalidInput(f"unknown federation message {kind!r}")
         sender = open_envelope(env, self.ident.root_key, self.guard, kind=kind)
-        body = handler(sender, env.body)
+        try:
+            body = handler(sender, env.body)
+        except ComputeNetError as exc:
+            log.warning("refused %s message from %s: %s", kind, sender.code, exc.message)
+            raise
         return seal(self.ident, f"{kind}.reply", {**body, "in_reply_to": env.nonce})
 
     def _handle_resolve(self, _sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
