@@ -13,7 +13,7 @@ from computenet.errors import Unauthorized
 from computenet.federation.enrol import enrol_with_parent
 from computenet.federation.envelope import Envelope, seal
 from computenet.federation.keys import CertBody, Identity, public_b64, sign_cert
-from fedproc import Member, start_member, wait_for
+from fedproc import Member, restart, start_member, wait_for
 from nodeproc import cli
 
 GZ_POOL = "cn.52/guizhou/host"
@@ -198,3 +198,59 @@ def test_enrolment_with_a_wrong_token_is_refused(fed: dict[str, Member]) -> None
     )
     assert out.returncode != 0 and "refused enrolment" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+# ---- partitions: runs last, it kills and restarts Guizhou ---------------------------------
+
+
+def _health_of(m: Member, owner: str) -> set[str]:
+    return {r["health"] for r in m.get(f"/federation/v1/index?owner={owner}")}
+
+
+def test_killed_regional_node_reconciles_without_loss_or_rerun(
+    fed: dict[str, Member], tmp_path: Path
+) -> None:
+    nat, sh, gz = fed["national"], fed["shanghai"], fed["guizhou"]
+    effects = tmp_path / "effects"
+
+    def task(name: str, regions: list[str], sleep_s: int = 0) -> str:
+        cmd = f"sleep {sleep_s}; echo {name} >> {effects}"
+        return str(sh.post("/api/v1/tasks", _task(cmd, regions, name))["id"])
+
+    # Two tasks running under Guizhou when it dies (its gateway keeps running them).
+    running = [task(f"run{i}", ["52"], 6) for i in range(2)]
+    for tid in running:
+        wait_for("running", lambda tid=tid: sh.get(f"/api/v1/tasks/{tid}")["state"] == "RUNNING")
+    gz.proc.kill9()
+    # Forwarded while Guizhou is down: never confirmed, so withdrawn and re-queued.
+    unconfirmed = task("unconfirmed", ["52"])
+    wait_for(
+        "Guizhou unavailable at the national node",
+        lambda: _health_of(nat, "cn.52") == {"unavailable"},
+        30,
+    )
+    wait_for(
+        "Guizhou unavailable at Shanghai", lambda: _health_of(sh, "cn.52") == {"unavailable"}, 30
+    )
+    # New work that may run in Guizhou or Beijing goes to Beijing (the national node's pool).
+    elsewhere = task("elsewhere", ["52", "11"])
+    done = wait_for(
+        "task placed elsewhere completes",
+        lambda: (t := sh.get(f"/api/v1/tasks/{elsewhere}"))["state"] == "COMPLETE" and t,
+    )
+    assert done["pool"] == "cn/national/host"
+    waiting = sh.get(f"/api/v1/tasks/{unconfirmed}")
+    assert waiting["state"] == "QUEUED" and waiting.get("pool") is None, waiting
+    assert any("forward withdrawn" in e["message"] for e in waiting["events"])
+    # Guizhou comes back: its pools return, the running tasks finish once, the waiting one runs.
+    restart(gz)
+    wait_for("Guizhou healthy at Shanghai", lambda: _health_of(sh, "cn.52") == {"healthy"}, 30)
+    for tid in [*running, unconfirmed]:
+        wait_for(
+            f"{tid} completes",
+            lambda tid=tid: sh.get(f"/api/v1/tasks/{tid}")["state"] == "COMPLETE",
+            90,
+        )
+        assert sh.get(f"/api/v1/tasks/{tid}")["pool"] == GZ_POOL
+    lines = sorted(effects.read_text().split())
+    assert lines == ["elsewhere", "run0", "run1", "unconfirmed"]
