@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from computenet.federation.keys import CertBody, Identity, public_b64, sign_cert
 from nodeproc import Proc, admin_token, free_port, start_gateway, start_node
 
 TIMEOUT_S = "3"  # a silent child's pools turn unavailable after this (short for tests)
@@ -87,3 +89,20 @@ def start_member(
 def restart(m: Member) -> None:
     """Start a member's node again on the same port and data (it keeps its identity)."""
     m.proc = start_node(m.data_dir, m.port, *m.node_args)
+
+
+NOW = "2026-11-21T00:00:00+00:00"
+
+
+def child_of(parent: Identity, code: str) -> Identity:
+    """A child identity certified by ``parent`` (for unit tests of trust)."""
+    key = Ed25519PrivateKey.generate()
+    body = CertBody(
+        code=code,
+        level="regional",
+        url=f"http://{code}",
+        public_key=public_b64(key),
+        issuer=parent.code,
+        issued_at=NOW,
+    )
+    return Identity(key, [*parent.chain, sign_cert(parent.key, body)], parent.url)

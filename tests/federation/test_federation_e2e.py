@@ -103,6 +103,17 @@ def test_resolve_gives_the_same_record_everywhere(fed: dict[str, Member]) -> Non
         assert (a["cpi"], a["served_by"], rec["node"]) == (GZ_POOL, "cn.52", "cn.52")
         assert rec["spec"] == answers[0]["record"]["spec"]
         assert rec["served_by_url"] == fed["guizhou"].url
+    # A second answer comes from the industry node's cache, until the record changes.
+    ind, gz = fed["industry"], fed["guizhou"]
+    assert ind.get(f"/api/v1/resolve/{GZ_POOL}")["cached"] is True
+    tid = gz.post("/api/v1/tasks", _task("sleep 30", ["52"]))["id"]
+    # Seen well within the 30 s TTL: the change invalidated the cached answer.
+    wait_for(
+        "changed record re-resolved",
+        lambda: ind.get(f"/api/v1/resolve/{GZ_POOL}")["record"]["running_tasks"] == 1,
+        20,
+    )
+    gz.post(f"/api/v1/tasks/{tid}/cancel")
     out = cli(
         "resolve",
         "cn.52/guizhou/nope",
