@@ -68,12 +68,18 @@ def child_token(parent: Member, label: str, level: str) -> str:
 
 
 def start_member(
-    base: Path, name: str, parent: Member | None, label: str, level: str, region: str
+    base: Path,
+    name: str,
+    parent: Member | None,
+    label: str,
+    level: str,
+    region: str,
+    *extra: str,
 ) -> Member:
     """Start a node (enrolled under ``parent``) and a local gateway with 2 cores in ``region``."""
     port = free_port()
     data = base / name
-    args = ["--fed-timeout-s", TIMEOUT_S]
+    args = ["--fed-timeout-s", TIMEOUT_S, *extra]
     if parent is not None:
         tok = child_token(parent, label, level)
         args += ["--level", level, "--parent", parent.url, "--enrol-token", tok]

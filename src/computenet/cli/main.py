@@ -107,6 +107,9 @@ def node(
     fed_timeout_s: Annotated[
         float, typer.Option(min=0.5, help="a silent child's pools turn unavailable after this")
     ] = 10.0,
+    resolve_ttl_s: Annotated[
+        float, typer.Option(min=0.0, help="how long answers from other nodes are cached")
+    ] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
@@ -127,6 +130,7 @@ def node(
         parent_url=parent,
         enrol_token=enrol_token,
         fed_timeout_s=fed_timeout_s,
+        resolve_ttl_s=resolve_ttl_s,
     )
     _run(serve.serve_node(settings, host, port, _say))
 

@@ -192,18 +192,24 @@ class PoolIndex:
 
     def remote_pools(self, s: Session) -> list[PoolView]:
         """Pools of other nodes, available now, for the scheduler (free = their total:
-        the owning node queues what it cannot start at once)."""
-        rows = s.execute(
-            select(FedPool.cpi, FedPool.record, FedPool.seq).where(
-                FedPool.via != self.code, FedPool.health == PoolHealth.HEALTHY.value
+        the owning node queues what it cannot start at once). Only records that changed since
+        the last call are read and parsed, so a large index costs one narrow scan a pass."""
+        rows = list(
+            s.execute(
+                select(FedPool.cpi, FedPool.seq).where(
+                    FedPool.via != self.code, FedPool.health == PoolHealth.HEALTHY.value
+                )
             )
         )
+        stale = [cpi for cpi, seq in rows if self._specs.get(cpi, (-1,))[0] != seq]
+        for i in range(0, len(stale), 500):
+            chunk = stale[i : i + 500]
+            for cpi, seq, rec in s.execute(
+                select(FedPool.cpi, FedPool.seq, FedPool.record).where(FedPool.cpi.in_(chunk))
+            ):
+                self._specs[cpi] = (seq, PoolSpec.model_validate(rec["spec"]))
         views = []
-        for cpi, rec, seq in rows:
-            cached = self._specs.get(cpi)
-            if cached is None or cached[0] != seq:
-                cached = (seq, PoolSpec.model_validate(rec["spec"]))
-                self._specs[cpi] = cached
-            spec = cached[1]
+        for cpi, _seq in rows:
+            spec = self._specs[cpi][1]
             views.append(PoolView(cpi, spec, PoolHealth.HEALTHY, spec.total()))
         return views
