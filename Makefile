@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UP_ARGS ?=
 
-.PHONY: up test lint fmt bench bench-backends clean
+.PHONY: up test lint fmt bench bench-backends bench-federation demo clean
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -41,6 +41,14 @@ bench: $(VENV)/.installed-dev
 
 bench-backends: $(VENV)/.installed-dev
 	$(BIN)/python bench/backend_overhead.py
+
+bench-federation: $(VENV)/.installed-dev
+	$(BIN)/python bench/federation.py
+
+# A national, two regional (Shanghai, Guizhou) and an industry node on loopback, each with a
+# local gateway; data in ./federation-demo. Ctrl-C stops them.
+demo: $(VENV)/.installed
+	$(BIN)/computenet demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 import fedproc  # type: ignore[import-not-found,unused-ignore]  # noqa: E402  (typed with MYPYPATH=tests)
 import nodeproc  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
-
 from computenet.federation.enrol import enrol_with_parent  # noqa: E402
 from computenet.federation.envelope import seal  # noqa: E402
 from computenet.federation.keys import Identity  # noqa: E402

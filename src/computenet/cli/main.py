@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import federation, tasks
+from computenet.cli import demo, federation, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 
@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 tasks.register(app)
 federation.register(app)
+demo.register(app)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
