@@ -180,6 +180,10 @@ def prepare_identity(settings: NodeSettings) -> Identity:
                 raise InvalidInput(f"a {settings.level} node needs --parent (its parent's URL)")
             ident = root_identity(settings.node_code, url, datetime.now(UTC).isoformat())
         ident.save(path)
+    elif ident.parent_code is None and ident.code != settings.node_code:
+        raise Conflict(
+            f"this data directory belongs to node {ident.code!r}, not {settings.node_code!r}"
+        )
     elif ident.parent_code is None and ident.url != url and url:
         # The root may move: re-sign its own certificate; the key, and so the trust, stay.
         ident = root_identity(ident.code, url, datetime.now(UTC).isoformat(), ident.key)

@@ -75,7 +75,9 @@ class Resolver:
                 for child in s.scalars(select(FedChild)):
                     if node_code_within(node, child.code):
                         return child.url
-            raise NotFound(f"no node {node} is enrolled under {self.ident.code}")
+            raise NotFound(
+                f"no resource {node}/...: no node {node} is enrolled under {self.ident.code}"
+            )
         if self.ident.parent_url is None:
             raise InvalidInput(f"CPI node {node!r} lies outside this node's prefix (the root)")
         return self.ident.parent_url
