@@ -75,8 +75,10 @@ def start_member(
     level: str,
     region: str,
     *extra: str,
+    price_per_core_hour: str = "0",
 ) -> Member:
-    """Start a node (enrolled under ``parent``) and a local gateway with 2 cores in ``region``."""
+    """Start a node (enrolled under ``parent``) and a local gateway with 2 cores in ``region``;
+    ``extra`` goes to the node's command line."""
     port = free_port()
     data = base / name
     args = ["--fed-timeout-s", TIMEOUT_S, *extra]
@@ -88,7 +90,17 @@ def start_member(
     token = admin_token(proc)
     code = httpx.get(f"{url}/federation/v1/node", timeout=5).json()["code"]
     m = Member(name, code, url, port, data, token, proc, node_args=args)
-    m.gateway = start_gateway(url, token, base / f"{name}-gw", name, 2, "--region", region)
+    m.gateway = start_gateway(
+        url,
+        token,
+        base / f"{name}-gw",
+        name,
+        2,
+        "--region",
+        region,
+        "--price-per-core-hour",
+        price_per_core_hour,
+    )
     return m
 
 

@@ -24,7 +24,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Member]]
     base = tmp_path_factory.mktemp("fed")
     members: dict[str, Member] = {}
     try:
-        members["national"] = start_member(base, "national", None, "", "national", "11")
+        members["national"] = start_member(
+            base, "national", None, "", "national", "11", price_per_core_hour="1"
+        )
         nat = members["national"]
         members["shanghai"] = start_member(base, "shanghai", nat, "31", "regional", "31")
         members["guizhou"] = start_member(base, "guizhou", nat, "52", "regional", "52")
@@ -48,11 +50,13 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Member]]
             m.proc.stop()
 
 
-def _task(cmd: str, regions: list[str], name: str = "t") -> dict[str, object]:
+def _task(
+    cmd: str, regions: list[str], name: str = "t", policy: str = "balanced"
+) -> dict[str, object]:
     return {
         "name": name,
         "executors": [{"image": "local", "command": ["sh", "-c", cmd]}],
-        "placement": {"regions": regions},
+        "placement": {"regions": regions, "policy": policy},
     }
 
 
@@ -105,7 +109,8 @@ def test_resolve_gives_the_same_record_everywhere(fed: dict[str, Member]) -> Non
         assert rec["served_by_url"] == fed["guizhou"].url
     # A second answer comes from the industry node's cache, until the record changes.
     ind, gz = fed["industry"], fed["guizhou"]
-    assert ind.get(f"/api/v1/resolve/{GZ_POOL}")["cached"] is True
+    # (A change meanwhile, say a task of an earlier test ending, would drop the entry: poll.)
+    wait_for("a cached answer", lambda: ind.get(f"/api/v1/resolve/{GZ_POOL}")["cached"], 20)
     tid = gz.post("/api/v1/tasks", _task("sleep 30", ["52"]))["id"]
     # Seen well within the 30 s TTL: the change invalidated the cached answer.
     wait_for(
@@ -226,7 +231,8 @@ def test_killed_regional_node_reconciles_without_loss_or_rerun(
 
     def task(name: str, regions: list[str], sleep_s: int = 0) -> str:
         cmd = f"sleep {sleep_s}; echo {name} >> {effects}"
-        return str(sh.post("/api/v1/tasks", _task(cmd, regions, name))["id"])
+        # cheapest: Guizhou's pool (price 0) before Beijing's (price 1) while both look up.
+        return str(sh.post("/api/v1/tasks", _task(cmd, regions, name, "cheapest"))["id"])
 
     # Two tasks running under Guizhou when it dies (its gateway keeps running them).
     running = [task(f"run{i}", ["52"], 6) for i in range(2)]
@@ -235,6 +241,8 @@ def test_killed_regional_node_reconciles_without_loss_or_rerun(
     gz.proc.kill9()
     # Forwarded while Guizhou is down: never confirmed, so withdrawn and re-queued.
     unconfirmed = task("unconfirmed", ["52"])
+    # Placed on Guizhou before its silence is noticed (3 s): withdrawn, then run in Beijing.
+    retried = task("retried", ["52", "11"])
     wait_for(
         "Guizhou unavailable at the national node",
         lambda: _health_of(nat, "cn.52") == {"unavailable"},
@@ -250,6 +258,13 @@ def test_killed_regional_node_reconciles_without_loss_or_rerun(
         lambda: (t := sh.get(f"/api/v1/tasks/{elsewhere}"))["state"] == "COMPLETE" and t,
     )
     assert done["pool"] == "cn/national/host"
+    assert not any("forwarded to node cn.52" in e["message"] for e in done["events"])
+    again = wait_for(
+        "withdrawn forward completes elsewhere",
+        lambda: (t := sh.get(f"/api/v1/tasks/{retried}"))["state"] == "COMPLETE" and t,
+    )
+    assert again["pool"] == "cn/national/host"
+    assert any("forward withdrawn" in e["message"] for e in again["events"])
     waiting = sh.get(f"/api/v1/tasks/{unconfirmed}")
     assert waiting["state"] == "QUEUED" and waiting.get("pool") is None, waiting
     assert any("forward withdrawn" in e["message"] for e in waiting["events"])
@@ -264,4 +279,4 @@ def test_killed_regional_node_reconciles_without_loss_or_rerun(
         )
         assert sh.get(f"/api/v1/tasks/{tid}")["pool"] == GZ_POOL
     lines = sorted(effects.read_text().split())
-    assert lines == ["elsewhere", "run0", "run1", "unconfirmed"]
+    assert lines == ["elsewhere", "retried", "run0", "run1", "unconfirmed"]
