@@ -64,6 +64,12 @@ def test_codes_come_from_the_parent(fed: dict[str, Member]) -> None:
     assert [m.code for m in fed.values()] == ["cn", "cn.31", "cn.52", "cn.ai"]
     chain = httpx.get(f"{fed['guizhou'].url}/federation/v1/node").json()["chain"]
     assert [c["body"]["code"] for c in chain] == ["cn", "cn.52"]
+    nat = fed["national"]
+    out = cli("child-token", "77", "--level", "industry", "--url", nat.url, "--token", nat.token)
+    assert out.returncode == 0, out.stderr
+    assert "child node code: cn.77" in out.stdout and "--enrol-token cnn_" in out.stdout
+    out = cli("child-token", "77", "--url", nat.url, "--token", fed["shanghai"].token)
+    assert out.returncode != 0 and "invalid token" in out.stderr
 
 
 def test_task_runs_under_the_other_region_and_is_seen_from_the_submitter(
