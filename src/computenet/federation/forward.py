@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from computenet.errors import ComputeNetError, Forbidden
 from computenet.federation.keys import CertBody, Identity, b64, canonical
@@ -89,6 +90,7 @@ class Forwarder:
     def _claim_new(self) -> None:
         now = utcnow()
         with self.db.write() as s:
+            self._requeue_vanished(s, now)
             rows = list(
                 s.execute(
                     select(t.Task, FedPool.owner, FedPool.url)
@@ -112,6 +114,29 @@ class Forwarder:
                 fwd.target, fwd.target_url, fwd.pool_cpi = owner, url, task.pool_cpi
                 fwd.state, fwd.created_at, fwd.updated_at = "sent", now, now
                 add_event(s, task, TaskState.QUEUED, f"forwarded to node {owner}", now)
+
+    @staticmethod
+    def _requeue_vanished(s: Session, now: datetime) -> None:
+        """Re-queue tasks placed on a pool that is in neither the local pools nor the index
+        any more (a full resync from a child dropped it) and not handed to another node."""
+        rows = s.scalars(
+            select(t.Task)
+            .outerjoin(FedForward, FedForward.task_id == t.Task.id)
+            .where(
+                t.Task.state == TaskState.QUEUED.value,
+                t.Task.lease_id.is_(None),
+                t.Task.pool_cpi.is_not(None),
+                t.Task.pool_cpi.not_in(select(t.Pool.cpi)),
+                t.Task.pool_cpi.not_in(select(FedPool.cpi)),
+                (FedForward.task_id.is_(None)) | (FedForward.state == "revoked"),
+            )
+            .limit(BATCH)
+        )
+        for task in rows:
+            gone = task.pool_cpi
+            task.pool_cpi = None
+            task.reason = f"re-queued: pool {gone} left the federation index"
+            add_event(s, task, TaskState.QUEUED, task.reason, now)
 
     def _send(self, url: str, fwds: list[FedForward]) -> None:
         now = utcnow()
