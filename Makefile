@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UP_ARGS ?=
 
-.PHONY: up test lint fmt bench bench-backends bench-load bench-ledger clean
+.PHONY: up test lint fmt bench bench-backends bench-load bench-ledger bench-federation demo clean
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -47,6 +47,14 @@ bench-load: $(VENV)/.installed-dev
 
 bench-ledger: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py
+
+bench-federation: $(VENV)/.installed-dev
+	$(BIN)/python bench/federation.py
+
+# A national, two regional (Shanghai, Guizhou) and an industry node on loopback, each with a
+# local gateway; data in ./federation-demo. Ctrl-C stops them.
+demo: $(VENV)/.installed
+	$(BIN)/computenet demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import billing, ops, sched, sim, tasks
+from computenet.cli import billing, demo, federation, ops, sched, sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 
@@ -27,6 +27,8 @@ ops.register(app)
 billing.register(app)
 sched.register(app)
 sim.register(app)
+federation.register(app)
+demo.register(app)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
@@ -55,6 +57,11 @@ def up(
     measure: Annotated[
         bool, typer.Option("--measure", help="measure matmul throughput and declare it")
     ] = False,
+    level: Annotated[str, typer.Option(help="national, regional or industry")] = "national",
+    parent: Annotated[str | None, typer.Option(help="parent node URL (child nodes)")] = None,
+    enrol_token: Annotated[
+        str | None, typer.Option(help="child enrolment token from the parent (first start)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start a node with an embedded SQLite store and a local gateway, in one process."""
@@ -63,7 +70,14 @@ def up(
 
     serve.setup_logging(verbose)
     base = data_dir or serve.default_data_dir()
-    settings = NodeSettings(data_dir=base, node_code=code)
+    settings = NodeSettings(
+        data_dir=base,
+        node_code=code,
+        level=level,
+        public_url=f"http://{host}:{port}",
+        parent_url=parent,
+        enrol_token=enrol_token,
+    )
     backend = serve.local_backend(
         base / "gateway",
         "host",
@@ -102,6 +116,19 @@ def node(
     url_deny: Annotated[
         list[str] | None, typer.Option(help="networks or hosts refused even when public")
     ] = None,
+    parent: Annotated[str | None, typer.Option(help="parent node URL (child nodes)")] = None,
+    enrol_token: Annotated[
+        str | None, typer.Option(help="child enrolment token from the parent (first start)")
+    ] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL other nodes reach this one at [default: listen URL]")
+    ] = None,
+    fed_timeout_s: Annotated[
+        float, typer.Option(min=0.5, help="a silent child's pools turn unavailable after this")
+    ] = 10.0,
+    resolve_ttl_s: Annotated[
+        float, typer.Option(min=0.0, help="how long answers from other nodes are cached")
+    ] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
@@ -124,6 +151,11 @@ def node(
         rate_limit_burst=max(1.0, 2 * rate_limit_per_s),
         url_allow=tuple(url_allow or ()),
         url_deny=tuple(url_deny or ()),
+        public_url=public_url or f"{'https' if tls_cert else 'http'}://{host}:{port}",
+        parent_url=parent,
+        enrol_token=enrol_token,
+        fed_timeout_s=fed_timeout_s,
+        resolve_ttl_s=resolve_ttl_s,
     )
     _run(serve.serve_node(settings, host, port, _say))
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import audit, billing, gateway, native, sched, tes, tokens
+from computenet.node.api import audit, billing, federation, gateway, native, sched, tes, tokens
 from computenet.node.audit import AuditMiddleware
 from computenet.node.runtime import NodeRuntime
 
@@ -42,6 +42,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(tokens.router)
     app.include_router(billing.router)
+    app.include_router(federation.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -95,6 +95,9 @@ class Dispatcher:
         self._told_no_pools_seq = 0
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
         self._context = ContextLoader()
+        # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
+        # forwarded to its owner by computenet.federation (the runtime sets this).
+        self.remote_pools: Callable[[Session], list[PoolView]] = lambda _s: []
 
     # ---- gateways and pools -------------------------------------------------------
 
@@ -212,7 +215,7 @@ class Dispatcher:
         one short transaction, each guarded so that a task cancelled meanwhile stays so.
         """
         with self.db.read() as s:
-            views = self._pool_views(s)
+            views = self._pool_views(s) + self.remote_pools(s)
             if not views:
                 self._explain_no_pools(s)
                 return 0

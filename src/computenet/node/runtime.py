@@ -11,6 +11,8 @@ from sqlalchemy import select
 
 from computenet.billing.ledger import Ledger
 from computenet.errors import Conflict
+from computenet.federation.enrol import prepare_identity
+from computenet.federation.service import Federation
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.model.urlpolicy import UrlPolicy
 from computenet.node.audit import AuditLog
@@ -40,8 +42,9 @@ class NodeRuntime:
     """Everything a node process holds while it runs."""
 
     def __init__(self, settings: NodeSettings) -> None:
-        validate_node_code(settings.node_code)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        identity = prepare_identity(settings)  # a child enrols here on its first start
+        validate_node_code(settings.node_code)
         self.settings = settings
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.auth = Authenticator(self.db)
@@ -63,6 +66,8 @@ class NodeRuntime:
             else None
         )
         self.sched = SchedService(self.db, self.dispatch)
+        self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
+        self.dispatch.remote_pools = self.federation.index.remote_pools
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
 
@@ -118,6 +123,7 @@ class NodeRuntime:
         self._loops = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+            *self.federation.loops(),
         ]
 
     async def stop(self) -> None:
@@ -129,6 +135,7 @@ class NodeRuntime:
                 await task
         await asyncio.to_thread(self.leader.release)
         await asyncio.to_thread(self.audit.stop)
+        self.federation.close()
         self.db.dispose()
 
     async def _lead(self) -> bool:

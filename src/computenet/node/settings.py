@@ -28,3 +28,10 @@ class NodeSettings:
     url_deny: tuple[str, ...] = ()  # networks or hosts refused even when public
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None
+    # Federation: this node's URL as others reach it, and its parent when it is a child.
+    public_url: str = ""
+    parent_url: str | None = None
+    enrol_token: str | None = None
+    fed_sync_s: float = 0.5  # push/pull period of the pool index and forwarded tasks
+    fed_timeout_s: float = 10.0  # a silent child's pools turn unavailable after this
+    resolve_ttl_s: float = 30.0

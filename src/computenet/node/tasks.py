@@ -101,12 +101,14 @@ class TaskService:
         owner: str,
         client_key: str | None = None,
         tenant: str | None = None,
+        tid: str | None = None,
     ) -> tuple[str, bool]:
         """Store a new task and queue it; return ``(id, created)``.
 
         With a ``client_key``, a repeated submission returns the first task instead of a
         second one; reusing the key for a different task is refused. ``tenant`` pays (the
-        owner itself when None); a task that could break its budget is refused.
+        owner itself when None); a task that could break its budget is refused. ``tid`` keeps
+        the global id of a task forwarded from another node.
         """
         if spec.placement.pool is not None:
             pinned = str(CPI.parse(spec.placement.pool))
@@ -134,7 +136,7 @@ class TaskService:
         check_storable(stored)
         now = utcnow()
         need = spec.resources.need()
-        tid = task_id(self.node_code)
+        tid = tid or task_id(self.node_code)
         row = {
             "id": tid,
             "seq": self._seq.next(),

@@ -193,6 +193,15 @@ class Client:
         out: dict[str, Any] = self._request("GET", f"/api/v1/resolve/{cpi}")
         return out
 
+    def child_token(
+        self, label: str, level: str = "regional", ttl_s: float = 7 * 24 * 3600.0
+    ) -> dict[str, Any]:
+        """Issue a one-time enrolment token for a child node (admin)."""
+        out: dict[str, Any] = self._request(
+            "POST", "/federation/v1/tokens", json={"label": label, "level": level, "ttl_s": ttl_s}
+        )
+        return out
+
     def add_provider(self, label: str, name: str = "") -> dict[str, Any]:
         """Enrol a provider (admin); the reply holds a one-time gateway enrolment token."""
         out: dict[str, Any] = self._request(

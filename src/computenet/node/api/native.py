@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
 
 import computenet
-from computenet.errors import NotFound
-from computenet.model.cpi import CPI, check_within_node
 from computenet.model.protocol import PROTOCOL_VERSION
 from computenet.model.task import TaskSpec, TaskState
 from computenet.node.api.deps import Admin, Runtime, User, owner_scope, payer
@@ -60,11 +58,13 @@ class ProviderOut(BaseModel):
 
 
 class ResolveOut(BaseModel):
-    """A CPI's resource record and the node that serves it."""
+    """A CPI's resource record and the node that serves it (``cached``: answered from this
+    node's resolution cache)."""
 
     cpi: str
     served_by: str
-    record: PoolOut
+    record: dict[str, Any]
+    cached: bool = False
 
 
 @router.get("/node", response_model=NodeInfo)
@@ -131,13 +131,8 @@ def pools(rt: Runtime, _p: User) -> list[PoolOut]:
 
 @router.get("/resolve/{cpi:path}", response_model=ResolveOut)
 def resolve(cpi: str, rt: Runtime, _p: User) -> ResolveOut:
-    """Resolve a CPI to its resource record (this node's prefix only, until federation)."""
-    parsed = CPI.parse(cpi)
-    check_within_node(parsed, rt.node_code)
-    rows = rt.dispatch.pool_rows([str(parsed)])
-    if not rows:
-        raise NotFound(f"no resource {parsed} is registered")
-    return ResolveOut(cpi=str(parsed), served_by=rt.node_code, record=pool_out(rows[0]))
+    """Resolve a CPI anywhere in the federation to its resource record."""
+    return ResolveOut.model_validate(rt.federation.resolver.resolve(cpi))
 
 
 @router.post("/providers", response_model=ProviderOut, status_code=201)

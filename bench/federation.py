@@ -1,0 +1,313 @@
+"""Federation benchmark: resolution latency, sync freshness, forwarding overhead, and the cost
+of a 30,000-pool global index at the national node.
+
+Part 1 starts a real four-node federation on loopback (national, Shanghai cn.31, Guizhou
+cn.52, industry cn.ai), each node a real process with a real local gateway process.
+Part 2 starts a fresh real national node and 30 *simulated* regional nodes: they are enrolled
+for real (tokens, keys, certificates) and send real signed deltas of 1,000 pools each, but
+they are threads of this script, not node processes. Everything is bounded (~2 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import fedproc  # type: ignore[import-not-found,unused-ignore]  # noqa: E402  (typed with MYPYPATH=tests)
+import nodeproc  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+from computenet.federation.enrol import enrol_with_parent  # noqa: E402
+from computenet.federation.envelope import seal  # noqa: E402
+from computenet.federation.keys import Identity  # noqa: E402
+
+GZ_POOL = "cn.52/guizhou/host"
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {pct(values, 50) * 1000:7.1f} ms   p99 {pct(values, 99) * 1000:7.1f} ms"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---- part 1: a real four-node federation ----------------------------------------------
+
+
+def resolution(members: dict[str, Any], n: int) -> None:
+    sh, ind = members["shanghai"], members["industry"]
+    with httpx.Client(headers=sh.headers) as http:
+        uncached = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = http.get(f"{sh.url}/api/v1/resolve/{GZ_POOL}")
+            uncached.append(time.perf_counter() - t0)
+            assert r.status_code == 200 and r.json()["cached"] is False, r.text
+    with httpx.Client(headers=ind.headers) as http:
+        http.get(f"{ind.url}/api/v1/resolve/{GZ_POOL}")
+        cached = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = http.get(f"{ind.url}/api/v1/resolve/{GZ_POOL}")
+            cached.append(time.perf_counter() - t0)
+            assert r.json()["cached"] is True, r.text
+    print(f"resolution, uncached (cn.31 -> cn -> cn.52, {n}x): {ms(uncached)}")
+    print(f"resolution, cached   (at cn.ai, {n}x):             {ms(cached)}")
+
+
+def freshness(members: dict[str, Any], n: int) -> None:
+    """A gateway changes its pool's price; how long until the national index shows it.
+    (Its pool is in region 65, where no task of this bench asks to run: nobody leases it.)"""
+    gz, nat = members["guizhou"], members["national"]
+    tok = gz.post("/api/v1/providers", {"label": "bench"})["enrolment_token"]
+    cred = httpx.post(f"{gz.url}/gateway/v1/enrol", json={"token": tok, "name": "bench"}).json()
+    gw = {"Authorization": f"Bearer {cred['credential']}"}
+    lags = []
+    with httpx.Client() as http:
+        for i in range(n):
+            price = f"{i + 1}.5"
+            pool = {
+                "label": "fresh",
+                "cpu_cores": 4,
+                "memory_mib": 4096,
+                "region": {"code": "65"},
+                "price_per_core_hour": price,
+            }
+            t0 = time.perf_counter()
+            r = http.put(f"{gz.url}/gateway/v1/pools", json={"pools": [pool]}, headers=gw)
+            assert r.status_code == 200, r.text
+            deadline = t0 + 10
+            while time.perf_counter() < deadline:
+                rows = http.get(
+                    f"{nat.url}/federation/v1/index?owner=cn.52", headers=nat.headers
+                ).json()
+                if any(
+                    x["record"]["spec"].get("price_per_core_hour") == price
+                    for x in rows
+                    if x["cpi"] == "cn.52/bench/fresh"
+                ):
+                    break
+                time.sleep(0.01)
+            lags.append(time.perf_counter() - t0)
+    print(f"sync freshness, gateway change -> national index ({n}x): {ms(lags)}  (target < 2 s)")
+
+
+def run_to_complete(m: Any, regions: list[str]) -> float:
+    body = {
+        "executors": [{"image": "local", "command": ["true"]}],
+        "placement": {"regions": regions},
+    }
+    t0 = time.perf_counter()
+    tid = m.post("/api/v1/tasks", body)["id"]
+    while m.get(f"/api/v1/tasks/{tid}?view=MINIMAL")["state"] != "COMPLETE":
+        if time.perf_counter() - t0 > 30:
+            raise TimeoutError(f"task {tid} did not complete in 30 s")
+        time.sleep(0.02)
+    return time.perf_counter() - t0
+
+
+def forwarding(members: dict[str, Any], n: int) -> None:
+    sh, gz = members["shanghai"], members["guizhou"]
+    run_to_complete(sh, ["52"])  # warm-up: first connections, first lease
+    direct = [run_to_complete(gz, ["52"]) for _ in range(n)]
+    forwarded = [run_to_complete(sh, ["52"]) for _ in range(n)]
+    extra = statistics.median(forwarded) - statistics.median(direct)
+    print(f"submit -> COMPLETE at Guizhou directly   ({n}x): {ms(direct)}")
+    print(f"submit -> COMPLETE from Shanghai (fwd'd) ({n}x): {ms(forwarded)}")
+    print(f"forwarding overhead (median difference): {extra * 1000:.0f} ms")
+
+
+def part1(tmp: Path, n: int) -> None:
+    print("== part 1: real federation on loopback: 4 node processes + 4 gateway processes")
+    members: dict[str, Any] = {}
+    try:
+        ttl0 = ("--resolve-ttl-s", "0")  # national and Shanghai never cache: uncached path
+        members["national"] = fedproc.start_member(
+            tmp, "national", None, "", "national", "11", *ttl0
+        )
+        nat = members["national"]
+        members["shanghai"] = fedproc.start_member(
+            tmp, "shanghai", nat, "31", "regional", "31", *ttl0
+        )
+        members["guizhou"] = fedproc.start_member(tmp, "guizhou", nat, "52", "regional", "52")
+        members["industry"] = fedproc.start_member(tmp, "industry", nat, "ai", "industry", "44")
+        for m in members.values():
+            fedproc.wait_for(f"{m.name} index", lambda m=m: len(m.get("/federation/v1/index")) == 4)
+        resolution(members, n * 10)
+        freshness(members, n)
+        forwarding(members, n)
+    finally:
+        for m in members.values():
+            if m.gateway is not None:
+                m.gateway.stop()
+            m.proc.stop()
+
+
+# ---- part 2: the global index at scale -------------------------------------------------
+
+
+def records(code: str, n: int, version: int, changed: range | None = None) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n) if changed is None else changed:
+        out.append(
+            {
+                "cpi": f"{code}/dc{i // 100}/pool{i}",
+                "node": code,
+                "served_by_url": f"http://{code}.example",
+                "health": "healthy",
+                "running_tasks": version % 7,
+                "spec": {
+                    "label": f"pool{i}",
+                    "cpu_cores": 64,
+                    "memory_mib": 262144,
+                    "region": {"code": code.split(".")[1][:2].ljust(2, "1")},
+                    "price_per_core_hour": f"0.{version % 90 + 10}",
+                },
+            }
+        )
+    return out
+
+
+class Sender:
+    """A simulated regional node: a real identity, real signed deltas over HTTP."""
+
+    def __init__(self, ident: Identity, url: str) -> None:
+        self.ident, self.url = ident, url
+        self.http = httpx.Client(timeout=30)
+        self.seq = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def push(self, recs: list[dict[str, Any]], full: bool) -> None:
+        self.seq += 1
+        env = seal(self.ident, "sync.push", {"seq": self.seq, "full": full, "records": recs})
+        body = env.model_dump_json().encode()
+        r = self.http.post(
+            f"{self.url}/federation/v1/msg/sync.push",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        self.bytes_up += len(body)
+        self.bytes_down += len(r.content)
+
+
+def part2(tmp: Path, regions: int, pools: int, churn: int, seconds: float) -> None:
+    print(
+        f"== part 2: 1 real national node process, {regions} SIMULATED regional senders x "
+        f"{pools} pools = {regions * pools} pools (real enrolment, real signed deltas)"
+    )
+    port = nodeproc.free_port()
+    proc = nodeproc.start_node(tmp / "scale-national", port, "--fed-timeout-s", "30")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        token = nodeproc.admin_token(proc)
+        head = {"Authorization": f"Bearer {token}"}
+        rss0 = rss_mib(proc.popen.pid)
+        senders = []
+        for i in range(regions):
+            label = f"{10 + i}"
+            tok = httpx.post(f"{url}/federation/v1/tokens", json={"label": label}, headers=head)
+            ident = enrol_with_parent(url, tok.json()["enrol_token"], f"http://sim{label}.example")
+            senders.append(Sender(ident, url))
+        t0 = time.perf_counter()
+        for s in senders:
+            s.push(records(s.ident.code, pools, 0), full=True)
+        load_s = time.perf_counter() - t0
+        held, after = 0, 0
+        while page := httpx.get(
+            f"{url}/federation/v1/index?limit=5000&after={after}", headers=head
+        ).json():
+            held, after = held + len(page), page[-1]["seq"]
+        print(
+            f"initial full sync of {regions * pools} pools: {load_s:.1f} s "
+            f"({regions * pools / load_s:.0f} pools/s); national RSS {rss0:.0f} -> "
+            f"{rss_mib(proc.popen.pid):.0f} MiB"
+        )
+        assert held == regions * pools, held
+        up0 = sum(s.bytes_up for s in senders)
+        cpu0 = cpu_s(proc.popen.pid)
+        stop = time.perf_counter() + seconds
+        errors: list[str] = []
+
+        def steady(s: Sender, k: int) -> None:
+            version = 1
+            while time.perf_counter() < stop:
+                start = (version * churn) % pools
+                try:
+                    s.push(
+                        records(s.ident.code, pools, version, range(start, start + churn)), False
+                    )
+                except Exception as exc:  # count, keep going: the bench reports it
+                    errors.append(str(exc))
+                version += 1
+                time.sleep(0.5)
+
+        t1 = time.perf_counter()
+        threads = [threading.Thread(target=steady, args=(s, k)) for k, s in enumerate(senders)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        took = time.perf_counter() - t1
+        up = sum(s.bytes_up for s in senders) - up0
+        cpu = cpu_s(proc.popen.pid) - cpu0
+        deltas = sum(s.seq for s in senders) - regions
+        print(
+            f"steady state {took:.0f} s: {deltas} deltas ({deltas / took:.0f}/s), "
+            f"{churn} changed pools per delta per region every 0.5 s, errors {len(errors)}"
+        )
+        print(
+            f"sync bandwidth into the national node: {up / took / 1024:.0f} KiB/s "
+            f"({up / max(1, deltas) / 1024:.1f} KiB per delta); national CPU "
+            f"{cpu / took * 100:.0f}% of a core"
+        )
+        print(
+            f"national node memory with {regions * pools} pools indexed: RSS "
+            f"{rss_mib(proc.popen.pid):.0f} MiB"
+        )
+    finally:
+        proc.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=10, help="samples for freshness/forwarding")
+    ap.add_argument("--regions", type=int, default=30)
+    ap.add_argument("--pools", type=int, default=1000, help="pools per simulated region")
+    ap.add_argument("--churn", type=int, default=10, help="pools changed per delta")
+    ap.add_argument("--seconds", type=float, default=20.0, help="steady-state phase length")
+    ap.add_argument("--skip-part1", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cn-fed-bench-") as tmp:
+        if not args.skip_part1:
+            part1(Path(tmp), args.repeats)
+        part2(Path(tmp), args.regions, args.pools, args.churn, args.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,321 @@
+"""Task forwarding: a task placed on another node's pool runs there under the same id.
+
+Origin (where it was submitted): a task the scheduler placed on a remote pool gets a
+``fed_forwards`` row and is sent to the owning node, again each tick until that node confirms.
+Owner: a forwarded task is held in ``fed_inbound`` and queued only after the origin confirms
+it; the origin confirms only while it has not given up on that node. So a forward the origin
+retried elsewhere after a timeout is dropped by the owner, never run twice. Once confirmed,
+the origin pulls state, logs and signed usage from the owner and sends cancels to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from computenet.errors import ComputeNetError, Forbidden
+from computenet.federation.keys import CertBody, Identity, b64, canonical
+from computenet.federation.mirror import mirror_task
+from computenet.federation.peer import Peer
+from computenet.model.task import TaskSpec, TaskState
+from computenet.node.tasks import TaskService, add_event, utcnow
+from computenet.node.views import View
+from computenet.store import tables as t
+from computenet.store.db import Database
+from computenet.store.tables_federation import FedForward, FedInbound, FedPool
+
+log = logging.getLogger("computenet.federation")
+BATCH = 200
+
+
+def _origin_of(task_id: str) -> str:
+    return task_id.rsplit("-", 1)[0]
+
+
+class Forwarder:
+    """Both ends of forwarding for one node."""
+
+    def __init__(
+        self,
+        db: Database,
+        ident: Identity,
+        peer: Peer,
+        tasks: TaskService,
+        timeout_s: float,
+    ) -> None:
+        self.db = db
+        self.ident = ident
+        self.peer = peer
+        self.tasks = tasks
+        self.timeout_s = timeout_s
+
+    # ---- origin side --------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Forward newly placed tasks, resend or give up on unconfirmed ones, pull state of
+        confirmed ones, and pass cancels on."""
+        self._claim_new()
+        with self.db.read() as s:
+            active = list(
+                s.execute(
+                    select(FedForward, t.Task.state, t.Task.cancel_requested)
+                    .join(t.Task, t.Task.id == FedForward.task_id)
+                    .where(FedForward.state.in_(("sent", "confirmed")))
+                    .limit(BATCH * 10)
+                )
+            )
+        sent: dict[str, list[FedForward]] = defaultdict(list)
+        confirmed: dict[str, list[str]] = defaultdict(list)
+        cancel: dict[str, list[str]] = defaultdict(list)
+        for fwd, state, cancel_requested in active:
+            if fwd.state == "sent":
+                sent[fwd.target_url].append(fwd)
+            else:
+                confirmed[fwd.target_url].append(fwd.task_id)
+                if cancel_requested or state == TaskState.CANCELED.value:
+                    cancel[fwd.target_url].append(fwd.task_id)
+        for url, fwds in sent.items():
+            self._send(url, fwds)
+        for url, ids in cancel.items():
+            self._call_quietly(url, "task.cancel", {"task_ids": ids})
+        for url, ids in confirmed.items():
+            for i in range(0, len(ids), BATCH):
+                self._pull_state(url, ids[i : i + BATCH])
+
+    def _claim_new(self) -> None:
+        now = utcnow()
+        with self.db.write() as s:
+            self._requeue_vanished(s, now)
+            rows = list(
+                s.execute(
+                    select(t.Task, FedPool.owner, FedPool.url)
+                    .join(FedPool, FedPool.cpi == t.Task.pool_cpi)
+                    .outerjoin(FedForward, FedForward.task_id == t.Task.id)
+                    .where(
+                        t.Task.state == TaskState.QUEUED.value,
+                        t.Task.lease_id.is_(None),
+                        FedPool.via != self.ident.code,
+                        (FedForward.task_id.is_(None)) | (FedForward.state == "revoked"),
+                    )
+                    .limit(BATCH)
+                )
+            )
+            for task, owner, url in rows:
+                fwd = s.get(FedForward, task.id)
+                if fwd is None:
+                    fwd = FedForward(task_id=task.id, events_seen=0)
+                    s.add(fwd)
+                assert task.pool_cpi is not None
+                fwd.target, fwd.target_url, fwd.pool_cpi = owner, url, task.pool_cpi
+                fwd.state, fwd.created_at, fwd.updated_at = "sent", now, now
+                add_event(s, task, TaskState.QUEUED, f"forwarded to node {owner}", now)
+
+    @staticmethod
+    def _requeue_vanished(s: Session, now: datetime) -> None:
+        """Re-queue tasks placed on a pool that is in neither the local pools nor the index
+        any more (a full resync from a child dropped it) and not handed to another node."""
+        rows = s.scalars(
+            select(t.Task)
+            .outerjoin(FedForward, FedForward.task_id == t.Task.id)
+            .where(
+                t.Task.state == TaskState.QUEUED.value,
+                t.Task.lease_id.is_(None),
+                t.Task.pool_cpi.is_not(None),
+                t.Task.pool_cpi.not_in(select(t.Pool.cpi)),
+                t.Task.pool_cpi.not_in(select(FedPool.cpi)),
+                (FedForward.task_id.is_(None)) | (FedForward.state == "revoked"),
+            )
+            .limit(BATCH)
+        )
+        for task in rows:
+            gone = task.pool_cpi
+            task.pool_cpi = None
+            task.reason = f"re-queued: pool {gone} left the federation index"
+            add_event(s, task, TaskState.QUEUED, task.reason, now)
+
+    def _send(self, url: str, fwds: list[FedForward]) -> None:
+        now = utcnow()
+        expired = [f for f in fwds if now - f.created_at > timedelta(seconds=self.timeout_s)]
+        live = [f for f in fwds if f not in expired]
+        if expired:
+            self._revoke(expired)
+        if not live:
+            return
+        with self.db.read() as s:
+            ids = [f.task_id for f in live]
+            specs: dict[str, dict[str, Any]] = {
+                tid: spec
+                for tid, spec in s.execute(select(t.Task.id, t.Task.spec).where(t.Task.id.in_(ids)))
+            }
+        items = []
+        for f in live:
+            spec = TaskSpec.model_validate(specs[f.task_id])
+            pinned = spec.placement.model_copy(update={"pool": f.pool_cpi})
+            items.append(
+                {
+                    "task_id": f.task_id,
+                    "spec": spec.model_copy(update={"placement": pinned}).model_dump(
+                        mode="json", exclude_defaults=True
+                    ),
+                }
+            )
+        self._call_quietly(url, "task.forward", {"tasks": items})
+
+    def _revoke(self, fwds: list[FedForward]) -> None:
+        """Give up on unconfirmed forwards: the task goes back to the scheduler."""
+        now = utcnow()
+        with self.db.write() as s:
+            for f in fwds:
+                row = s.get(FedForward, f.task_id)
+                task = s.get(t.Task, f.task_id)
+                if row is None or row.state != "sent" or task is None:
+                    continue  # confirmed meanwhile: the owner runs it
+                row.state, row.updated_at = "revoked", now
+                if task.state == TaskState.QUEUED.value:
+                    why = f"node {f.target} did not confirm within {self.timeout_s:.0f} s"
+                    task.pool_cpi = None
+                    task.reason = f"re-queued: {why}"
+                    add_event(s, task, TaskState.QUEUED, f"forward withdrawn: {why}", now)
+                log.warning("forward of %s to %s withdrawn (unconfirmed)", f.task_id, f.target)
+
+    def _pull_state(self, url: str, ids: list[str]) -> None:
+        try:
+            sender, reply = self.peer.call(url, "task.status", {"task_ids": ids})
+        except ComputeNetError as exc:
+            log.debug("status from %s failed: %s", url, exc.message)
+            return
+        for snap in reply.get("tasks", []):
+            if snap.get("id") in ids:
+                mirror_task(self.db, sender, snap)
+
+    def _call_quietly(self, url: str, kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self.peer.call(url, kind, body)[1]
+        except ComputeNetError as exc:
+            log.debug("%s to %s failed: %s", kind, url, exc.message)
+            return None
+
+    def handle_confirm(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """The owner asks whether to run forwarded tasks: yes unless we gave up on it."""
+        go, drop = [], []
+        now = utcnow()
+        with self.db.write() as s:
+            for tid in list(body.get("task_ids", []))[:BATCH]:
+                fwd = s.get(FedForward, tid)
+                task = s.get(t.Task, tid)
+                ok = (
+                    fwd is not None
+                    and task is not None
+                    and fwd.target == sender.code
+                    and fwd.state in ("sent", "confirmed")
+                    and not task.cancel_requested
+                    and not TaskState(task.state).terminal
+                )
+                if ok and fwd is not None:
+                    fwd.state, fwd.updated_at = "confirmed", now
+                    go.append(tid)
+                else:
+                    drop.append(tid)
+        return {"go": go, "drop": drop}
+
+    # ---- owner side ---------------------------------------------------------------
+
+    def handle_forward(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """Hold forwarded tasks until their origin confirms them."""
+        items = list(body.get("tasks", []))[:BATCH]
+        now = utcnow()
+        accepted = []
+        for item in items:
+            tid = str(item.get("task_id", ""))
+            if _origin_of(tid) != sender.code:
+                raise Forbidden(f"node {sender.code} may not forward task {tid}: not its id")
+            TaskSpec.model_validate(item.get("spec"))
+        with self.db.write() as s:
+            for item in items:
+                tid = str(item["task_id"])
+                row = s.get(FedInbound, tid)
+                if row is None:
+                    s.add(
+                        FedInbound(
+                            task_id=tid,
+                            origin=sender.code,
+                            origin_url=sender.url,
+                            spec=item["spec"],
+                            state="pending",
+                            created_at=now,
+                        )
+                    )
+                elif row.state == "dropped":
+                    row.state, row.spec = "pending", item["spec"]
+                accepted.append(tid)
+        return {"accepted": accepted}
+
+    def confirm_inbound(self) -> int:
+        """Ask origins about held tasks; queue those confirmed, drop the rest."""
+        with self.db.read() as s:
+            pending = list(s.scalars(select(FedInbound).where(FedInbound.state == "pending")))
+        by_origin: dict[str, list[FedInbound]] = defaultdict(list)
+        for row in pending:
+            by_origin[row.origin_url].append(row)
+        queued = 0
+        for url, rows in by_origin.items():
+            reply = self._call_quietly(url, "task.confirm", {"task_ids": [r.task_id for r in rows]})
+            if reply is None:
+                continue
+            go, drop = set(reply.get("go", [])), set(reply.get("drop", []))
+            for row in rows:
+                if row.task_id in go:
+                    spec = TaskSpec.model_validate(row.spec)
+                    # Here the origin node is the tenant: it shares and pays for its users'
+                    # work as one account, and settles with them itself.
+                    placement = spec.placement.model_copy(update={"tenant": None})
+                    spec = spec.model_copy(update={"placement": placement})
+                    owner = f"federation:{row.origin}"
+                    self.tasks.submit(spec, owner, client_key=row.task_id, tid=row.task_id)
+                    queued += 1
+                if row.task_id in go | drop:
+                    with self.db.write() as s:
+                        held = s.get(FedInbound, row.task_id)
+                        if held is not None:
+                            held.state = "confirmed" if row.task_id in go else "dropped"
+        return queued
+
+    def _inbound_from(self, sender: CertBody, ids: list[str]) -> list[str]:
+        with self.db.read() as s:
+            return list(
+                s.scalars(
+                    select(FedInbound.task_id).where(
+                        FedInbound.task_id.in_(ids[:BATCH]),
+                        FedInbound.origin == sender.code,
+                        FedInbound.state == "confirmed",
+                    )
+                )
+            )
+
+    def handle_status(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """State, timeline, logs and signed usage of tasks the sender forwarded here."""
+        out = []
+        for tid in self._inbound_from(sender, list(body.get("task_ids", []))):
+            snap = self.tasks.get(tid, View.FULL).model_dump(mode="json", exclude_none=True)
+            snap.pop("spec", None)
+            snap["signed_usage"] = [
+                {"record": u, "signature": b64(self.ident.key.sign(canonical(u)))}
+                for u in snap.get("usage", [])
+            ]
+            out.append(snap)
+        return {"tasks": out}
+
+    def handle_cancel(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """Cancel tasks the sender forwarded here."""
+        states = {}
+        for tid in self._inbound_from(sender, list(body.get("task_ids", []))):
+            try:
+                states[tid] = self.tasks.cancel(tid).value
+            except ComputeNetError as exc:
+                states[tid] = exc.reason
+        return {"states": states}

@@ -1,0 +1,111 @@
+"""Mirror a forwarded task's state, timeline, logs and usage at the node it was submitted to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from computenet.errors import ComputeNetError
+from computenet.federation.keys import CertBody, canonical, verify
+from computenet.model.task import TaskState
+from computenet.node.tasks import utcnow
+from computenet.store import tables as t
+from computenet.store.db import Database
+from computenet.store.tables_federation import FedForward, FedUsage
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def mirror_task(db: Database, owner: CertBody, snap: dict[str, Any]) -> None:
+    """Apply the owner's snapshot of a task to our copy; usage only if its signature holds."""
+    tid = str(snap["id"])
+    now = utcnow()
+    with db.write() as s:
+        task = s.get(t.Task, tid)
+        fwd = s.get(FedForward, tid)
+        if task is None or fwd is None or fwd.target != owner.code:
+            return
+        state = TaskState(snap["state"])
+        if not (TaskState(task.state).terminal and not state.terminal):
+            task.state = state.value
+        task.attempt = int(snap.get("attempt") or task.attempt)
+        task.reason = str(snap.get("reason") or "")
+        task.started_at = _time(snap.get("started_at")) or task.started_at
+        task.ended_at = _time(snap.get("ended_at")) or task.ended_at
+        task.updated_at = now
+        events = list(snap.get("events", []))
+        for ev in events[fwd.events_seen :]:
+            s.add(
+                t.TaskEvent(
+                    task_id=tid,
+                    at=_time(ev["at"]) or now,
+                    attempt=int(ev["attempt"]),
+                    state=ev["state"],
+                    message=f"[{owner.code}] {ev['message']}",
+                )
+            )
+        fwd.events_seen = max(fwd.events_seen, len(events))
+        for att in snap.get("attempts", []):
+            for ex in att.get("executors", []):
+                key = (tid, int(att["attempt"]), int(ex["index"]))
+                log = s.get(t.ExecutorLog, key)
+                if log is None:
+                    log = t.ExecutorLog(task_id=tid, attempt=key[1], index=key[2])
+                    s.add(log)
+                log.stdout = ex.get("stdout") or ""
+                log.stderr = ex.get("stderr") or ""
+                log.stdout_chars, log.stderr_chars = len(log.stdout), len(log.stderr)
+                log.exit_code = ex.get("exit_code")
+                log.start_time = _time(ex.get("start_time"))
+                log.end_time = _time(ex.get("end_time"))
+        for signed in snap.get("signed_usage", []):
+            _record_usage(s, owner, tid, signed, now)
+        if state.terminal:
+            fwd.state, fwd.updated_at = "done", now
+
+
+def _record_usage(s: Any, owner: CertBody, tid: str, signed: dict[str, Any], now: datetime) -> None:
+    rec, sig = signed.get("record"), str(signed.get("signature", ""))
+    if not isinstance(rec, dict):
+        return
+    try:
+        verify(owner.public_key, sig, canonical(rec))
+    except ComputeNetError:
+        return  # unsigned usage is never billed
+    attempt = int(rec["attempt"])
+    if s.get(FedUsage, (tid, attempt)) is not None:
+        return
+    s.add(
+        FedUsage(
+            task_id=tid,
+            attempt=attempt,
+            signer=owner.code,
+            record=rec,
+            signature=sig,
+            received_at=now,
+        )
+    )
+
+    def amount(key: str) -> Decimal:
+        return Decimal(str(rec[key]))
+
+    s.add(
+        t.UsageRecord(
+            task_id=tid,
+            attempt=attempt,
+            pool_cpi=str(rec["pool"]),
+            accelerator_model=rec.get("accelerator_model"),
+            cards=int(rec["cards"]),
+            wall_s=amount("wall_s"),
+            card_hours=amount("card_hours"),
+            cpu_core_hours=amount("cpu_core_hours"),
+            memory_gib_hours=amount("memory_gib_hours"),
+            pflops_hours_fp16=(
+                Decimal(str(rec["pflops_hours_fp16"])) if rec.get("pflops_hours_fp16") else None
+            ),
+            created_at=now,
+        )
+    )

@@ -1,0 +1,60 @@
+"""Calling another node: seal a request, check the signed reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from computenet.errors import (
+    ComputeNetError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from computenet.federation.envelope import Envelope, open_envelope, seal
+from computenet.federation.keys import BadSignature, CertBody, Identity
+
+_ERRORS: dict[int, type[ComputeNetError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+class Peer:
+    """Signed request/reply with other nodes of the federation."""
+
+    def __init__(self, ident: Identity, timeout_s: float = 5.0) -> None:
+        self.ident = ident
+        self._http = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, url: str, kind: str, body: dict[str, Any]) -> tuple[CertBody, dict[str, Any]]:
+        """Send ``body`` as a ``kind`` message to the node at ``url``; return the replier's
+        certificate and the reply body. Errors come back as the matching ComputeNet error."""
+        env = seal(self.ident, kind, body)
+        try:
+            resp = self._http.post(
+                f"{url.rstrip('/')}/federation/v1/msg/{kind}", json=env.model_dump(mode="json")
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"node at {url} does not answer: {exc}") from None
+        if resp.status_code >= 400:
+            try:
+                message = str(resp.json().get("message", resp.text))
+            except ValueError:
+                message = resp.text[:200]
+            raise _ERRORS.get(resp.status_code, Unavailable)(f"{url}: {message}")
+        reply = Envelope.model_validate(resp.json())
+        sender = open_envelope(reply, self.ident.root_key, None, kind=f"{kind}.reply")
+        if reply.body.get("in_reply_to") != env.nonce:
+            raise BadSignature(f"reply from {url} does not answer our request")
+        return sender, reply.body

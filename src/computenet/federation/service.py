@@ -1,0 +1,119 @@
+"""The federation side of a node: identity, signed message handling and background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from computenet.errors import ComputeNetError, InvalidInput
+from computenet.federation.enrol import EnrolIn, EnrolOut, accept_enrolment, issue_token
+from computenet.federation.envelope import Envelope, ReplayGuard, open_envelope, seal
+from computenet.federation.forward import Forwarder
+from computenet.federation.index import PoolIndex
+from computenet.federation.keys import CertBody, Identity
+from computenet.federation.peer import Peer
+from computenet.federation.resolve import Resolver
+from computenet.federation.sync import Sync
+from computenet.node.settings import NodeSettings
+from computenet.node.signals import Signal
+from computenet.node.tasks import TaskService
+from computenet.store.db import Database
+
+log = logging.getLogger("computenet.federation")
+Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
+
+
+class Federation:
+    """Everything a node needs to take part in the federation."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: NodeSettings,
+        ident: Identity,
+        tasks: TaskService,
+        changed: Signal,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.ident = ident
+        self.changed = changed
+        self.guard = ReplayGuard()
+        self.peer = Peer(ident)
+        self.index = PoolIndex(db, ident.code, ident.url)
+        self.sync = Sync(db, ident, self.index, self.peer, settings.fed_timeout_s)
+        self.resolver = Resolver(db, ident, self.index, self.peer, settings.resolve_ttl_s)
+        self.forwarder = Forwarder(db, ident, self.peer, tasks, settings.fed_timeout_s)
+        self.index.on_change.append(lambda _cpis: changed.fire())
+        self._handlers: dict[str, Handler] = {
+            "sync.push": self.sync.handle_push,
+            "index.pull": self.sync.handle_pull,
+            "resolve": self._handle_resolve,
+            "task.forward": self._handle_forward,
+            "task.confirm": self.forwarder.handle_confirm,
+            "task.status": self.forwarder.handle_status,
+            "task.cancel": self.forwarder.handle_cancel,
+        }
+
+    def handle(self, kind: str, env: Envelope) -> Envelope:
+        """Check a signed message, run its handler and sign the reply."""
+        handler = self._handlers.get(kind)
+        if handler is None:
+            raise InvalidInput(f"unknown federation message {kind!r}")
+        sender = open_envelope(env, self.ident.root_key, self.guard, kind=kind)
+        try:
+            body = handler(sender, env.body)
+        except ComputeNetError as exc:
+            log.warning("refused %s message from %s: %s", kind, sender.code, exc.message)
+            raise
+        return seal(self.ident, f"{kind}.reply", {**body, "in_reply_to": env.nonce})
+
+    def _handle_resolve(self, _sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        answer = self.resolver.resolve(str(body.get("cpi", "")))
+        return {"served_by": answer["served_by"], "record": answer["record"]}
+
+    def _handle_forward(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        out = self.forwarder.handle_forward(sender, body)
+        self.changed.fire()  # the inbound loop asks the origin to confirm at once
+        return out
+
+    def enrol(self, req: EnrolIn) -> EnrolOut:
+        """A child enrols here."""
+        return accept_enrolment(self.db, self.ident, req)
+
+    def issue_token(self, label: str, level: str, ttl_s: float) -> tuple[str, str]:
+        """Issue a child enrolment token; return it and the code the child will get."""
+        token = issue_token(self.db, self.ident.code, label, level, ttl_s)
+        return token, f"{self.ident.code}.{label}"
+
+    # ---- loops --------------------------------------------------------------------
+
+    def loops(self) -> list[asyncio.Task[None]]:
+        """Start the sync, watchdog and forwarding loops on the running event loop."""
+        period = self.settings.fed_sync_s
+        return [
+            asyncio.create_task(self._every(period, self.sync.tick, False), name="fed-sync"),
+            asyncio.create_task(self._every(period, self.sync.watchdog, False), name="fed-watch"),
+            asyncio.create_task(self._every(period, self._tasks_tick, True), name="fed-tasks"),
+        ]
+
+    def _tasks_tick(self) -> None:
+        self.forwarder.confirm_inbound()
+        self.forwarder.tick()
+
+    async def _every(self, period_s: float, work: Callable[[], object], wake: bool) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(work)
+            except Exception:
+                log.exception("federation loop %s failed", getattr(work, "__name__", work))
+            if wake:
+                await self.changed.wait(period_s)
+                await asyncio.sleep(0.02)
+            else:
+                await asyncio.sleep(period_s)
+
+    def close(self) -> None:
+        self.peer.close()

@@ -1,0 +1,156 @@
+"""Live sync of the pool index: deltas up to the parent, pages of the global index down.
+
+Up: each tick a child sends the records of its subtree that changed since the last delta the
+parent acknowledged, numbered; the parent applies delta ``n`` only after ``n - 1`` (a repeat
+of ``n - 1`` is harmless) and otherwise asks for everything again. An empty delta is the
+child's heartbeat. Down: a child pages through the parent's index after the last change it
+holds, skipping its own subtree. A child silent past the timeout has its pools marked
+unavailable; when it speaks again it is asked for a full resend.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from computenet.errors import ComputeNetError, Forbidden
+from computenet.federation.index import PoolIndex
+from computenet.federation.keys import CertBody, Identity
+from computenet.federation.peer import Peer
+from computenet.node.tasks import utcnow
+from computenet.store.db import Database
+from computenet.store.tables_federation import FedChild
+
+log = logging.getLogger("computenet.federation")
+
+
+class Sync:
+    """Both ends of index sync for one node."""
+
+    def __init__(
+        self, db: Database, ident: Identity, index: PoolIndex, peer: Peer, timeout_s: float
+    ) -> None:
+        self.db = db
+        self.ident = ident
+        self.index = index
+        self.peer = peer
+        self.timeout_s = timeout_s
+        self._pushed_upto = 0  # local seq the parent has acknowledged
+        self._delta_seq = 0
+        self._full = True  # first delta after start is a full resend
+        self._pulled_upto = 0  # parent's seq we hold
+        self._parent_ok_at = utcnow()
+        self._parent_down = False
+
+    # ---- child side ---------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Copy own pools into the index, push a delta up and pull the index down."""
+        self.index.refresh_own()
+        if self.ident.parent_url is None:
+            return
+        try:
+            self._push()
+            self._pull()
+            self._parent_ok_at = utcnow()
+            self._parent_down = False
+        except ComputeNetError as exc:
+            silent_s = (utcnow() - self._parent_ok_at).total_seconds()
+            if silent_s > self.timeout_s and not self._parent_down:
+                parent = self.ident.parent_code or ""
+                n = self.index.mark_unavailable(parent)
+                log.warning(
+                    "parent %s silent for %.0f s (%s): %d pools unavailable",
+                    parent,
+                    silent_s,
+                    exc.message,
+                    n,
+                )
+                self._parent_down = True
+                self._pulled_upto = 0
+
+    def _push(self) -> None:
+        assert self.ident.parent_url is not None
+        after = 0 if self._full else self._pushed_upto
+        records, upto = self.index.subtree_after(after)
+        seq = self._delta_seq + 1
+        body = {"seq": seq, "full": self._full, "records": records}
+        _, reply = self.peer.call(self.ident.parent_url, "sync.push", body)
+        if reply.get("resync"):
+            self._full = True
+            return
+        self._delta_seq = seq
+        self._pushed_upto = upto
+        self._full = False
+
+    def _pull(self) -> None:
+        assert self.ident.parent_url is not None and self.ident.parent_code is not None
+        for _ in range(100):  # bounded: at most 100 pages a tick
+            _, reply = self.peer.call(
+                self.ident.parent_url, "index.pull", {"after": self._pulled_upto}
+            )
+            records: list[dict[str, Any]] = reply.get("records", [])
+            self.index.apply(self.ident.parent_code, records, full=self._pulled_upto == 0)
+            self._pulled_upto = int(reply.get("upto", self._pulled_upto))
+            if not reply.get("more"):
+                return
+
+    # ---- parent side --------------------------------------------------------------
+
+    def _child(self, sender: CertBody) -> FedChild:
+        with self.db.read() as s:
+            child = s.get(FedChild, sender.code)
+        if child is None or child.public_key != sender.public_key:
+            raise Forbidden(f"node {sender.code} is not a child of {self.ident.code}")
+        return child
+
+    def handle_push(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply a child's delta, or ask for a full resend when one was missed."""
+        child = self._child(sender)
+        records: list[dict[str, Any]] = list(body.get("records", []))
+        self.index.check_within(sender.code, records)
+        seq, full = int(body.get("seq", 0)), bool(body.get("full"))
+        with self.db.write() as s:
+            row = s.get(FedChild, sender.code)
+            assert row is not None
+            row.last_seen_at = utcnow()
+            resync = child.silent or not (full or seq in (row.last_seq, row.last_seq + 1))
+            if resync:
+                row.silent = False
+            else:
+                row.last_seq = seq
+        if resync:
+            return {"resync": True}
+        self.index.apply(sender.code, records, full=full)
+        return {"resync": False}
+
+    def handle_pull(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """Serve a page of the index to a child."""
+        self._child(sender)
+        records, upto, more = self.index.page_for(sender.code, int(body.get("after", 0)))
+        return {"records": records, "upto": upto, "more": more}
+
+    def watchdog(self) -> int:
+        """Mark the pools of children silent past the timeout unavailable."""
+        cutoff = utcnow() - timedelta(seconds=self.timeout_s)
+        with self.db.write() as s:
+            silent = list(
+                s.scalars(
+                    select(FedChild).where(
+                        FedChild.silent.is_(False), FedChild.last_seen_at < cutoff
+                    )
+                )
+            )
+            for child in silent:
+                child.silent = True
+        marked = 0
+        for child in silent:
+            n = self.index.mark_unavailable(child.code)
+            log.warning(
+                "child %s silent for %.0f s: %d pools unavailable", child.code, self.timeout_s, n
+            )
+            marked += n
+        return marked
