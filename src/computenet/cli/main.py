@@ -59,7 +59,7 @@ def up(
 
     serve.setup_logging(verbose)
     base = data_dir or serve.default_data_dir()
-    settings = NodeSettings(data_dir=base, node_code=code)
+    settings = NodeSettings(data_dir=base, node_code=code, region=region)
     backend = serve.local_backend(
         base / "gateway",
         "host",
@@ -84,6 +84,13 @@ def node(
     level: Annotated[str, typer.Option(help="national, regional or industry")] = "national",
     name: Annotated[str, typer.Option(help="display name")] = "ComputeNet node",
     lease_ttl_s: Annotated[float, typer.Option(min=1.0, help="task lease lifetime")] = 30.0,
+    heartbeat_timeout_s: Annotated[
+        float, typer.Option(min=1.0, help="a pool silent this long turns unhealthy")
+    ] = 20.0,
+    region: Annotated[str, typer.Option(help="GB/T 2260 region code of this node")] = "11",
+    quality_sample_s: Annotated[
+        float, typer.Option(min=0.1, help="how often pool health is sampled")
+    ] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
@@ -100,6 +107,9 @@ def node(
         level=level,
         name=name,
         lease_ttl_s=lease_ttl_s,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        region=region,
+        quality_sample_s=quality_sample_s,
     )
     _run(serve.serve_node(settings, host, port, _say))
 

@@ -235,7 +235,9 @@ class GatewayAgent:
                 for cpi, spec in self.pools.items()
             ]
             leases = {tr.job.lease_id: tr for tr in self.tracked.values()}
-            reply = await self.client.heartbeat(Heartbeat(pools=live, leases=list(leases)))
+            rtt_ms = await self.client.ping()
+            beat = Heartbeat(pools=live, leases=list(leases), rtt_ms=rtt_ms)
+            reply = await self.client.heartbeat(beat)
             for lease_id in reply.cancel:
                 if lease_id in leases:
                     await asyncio.to_thread(self.backend.cancel, leases[lease_id].job)
@@ -268,6 +270,7 @@ class GatewayAgent:
             reply = await self.client.lease(LeaseRequest(max_tasks=self.lease_batch, wait_s=20))
             for lt in reply.tasks:
                 job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec)
+                log.info("leased %s on %s", job.key, lt.pool_cpi, extra={"trace_id": lt.trace_id})
                 tr = _Tracked(job, submitted=False)
                 # Tracked before it starts: a disconnect during submit must not orphan it.
                 self.tracked[job.key] = tr

@@ -9,8 +9,10 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import gateway, native, tes
+from computenet.node.api import console, gateway, native, ops, tes
+from computenet.node.metrics import MetricsMiddleware
 from computenet.node.runtime import NodeRuntime
+from computenet.node.tracing import TraceMiddleware
 
 
 def create_app(rt: NodeRuntime) -> FastAPI:
@@ -36,6 +38,11 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(native.router)
     app.include_router(tes.router)
     app.include_router(gateway.router)
+    app.include_router(console.router)
+    app.include_router(ops.router)
+    ops.mount_console(app)
+    app.add_middleware(MetricsMiddleware, metrics=rt.monitor.metrics)
+    app.add_middleware(TraceMiddleware)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

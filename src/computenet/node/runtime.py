@@ -13,6 +13,7 @@ from computenet.errors import Conflict
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
+from computenet.node.monitor import Monitor
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService, utcnow
@@ -42,8 +43,10 @@ class NodeRuntime:
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(self.db, settings.node_code, self.changed.fire)
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire)
+        self.monitor = Monitor(self.db, settings)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
+        self.ready = False  # set once the loops run: /readyz
 
     def drain(self) -> None:
         """Begin shutting down: end waiting long-polls so connections close promptly."""
@@ -96,7 +99,9 @@ class NodeRuntime:
         self._loops = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+            asyncio.create_task(self.monitor.sample_loop(), name="quality-samples"),
         ]
+        self.ready = True
 
     async def stop(self) -> None:
         """Stop the loops and close the store."""
@@ -112,8 +117,10 @@ class NodeRuntime:
         while True:
             began = loop.time()
             try:
-                await asyncio.to_thread(self.dispatch.schedule_pass)
+                placed = await asyncio.to_thread(self.dispatch.schedule_pass)
+                self.monitor.placement_pass(loop.time() - began, placed)
             except Exception:
+                self.monitor.error("scheduler")
                 log.exception("scheduling pass failed")
             took = loop.time() - began
             await self.changed.wait(1.0)
@@ -127,4 +134,5 @@ class NodeRuntime:
             try:
                 await asyncio.to_thread(self.dispatch.expire)
             except Exception:
+                self.monitor.error("housekeeping")
                 log.exception("housekeeping failed")

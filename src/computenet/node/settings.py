@@ -21,3 +21,5 @@ class NodeSettings:
     max_attempts: int = 3
     housekeeping_s: float = 1.0
     max_body_bytes: int = 8 * 1024 * 1024
+    region: str = "11"  # GB/T 2260 code of this node, one end of measured RTTs
+    quality_sample_s: float = 10.0

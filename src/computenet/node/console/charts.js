@@ -1,0 +1,44 @@
+// SVG charts drawn by hand: a lat/lon plot of China and a bar chart over time.
+import { h } from "./lib.js";
+
+const LON = [73, 136], LAT = [17, 54];
+
+export function chinaPlot(points, { width = 560, height = 380 } = {}) {
+  const x = (lon) => ((lon - LON[0]) / (LON[1] - LON[0])) * width;
+  const y = (lat) => height - ((lat - LAT[0]) / (LAT[1] - LAT[0])) * height;
+  const grid = [];
+  for (let lon = 75; lon <= 135; lon += 5) {
+    grid.push(h("line", { x1: x(lon), x2: x(lon), y1: 0, y2: height, stroke: "#eaeef2" }));
+    if (lon % 10 === 0) grid.push(h("text", { x: x(lon) + 2, y: height - 3 }, `${lon}°E`));
+  }
+  for (let lat = 20; lat <= 50; lat += 5) {
+    grid.push(h("line", { x1: 0, x2: width, y1: y(lat), y2: y(lat), stroke: "#eaeef2" }));
+    if (lat % 10 === 0) grid.push(h("text", { x: 3, y: y(lat) - 2 }, `${lat}°N`));
+  }
+  const most = Math.max(1, ...points.map((p) => p.pools));
+  const dots = points.map((p) => {
+    const r = 5 + 14 * Math.sqrt(p.pools / most);
+    const colour = p.healthy === p.pools ? "#1a7f37" : p.healthy === 0 ? "#cf222e" : "#bf8700";
+    return h("g", { class: "region", "data-code": p.code },
+      h("circle", { cx: x(p.lon), cy: y(p.lat), r, fill: colour, "fill-opacity": 0.55, stroke: colour },
+        h("title", {}, `${p.name} (${p.code}): ${p.pools} pools, ${p.healthy} healthy, ${p.cards} cards, ${p.cpu_cores} cores`)),
+      h("text", { x: x(p.lon) + r + 2, y: y(p.lat) + 3 }, `${p.name} ${p.pools}`));
+  });
+  return h("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "panel", role: "img", "aria-label": "pools by region" }, grid, dots);
+}
+
+export function barChart(points, key, { title, width = 640, height = 180, fmt = (v) => v.toFixed(3) } = {}) {
+  const values = points.map((p) => Number(p[key]));
+  const top = Math.max(1e-9, ...values);
+  const pad = 30, w = (width - pad) / Math.max(1, values.length);
+  const bars = values.map((v, i) => h("rect", {
+    x: pad + i * w + 1, width: Math.max(1, w - 2), y: height - 20 - (v / top) * (height - 40),
+    height: (v / top) * (height - 40), fill: "#0969da",
+  }, h("title", {}, `${new Date(points[i].start).toLocaleString()}: ${fmt(v)}`)));
+  const labels = points.length ? [
+    h("text", { x: pad, y: height - 5 }, new Date(points[0].start).toLocaleString()),
+    h("text", { x: width - 150, y: height - 5 }, new Date(points[points.length - 1].start).toLocaleString()),
+  ] : [h("text", { x: pad, y: height / 2 }, "no usage recorded yet")];
+  return h("div", { class: "panel" }, h("div", {}, `${title} (max ${fmt(top)})`),
+    h("svg", { width, height, viewBox: `0 0 ${width} ${height}` }, bars, labels));
+}
