@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UP_ARGS ?=
 
-.PHONY: up test lint fmt bench bench-backends clean
+.PHONY: up test lint fmt bench bench-backends bench-console screenshots clean
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -41,6 +41,13 @@ bench: $(VENV)/.installed-dev
 
 bench-backends: $(VENV)/.installed-dev
 	$(BIN)/python bench/backend_overhead.py
+
+bench-console: $(VENV)/.installed-dev
+	$(BIN)/python bench/console.py
+
+# Re-take docs/screenshots/*.png by running the console's browser test (needs Chromium).
+screenshots: $(VENV)/.installed-dev
+	COMPUTENET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/console/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -400,10 +400,13 @@ def usage(
     since = utcnow() - timedelta(seconds=since_s)
     owner = owner_scope(p)
     with rt.db.read() as s:
-        q = select(t.UsageRecord).where(t.UsageRecord.created_at >= since)
+        u = t.UsageRecord
+        q = select(
+            u.created_at, u.pool_cpi, u.cards, u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16
+        ).where(u.created_at >= since)
         if owner is not None:
             q = q.join(t.Task, t.Task.id == t.UsageRecord.task_id).where(t.Task.owner == owner)
-        rows = list(s.scalars(q))
+        rows = list(s.execute(q))
         specs: dict[str, dict[str, Any]] = {
             k: v for k, v in s.execute(select(t.Pool.cpi, t.Pool.spec)).tuples()
         }
