@@ -3,6 +3,7 @@ pool whose gateway dies turns unhealthy within the node's timeout while its avai
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -120,8 +121,10 @@ def _pool(url: str, auth: dict[str, str]) -> dict[str, Any]:
     return pools[0] if pools else {}
 
 
-def test_dead_gateway_turns_pool_unhealthy_within_timeout(tmp_path: Path) -> None:
-    port = free_port()
+def test_dead_gateway_turns_pool_unhealthy_within_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, gw_metrics = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     timeout_s = 8.0  # above the gateway's 5 s heartbeat interval
     node = start_node(
@@ -137,8 +140,17 @@ def test_dead_gateway_turns_pool_unhealthy_within_timeout(tmp_path: Path) -> Non
     gw: Proc | None = None
     try:
         auth = {"Authorization": f"Bearer {admin_token(node)}"}
+        monkeypatch.setenv("COMPUTENET_LOG_FORMAT", "json")  # the gateway's logs
         gw = start_gateway(
-            url, auth["Authorization"][7:], tmp_path / "gw", "acme", 1, "--region", "31"
+            url,
+            auth["Authorization"][7:],
+            tmp_path / "gw",
+            "acme",
+            1,
+            "--region",
+            "31",
+            "--metrics-port",
+            str(gw_metrics),
         )
         wait_for(lambda: _pool(url, auth).get("health") == "healthy", 30, "a healthy pool")
 
@@ -151,6 +163,29 @@ def test_dead_gateway_turns_pool_unhealthy_within_timeout(tmp_path: Path) -> Non
         latency = httpx.get(f"{url}/api/v1/console/latency", headers=auth).json()
         assert [(e["from_region"], e["to_region"]) for e in latency] == [("31", "11")]
         assert latency[0]["rtt_ms"] > 0
+
+        # The submitter's trace id reaches the gateway's JSON log with the lease.
+        trace = "0af7651916cd43dd8448eb211c80319c"
+        r = httpx.post(
+            f"{url}/api/v1/tasks",
+            json={"executors": [{"command": ["echo", "traced"]}]},
+            headers={**auth, "traceparent": f"00-{trace}-b7ad6b7169203331-01"},
+        )
+        tid = r.json()["id"]
+        wait_for(
+            lambda: (
+                httpx.get(f"{url}/api/v1/tasks/{tid}", headers=auth).json()["state"] == "COMPLETE"
+            ),
+            30,
+            "the traced task",
+        )
+        lines = [json.loads(x) for x in gw.output().splitlines() if x.startswith("{")]
+        assert any(x.get("trace_id") == trace and tid in x["msg"] for x in lines), lines
+        gm = scrape(f"http://127.0.0.1:{gw_metrics}")
+        assert gm["computenet_gateway_heartbeats_sent_total"] >= 1
+        assert gm["computenet_gateway_tasks_leased_total"] >= 1
+        assert gm['computenet_gateway_tasks_finished_total{state="COMPLETE"}'] >= 1
+        assert gm["computenet_gateway_node_rtt_ms"] > 0
 
         gw.kill9()
         killed = time.monotonic()

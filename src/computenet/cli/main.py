@@ -139,6 +139,9 @@ def gateway(
     measure: Annotated[
         bool, typer.Option("--measure", help="measure matmul throughput and declare it")
     ] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="serve Prometheus /metrics on loopback")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service)."""
@@ -169,6 +172,8 @@ def gateway(
         name=name,
         failover_after_s=failover_after_s,
     )
+    if metrics_port is not None:
+        agent.metrics.serve(metrics_port)
     _run(agent.run())
 
 
