@@ -10,8 +10,9 @@ from playwright.sync_api import Page, expect
 TIMEOUT_MS = 60_000
 
 
-def run_flow(page: Page, url: str, token: str, shots: Path | None = None) -> str:
-    """Drive the console; return the finished task's id. Saves screenshots into ``shots``."""
+def run_flow(page: Page, url: str, token: str, regions: int, shots: Path | None = None) -> str:
+    """Drive the console; return the finished task's id. ``regions`` is how many regions have
+    pools. Saves screenshots into ``shots``."""
 
     def shot(name: str) -> None:
         if shots is not None:
@@ -26,7 +27,7 @@ def run_flow(page: Page, url: str, token: str, shots: Path | None = None) -> str
     page.fill("#token", token)
     page.click("#login button[type=submit]")
     expect(page.locator("#tree")).to_contain_text("cn/")
-    expect(page.locator("svg .region")).to_have_count(1)
+    expect(page.locator("svg .region")).to_have_count(regions)
     shot("overview")
 
     page.click("nav >> text=Pools")

@@ -26,7 +26,7 @@ from computenet.node import netmeasure, quality
 from computenet.node.api.deps import Runtime, User, owner_scope
 from computenet.node.dispatch import ACTIVE
 from computenet.node.quality import Quality
-from computenet.node.regions import place, province_name
+from computenet.node.regions import PROVINCES, place, province_name
 from computenet.node.tasks import utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
@@ -239,10 +239,16 @@ def tree(rt: Runtime, _p: User, page_size: PageSize = 100, page_token: Token = N
 
 @router.get("/map", response_model=list[RegionPoint])
 def region_map(rt: Runtime, _p: User) -> list[RegionPoint]:
-    """Pools grouped by region code and place (one point per region, not per pool)."""
+    """Pools grouped by region code and place (one point per region, not per pool); every
+    province appears, with zero pools where it has none, so the plot shows China's shape."""
     with rt.db.read() as s:
         rows = list(s.execute(select(t.Pool.spec, t.Pool.health)))
-    points: dict[tuple[str, float, float], RegionPoint] = {}
+    points: dict[tuple[str, float, float], RegionPoint] = {
+        (code, lat, lon): RegionPoint(
+            code=code, name=name, lat=lat, lon=lon, pools=0, healthy=0, cards=0, cpu_cores=0
+        )
+        for code, (name, lat, lon) in PROVINCES.items()
+    }
     for spec, health in rows:
         reg = spec.get("region", {})
         code = str(reg.get("code", "11"))

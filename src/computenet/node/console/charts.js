@@ -17,6 +17,9 @@ export function chinaPlot(points, { width = 560, height = 380 } = {}) {
   }
   const most = Math.max(1, ...points.map((p) => p.pools));
   const dots = points.map((p) => {
+    if (!p.pools) {
+      return h("circle", { cx: x(p.lon), cy: y(p.lat), r: 2.5, fill: "#afb8c1" }, h("title", {}, `${p.name} (${p.code}): no pools`));
+    }
     const r = 5 + 14 * Math.sqrt(p.pools / most);
     const colour = p.healthy === p.pools ? "#1a7f37" : p.healthy === 0 ? "#cf222e" : "#bf8700";
     return h("g", { class: "region", "data-code": p.code },
