@@ -45,18 +45,14 @@ class StoreCollector(Collector):
         with self.db.read() as s:
             counts = {
                 k: v
-                for k, v in s.execute(
-                    select(t.Task.state, func.count()).group_by(t.Task.state)
-                ).tuples()
+                for k, v in s.execute(select(t.Task.state, func.count()).group_by(t.Task.state))
             }
             health = {
                 k: v
-                for k, v in s.execute(
-                    select(t.Pool.health, func.count()).group_by(t.Pool.health)
-                ).tuples()
+                for k, v in s.execute(select(t.Pool.health, func.count()).group_by(t.Pool.health))
             }
             beats: list[tuple[str, datetime | None]] = list(
-                s.execute(select(t.Pool.cpi, t.Pool.last_heartbeat_at)).tuples()
+                s.execute(select(t.Pool.cpi, t.Pool.last_heartbeat_at))
             )
         for state in TaskState:
             tasks.add_metric([state.value], counts.get(state.value, 0))

@@ -109,7 +109,7 @@ class Monitor:
                     select(m.TaskTiming.task_id, m.TaskTiming.trace_id).where(
                         m.TaskTiming.task_id.in_([x.task_id for x in tasks])
                     )
-                ).tuples()
+                )
             }
         return [x.model_copy(update={"trace_id": ids.get(x.task_id)}) for x in tasks]
 

@@ -167,7 +167,7 @@ def pool_quality(
 def provider_quality(db: Database, window_s: float = WINDOW_S) -> dict[str, Quality]:
     """Quality per provider: its pools' figures pooled (sample- and task-weighted)."""
     with db.read() as s:
-        owner = {k: v for k, v in s.execute(select(t.Pool.cpi, t.Pool.provider_prefix)).tuples()}
+        owner = {k: v for k, v in s.execute(select(t.Pool.cpi, t.Pool.provider_prefix))}
     out: dict[str, Quality] = {}
     healthy: dict[str, float] = {}
     for cpi, q in pool_quality(db, window_s).items():

@@ -172,7 +172,7 @@ def overview(rt: Runtime, p: User) -> Overview:
         q = select(t.Task.state, func.count()).group_by(t.Task.state)
         if owner is not None:
             q = q.where(t.Task.owner == owner)
-        states = {k: int(v) for k, v in s.execute(q).tuples()}
+        states = {k: int(v) for k, v in s.execute(q)}
         health = {
             k: int(v)
             for k, v in s.execute(select(t.Pool.health, func.count()).group_by(t.Pool.health))
@@ -414,7 +414,7 @@ def usage(
             q = q.join(t.Task, t.Task.id == t.UsageRecord.task_id).where(t.Task.owner == owner)
         rows = list(s.execute(q))
         specs: dict[str, dict[str, Any]] = {
-            k: v for k, v in s.execute(select(t.Pool.cpi, t.Pool.spec)).tuples()
+            k: v for k, v in s.execute(select(t.Pool.cpi, t.Pool.spec))
         }
     prices = {
         cpi: (
