@@ -83,7 +83,7 @@ def test_availability_success_rate_and_reliability(db: Database) -> None:
         _task(s, 2, "cn/acme/a", "COMPLETE", 4.0)
         _task(s, 3, "cn/acme/a", "EXECUTOR_ERROR", 6.0)
         _task(s, 4, "cn/acme/a", "CANCELED", 1.0)
-        s.add(m.TaskTiming(task_id="cn-T1", trace_id="x", queue_wait_estimate_s=1.0))
+    quality.record_queue_wait_estimate(db, "cn-T1", 1.0)
     figures = quality.pool_quality(db)
     a, b = figures["cn/acme/a"], figures["cn/acme/b"]
     assert (a.samples, a.availability) == (3, 1.0)

@@ -26,6 +26,7 @@ from sqlalchemy import case, delete, func, insert, select
 from computenet.model.pool import PoolHealth
 from computenet.model.task import TaskState
 from computenet.node.tasks import utcnow
+from computenet.node.tracing import new_trace_id
 from computenet.store import tables as t
 from computenet.store import tables_monitoring as m
 from computenet.store.db import Database
@@ -90,8 +91,11 @@ def record_queue_wait_estimate(db: Database, task_id: str, estimate_s: float) ->
     """Keep the scheduler's queue-wait estimate for a task (for queue wait vs estimate)."""
     with db.write() as s:
         row = s.get(m.TaskTiming, task_id)
-        if row is not None:
-            row.queue_wait_estimate_s = estimate_s
+        if row is None:
+            # Its trace id may still wait in the monitor's buffer; the flush sets it.
+            row = m.TaskTiming(task_id=task_id, trace_id=new_trace_id())
+            s.add(row)
+        row.queue_wait_estimate_s = estimate_s
 
 
 def pool_quality(

@@ -100,6 +100,7 @@ class NodeRuntime:
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
             asyncio.create_task(self.monitor.sample_loop(), name="quality-samples"),
+            asyncio.create_task(self.monitor.flush_loop(), name="monitor-flush"),
         ]
         self.ready = True
 

@@ -54,8 +54,13 @@ class TraceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        tid = incoming_trace_id(headers.get("traceparent"), headers.get("x-request-id"))
+        parent = request_id = None
+        for key, value in scope["headers"]:
+            if key == b"traceparent":
+                parent = value.decode("latin-1")
+            elif key == b"x-request-id":
+                request_id = value.decode("latin-1")
+        tid = incoming_trace_id(parent, request_id)
         token = trace_id_var.set(tid)
 
         async def send_with_id(message: Message) -> None:
