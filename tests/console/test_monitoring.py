@@ -82,12 +82,10 @@ def test_metrics_names_and_task_counters_move(up: tuple[str, dict[str, str]]) ->
         return all(s == "COMPLETE" for s in states)
 
     wait_for(all_done, 60, "three tasks to complete")
+    # The counter moves just after the report is committed, so a reader may see COMPLETE first.
+    finished = 'computenet_tasks_finished_total{state="COMPLETE"}'
     after = wait_for(
-        lambda: (
-            (m := scrape(url))["computenet_tasks_finished_total" + '{state="COMPLETE"}'] >= 3 and m
-        ),
-        10,
-        "the finished counter",
+        lambda: (m := scrape(url)).get(finished, 0) >= 3 and m, 10, "the finished counter"
     )
     assert (
         after["computenet_tasks_submitted_total"] - before["computenet_tasks_submitted_total"] == 3
@@ -181,10 +179,14 @@ def test_dead_gateway_turns_pool_unhealthy_within_timeout(
         )
         lines = [json.loads(x) for x in gw.output().splitlines() if x.startswith("{")]
         assert any(x.get("trace_id") == trace and tid in x["msg"] for x in lines), lines
-        gm = scrape(f"http://127.0.0.1:{gw_metrics}")
+        done = 'computenet_gateway_tasks_finished_total{state="COMPLETE"}'
+        gm = wait_for(
+            lambda: (x := scrape(f"http://127.0.0.1:{gw_metrics}")).get(done, 0) >= 1 and x,
+            10,
+            "the gateway's finished counter",
+        )
         assert gm["computenet_gateway_heartbeats_sent_total"] >= 1
         assert gm["computenet_gateway_tasks_leased_total"] >= 1
-        assert gm['computenet_gateway_tasks_finished_total{state="COMPLETE"}'] >= 1
         assert gm["computenet_gateway_node_rtt_ms"] > 0
 
         gw.kill9()
@@ -195,9 +197,9 @@ def test_dead_gateway_turns_pool_unhealthy_within_timeout(
             "the pool to turn unhealthy in /api/v1",
         )
         took = time.monotonic() - killed
-        # The last heartbeat came at most one interval before the kill; the housekeeping
-        # pass that marks it runs every second.
-        assert took <= timeout_s + 2, took
+        # The last heartbeat came before the kill; the housekeeping pass that marks the pool
+        # runs every second (plus slack for a loaded machine).
+        assert took <= timeout_s + 3, took
         row = console_pool()
         assert row["health"] == "unhealthy"
         avail = wait_for(
