@@ -25,8 +25,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, str]]
     gateways: list[Proc] = []
     try:
         token = admin_token(proc)
-        for label, region in (("sh-dc", "31"), ("gz-dc", "44")):
-            gateways.append(start_gateway(url, token, base / label, label, 1, "--region", region))
+        for label, region, price in (("sh-dc", "31", "0.12"), ("gz-dc", "44", "0.08")):
+            extra = ("--region", region, "--price-per-core-hour", price)
+            gateways.append(start_gateway(url, token, base / label, label, 1, *extra))
         auth = {"Authorization": f"Bearer {token}"}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -30,9 +30,23 @@ export function chinaPlot(points, { width = 560, height = 380 } = {}) {
   return h("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "panel", role: "img", "aria-label": "pools by region" }, grid, dots);
 }
 
-export function barChart(points, key, { title, width = 640, height = 180, fmt = (v) => v.toFixed(3) } = {}) {
+// Every bucket from ``sinceS`` ago to now, zero where the API returned none.
+export function fillBuckets(points, bucketS, sinceS) {
+  const byStart = new Map(points.map((p) => [Math.floor(new Date(p.start).getTime() / 1000), p]));
+  const now = Math.floor(Date.now() / 1000);
+  const out = [];
+  for (let b = Math.floor((now - sinceS) / bucketS) * bucketS; b <= now; b += bucketS) {
+    out.push(byStart.get(b) || { start: new Date(b * 1000).toISOString(), tasks: 0, card_hours: "0", cpu_core_hours: "0", pflops_hours_fp16: "0", cost: "0" });
+  }
+  return out;
+}
+
+const precise = (v) => (v === 0 ? "0" : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3));
+
+export function barChart(points, key, { title, width = 640, height = 180, fmt = precise } = {}) {
   const values = points.map((p) => Number(p[key]));
-  const top = Math.max(1e-9, ...values);
+  const most = Math.max(0, ...values);
+  const top = most || 1; // all zero: flat bars, not a division by zero
   const pad = 30, w = (width - pad) / Math.max(1, values.length);
   const bars = values.map((v, i) => h("rect", {
     x: pad + i * w + 1, width: Math.max(1, w - 2), y: height - 20 - (v / top) * (height - 40),
@@ -42,6 +56,6 @@ export function barChart(points, key, { title, width = 640, height = 180, fmt = 
     h("text", { x: pad, y: height - 5 }, new Date(points[0].start).toLocaleString()),
     h("text", { x: width - 150, y: height - 5 }, new Date(points[points.length - 1].start).toLocaleString()),
   ] : [h("text", { x: pad, y: height / 2 }, "no usage recorded yet")];
-  return h("div", { class: "panel" }, h("div", {}, `${title} (max ${fmt(top)})`),
+  return h("div", { class: "panel" }, h("div", {}, `${title} (max ${fmt(most)})`),
     h("svg", { width, height, viewBox: `0 0 ${width} ${height}` }, bars, labels));
 }

@@ -1,7 +1,7 @@
 // The console's pages. Each takes the <main> element and renders into it; a page that
 // refreshes returns a function that stops it.
 import { api, fill, h, pct, secs, when, ago, badge, bar, Pager } from "./lib.js";
-import { chinaPlot, barChart } from "./charts.js";
+import { chinaPlot, barChart, fillBuckets } from "./charts.js";
 
 const STATES = ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "CANCELING"];
 
@@ -104,9 +104,11 @@ export async function usage(main) {
   const bucket = h("select", {}, h("option", { value: "3600" }, "per hour"), h("option", { value: "86400" }, "per day"));
   const charts = h("div", { class: "row" });
   const load = async () => {
-    const s = await api("/api/v1/console/usage", { params: { bucket_s: bucket.value } });
-    fill(charts, barChart(s.points, "cost", { title: "Cost (pool currency)" }), barChart(s.points, "card_hours", { title: "Card-hours" }),
-      barChart(s.points, "cpu_core_hours", { title: "CPU core-hours" }), barChart(s.points, "tasks", { title: "Tasks metered", fmt: (v) => String(v) }));
+    const sinceS = 7 * 86400;
+    const s = await api("/api/v1/console/usage", { params: { bucket_s: bucket.value, since_s: sinceS } });
+    const points = fillBuckets(s.points, s.bucket_s, sinceS);
+    fill(charts, barChart(points, "cost", { title: "Cost (pool currency)" }), barChart(points, "card_hours", { title: "Card-hours" }),
+      barChart(points, "cpu_core_hours", { title: "CPU core-hours" }), barChart(points, "tasks", { title: "Tasks metered", fmt: (v) => String(v) }));
   };
   bucket.addEventListener("change", load);
   fill(main, h("h1", {}, "Usage and cost, last 7 days"), h("div", { class: "filters" }, bucket), charts);
