@@ -8,7 +8,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UP_ARGS ?=
 
-.PHONY: up test lint fmt bench bench-backends bench-load bench-ledger bench-federation demo clean
+.PHONY: up test lint fmt bench bench-backends bench-load bench-ledger bench-federation bench-console demo \
+	screenshots clean
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -55,6 +56,13 @@ bench-federation: $(VENV)/.installed-dev
 # local gateway; data in ./federation-demo. Ctrl-C stops them.
 demo: $(VENV)/.installed
 	$(BIN)/computenet demo
+
+bench-console: $(VENV)/.installed-dev
+	$(BIN)/python bench/console.py
+
+# Re-take docs/screenshots/*.png by running the console's browser test (needs Chromium).
+screenshots: $(VENV)/.installed-dev
+	COMPUTENET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/console/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

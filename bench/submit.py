@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,14 +74,21 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout_s: fl
 
 
 @contextmanager
-def own_node(timeout_s: float = 60.0, extra: tuple[str, ...] = ()) -> Iterator[Node]:
-    """Start ``computenet node`` (with ``extra`` options) on a fresh data dir; always stop it
-    (SIGINT, then kill)."""
+def own_node(
+    timeout_s: float = 60.0,
+    prepare: Callable[[Path], None] | None = None,
+    extra: tuple[str, ...] = (),
+) -> Iterator[Node]:
+    """Start ``computenet node`` (with ``extra`` options) on a fresh data dir (first filled
+    by ``prepare``, when given); always stop it (SIGINT, then kill)."""
     with tempfile.TemporaryDirectory(prefix="cn-bench-") as tmp:
         with socket.socket() as sock:  # a free loopback port
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         data, log = Path(tmp) / "data", Path(tmp) / "node.log"
+        if prepare is not None:
+            data.mkdir()
+            prepare(data)
         cmd = [sys.executable, "-m", "computenet.cli.main", "node"]
         cmd += ["--data-dir", str(data), "--port", str(port), *extra]
         with log.open("wb") as out:

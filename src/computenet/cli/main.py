@@ -77,6 +77,7 @@ def up(
         public_url=f"http://{host}:{port}",
         parent_url=parent,
         enrol_token=enrol_token,
+        region=region,
     )
     backend = serve.local_backend(
         base / "gateway",
@@ -129,6 +130,13 @@ def node(
     resolve_ttl_s: Annotated[
         float, typer.Option(min=0.0, help="how long answers from other nodes are cached")
     ] = 30.0,
+    heartbeat_timeout_s: Annotated[
+        float, typer.Option(min=1.0, help="a pool silent this long turns unhealthy")
+    ] = 20.0,
+    region: Annotated[str, typer.Option(help="GB/T 2260 region code of this node")] = "11",
+    quality_sample_s: Annotated[
+        float, typer.Option(min=0.1, help="how often pool health is sampled")
+    ] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a node (no gateway): gateways connect to it with `computenet gateway`."""
@@ -156,6 +164,9 @@ def node(
         enrol_token=enrol_token,
         fed_timeout_s=fed_timeout_s,
         resolve_ttl_s=resolve_ttl_s,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        region=region,
+        quality_sample_s=quality_sample_s,
     )
     _run(serve.serve_node(settings, host, port, _say))
 
@@ -187,6 +198,9 @@ def gateway(
     ] = False,
     pools_file: Annotated[
         Path | None, typer.Option(help="local backend: declare these pools (JSON list) unprobed")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="serve Prometheus /metrics on loopback")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -223,6 +237,8 @@ def gateway(
         name=name,
         failover_after_s=failover_after_s,
     )
+    if metrics_port is not None:
+        agent.metrics.serve(metrics_port)
     _run(agent.run())
 
 

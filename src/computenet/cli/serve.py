@@ -23,6 +23,7 @@ from computenet.model.pool import Region
 from computenet.node.app import create_app
 from computenet.node.runtime import NodeRuntime
 from computenet.node.settings import NodeSettings
+from computenet.node.tracing import json_logs_wanted, use_json_logs
 from computenet.sdk.config import ClientConfig, config_path
 
 log = logging.getLogger("computenet")
@@ -34,11 +35,13 @@ def default_data_dir() -> Path:
 
 
 def setup_logging(verbose: bool) -> None:
-    """Concise logs on stderr."""
+    """Concise logs on stderr; JSON lines when ``COMPUTENET_LOG_FORMAT=json``."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if json_logs_wanted():
+        use_json_logs()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from computenet.errors import Conflict, NotFound, Unauthorized, Unavailable
 from computenet.gateway.backends.base import Backend, BackendDown, BackendError, Job, JobStatus
 from computenet.gateway.client import NodeClient
+from computenet.gateway.metrics import GatewayMetrics
 from computenet.model.pool import PoolSpec
 from computenet.model.protocol import (
     DeclarePools,
@@ -151,6 +152,7 @@ class GatewayAgent:
         self.failover_after_s = failover_after_s
         self.down_since: float | None = None
         self._wake = asyncio.Event()
+        self.metrics = GatewayMetrics()
 
     @property
     def _cred_path(self) -> Path:
@@ -170,6 +172,7 @@ class GatewayAgent:
                     await self._serve()
                 except (Unavailable, Unauthorized, NotFound) as exc:
                     self.connected.clear()
+                    self.metrics.errors.labels("node_unavailable").inc()
                     delay = backoff.next()
                     log.warning("node unavailable (%s); retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
@@ -177,6 +180,7 @@ class GatewayAgent:
                     # A bug must not stop the gateway: its jobs keep running, so log it
                     # and start over as after a lost connection.
                     self.connected.clear()
+                    self.metrics.errors.labels("loop").inc()
                     delay = backoff.next()
                     log.exception("gateway loop failed; restarting in %.1f s", delay)
                     await asyncio.sleep(delay)
@@ -235,7 +239,16 @@ class GatewayAgent:
                 for cpi, spec in self.pools.items()
             ]
             leases = {tr.job.lease_id: tr for tr in self.tracked.values()}
-            reply = await self.client.heartbeat(Heartbeat(pools=live, leases=list(leases)))
+            rtt_ms = await self.client.ping()
+            beat = Heartbeat(pools=live, leases=list(leases), rtt_ms=rtt_ms)
+            reply = await self.client.heartbeat(beat)
+            m = self.metrics
+            m.heartbeats.inc()
+            m.lease_renewals.inc(len(reply.renewed))
+            m.tracked.set(len(self.tracked))
+            m.backend_up.set(1 if healthy else 0)
+            if rtt_ms is not None:
+                m.rtt_ms.set(rtt_ms)
             for lease_id in reply.cancel:
                 if lease_id in leases:
                     await asyncio.to_thread(self.backend.cancel, leases[lease_id].job)
@@ -268,6 +281,8 @@ class GatewayAgent:
             reply = await self.client.lease(LeaseRequest(max_tasks=self.lease_batch, wait_s=20))
             for lt in reply.tasks:
                 job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec)
+                log.info("leased %s on %s", job.key, lt.pool_cpi, extra={"trace_id": lt.trace_id})
+                self.metrics.leased.inc()
                 tr = _Tracked(job, submitted=False)
                 # Tracked before it starts: a disconnect during submit must not orphan it.
                 self.tracked[job.key] = tr
@@ -411,6 +426,7 @@ class GatewayAgent:
                     stream.acked_chars += len(chunk.data)
                     stream.pending = stream.pending[len(chunk.data) :]
         if final and not rest:
+            self.metrics.finished.labels(state.value).inc()
             self.tracked.pop(tr.job.key, None)
             await asyncio.to_thread(self.backend.forget, tr.job)
         elif reply.cancel:
@@ -430,6 +446,7 @@ class GatewayAgent:
 
     async def _release(self, tr: _Tracked, why: str) -> None:
         """Hand a job back to the node and forget it here."""
+        self.metrics.released.inc()
         self.tracked.pop(tr.job.key, None)
         with contextlib.suppress(BackendError):
             await asyncio.to_thread(self.backend.cancel, tr.job)

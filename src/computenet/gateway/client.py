@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
 import httpx
@@ -75,6 +76,16 @@ class NodeClient:
     async def declare(self, msg: DeclarePools) -> DeclareReply:
         """Declare pools."""
         return await self._call("PUT", "/pools", msg, DeclareReply)
+
+    async def ping(self) -> float | None:
+        """Round-trip time to the node in milliseconds (None when it does not answer)."""
+        began = time.perf_counter()
+        try:
+            resp = await self._http.get("/gateway/v1/ping", timeout=5.0)
+        except httpx.HTTPError:
+            return None
+        took_ms = (time.perf_counter() - began) * 1000
+        return round(took_ms, 3) if resp.status_code == 200 else None
 
     async def heartbeat(self, msg: Heartbeat) -> HeartbeatReply:
         """Heartbeat and renew leases."""

@@ -73,6 +73,7 @@ class Heartbeat(Strict):
 
     pools: list[PoolLive] = Field(default_factory=list, max_length=256)
     leases: list[str] = Field(default_factory=list, max_length=10_000)
+    rtt_ms: float | None = Field(default=None, ge=0, le=600_000, description="RTT to the node")
 
 
 class HeartbeatReply(BaseModel):
@@ -100,6 +101,7 @@ class LeasedTask(BaseModel):
     pool_cpi: str
     spec: TaskSpec
     lease_expires_at: datetime
+    trace_id: str | None = None  # the id the task was submitted under, for the gateway's logs
 
 
 class LeaseReply(BaseModel):

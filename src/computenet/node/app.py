@@ -9,9 +9,22 @@ from fastapi import FastAPI
 
 import computenet
 from computenet.node import http_errors
-from computenet.node.api import audit, billing, federation, gateway, native, sched, tes, tokens
+from computenet.node.api import (
+    audit,
+    billing,
+    console,
+    federation,
+    gateway,
+    native,
+    ops,
+    sched,
+    tes,
+    tokens,
+)
 from computenet.node.audit import AuditMiddleware
+from computenet.node.metrics import MetricsMiddleware
 from computenet.node.runtime import NodeRuntime
+from computenet.node.tracing import TraceMiddleware
 
 
 def create_app(rt: NodeRuntime) -> FastAPI:
@@ -43,6 +56,11 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(billing.router)
     app.include_router(federation.router)
+    app.include_router(console.router)
+    app.include_router(ops.router)
+    ops.mount_console(app)
+    app.add_middleware(MetricsMiddleware, metrics=rt.monitor.metrics)
+    app.add_middleware(TraceMiddleware)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -19,6 +19,7 @@ from computenet.node.audit import AuditLog
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
 from computenet.node.leader import LeaderElection
+from computenet.node.monitor import Monitor
 from computenet.node.ratelimit import RateLimiter
 from computenet.node.scheduling import SchedService
 from computenet.node.settings import NodeSettings
@@ -68,8 +69,10 @@ class NodeRuntime:
         self.sched = SchedService(self.db, self.dispatch)
         self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
         self.dispatch.remote_pools = self.federation.index.remote_pools
+        self.monitor = Monitor(self.db, settings)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
+        self.ready = False  # set once the loops run: /readyz
 
     def drain(self) -> None:
         """Begin shutting down: end waiting long-polls so connections close promptly."""
@@ -124,7 +127,10 @@ class NodeRuntime:
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
             *self.federation.loops(),
+            asyncio.create_task(self.monitor.sample_loop(), name="quality-samples"),
+            asyncio.create_task(self.monitor.flush_loop(), name="monitor-flush"),
         ]
+        self.ready = True
 
     async def stop(self) -> None:
         """Stop the loops, hand leadership on, and close the store."""
@@ -150,8 +156,10 @@ class NodeRuntime:
                 continue
             began = loop.time()
             try:
-                await asyncio.to_thread(self.dispatch.schedule_pass)
+                placed = await asyncio.to_thread(self.dispatch.schedule_pass)
+                self.monitor.placement_pass(loop.time() - began, placed)
             except Exception:
+                self.monitor.error("scheduler")
                 log.exception("scheduling pass failed")
             took = loop.time() - began
             await self.changed.wait(1.0)
@@ -167,4 +175,5 @@ class NodeRuntime:
             try:
                 await asyncio.to_thread(self.dispatch.expire)
             except Exception:
+                self.monitor.error("housekeeping")
                 log.exception("housekeeping failed")

@@ -35,3 +35,5 @@ class NodeSettings:
     fed_sync_s: float = 0.5  # push/pull period of the pool index and forwarded tasks
     fed_timeout_s: float = 10.0  # a silent child's pools turn unavailable after this
     resolve_ttl_s: float = 30.0
+    region: str = "11"  # GB/T 2260 code of this node, one end of measured RTTs
+    quality_sample_s: float = 10.0

@@ -49,8 +49,16 @@ def declare(body: DeclarePools, rt: Runtime, gw: Gateway) -> DeclareReply:
 
 @router.post("/heartbeat", response_model=HeartbeatReply)
 def heartbeat(body: Heartbeat, rt: Runtime, gw: Gateway) -> HeartbeatReply:
-    """Liveness, live pool state, and lease renewal."""
-    return rt.dispatch.heartbeat(gw.subject, body)
+    """Liveness, live pool state, lease renewal, and the gateway's measured RTT."""
+    reply = rt.dispatch.heartbeat(gw.subject, body)
+    rt.monitor.heartbeat(gw.subject, body, reply)
+    return reply
+
+
+@router.get("/ping")
+async def ping() -> dict[str, bool]:
+    """A cheap answer gateways time to measure their round trip to this node."""
+    return {"ok": True}
 
 
 @router.post("/lease", response_model=LeaseReply)
@@ -61,7 +69,7 @@ async def lease(body: LeaseRequest, rt: Runtime, gw: Gateway) -> LeaseReply:
         tasks = await run_in_threadpool(rt.dispatch.lease, gw.subject, body.max_tasks)
         left = deadline - time.monotonic()
         if tasks or left <= 0 or rt.draining:
-            return LeaseReply(tasks=tasks)
+            return LeaseReply(tasks=await run_in_threadpool(rt.monitor.traces, tasks))
         # Woken by any placement; the timeout bounds a missed wake-up.
         await rt.changed.wait(min(left, 1.0))
         await asyncio.sleep(0)
@@ -76,4 +84,6 @@ def release(task_id: str, body: ReleaseRequest, rt: Runtime, gw: Gateway) -> Rel
 @router.post("/tasks/{task_id}/report", response_model=ReportReply)
 def report(task_id: str, body: TaskReport, rt: Runtime, gw: Gateway) -> ReportReply:
     """State, logs and usage of a leased task."""
-    return rt.dispatch.report(gw.subject, task_id, body)
+    reply = rt.dispatch.report(gw.subject, task_id, body)
+    rt.monitor.report(task_id, body)
+    return reply

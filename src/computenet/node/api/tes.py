@@ -40,7 +40,8 @@ def create_task(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, str]:
     """CreateTask."""
-    tid, _ = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key, payer(p))
+    tid, created = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key, payer(p))
+    rt.monitor.task_submitted(tid, created)
     return {"id": tid}
 
 

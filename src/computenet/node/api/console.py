@@ -1,0 +1,426 @@
+"""Data the web console shows, under ``/api/v1/console``; every list is paginated.
+
+- ``GET /overview``: this node, task counts by state, pool counts by health, totals.
+- ``GET /tree``: the federation tree from this node: its providers (paginated, with pool
+  counts) and its child nodes (``children``: empty until federation lands; each child is
+  ``{code, name, level, url}`` and its own ``/api/v1/console/tree`` continues the tree).
+- ``GET /map``: pools grouped by region with coordinates, for the lat/lon plot.
+- ``GET /pools``: pools with live capacity, utilization, price, health and quality.
+- ``GET /latency``: the region -> region RTT matrix.
+- ``GET /usage``: usage and cost per time bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy import case, func, select
+
+from computenet.model.task import TaskState
+from computenet.node import netmeasure, quality
+from computenet.node.api.deps import Runtime, User, owner_scope
+from computenet.node.dispatch import ACTIVE
+from computenet.node.quality import Quality
+from computenet.node.regions import PROVINCES, place, province_name
+from computenet.node.tasks import utcnow
+from computenet.node.views import Amount
+from computenet.store import tables as t
+
+router = APIRouter(prefix="/api/v1/console", tags=["console"])
+PageSize = Annotated[int, Query(ge=1, le=500)]
+Token = Annotated[str | None, Query(max_length=256)]
+
+
+class Overview(BaseModel):
+    """The node at a glance."""
+
+    code: str
+    name: str
+    level: str
+    region: str
+    tasks_by_state: dict[str, int]
+    pools_by_health: dict[str, int]
+    providers: int
+    cards: int
+    cpu_cores: int
+
+
+class ProviderNode(BaseModel):
+    """A provider in the tree, with its pool counts."""
+
+    prefix: str
+    name: str
+    pools: int
+    healthy: int
+
+
+class ChildNode(BaseModel):
+    """A child node in the federation tree."""
+
+    code: str
+    name: str
+    level: str
+    url: str
+
+
+class Tree(BaseModel):
+    """This node, a page of its providers and its child nodes."""
+
+    code: str
+    name: str
+    level: str
+    providers: list[ProviderNode]
+    next_page_token: str | None = None
+    children: list[ChildNode]
+
+
+class RegionPoint(BaseModel):
+    """Pools in one region, placed on the map."""
+
+    code: str
+    name: str
+    lat: float
+    lon: float
+    pools: int
+    healthy: int
+    cards: int
+    cpu_cores: int
+
+
+class PoolRow(BaseModel):
+    """A pool as the console lists it."""
+
+    cpi: str
+    provider: str
+    health: str
+    region: str
+    region_name: str
+    accelerator: str | None
+    cards: int
+    cpu_cores: int
+    memory_mib: int
+    used_cards: int
+    used_cpu_cores: int
+    utilization: float
+    running_tasks: int
+    currency: str
+    price_per_card_hour: Amount
+    price_per_core_hour: Amount
+    last_heartbeat_at: datetime | None
+    quality: Quality
+
+
+class PoolPage(BaseModel):
+    """A page of pools."""
+
+    pools: list[PoolRow]
+    next_page_token: str | None = None
+
+
+class ProviderQuality(BaseModel):
+    """A provider's quality figures."""
+
+    prefix: str
+    quality: Quality
+
+
+class LatencyEntry(BaseModel):
+    """One measured region pair."""
+
+    from_region: str
+    from_name: str
+    to_region: str
+    to_name: str
+    rtt_ms: float
+
+
+class UsagePoint(BaseModel):
+    """Usage and cost in one time bucket."""
+
+    start: datetime
+    tasks: int
+    card_hours: Amount
+    cpu_core_hours: Amount
+    pflops_hours_fp16: Amount
+    cost: Amount
+
+
+class UsageSeries(BaseModel):
+    """Usage over time; cost is in each pool's currency, summed (CNY by default)."""
+
+    bucket_s: int
+    points: list[UsagePoint]
+
+
+def _totals(spec: dict[str, Any]) -> tuple[int, int, int]:
+    machines = int(spec.get("machines", 1))
+    acc = spec.get("accelerator")
+    cards = int(acc["count"]) * machines if acc else 0
+    return cards, int(spec["cpu_cores"]) * machines, int(spec["memory_mib"]) * machines
+
+
+@router.get("/overview", response_model=Overview)
+def overview(rt: Runtime, p: User) -> Overview:
+    """Task counts by state (yours, or all for an admin), pools by health, and totals."""
+    owner = owner_scope(p)
+    with rt.db.read() as s:
+        q = select(t.Task.state, func.count()).group_by(t.Task.state)
+        if owner is not None:
+            q = q.where(t.Task.owner == owner)
+        states = {k: int(v) for k, v in s.execute(q)}
+        health = {
+            k: int(v)
+            for k, v in s.execute(select(t.Pool.health, func.count()).group_by(t.Pool.health))
+        }
+        providers = int(s.scalar(select(func.count()).select_from(t.Provider)) or 0)
+        specs = list(s.scalars(select(t.Pool.spec)))
+    cards = cores = 0
+    for spec in specs:
+        c, k, _ = _totals(spec)
+        cards, cores = cards + c, cores + k
+    st = rt.settings
+    return Overview(
+        code=st.node_code,
+        name=st.name,
+        level=st.level,
+        region=st.region,
+        tasks_by_state={s.value: states.get(s.value, 0) for s in TaskState},
+        pools_by_health={
+            "healthy": health.get("healthy", 0),
+            "unhealthy": health.get("unhealthy", 0),
+        },
+        providers=providers,
+        cards=cards,
+        cpu_cores=cores,
+    )
+
+
+@router.get("/tree", response_model=Tree)
+def tree(rt: Runtime, _p: User, page_size: PageSize = 100, page_token: Token = None) -> Tree:
+    """This node's providers (a page, by prefix) with pool counts, and its child nodes."""
+    with rt.db.read() as s:
+        q = select(t.Provider).order_by(t.Provider.prefix).limit(page_size + 1)
+        if page_token:
+            q = q.where(t.Provider.prefix > page_token)
+        rows = list(s.scalars(q))
+        page = rows[:page_size]
+        healthy = func.sum(case((t.Pool.health == "healthy", 1), else_=0))
+        counts = {
+            prefix: (int(n), int(h or 0))
+            for prefix, n, h in s.execute(
+                select(t.Pool.provider_prefix, func.count(), healthy)
+                .where(t.Pool.provider_prefix.in_([r.prefix for r in page]))
+                .group_by(t.Pool.provider_prefix)
+            )
+        }
+    st = rt.settings
+    return Tree(
+        code=st.node_code,
+        name=st.name,
+        level=st.level,
+        providers=[
+            ProviderNode(
+                prefix=r.prefix,
+                name=r.name,
+                pools=counts.get(r.prefix, (0, 0))[0],
+                healthy=counts.get(r.prefix, (0, 0))[1],
+            )
+            for r in page
+        ],
+        next_page_token=page[-1].prefix if len(rows) > page_size else None,
+        children=[],
+    )
+
+
+@router.get("/map", response_model=list[RegionPoint])
+def region_map(rt: Runtime, _p: User) -> list[RegionPoint]:
+    """Pools grouped by region code and place (one point per region, not per pool); every
+    province appears, with zero pools where it has none, so the plot shows China's shape."""
+    with rt.db.read() as s:
+        rows = list(s.execute(select(t.Pool.spec, t.Pool.health)))
+    points: dict[tuple[str, float, float], RegionPoint] = {
+        (code, lat, lon): RegionPoint(
+            code=code, name=name, lat=lat, lon=lon, pools=0, healthy=0, cards=0, cpu_cores=0
+        )
+        for code, (name, lat, lon) in PROVINCES.items()
+    }
+    for spec, health in rows:
+        reg = spec.get("region", {})
+        code = str(reg.get("code", "11"))
+        lat, lon = place(code, reg.get("lat"), reg.get("lon"))
+        key = (code, lat, lon)
+        pt = points.get(key)
+        if pt is None:
+            name = reg.get("name") or province_name(code)
+            pt = points[key] = RegionPoint(
+                code=code, name=name, lat=lat, lon=lon, pools=0, healthy=0, cards=0, cpu_cores=0
+            )
+        cards, cores, _ = _totals(spec)
+        pt.pools += 1
+        pt.healthy += health == "healthy"
+        pt.cards += cards
+        pt.cpu_cores += cores
+    return sorted(points.values(), key=lambda p: p.code)
+
+
+def _used(rt: Runtime, cpis: list[str]) -> dict[str, tuple[int, int]]:
+    """Cards and cores held by placed and active tasks on the given pools."""
+    with rt.db.read() as s:
+        return {
+            str(cpi): (int(a or 0), int(c or 0))
+            for cpi, a, c in s.execute(
+                select(t.Task.pool_cpi, func.sum(t.Task.accelerators), func.sum(t.Task.cpu_cores))
+                .where(
+                    t.Task.pool_cpi.in_(cpis),
+                    t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
+                )
+                .group_by(t.Task.pool_cpi)
+            )
+        }
+
+
+@router.get("/pools", response_model=PoolPage)
+def pools(
+    rt: Runtime,
+    _p: User,
+    page_size: PageSize = 50,
+    page_token: Token = None,
+    health: Annotated[str | None, Query(pattern="^(healthy|unhealthy)$")] = None,
+    provider: Annotated[str | None, Query(max_length=128)] = None,
+    q: Annotated[str | None, Query(max_length=128)] = None,
+) -> PoolPage:
+    """A page of pools by CPI with capacity, use, price, health and quality figures."""
+    with rt.db.read() as s:
+        sel = select(t.Pool).order_by(t.Pool.cpi).limit(page_size + 1)
+        if page_token:
+            sel = sel.where(t.Pool.cpi > page_token)
+        if health:
+            sel = sel.where(t.Pool.health == health)
+        if provider:
+            sel = sel.where(t.Pool.provider_prefix == provider)
+        if q:
+            sel = sel.where(t.Pool.cpi.contains(q, autoescape=True))
+        rows = list(s.scalars(sel))
+    page = rows[:page_size]
+    cpis = [r.cpi for r in page]
+    used = _used(rt, cpis)
+    figures = quality.pool_quality(rt.db, cpis=cpis) if cpis else {}
+    out = []
+    for r in page:
+        cards, cores, mem = _totals(r.spec)
+        ucards, ucores = used.get(r.cpi, (0, 0))
+        util = max(ucards / cards if cards else 0.0, ucores / cores if cores else 0.0)
+        reg = r.spec.get("region", {})
+        acc = r.spec.get("accelerator")
+        out.append(
+            PoolRow(
+                cpi=r.cpi,
+                provider=r.provider_prefix,
+                health=r.health,
+                region=str(reg.get("code", "11")),
+                region_name=reg.get("name") or province_name(str(reg.get("code", "11"))),
+                accelerator=acc["model"] if acc else None,
+                cards=cards,
+                cpu_cores=cores,
+                memory_mib=mem,
+                used_cards=ucards,
+                used_cpu_cores=ucores,
+                utilization=min(1.0, util),
+                running_tasks=r.running_tasks,
+                currency=r.spec.get("currency", "CNY"),
+                price_per_card_hour=Decimal(str(r.spec.get("price_per_card_hour", "0"))),
+                price_per_core_hour=Decimal(str(r.spec.get("price_per_core_hour", "0"))),
+                last_heartbeat_at=r.last_heartbeat_at,
+                quality=figures[r.cpi],
+            )
+        )
+    return PoolPage(pools=out, next_page_token=page[-1].cpi if len(rows) > page_size else None)
+
+
+@router.get("/providers/quality", response_model=list[ProviderQuality])
+def providers_quality(rt: Runtime, _p: User) -> list[ProviderQuality]:
+    """Quality figures per provider over the last hour."""
+    return [
+        ProviderQuality(prefix=k, quality=v)
+        for k, v in sorted(quality.provider_quality(rt.db).items())
+    ]
+
+
+@router.get("/latency", response_model=list[LatencyEntry])
+def latency(rt: Runtime, _p: User) -> list[LatencyEntry]:
+    """The measured region -> region round-trip times (mean over the last hour)."""
+    return [
+        LatencyEntry(
+            from_region=a,
+            from_name=province_name(a),
+            to_region=b,
+            to_name=province_name(b),
+            rtt_ms=round(v, 3),
+        )
+        for (a, b), v in sorted(netmeasure.latency_matrix(rt.db).items())
+    ]
+
+
+def _buckets(
+    rows: Iterable[Any], prices: dict[str, tuple[Decimal, Decimal]], bucket_s: int
+) -> list[UsagePoint]:
+    points: dict[int, UsagePoint] = {}
+    for r in rows:
+        key = int(r.created_at.timestamp()) // bucket_s * bucket_s
+        pt = points.get(key)
+        if pt is None:
+            start = datetime.fromtimestamp(key, r.created_at.tzinfo)
+            zero = Decimal(0)
+            pt = points[key] = UsagePoint(
+                start=start,
+                tasks=0,
+                card_hours=zero,
+                cpu_core_hours=zero,
+                pflops_hours_fp16=zero,
+                cost=zero,
+            )
+        card_price, core_price = prices.get(r.pool_cpi, (Decimal(0), Decimal(0)))
+        pt.tasks += 1
+        pt.card_hours += r.card_hours
+        pt.cpu_core_hours += r.cpu_core_hours
+        pt.pflops_hours_fp16 += r.pflops_hours_fp16 or 0
+        # Cards are billed when the task held any; else its cores are.
+        pt.cost += r.card_hours * card_price if r.cards else r.cpu_core_hours * core_price
+    return [points[k] for k in sorted(points)]
+
+
+@router.get("/usage", response_model=UsageSeries)
+def usage(
+    rt: Runtime,
+    p: User,
+    bucket_s: Annotated[int, Query(ge=60, le=7 * 86400)] = 3600,
+    since_s: Annotated[int, Query(ge=60, le=366 * 86400)] = 7 * 86400,
+) -> UsageSeries:
+    """Usage records (yours, or all for an admin) summed per bucket, with their cost at
+    the pool's current prices."""
+    since = utcnow() - timedelta(seconds=since_s)
+    owner = owner_scope(p)
+    with rt.db.read() as s:
+        u = t.UsageRecord
+        q = select(
+            u.created_at, u.pool_cpi, u.cards, u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16
+        ).where(u.created_at >= since)
+        if owner is not None:
+            q = q.join(t.Task, t.Task.id == t.UsageRecord.task_id).where(t.Task.owner == owner)
+        rows = list(s.execute(q))
+        specs: dict[str, dict[str, Any]] = {
+            k: v for k, v in s.execute(select(t.Pool.cpi, t.Pool.spec))
+        }
+    prices = {
+        cpi: (
+            Decimal(str(sp.get("price_per_card_hour", "0"))),
+            Decimal(str(sp.get("price_per_core_hour", "0"))),
+        )
+        for cpi, sp in specs.items()
+    }
+    return UsageSeries(bucket_s=bucket_s, points=_buckets(rows, prices, bucket_s))
