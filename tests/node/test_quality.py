@@ -83,7 +83,8 @@ def test_availability_success_rate_and_reliability(db: Database) -> None:
         _task(s, 2, "cn/acme/a", "COMPLETE", 4.0)
         _task(s, 3, "cn/acme/a", "EXECUTOR_ERROR", 6.0)
         _task(s, 4, "cn/acme/a", "CANCELED", 1.0)
-    quality.record_queue_wait_estimate(db, "cn-T1", 1.0)
+    with db.write() as s:
+        quality.record_queue_wait_estimate(s, "cn-T1", 1.0)
     figures = quality.pool_quality(db)
     a, b = figures["cn/acme/a"], figures["cn/acme/b"]
     assert (a.samples, a.availability) == (3, 1.0)
@@ -108,3 +109,20 @@ def test_latency_matrix_averages_recent_samples(db: Database) -> None:
     netmeasure.record_rtt(db, "G1", "31", "44", 5.0)
     assert netmeasure.latency_matrix(db) == {("31", "11"): 25.0, ("31", "44"): 5.0}
     assert netmeasure.latency_matrix(db, window_s=0.0) == {}
+
+
+def test_the_scheduler_sees_measured_reliability_and_latency(db: Database) -> None:
+    from computenet.node.sched_inputs import ContextLoader
+    from computenet.sched.network import modelled_link
+
+    quality.sample_pools(db)  # b is unhealthy in its only sample: availability 0
+    netmeasure.record_rtt(db, "G1", "31", "11", 42.0)
+    with db.read() as s:
+        ctx = ContextLoader(db).load(s)
+        model_only = ContextLoader().load(s)
+    assert ctx.telemetry["cn/acme/a"].reliability == pytest.approx(1.0 * 1 / 2)
+    assert ctx.telemetry["cn/acme/b"].reliability == 0.0
+    link = ctx.network[("11", "31")]  # measured one way, used both ways
+    assert link.rtt_ms == 42.0
+    assert link.bandwidth_mbps == modelled_link(1000.0, False).bandwidth_mbps
+    assert model_only.network == {} and "cn/acme/b" not in model_only.telemetry

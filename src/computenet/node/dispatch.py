@@ -32,11 +32,13 @@ from computenet.model.protocol import (
 )
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
+from computenet.node.quality import record_queue_wait_estimate
 from computenet.node.sched_apply import placed_message, preempt, spec_update
 from computenet.node.sched_inputs import ContextLoader, tenant_of
 from computenet.node.settings import NodeSettings
 from computenet.node.tasks import add_event, utcnow
 from computenet.sched.core import PoolView, TaskView, schedule, shape_key
+from computenet.sched.types import Context
 from computenet.store import tables as t
 from computenet.store.db import Database
 
@@ -94,7 +96,7 @@ class Dispatcher:
         # there are still none, so a long backlog is not rescanned on every pass.
         self._told_no_pools_seq = 0
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
-        self._context = ContextLoader()
+        self._context = ContextLoader(db)
         # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
         # forwarded to its owner by computenet.federation (the runtime sets this).
         self.remote_pools: Callable[[Session], list[PoolView]] = lambda _s: []
@@ -215,7 +217,7 @@ class Dispatcher:
         one short transaction, each guarded so that a task cancelled meanwhile stays so.
         """
         with self.db.read() as s:
-            views = self._pool_views(s) + self.remote_pools(s)
+            views = self.pool_views(s)
             if not views:
                 self._explain_no_pools(s)
                 return 0
@@ -245,7 +247,7 @@ class Dispatcher:
                 for tid, spec in rows:
                     parsed = TaskSpec.model_validate(spec)
                     self._specs[tid] = (parsed, shape_key(parsed))
-            ctx = self._context.load(s)
+            ctx = self.context(s)
         tasks = [
             TaskView(r.id, spec, r.priority, r.seq, tenant_of(r.owner, r.tenant), key)
             for r in queued
@@ -288,6 +290,8 @@ class Dispatcher:
                             message=placed_message(d, spec_of[d.task_id]),
                         )
                     )
+                    if d.estimate is not None:
+                        record_queue_wait_estimate(s, d.task_id, d.estimate.wait_s)
                     placed += 1
                 self._specs.pop(d.task_id, None)
             for d in reasons:
@@ -321,8 +325,13 @@ class Dispatcher:
         self._told_no_pools_seq = newest
 
     def pool_views(self, s: Session) -> list[PoolView]:
-        """Every pool with its free capacity (the scheduler's view), read in session ``s``."""
-        return self._pool_views(s)
+        """Every pool the scheduler may place on, here and (federated) elsewhere, with its
+        free capacity, read in session ``s``."""
+        return self._pool_views(s) + self.remote_pools(s)
+
+    def context(self, s: Session) -> Context:
+        """The scheduler's context (telemetry, network, datasets, running work)."""
+        return self._context.load(s)
 
     def _pool_views(self, s: Session) -> list[PoolView]:
         """Every pool with its free capacity: its total less what placed and active tasks hold."""

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy.orm import Session
 
 from computenet.model.pool import PoolHealth
 from computenet.model.task import TaskState
@@ -87,15 +88,15 @@ def sample_pools(db: Database, now: datetime | None = None) -> int:
     return len(rows)
 
 
-def record_queue_wait_estimate(db: Database, task_id: str, estimate_s: float) -> None:
-    """Keep the scheduler's queue-wait estimate for a task (for queue wait vs estimate)."""
-    with db.write() as s:
-        row = s.get(m.TaskTiming, task_id)
-        if row is None:
-            # Its trace id may still wait in the monitor's buffer; the flush sets it.
-            row = m.TaskTiming(task_id=task_id, trace_id=new_trace_id())
-            s.add(row)
-        row.queue_wait_estimate_s = estimate_s
+def record_queue_wait_estimate(s: Session, task_id: str, estimate_s: float) -> None:
+    """Keep the scheduler's queue-wait estimate for a task (for queue wait vs estimate), in
+    the transaction that places it."""
+    row = s.get(m.TaskTiming, task_id)
+    if row is None:
+        # Its trace id may still wait in the monitor's buffer; the flush sets it.
+        row = m.TaskTiming(task_id=task_id, trace_id=new_trace_id())
+        s.add(row)
+    row.queue_wait_estimate_s = estimate_s
 
 
 def pool_quality(

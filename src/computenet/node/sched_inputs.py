@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from computenet.model.pool import Capacity
 from computenet.model.task import TaskState
+from computenet.node.netmeasure import latency_matrix
+from computenet.node.quality import pool_reliability
 from computenet.sched.fairshare import units
-from computenet.sched.types import Context, Dataset, PoolTelemetry, RunningTask, TenantShare
+from computenet.sched.network import modelled_link, provinces
+from computenet.sched.types import (
+    Context,
+    Dataset,
+    Link,
+    PoolTelemetry,
+    RunningTask,
+    TenantShare,
+)
 from computenet.store import tables as t
+from computenet.store.db import Database
 from computenet.store.tables_sched import Dataset as DatasetRow
 
 HISTORY = 2000  # recent starts looked at for queue wait
@@ -111,19 +123,50 @@ def running(s: Session) -> list[RunningTask]:
 
 
 class ContextLoader:
-    """Loads the context, re-reading pool history (a scan of finished tasks) at most every
-    ``telemetry_ttl_s``; running work and datasets are read fresh every time."""
+    """Loads the context, re-reading pool history (a scan of finished tasks), the monitor's
+    quality figures and measured round-trip times at most every ``telemetry_ttl_s``; running
+    work and datasets are read fresh every time.
 
-    def __init__(self, telemetry_ttl_s: float = TELEMETRY_TTL_S) -> None:
+    With a database, each pool's reliability is the monitor's figure (availability x
+    smoothed success rate, :func:`computenet.node.quality.pool_reliability`) where it has
+    one, and measured round-trip times between regions
+    (:func:`computenet.node.netmeasure.latency_matrix`) replace the distance model's, both
+    ways, keeping the model's bandwidth.
+    """
+
+    def __init__(self, db: Database | None = None, telemetry_ttl_s: float = TELEMETRY_TTL_S):
+        self.db = db
         self.ttl_s = telemetry_ttl_s
-        self._telemetry: tuple[float, dict[str, PoolTelemetry]] | None = None
+        self._cached: tuple[float, dict[str, PoolTelemetry], dict[tuple[str, str], Link]] | None
+        self._cached = None
 
     def load(self, s: Session) -> Context:
         """The scheduler's context as the store knows it now."""
         now = time.monotonic()
-        if self._telemetry is None or now - self._telemetry[0] >= self.ttl_s:
-            self._telemetry = (now, telemetry(s))
-        return load_context(s, self._telemetry[1])
+        if self._cached is None or now - self._cached[0] >= self.ttl_s:
+            pools = telemetry(s)
+            network: dict[tuple[str, str], Link] = {}
+            if self.db is not None:
+                for cpi, reliability in pool_reliability(self.db).items():
+                    wait = pools[cpi].queue_wait_s if cpi in pools else 0.0
+                    pools[cpi] = PoolTelemetry(queue_wait_s=wait, reliability=reliability)
+                network = measured_links(latency_matrix(self.db))
+            self._cached = (now, pools, network)
+        context = load_context(s, self._cached[1])
+        return replace(context, network=self._cached[2])
+
+
+def measured_links(rtt_ms: dict[tuple[str, str], float]) -> dict[tuple[str, str], Link]:
+    """Measured round-trip times as links (both directions), with the model's bandwidth."""
+    prov = provinces()
+    links: dict[tuple[str, str], Link] = {}
+    for (a, b), rtt in rtt_ms.items():
+        i, j = prov.of(a), prov.of(b)
+        if i < 0 or j < 0:
+            continue
+        bandwidth = modelled_link(0.0, i == j).bandwidth_mbps
+        links[(a, b)] = links[(b, a)] = Link(rtt_ms=rtt, bandwidth_mbps=bandwidth)
+    return links
 
 
 def load_context(s: Session, pool_telemetry: dict[str, PoolTelemetry] | None = None) -> Context:

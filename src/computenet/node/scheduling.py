@@ -14,7 +14,6 @@ from computenet.model.pool import REGION_CODE
 from computenet.model.task import Policy, TaskSpec, TaskState
 from computenet.node.access import Visibility
 from computenet.node.dispatch import Dispatcher
-from computenet.node.sched_inputs import load_context
 from computenet.node.tasks import check_task_id, utcnow
 from computenet.sched.core import Context, Estimate, explain, rank_offers
 from computenet.sched.pooltable import PoolTable, build_table
@@ -123,7 +122,7 @@ class SchedService:
             return self._cached[1], self._cached[2]
         with self.db.read() as s:
             views = self.dispatch.pool_views(s)
-            ctx = load_context(s)
+            ctx = self.dispatch.context(s)
         table = build_table(views, ctx)
         self._cached = (now, table, ctx)
         return table, ctx
@@ -142,7 +141,7 @@ class SchedService:
                 raise NotFound(f"no task {tid!r}")
             spec = TaskSpec.model_validate(row.spec)
             views = self.dispatch.pool_views(s)
-            ctx = load_context(s)
+            ctx = self.dispatch.context(s)
             event = s.scalars(
                 select(t.TaskEvent.message)
                 .where(t.TaskEvent.task_id == tid, t.TaskEvent.message.like("placed on %"))
