@@ -895,17 +895,19 @@ def test_bad_inputs_left_nothing_behind(shared: Api) -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        {"inputs": [{"path": "/in", "url": "s3://bucket/in"}]},
-        {"outputs": [{"path": "/out", "url": "file:///tmp/out"}]},
-        {"volumes": ["/scratch"]},
+        ({"inputs": [{"path": "/in", "url": "ftp://host/in"}]}, "scheme 'ftp' is not supported"),
+        ({"inputs": [{"path": "/in", "url": "relative/in"}]}, "must be scheme://"),
+        ({"outputs": [{"path": "/o", "url": "https://h/o"}]}, "scheme 'https' is not supported"),
+        ({"outputs": [{"path": "/../o", "url": "s3://b/o"}]}, "must not contain '..'"),
     ],
 )
 @pytest.mark.parametrize("path", ["/api/v1/tasks", "/ga4gh/tes/v1/tasks"])
-def test_unstaged_data_is_refused_not_ignored(
-    shared: Api, path: str, extra: dict[str, Any]
+def test_unstageable_data_is_refused(
+    shared: Api, path: str, extra: tuple[dict[str, Any], str]
 ) -> None:
-    r = shared.client.post(path, json={"executors": [ECHO], **extra}, headers=shared.user)
-    assert_error(r, 400, "data staging is not available yet")
+    body, why = extra
+    r = shared.client.post(path, json={"executors": [ECHO], **body}, headers=shared.user)
+    assert_error(r, 400, why)
 
 
 @pytest.mark.parametrize(

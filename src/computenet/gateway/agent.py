@@ -30,6 +30,7 @@ from computenet.model.protocol import (
     Heartbeat,
     LeaseRequest,
     LogChunk,
+    OutputFileLog,
     PoolLive,
     ReleaseRequest,
     TaskReport,
@@ -393,6 +394,7 @@ class GatewayAgent:
             executors=executors,
             system_log=notes,
             usage=self._usage(tr.job, status) if final and not rest else None,
+            outputs=[OutputFileLog(**o) for o in status.outputs] if final and not rest else [],
         )
         try:
             reply = await self.client.report(tr.job.task_id, rep)

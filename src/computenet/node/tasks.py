@@ -21,6 +21,7 @@ from computenet.errors import Conflict, InvalidInput, NotFound
 from computenet.model.cpi import CPI
 from computenet.model.ids import task_id
 from computenet.model.task import TaskSpec, TaskState
+from computenet.node.outputs import attach_outputs, load_outputs
 from computenet.node.views import TaskListOut, TaskOut, View, spec_json, task_out
 from computenet.store import tables as t
 from computenet.store.db import Database
@@ -96,13 +97,6 @@ class TaskService:
             )
         if client_key is not None and not (0 < len(client_key) <= 256):
             raise InvalidInput("an idempotency key must be 1-256 characters")
-        unstaged = [i.path for i in spec.inputs if i.url is not None]
-        if unstaged or spec.outputs or spec.volumes:
-            # Better a clear refusal than a task that runs without its data.
-            raise InvalidInput(
-                "data staging is not available yet: inputs from URLs, outputs and volumes are "
-                "refused; inline `content` inputs work"
-            )
         stored = spec_json(spec)
         check_storable(stored)
         now = utcnow()
@@ -181,7 +175,9 @@ class TaskService:
                     .order_by(t.UsageRecord.attempt)
                 )
             )
-            return task_out(row, view, logs, events, usage)
+            out = task_out(row, view, logs, events, usage)
+            attach_outputs(out, load_outputs(s, tid))
+            return out
 
     def list(
         self,

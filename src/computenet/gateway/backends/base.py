@@ -123,6 +123,7 @@ class JobStatus:
     executors: list[ExecutorStatus] = field(default_factory=list)
     message: str = ""
     wall_s: Decimal = Decimal(0)
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # stored files, final only
 
 
 def read_output(jobdir: Path, index: int, stream: str, offset: int, limit: int) -> bytes:

@@ -162,6 +162,8 @@ class LocalBackend(Backend):
     @staticmethod
     def _to_status(data: dict[str, object], state: TaskState, message: str = "") -> JobStatus:
         raw = data.get("executors")
+        outputs = data.get("outputs")
+        outputs = outputs if isinstance(outputs, list) else []
         executors = [
             ExecutorStatus(
                 index=int(e["index"]),
@@ -176,6 +178,7 @@ class LocalBackend(Backend):
             executors=executors,
             message=message or str(data.get("message") or ""),
             wall_s=Decimal(str(data.get("wall_s") or 0)),
+            outputs=[o for o in outputs if isinstance(o, dict)] if state.terminal else [],
         )
 
     def cancel(self, job: Job) -> None:
