@@ -209,11 +209,13 @@ def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
                     {
                         "start_time": _time(e.start_time),
                         "end_time": _time(e.end_time),
-                        "exit_code": e.exit_code,  # absent, not null, while it runs
+                        "exit_code": e.exit_code,
                         **({"stdout": e.stdout or "", "stderr": e.stderr or ""} if full else {}),
                     }
                 )
+                # TES requires exit_code in an executor log: one appears once it has ended
                 for e in (attempt.executors if attempt else [])
+                if e.exit_code is not None
             ],
             "metadata": {"attempt": str(n), "pool": task.pool or ""},
             # TES outputFileLog; size_bytes is a string in the spec (int64 as text)
