@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from computenet.gateway.backends.host_paths import can_bind, task_roots, wrap
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 
 KILL_GRACE_S = 3.0
@@ -71,6 +72,7 @@ class Runner:
         self.current: subprocess.Popen[bytes] | None = None
         self.executors: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
+        self.binds = task_roots(self.spec)
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -168,8 +170,11 @@ class Runner:
             stdin: Any = subprocess.DEVNULL
             if ex.get("stdin"):
                 stdin = self._inside(ex["stdin"], cwd).open("rb")
+            command = list(ex["command"])
+            if self.binds and can_bind():
+                command = wrap(command, self.work, self.binds)
             self.current = subprocess.Popen(
-                ex["command"],
+                command,
                 cwd=cwd,
                 env=self._env(ex.get("env") or {}),
                 stdin=stdin,
