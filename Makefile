@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UP_ARGS ?=
 
-.PHONY: up test lint fmt bench bench-backends clean
+.PHONY: up test lint fmt bench bench-backends fuzz clean
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -41,6 +41,9 @@ bench: $(VENV)/.installed-dev
 
 bench-backends: $(VENV)/.installed-dev
 	$(BIN)/python bench/backend_overhead.py
+
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/python bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
