@@ -291,7 +291,10 @@ class GatewayAgent:
     def _start_notes(self, job: Job) -> list[str]:
         notes = [f"gateway {self.name}: {self.backend.name} backend on {job.pool_cpi}"]
         images = sorted({ex.image for ex in job.spec.executors if ex.image})
-        if images and not self.backend.runs_images:
+        runtime = self.backend.image_runtime(job)
+        if images and runtime is not None:
+            notes.append(f"images run with {runtime}")
+        elif images and not self.backend.runs_images:
             shown = ", ".join(repr(i) for i in images[:5]) + (" ..." if len(images) > 5 else "")
             notes.append(
                 f"image {shown} not used; ran on the host "

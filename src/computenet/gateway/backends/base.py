@@ -145,6 +145,10 @@ class Backend(ABC):
     name: str = "abstract"
     runs_images: bool = False  # executors run in their container image (else on the host)
 
+    def image_runtime(self, job: Job) -> str | None:
+        """The container runtime this job's images run with here, if any."""
+        return None
+
     def unsupported(self) -> dict[Capability, str]:
         """What this backend cannot do, each with the reason; empty when it does everything."""
         return {}

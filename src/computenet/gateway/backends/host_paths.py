@@ -63,9 +63,10 @@ def can_bind() -> bool:
     return probe.returncode == 0
 
 
-def task_roots(spec: dict[str, Any]) -> list[str]:
+def task_roots(spec: dict[str, Any], on_host_only: bool = True) -> list[str]:
     """Top-level directories the task's paths live in (``tmp`` for ``/tmp/x``), that exist
-    on the host: a mount needs a directory to cover, and we never create one at ``/``."""
+    on the host (unless ``on_host_only`` is False, for containers): a mount on the host needs
+    a directory to cover, and we never create one at ``/``."""
     paths: list[str] = [str(i["path"]) for i in spec.get("inputs", [])]
     paths += [str(o.get("path_prefix") or o["path"]) for o in spec.get("outputs", [])]
     paths += [str(v) for v in spec.get("volumes", [])]
@@ -76,7 +77,8 @@ def task_roots(spec: dict[str, Any]) -> list[str]:
         parts = PurePosixPath(p).parts
         if p.startswith("/") and len(parts) > 2 and parts[1] not in SYSTEM_DIRS:
             roots.add(parts[1])
-    roots = {r for r in roots if Path("/" + r).is_dir()}
+    if on_host_only:
+        roots = {r for r in roots if Path("/" + r).is_dir()}
     return sorted(roots)
 
 

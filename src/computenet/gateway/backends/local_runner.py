@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from computenet.gateway.backends.containers import container_command
 from computenet.gateway.backends.host_paths import can_bind, task_roots, wrap
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 
@@ -73,6 +74,7 @@ class Runner:
         self.executors: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
         self.binds = task_roots(self.spec)
+        self.runtime: str | None = job.get("container_runtime")
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -171,7 +173,18 @@ class Runner:
             if ex.get("stdin"):
                 stdin = self._inside(ex["stdin"], cwd).open("rb")
             command = list(ex["command"])
-            if self.binds and can_bind():
+            if self.runtime and ex.get("image"):
+                roots = task_roots(self.spec, on_host_only=False)
+                command = container_command(
+                    self.runtime,
+                    ex["image"],
+                    command,
+                    self.work,
+                    roots,
+                    ex.get("workdir"),
+                    ex.get("env") or {},
+                )
+            elif self.binds and can_bind():
                 command = wrap(command, self.work, self.binds)
             self.current = subprocess.Popen(
                 command,
