@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 UP_ARGS ?=
 
 .PHONY: up test lint fmt bench bench-backends bench-load bench-ledger bench-federation bench-console demo \
-	screenshots clean
+	screenshots fuzz clean
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -63,6 +63,9 @@ bench-console: $(VENV)/.installed-dev
 # Re-take docs/screenshots/*.png by running the console's browser test (needs Chromium).
 screenshots: $(VENV)/.installed-dev
 	COMPUTENET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/console/test_console_browser.py
+
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/python bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

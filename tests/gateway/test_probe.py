@@ -62,6 +62,8 @@ def h100_run() -> tuple[Callable[[list[str]], str | None], list[list[str]]]:
             tuple(NVIDIA_SMI_BANNER): (SMI / "banner-8xh100.txt").read_text(),
             ("apptainer", "--version"): "apptainer version 1.3.4\n",
             ("docker", "--version"): "Docker version 27.3.1, build ce12230\n",
+            ("docker", "info"): "Server Version: 27.3.1\n",
+            ("podman", "--version"): "podman version 4.3.1\n",  # no `info`: not usable
         }
     )
 

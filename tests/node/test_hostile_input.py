@@ -39,7 +39,7 @@ def _refused(r: Any, status: int, words: str) -> None:
     [
         ({"inputs": [{"path": "/in", "url": "http://169.254.169.254/latest"}]}, "internal address"),
         ({"inputs": [{"path": "/in", "url": "file:///etc/shadow"}]}, "outside the shared file"),
-        ({"outputs": [{"path": "/out", "url": "http://10.0.0.1/up"}]}, "internal address"),
+        ({"outputs": [{"path": "/out", "url": "file:///etc/cron.d/x"}]}, "outside the shared file"),
         ({"inputs": [{"path": "/../../etc/passwd", "content": "x"}]}, "must not contain '..'"),
         ({"executors": [{**ECHO, "workdir": "/w/../../root"}]}, "must not contain '..'"),
         ({"executors": [{**ECHO, "stdout": "/x\x00y"}]}, "NUL"),

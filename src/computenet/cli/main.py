@@ -30,6 +30,7 @@ sim.register(app)
 federation.register(app)
 demo.register(app)
 
+LOCAL_DATA = ("file:///", "127.0.0.0/8", "::1/128")
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
 ]
@@ -78,6 +79,9 @@ def up(
         parent_url=parent,
         enrol_token=enrol_token,
         region=region,
+        # One user's node on one machine: its tasks may read local files and loopback
+        # services. `computenet node` refuses both unless its operator allows them.
+        url_allow=LOCAL_DATA,
     )
     backend = serve.local_backend(
         base / "gateway",

@@ -31,6 +31,7 @@ from computenet.model.protocol import (
     Heartbeat,
     LeaseRequest,
     LogChunk,
+    OutputFileLog,
     PoolLive,
     ReleaseRequest,
     TaskReport,
@@ -305,7 +306,10 @@ class GatewayAgent:
     def _start_notes(self, job: Job) -> list[str]:
         notes = [f"gateway {self.name}: {self.backend.name} backend on {job.pool_cpi}"]
         images = sorted({ex.image for ex in job.spec.executors if ex.image})
-        if images and not self.backend.runs_images:
+        runtime = self.backend.image_runtime(job)
+        if images and runtime is not None:
+            notes.append(f"images run with {runtime}")
+        elif images and not self.backend.runs_images:
             shown = ", ".join(repr(i) for i in images[:5]) + (" ..." if len(images) > 5 else "")
             notes.append(
                 f"image {shown} not used; ran on the host "
@@ -408,6 +412,7 @@ class GatewayAgent:
             executors=executors,
             system_log=notes,
             usage=self._usage(tr.job, status) if final and not rest else None,
+            outputs=[OutputFileLog(**o) for o in status.outputs] if final and not rest else [],
         )
         try:
             reply = await self.client.report(tr.job.task_id, rep)

@@ -251,8 +251,14 @@ def probe_host(*, run: Runner | None = None, root: Path = Path("/")) -> HostProb
     if query is not None:
         cuda = parse_nvidia_smi_cuda_version(runner(NVIDIA_SMI_BANNER) or "")
         gpus = tuple(parse_nvidia_smi_csv(query, cuda_version=cuda))
-    # "--version" needs no daemon, so a docker client counts even if dockerd is unreachable.
-    runtimes = tuple(rt for rt in CONTAINER_RUNTIMES if runner([rt, "--version"]) is not None)
+    # Images really run with a runtime the pool declares: a docker/podman client counts only
+    # when `info` works (a reachable daemon, a usable storage), not merely `--version`.
+    runtimes = tuple(
+        rt
+        for rt in CONTAINER_RUNTIMES
+        if runner([rt, "--version"]) is not None
+        and (rt not in ("docker", "podman") or runner([rt, "info"]) is not None)
+    )
     return HostProbe(
         hostname=socket.gethostname(),
         architecture=architecture_of(platform.machine()),

@@ -138,6 +138,15 @@ class UsageReport(Strict):
     accelerator_model: str | None = None
 
 
+class OutputFileLog(Strict):
+    """One file stored for a task output, with its SHA-256 as the gateway computed it."""
+
+    url: str = Field(max_length=4096)
+    path: str = Field(max_length=4096)
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class TaskReport(Strict):
     """A state change, log output and, at the end, usage of a leased task."""
 
@@ -146,6 +155,7 @@ class TaskReport(Strict):
     executors: list[ExecutorReport] = Field(default_factory=list, max_length=64)
     system_log: list[str] = Field(default_factory=list, max_length=64)
     usage: UsageReport | None = None
+    outputs: list[OutputFileLog] = Field(default_factory=list, max_length=100_000)
 
 
 class ReleaseRequest(Strict):

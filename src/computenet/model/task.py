@@ -119,20 +119,44 @@ class Executor(Strict):
         return v
 
 
-class Input(Strict):
-    """A file or directory the task needs (a TES input)."""
+INPUT_SCHEMES = ("file", "http", "https", "s3")
+OUTPUT_SCHEMES = ("file", "s3")
+
+
+def check_url(url: str, schemes: tuple[str, ...]) -> str:
+    """A staging URL: ``scheme://...`` with a scheme the gateways stage, or an absolute path."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if not scheme and not url.startswith("/"):
+        raise ValueError(f"url {url!r} must be scheme://... or an absolute path")
+    if scheme and scheme not in schemes:
+        raise ValueError(f"url scheme {scheme!r} is not supported; use one of {list(schemes)}")
+    return url
+
+
+class _Staged(Strict):
+    """What inputs and outputs share: a name, a path in the task, a file or a directory."""
 
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=4096)
-    url: str | None = Field(default=None, max_length=4096)
     path: str = Field(min_length=1, max_length=4096)
     type: FileType = FileType.FILE
-    content: str | None = Field(default=None, max_length=128 * 1024)
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
         return check_task_path(v)
+
+
+class Input(_Staged):
+    """A file or directory the task needs (a TES input)."""
+
+    url: str | None = Field(default=None, max_length=4096)
+    content: str | None = Field(default=None, max_length=128 * 1024)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url(v, INPUT_SCHEMES)
 
     streamable: bool | None = None
 
@@ -143,15 +167,16 @@ class Input(Strict):
         return self
 
 
-class Output(Strict):
+class Output(_Staged):
     """A file or directory the task produces (a TES output)."""
 
-    name: str | None = Field(default=None, max_length=256)
-    description: str | None = Field(default=None, max_length=4096)
     url: str = Field(min_length=1, max_length=4096)
-    path: str = Field(min_length=1, max_length=4096)
     path_prefix: str | None = Field(default=None, max_length=4096)
-    type: FileType = FileType.FILE
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v, OUTPUT_SCHEMES)
 
 
 class AcceleratorRequest(Strict):

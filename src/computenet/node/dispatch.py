@@ -32,6 +32,7 @@ from computenet.model.protocol import (
 )
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
+from computenet.node.outputs import record_outputs
 from computenet.node.quality import record_queue_wait_estimate
 from computenet.node.sched_apply import placed_message, preempt, spec_update
 from computenet.node.sched_inputs import ContextLoader, tenant_of
@@ -446,6 +447,7 @@ class Dispatcher:
                 add_event(s, row, new, f"{new.value.lower()} on {row.pool_cpi}", now)
                 if rep.usage is not None:
                     self._record_usage(s, row, rep, now)
+                record_outputs(s, row.id, row.attempt, rep.outputs)
                 finished = True
             elif new is TaskState.RUNNING and state is TaskState.INITIALIZING:
                 row.started_at = row.started_at or now

@@ -24,6 +24,7 @@ from computenet.model.ids import task_id
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.urlpolicy import UrlPolicy
 from computenet.node.access import Visibility
+from computenet.node.outputs import attach_outputs, load_outputs
 from computenet.node.views import TaskListOut, TaskOut, View, spec_json, task_out
 from computenet.store import tables as t
 from computenet.store.db import Database
@@ -125,13 +126,6 @@ class TaskService:
             raise InvalidInput("an idempotency key must be 1-256 characters")
         urls = [i.url for i in spec.inputs if i.url is not None] + [o.url for o in spec.outputs]
         self.url_policy.check_all(urls)
-        unstaged = [i.path for i in spec.inputs if i.url is not None]
-        if unstaged or spec.outputs or spec.volumes:
-            # Better a clear refusal than a task that runs without its data.
-            raise InvalidInput(
-                "data staging is not available yet: inputs from URLs, outputs and volumes are "
-                "refused; inline `content` inputs work"
-            )
         stored = spec_json(spec)
         check_storable(stored)
         now = utcnow()
@@ -218,7 +212,9 @@ class TaskService:
                     .order_by(t.UsageRecord.attempt)
                 )
             )
-            return task_out(row, view, logs, events, usage)
+            out = task_out(row, view, logs, events, usage)
+            attach_outputs(out, load_outputs(s, tid))
+            return out
 
     def list(
         self,

@@ -209,19 +209,28 @@ def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
                     {
                         "start_time": _time(e.start_time),
                         "end_time": _time(e.end_time),
-                        "exit_code": e.exit_code,  # absent, not null, while it runs
+                        "exit_code": e.exit_code,
                         **({"stdout": e.stdout or "", "stderr": e.stderr or ""} if full else {}),
                     }
                 )
+                # TES requires exit_code in an executor log: one appears once it has ended
                 for e in (attempt.executors if attempt else [])
+                if e.exit_code is not None
             ],
             "metadata": {"attempt": str(n), "pool": task.pool or ""},
-            "outputs": [],
+            # TES outputFileLog; size_bytes is a string in the spec (int64 as text)
+            "outputs": [
+                {"url": o.url, "path": o.path, "size_bytes": str(o.size_bytes)}
+                for o in (attempt.outputs if attempt else [])
+            ],
         }
         if n == task.attempt:
             entry["start_time"] = _time(task.started_at)
             entry["end_time"] = _time(task.ended_at)
         if full:
+            entry["metadata"].update(
+                {f"sha256:{o.path}": o.sha256 for o in (attempt.outputs if attempt else [])}
+            )
             entry["system_logs"] = [
                 f"{e.at.isoformat()} {e.state.value}: {e.message}"
                 for e in task.events or []

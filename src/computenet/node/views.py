@@ -36,11 +36,21 @@ class ExecutorLogOut(BaseModel):
     stderr: str | None = None
 
 
+class OutputFileOut(BaseModel):
+    """A file stored for one of the task's outputs, with its SHA-256."""
+
+    url: str
+    path: str
+    size_bytes: int
+    sha256: str
+
+
 class AttemptOut(BaseModel):
     """One attempt at running the task."""
 
     attempt: int
     executors: list[ExecutorLogOut]
+    outputs: list[OutputFileOut] = []
 
 
 class EventOut(BaseModel):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from rich.console import Console
 
 from computenet.errors import (
     BudgetExceeded,
@@ -27,7 +28,7 @@ from computenet.errors import (
     Unavailable,
 )
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.views import PoolOut, TaskListOut, TaskOut
+from computenet.node.views import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.sdk.config import load_config
 
 _ERRORS: dict[int, type[ComputeNetError]] = {
@@ -41,15 +42,93 @@ _ERRORS: dict[int, type[ComputeNetError]] = {
 }
 
 
+def check(resp: httpx.Response) -> None:
+    """Raise the error of our small tree that an error response stands for."""
+    if resp.status_code >= 400:
+        try:
+            message = resp.json().get("message") or resp.text
+        except ValueError:
+            message = resp.text[:200] or resp.reason_phrase
+        error = _ERRORS.get(resp.status_code, Unavailable)
+        raise error(str(message))
+
+
+def submit_body(spec: TaskSpec | dict[str, Any]) -> dict[str, Any]:
+    """A task validated against the server's own schema, as the API takes it."""
+    task = spec if isinstance(spec, TaskSpec) else TaskSpec.model_validate(spec)
+    return task.model_dump(mode="json", exclude_defaults=True)
+
+
+def attempt_logs(task: TaskOut, stream: str, attempt: int | None) -> str:
+    """The executors' output of one attempt (the latest by default), concatenated."""
+    attempts = task.attempts or []
+    if not attempts:
+        return ""
+    chosen = (
+        attempts[-1]
+        if attempt is None
+        else next((a for a in attempts if a.attempt == attempt), None)
+    )
+    if chosen is None:
+        raise NotFound(f"task {task.id} has no attempt {attempt}")
+    return "".join(getattr(e, stream) or "" for e in chosen.executors)
+
+
+def progress_printer() -> Callable[[TaskOut], None]:
+    """An ``on_change`` that prints each new state (and pool or reason) with Rich."""
+    console = Console(stderr=True)
+
+    def show(task: TaskOut) -> None:
+        where = f" on {task.pool}" if task.pool else ""
+        why = f" ({task.reason})" if task.reason else ""
+        console.print(f"[bold]{task.id}[/bold] {task.state.value}{where}{why}")
+
+    return show
+
+
+def connection(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
+    """The node's base URL and the auth headers, from arguments, environment or config."""
+    cfg = load_config(url, token)
+    return cfg.url.rstrip("/"), ({"Authorization": f"Bearer {cfg.token}"} if cfg.token else {})
+
+
+class Waiter:
+    """What ``wait`` tracks between polls: the last state seen and the deadline."""
+
+    def __init__(
+        self,
+        task_id: str,
+        timeout_s: float | None,
+        on_change: Callable[[TaskOut], None] | None,
+        progress: bool,
+    ) -> None:
+        self.task_id, self.timeout_s = task_id, timeout_s
+        self.on_change = progress_printer() if progress and on_change is None else on_change
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.last: tuple[TaskState, str | None, str | None] | None = None
+
+    def done(self, task: TaskOut) -> bool:
+        """Report a new state; True once final. Raises ``Unavailable`` past the deadline."""
+        seen = (task.state, task.pool, task.reason)
+        if seen != self.last and self.on_change is not None:
+            self.on_change(task)
+        self.last = seen
+        if task.state.terminal:
+            return True
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise Unavailable(
+                f"task {self.task_id} still {task.state.value} after {self.timeout_s} s"
+            )
+        return False
+
+
 class Client:
     """Talks to one node as one user."""
 
     def __init__(
         self, url: str | None = None, token: str | None = None, timeout_s: float = 30.0
     ) -> None:
-        cfg = load_config(url, token)
-        self.url = cfg.url.rstrip("/")
-        headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
+        self.url, headers = connection(url, token)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
 
     def close(self) -> None:
@@ -71,13 +150,7 @@ class Client:
                 if attempt == retries:
                     raise Unavailable(f"cannot reach node at {self.url}: {exc}") from None
                 time.sleep(0.5 * 2**attempt)
-        if resp.status_code >= 400:
-            try:
-                message = resp.json().get("message") or resp.text
-            except ValueError:
-                message = resp.text[:200] or resp.reason_phrase
-            error = _ERRORS.get(resp.status_code, Unavailable)
-            raise error(str(message))
+        check(resp)
         return resp.json()
 
     def node(self) -> dict[str, Any]:
@@ -87,9 +160,8 @@ class Client:
 
     def submit(self, spec: TaskSpec | dict[str, Any], idempotency_key: str | None = None) -> str:
         """Submit a task and return its id. Retries are safe: they reuse one idempotency key."""
-        task = spec if isinstance(spec, TaskSpec) else TaskSpec.model_validate(spec)
         key = idempotency_key or uuid.uuid4().hex
-        body = task.model_dump(mode="json", exclude_defaults=True)
+        body = submit_body(spec)
         out = self._request(
             "POST", "/api/v1/tasks", retries=3, json=body, headers={"Idempotency-Key": key}
         )
@@ -123,18 +195,11 @@ class Client:
 
     def logs(self, task_id: str, stream: str = "stdout", attempt: int | None = None) -> str:
         """The executors' output of one attempt (the latest by default), concatenated."""
-        task = self.get(task_id)
-        attempts = task.attempts or []
-        if not attempts:
-            return ""
-        chosen = (
-            attempts[-1]
-            if attempt is None
-            else next((a for a in attempts if a.attempt == attempt), None)
-        )
-        if chosen is None:
-            raise NotFound(f"task {task_id} has no attempt {attempt}")
-        return "".join(getattr(e, stream) or "" for e in chosen.executors)
+        return attempt_logs(self.get(task_id), stream, attempt)
+
+    def usage(self, task_id: str) -> list[UsageOut]:
+        """Measured usage of each finished attempt (card-hours, normalized compute)."""
+        return self.get(task_id).usage or []
 
     def wait(
         self,
@@ -142,20 +207,15 @@ class Client:
         poll_s: float = 0.5,
         timeout_s: float | None = None,
         on_change: Callable[[TaskOut], None] | None = None,
+        progress: bool = False,
     ) -> TaskOut:
-        """Poll until the task reaches a terminal state; call ``on_change`` on each new state."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        last: tuple[TaskState, str | None, str | None] | None = None
+        """Poll until the task reaches a terminal state; call ``on_change`` on each new state
+        (``progress=True`` prints each new state with Rich)."""
+        waiter = Waiter(task_id, timeout_s, on_change, progress)
         while True:
             task = self.get(task_id, view="BASIC")
-            seen = (task.state, task.pool, task.reason)
-            if seen != last and on_change is not None:
-                on_change(task)
-            last = seen
-            if task.state.terminal:
+            if waiter.done(task):
                 return task
-            if deadline is not None and time.monotonic() > deadline:
-                raise Unavailable(f"task {task_id} still {task.state.value} after {timeout_s} s")
             time.sleep(poll_s)
 
     def pools(self) -> list[PoolOut]:

@@ -123,6 +123,7 @@ class JobStatus:
     executors: list[ExecutorStatus] = field(default_factory=list)
     message: str = ""
     wall_s: Decimal = Decimal(0)
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # stored files, final only
 
 
 def read_output(jobdir: Path, index: int, stream: str, offset: int, limit: int) -> bytes:
@@ -143,6 +144,10 @@ class Backend(ABC):
 
     name: str = "abstract"
     runs_images: bool = False  # executors run in their container image (else on the host)
+
+    def image_runtime(self, job: Job) -> str | None:
+        """The container runtime this job's images run with here, if any."""
+        return None
 
     def unsupported(self) -> dict[Capability, str]:
         """What this backend cannot do, each with the reason; empty when it does everything."""

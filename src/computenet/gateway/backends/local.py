@@ -28,6 +28,7 @@ from computenet.gateway.backends.base import (
     JobStatus,
     read_output,
 )
+from computenet.gateway.backends.containers import choose_runtime
 from computenet.gateway.backends.local_runner import write_json
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
 from computenet.model.pool import PoolSpec
@@ -69,6 +70,12 @@ class LocalBackend(Backend):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancel_at: dict[str, float] = {}
 
+    def image_runtime(self, job: Job) -> str | None:
+        """The first runtime the job's pool declares (docs/tes.md, Containers)."""
+        label = job.pool_cpi.rsplit("/", 1)[-1]
+        pool = next((p for p in self._pools if p.label == label), None)
+        return choose_runtime(pool.software.container_runtimes) if pool else None
+
     def pools(self) -> list[PoolSpec]:
         """The host's pools (one per accelerator model)."""
         return list(self._pools)
@@ -88,7 +95,13 @@ class LocalBackend(Backend):
             None if vendor is None else VISIBLE_DEVICES_ENV.get(vendor, "CUDA_VISIBLE_DEVICES")
         )
         write_json(
-            jobdir / "job.json", {**job.to_json(), "devices": devices, "devices_env": devices_env}
+            jobdir / "job.json",
+            {
+                **job.to_json(),
+                "devices": devices,
+                "devices_env": devices_env,
+                "container_runtime": self.image_runtime(job),
+            },
         )
         with (jobdir / "runner.log").open("ab") as log:
             proc = subprocess.Popen(
@@ -162,6 +175,8 @@ class LocalBackend(Backend):
     @staticmethod
     def _to_status(data: dict[str, object], state: TaskState, message: str = "") -> JobStatus:
         raw = data.get("executors")
+        outputs = data.get("outputs")
+        outputs = outputs if isinstance(outputs, list) else []
         executors = [
             ExecutorStatus(
                 index=int(e["index"]),
@@ -176,6 +191,7 @@ class LocalBackend(Backend):
             executors=executors,
             message=message or str(data.get("message") or ""),
             wall_s=Decimal(str(data.get("wall_s") or 0)),
+            outputs=[o for o in outputs if isinstance(o, dict)] if state.terminal else [],
         )
 
     def cancel(self, job: Job) -> None:

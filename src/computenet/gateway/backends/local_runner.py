@@ -21,6 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from computenet.gateway.backends.containers import container_command
+from computenet.gateway.backends.host_paths import can_bind, task_roots, wrap
+from computenet.gateway.staging import StagingError, stage_input, stage_outputs
+
 KILL_GRACE_S = 3.0
 _BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
@@ -68,6 +72,9 @@ class Runner:
         self.canceled = False
         self.current: subprocess.Popen[bytes] | None = None
         self.executors: list[dict[str, Any]] = []
+        self.outputs: list[dict[str, Any]] = []
+        self.binds = task_roots(self.spec)
+        self.runtime: str | None = job.get("container_runtime")
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -75,6 +82,7 @@ class Runner:
             "state": state,
             "message": message,
             "executors": self.executors,
+            "outputs": self.outputs,
             "pgid": self.current.pid if self.current else None,
             "wall_s": round(time.monotonic() - self.started, 6),
         }
@@ -108,19 +116,28 @@ class Runner:
         return target
 
     def _stage_inputs(self) -> None:
+        for volume in self.spec.get("volumes", []):
+            # Executors share the job's directory, so a TES volume is a directory in it.
+            self._inside(volume).mkdir(parents=True, exist_ok=True)
         for item in self.spec.get("inputs", []):
-            if item.get("content") is not None:
-                target = self._inside(item["path"])
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(item["content"])
+            stage_input(item, self._inside(item["path"]))
+
+    def _stage_outputs(self) -> str | None:
+        """Upload every output; return why it failed, or None."""
+        try:
+            for item in self.spec.get("outputs", []):
+                self.outputs.extend(f.to_json() for f in stage_outputs(item, self._inside))
+        except (StagingError, OSError, ValueError) as exc:
+            return f"cannot store an output: {exc}"
+        return None
 
     def run(self) -> None:
         """Run every executor in order and write the outcome."""
         self.work.mkdir(exist_ok=True)
         try:
             self._stage_inputs()
-        except (OSError, ValueError) as exc:
-            self._status("SYSTEM_ERROR", f"cannot write an input: {exc}", final=True)
+        except (StagingError, OSError, ValueError) as exc:
+            self._status("SYSTEM_ERROR", f"cannot stage an input: {exc}", final=True)
             return
         limit = self.spec.get("resources", {}).get("time_limit_s")
         deadline = self.started + limit if limit else None
@@ -134,6 +151,10 @@ class Runner:
                 return
         if self.canceled:
             self._status("CANCELED", "canceled", final=True)
+            return
+        failed = self._stage_outputs()
+        if failed is not None:
+            self._status("SYSTEM_ERROR", failed, final=True)
         else:
             self._status("COMPLETE", "", final=True)
 
@@ -151,8 +172,22 @@ class Runner:
             stdin: Any = subprocess.DEVNULL
             if ex.get("stdin"):
                 stdin = self._inside(ex["stdin"], cwd).open("rb")
+            command = list(ex["command"])
+            if self.runtime and ex.get("image"):
+                roots = task_roots(self.spec, on_host_only=False)
+                command = container_command(
+                    self.runtime,
+                    ex["image"],
+                    command,
+                    self.work,
+                    roots,
+                    ex.get("workdir"),
+                    ex.get("env") or {},
+                )
+            elif self.binds and can_bind():
+                command = wrap(command, self.work, self.binds)
             self.current = subprocess.Popen(
-                ex["command"],
+                command,
                 cwd=cwd,
                 env=self._env(ex.get("env") or {}),
                 stdin=stdin,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
+from computenet.errors import InvalidInput
 from computenet.gateway.backends import slurm_parse as sp
 from computenet.gateway.backends.base import (
     Backend,
@@ -200,6 +201,9 @@ class SlurmBackend(Backend):
 
     def submit(self, job: Job) -> None:
         """Write the batch script and ``sbatch`` it; once per ``job.key``."""
+        if job.spec.inputs or job.spec.outputs:
+            # Better a clear SYSTEM_ERROR than a task that runs without its data.
+            raise InvalidInput("the slurm backend does not stage inputs or outputs yet")
         jobdir = self._dir(job)
         if self._slurm_id(job) is not None:
             return

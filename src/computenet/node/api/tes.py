@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 
 import computenet
-from computenet.model.task import TaskState
+from computenet.model.task import INPUT_SCHEMES, TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope, payer
 from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
 from computenet.node.tes_map import BACKEND_PARAMETERS, TesTask, task_to_tes, tes_to_spec
@@ -27,7 +27,8 @@ def service_info(rt: Runtime, request: Request) -> dict[str, Any]:
         "description": "ComputeNet node: a Compute Internet endpoint speaking GA4GH TES",
         "organization": {"name": "ComputeNet", "url": str(request.base_url)},
         "version": computenet.__version__,
-        "storage": [],  # no data staging yet: inline `content` inputs only
+        # URL schemes the gateways stage (docs/staging.md); inline `content` always works
+        "storage": [f"{scheme}://" for scheme in INPUT_SCHEMES],
         "tesResources_backend_parameters": sorted(BACKEND_PARAMETERS),
     }
 
