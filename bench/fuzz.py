@@ -2,8 +2,9 @@
 
 Starts its own node (``bench/submit.py``'s ``own_node``, fresh data dir), then runs
 ``st run`` against the node's own OpenAPI document (``/openapi.json``: native ``/api/v1``,
-TES ``/ga4gh/tes/v1`` and the gateway protocol ``/gateway/v1``) with the only check being
-``not_a_server_error``: the user APIs with the admin token, the gateway protocol with a
+TES ``/ga4gh/tes/v1``, the gateway protocol ``/gateway/v1`` and the federation protocol
+``/federation/v1``) with the only check being ``not_a_server_error``: the user APIs with the
+admin token (token revocation with a throwaway token of its own), the gateway protocol with a
 gateway credential (enrolled here), so requests get past authentication; the long-poll
 ``/gateway/v1/lease`` is left out (each call may rightly wait up to 60 s). Examples per
 operation are bounded (``--max-examples``); every schemathesis phase runs (examples,
@@ -48,6 +49,18 @@ def gateway_credential(url: str, admin: str) -> str:
         return str(r.json()["credential"])
 
 
+def user_token(url: str, admin: str) -> str:
+    """Mint a consumer token for the runs that may use it up."""
+    r = httpx.post(
+        f"{url}/api/v1/tokens",
+        json={"role": "user", "subject": "fuzz"},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return str(r.json()["token"])
+
+
 def run_st(url: str, token: str, paths: str, args: argparse.Namespace) -> dict[str, object]:
     """One schemathesis run over the operations whose path matches ``paths``."""
     cmd = [str(ST), "run", f"{url}/openapi.json", "-H", f"Authorization: Bearer {token}"]
@@ -80,15 +93,17 @@ def main() -> int:
     if not ST.exists():
         sys.exit(f"schemathesis not installed ({ST} missing): pip install -e '.[dev]'")
     with own_node() as node:
+        gateway = gateway_credential(node.url, node.token)
+        throwaway = user_token(node.url, node.token)
         runs = [
-            run_st(node.url, node.token, r"^/(api/v1|ga4gh/tes/v1)/", args),
+            # Revoking the token a run calls with ends that run: revoke is fuzzed on its own,
+            # with a throwaway token.
+            run_st(node.url, node.token, r"^/(api/v1|ga4gh/tes/v1)/(?!tokens/[^/]+/revoke$)", args),
+            run_st(node.url, throwaway, r"^/api/v1/tokens/[^/]+/revoke$", args),
             # /gateway/v1/lease long-polls up to 60 s by design; fuzzing it only measures waits.
-            run_st(
-                node.url,
-                gateway_credential(node.url, node.token),
-                r"^/gateway/v1/(?!lease)",
-                args,
-            ),
+            run_st(node.url, gateway, r"^/gateway/v1/(?!lease)", args),
+            # Node-to-node messages: unsigned or badly signed bodies must be refused, not crash.
+            run_st(node.url, node.token, r"^/federation/v1/", args),
         ]
     ok = all(r["exit_code"] == 0 and r["cases"] for r in runs)
     if args.json:
