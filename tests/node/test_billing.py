@@ -8,6 +8,7 @@ digit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -229,3 +230,34 @@ def test_invoices_and_earnings_add_up(world: World) -> None:
     )
     bad = world.client.get("/api/v1/invoices/initech/2026-13", headers=world.admin)
     assert bad.status_code == 400
+
+
+def test_preempted_spot_work_pays_for_what_ran_and_runs_again(world: World) -> None:
+    ivy = world.mint(role="user", subject="ivy")["auth"]
+    card = {"vendor": "nvidia", "model": "nvidia-h100-sxm", "memory_mib": 81920, "count": 8}
+    gw = world.gateway(
+        "acme", cpu_cores=16, memory_mib=65536, accelerator=card, price_per_card_hour="30"
+    )
+    spot = {
+        "executors": [{"command": ["true"]}],
+        "resources": {"accelerator": {"count": 8}, "preemptible": True},
+    }
+    tid = world.submit(ivy, spot)
+    lease = world.lease(gw)
+    world.report(gw, lease, "RUNNING")
+    time.sleep(0.3)
+    world.submit(
+        ivy, {"executors": [{"command": ["true"]}], "resources": {"accelerator": {"count": 8}}}
+    )
+    deadline = time.monotonic() + 10
+    while not _charges(world, tid):
+        assert time.monotonic() < deadline, "the preempted attempt was never charged"
+        time.sleep(0.05)
+    [charge] = _charges(world, tid)
+    task = world.client.get(f"/api/v1/tasks/{tid}", headers=ivy).json()
+    assert task["state"] == "QUEUED" and "preempted" in task["reason"]
+    [usage] = task["usage"]
+    assert Decimal(usage["wall_s"]) >= Decimal("0.3")
+    assert charge.tier == "spot" and charge.unit == "card_hour"
+    assert charge.amount == Decimal(usage["card_hours"]) * Decimal(30)  # no spot price: on demand
+    assert charge.attempt == 1

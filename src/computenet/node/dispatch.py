@@ -29,6 +29,7 @@ from computenet.model.protocol import (
     LogChunk,
     ReportReply,
     TaskReport,
+    UsageReport,
 )
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
@@ -266,7 +267,7 @@ class Dispatcher:
         with self.db.write() as s:
             for d in placements:
                 for victim in d.preempt:
-                    preempt(s, victim, d.task_id, now, self._lease_lost)
+                    preempt(s, victim, d.task_id, now, self._preempted)
                 result = s.execute(
                     update(t.Task)
                     .where(
@@ -446,7 +447,7 @@ class Dispatcher:
                 row.lease_expires_at = None
                 add_event(s, row, new, f"{new.value.lower()} on {row.pool_cpi}", now)
                 if rep.usage is not None:
-                    self._record_usage(s, row, rep, now)
+                    self._record_usage(s, row, rep.usage, now)
                 record_outputs(s, row.id, row.attempt, rep.outputs)
                 finished = True
             elif new is TaskState.RUNNING and state is TaskState.INITIALIZING:
@@ -484,9 +485,32 @@ class Dispatcher:
             if ex.stderr is not None:
                 log.stderr, log.stderr_chars = _append(log.stderr, log.stderr_chars, ex.stderr)
 
-    def _record_usage(self, s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
-        u = rep.usage
-        assert u is not None and row.pool_cpi is not None
+    def _preempted(self, s: Session, row: t.Task, now: datetime, why: str) -> None:
+        """A leased task preempted by the scheduler: bill what ran, then re-queue it.
+
+        Its gateway can no longer report (the lease is gone), so the node measures the
+        attempt itself, from its RUNNING event to now.
+        """
+        ran_since = s.scalar(
+            select(func.max(t.TaskEvent.at)).where(
+                t.TaskEvent.task_id == row.id,
+                t.TaskEvent.attempt == row.attempt,
+                t.TaskEvent.state == TaskState.RUNNING.value,
+            )
+        )
+        if ran_since is not None and row.pool_cpi is not None:
+            wall_s = Decimal(str(max(0.0, (now - ran_since).total_seconds())))
+            usage = UsageReport(
+                wall_s=wall_s,
+                cpu_cores=row.cpu_cores,
+                memory_mib=row.memory_mib,
+                cards=row.accelerators,
+            )
+            self._record_usage(s, row, usage, now)
+        self._lease_lost(s, row, now, why)
+
+    def _record_usage(self, s: Session, row: t.Task, u: UsageReport, now: datetime) -> None:
+        assert row.pool_cpi is not None
         # The gateway measures time; what was held comes from the task and its pool, so a
         # gateway cannot bill cards or cores the task never had.
         pool = s.get(t.Pool, row.pool_cpi)
