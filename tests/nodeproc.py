@@ -87,12 +87,15 @@ def admin_token(proc: Proc, timeout_s: float = 10.0) -> str:
     raise TimeoutError(f"no admin token printed:\n{proc.output()}")
 
 
-def start_node(data_dir: Path, port: int, *extra: str, up: bool = False) -> Proc:
-    """``computenet node`` (or ``up`` for node + local gateway) on loopback."""
+def start_node(
+    data_dir: Path, port: int, *extra: str, up: bool = False, env: dict[str, str] | None = None
+) -> Proc:
+    """``computenet node`` (or ``up`` for node + local gateway) on loopback; ``env`` adds
+    environment variables."""
     args = [*CLI, "up" if up else "node", "--data-dir", str(data_dir), "--port", str(port)]
     data_dir.mkdir(parents=True, exist_ok=True)
     # `up` writes a client config; keep it beside the test's data, never in the user's home.
-    env = {"COMPUTENET_CONFIG": str(data_dir.parent / "client.json")}
+    env = {"COMPUTENET_CONFIG": str(data_dir.parent / "client.json"), **(env or {})}
     proc = spawn([*args, *extra], data_dir.parent / f"{data_dir.name}.log", env)
     wait_healthy(f"http://127.0.0.1:{port}", proc)
     return proc

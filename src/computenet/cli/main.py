@@ -14,6 +14,7 @@ import typer
 from computenet.cli import billing, demo, federation, ops, sched, sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
+from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
 
 app = typer.Typer(
     name="computenet",
@@ -31,6 +32,16 @@ federation.register(app)
 demo.register(app)
 
 LOCAL_DATA = ("file:///", "127.0.0.0/8", "::1/128")
+RunAs = Annotated[
+    str | None,
+    typer.Option(
+        envvar="COMPUTENET_RUN_AS",
+        help="user local tasks run as when the gateway is root [default: nobody]",
+    ),
+]
+SandboxDir = Annotated[
+    Path, typer.Option(help="where local tasks get their own directories (gateway as root)")
+]
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
 ]
@@ -63,6 +74,8 @@ def up(
     enrol_token: Annotated[
         str | None, typer.Option(help="child enrolment token from the parent (first start)")
     ] = None,
+    run_as: RunAs = None,
+    sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start a node with an embedded SQLite store and a local gateway, in one process."""
@@ -91,6 +104,7 @@ def up(
         _money(price_per_core_hour, "--price-per-core-hour"),
         Decimal(0),
         40.0 if measure else None,
+        choose_sandbox(run_as, sandbox_dir),
     )
     _run(serve.serve_up(settings, host, port, backend, base / "gateway", _say))
 
@@ -206,6 +220,8 @@ def gateway(
     metrics_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="serve Prometheus /metrics on loopback")
     ] = None,
+    run_as: RunAs = None,
+    sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service)."""
@@ -216,7 +232,9 @@ def gateway(
     serve.setup_logging(verbose)
     chosen: Backend
     if pools_file is not None:
-        chosen = serve.declared_local_backend(state_dir, pools_file)
+        chosen = serve.declared_local_backend(
+            state_dir, pools_file, choose_sandbox(run_as, sandbox_dir)
+        )
     else:
         chosen = serve.make_backend(
             backend,
@@ -232,6 +250,7 @@ def gateway(
             tes_url=tes_url,
             tes_token=tes_token,
             measure_budget_s=40.0 if measure else None,
+            sandbox=choose_sandbox(run_as, sandbox_dir) if backend == "local" else None,
         )
     agent = GatewayAgent(
         node_url,

@@ -18,6 +18,7 @@ from computenet.errors import InvalidInput
 from computenet.gateway.agent import Credential, GatewayAgent
 from computenet.gateway.backends.base import Backend
 from computenet.gateway.backends.local import LocalBackend
+from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe import gpu_indices, pools_from_probe, probe_host
 from computenet.model.pool import Region
 from computenet.node.app import create_app
@@ -54,6 +55,7 @@ def local_backend(
     price_per_core_hour: Decimal,
     price_per_card_hour: Decimal,
     measure_budget_s: float | None = None,
+    sandbox: Sandbox | None = None,
 ) -> LocalBackend:
     """Probe this host and describe it as the local backend's pools; with a budget, also
     measure its matmul throughput and declare the figures on the pools."""
@@ -73,7 +75,7 @@ def local_backend(
         cpu = measure_cpu(budget_s=measure_budget_s / 4)
         gpu = measure_gpu(budget_s=measure_budget_s * 3 / 4)
         pools = attach_measurements(pools, cpu, gpu)
-    return LocalBackend(state_dir, pools, gpu_indices(probe, pools))
+    return LocalBackend(state_dir, pools, gpu_indices(probe, pools), sandbox)
 
 
 class _Server(uvicorn.Server):
@@ -100,7 +102,9 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-def declared_local_backend(state_dir: Path, pools_file: Path) -> LocalBackend:
+def declared_local_backend(
+    state_dir: Path, pools_file: Path, sandbox: Sandbox | None = None
+) -> LocalBackend:
     """The local backend with pools described by hand (a JSON list of pool specs) instead
     of probed: for hardware the probe does not know, and for tests. Jobs run on this host."""
     import json
@@ -114,7 +118,7 @@ def declared_local_backend(state_dir: Path, pools_file: Path) -> LocalBackend:
         pools = TypeAdapter(list[PoolSpec]).validate_python(json.loads(pools_file.read_text()))
     except (ValueError, ValidationError) as exc:
         raise InvalidInput(f"{pools_file}: not a JSON list of pool specs: {exc}") from None
-    return LocalBackend(state_dir, pools)
+    return LocalBackend(state_dir, pools, sandbox=sandbox)
 
 
 def make_backend(
@@ -132,6 +136,7 @@ def make_backend(
     ray_address: str | None = None,
     tes_url: str | None = None,
     tes_token: str | None = None,
+    sandbox: Sandbox | None = None,
 ) -> Backend:
     """The backend a gateway serves: this host, a Slurm cluster, a Ray cluster or a TES service."""
     where = Region(code=region)
@@ -148,6 +153,7 @@ def make_backend(
             price_per_core_hour,
             price_per_card_hour,
             measure_budget_s,
+            sandbox,
         )
     if kind == "slurm":
         from computenet.gateway.backends.slurm import SlurmBackend

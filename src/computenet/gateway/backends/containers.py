@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe import CONTAINER_RUNTIMES
 
 
@@ -27,9 +28,11 @@ def container_command(
     roots: list[str],
     workdir: str | None,
     env: dict[str, str],
+    sandbox: Sandbox | None = None,
 ) -> list[str]:
     """The argv that runs ``command`` in ``image`` with ``runtime``; ``roots`` are the
-    top-level task directories (``data`` for ``/data/x``) bound from ``work``."""
+    top-level task directories (``data`` for ``/data/x``) bound from ``work``; with a
+    ``sandbox``, as its unprivileged user."""
     binds = [f"{(work / r).resolve()}:/{r}" for r in roots]
     if runtime in ("apptainer", "singularity"):
         argv = [runtime, "exec", "--cleanenv", "--containall"]
@@ -40,8 +43,12 @@ def container_command(
         for k, v in sorted(env.items()):
             argv += ["--env", f"{k}={v}"]
         source = image if "://" in image or image.endswith(".sif") else f"docker://{image}"
-        return [*argv, source, *command]
+        # Apptainer runs the container as whoever starts it.
+        drop = sandbox.drop_command() if sandbox else []
+        return [*drop, *argv, source, *command]
     argv = [runtime, "run", "--rm", "-i"]
+    if sandbox is not None:
+        argv += ["--user", f"{sandbox.uid}:{sandbox.gid}"]
     for b in binds:
         argv += ["-v", b]
     if workdir:

@@ -30,6 +30,7 @@ from computenet.gateway.backends.base import (
 )
 from computenet.gateway.backends.containers import choose_runtime
 from computenet.gateway.backends.local_runner import write_json
+from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
 from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskState
@@ -56,7 +57,11 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(
-        self, state_dir: Path, pools: list[PoolSpec], devices: dict[str, list[int]] | None = None
+        self,
+        state_dir: Path,
+        pools: list[PoolSpec],
+        devices: dict[str, list[int]] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if not pools:
             raise InvalidInput("the local backend needs at least one pool")
@@ -69,6 +74,7 @@ class LocalBackend(Backend):
         self._vendor = {p.label: p.accelerator.vendor for p in pools if p.accelerator}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancel_at: dict[str, float] = {}
+        self.sandbox = sandbox  # None: tasks run as the gateway's own (unprivileged) user
 
     def image_runtime(self, job: Job) -> str | None:
         """The first runtime the job's pool declares (docs/tes.md, Containers)."""
@@ -101,6 +107,7 @@ class LocalBackend(Backend):
                 "devices": devices,
                 "devices_env": devices_env,
                 "container_runtime": self.image_runtime(job),
+                "sandbox": self.sandbox.to_json() if self.sandbox else None,
             },
         )
         with (jobdir / "runner.log").open("ab") as log:
@@ -246,3 +253,5 @@ class LocalBackend(Backend):
         if held is not None:
             self._free_devices[held[0]].update(held[1])
         shutil.rmtree(self._dir(job), ignore_errors=True)
+        if self.sandbox is not None:
+            shutil.rmtree(self.sandbox.root / job.key, ignore_errors=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 from computenet.gateway.backends.containers import container_command
 from computenet.gateway.backends.host_paths import can_bind, task_roots, wrap
+from computenet.gateway.backends.sandbox import Sandbox, limits
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 
 KILL_GRACE_S = 3.0
@@ -68,7 +69,10 @@ class Runner:
         # Set on pools with accelerators: then the variable is always set, empty for a task
         # that leased no cards, so it cannot use cards another task holds.
         self.devices_env: str | None = job.get("devices_env")
-        self.work = jobdir / "work"
+        # As root, the task runs as an unprivileged user in a directory of its own elsewhere;
+        # otherwise in the job's directory.
+        self.sandbox = Sandbox.from_json(job.get("sandbox"))
+        self.work = self.sandbox.workdir(jobdir.name) if self.sandbox else jobdir / "work"
         self.canceled = False
         self.current: subprocess.Popen[bytes] | None = None
         self.executors: list[dict[str, Any]] = []
@@ -136,6 +140,8 @@ class Runner:
         self.work.mkdir(exist_ok=True)
         try:
             self._stage_inputs()
+            if self.sandbox is not None:
+                self.sandbox.hand_over(self.work)  # staged as root, used by the task
         except (StagingError, OSError, ValueError) as exc:
             self._status("SYSTEM_ERROR", f"cannot stage an input: {exc}", final=True)
             return
@@ -173,6 +179,7 @@ class Runner:
             if ex.get("stdin"):
                 stdin = self._inside(ex["stdin"], cwd).open("rb")
             command = list(ex["command"])
+            run_as: dict[str, Any] = {}
             if self.runtime and ex.get("image"):
                 roots = task_roots(self.spec, on_host_only=False)
                 command = container_command(
@@ -183,9 +190,14 @@ class Runner:
                     roots,
                     ex.get("workdir"),
                     ex.get("env") or {},
+                    self.sandbox,
                 )
             elif self.binds and can_bind():
-                command = wrap(command, self.work, self.binds)
+                # The mounts need root; the task gives it up inside the new namespace.
+                drop = self.sandbox.drop_command() if self.sandbox else []
+                command = wrap([*drop, *command], self.work, self.binds)
+            elif self.sandbox is not None:
+                run_as = {"user": self.sandbox.uid, "group": self.sandbox.gid, "extra_groups": []}
             self.current = subprocess.Popen(
                 command,
                 cwd=cwd,
@@ -194,6 +206,8 @@ class Runner:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
+                preexec_fn=limits(self.spec.get("resources") or {}),
+                **run_as,
             )
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -243,6 +257,8 @@ class Runner:
                     target = self._inside(ex[stream], cwd)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(self.dir / f"exec-{index}.{stream}", target)
+                    if self.sandbox is not None:
+                        self.sandbox.hand_over(target.parent)
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:

@@ -1,0 +1,154 @@
+"""Sandboxed execution on the local backend: a gateway running as root runs tasks as an
+unprivileged user, in a directory of its own, under resource limits, with a scrubbed
+environment (issue 9)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from computenet.errors import InvalidInput
+from computenet.gateway.backends.sandbox import choose_sandbox, limits
+from nodeproc import admin_token, free_port, start_node
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@pytest.fixture
+def sandbox_dir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: that is private to root, so the task user could not reach
+    # a directory below it. /tmp is open to all.
+    path = Path(tempfile.mkdtemp(prefix="cn-sandbox-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@as_root
+@pytest.mark.parametrize(
+    "input_path",
+    [
+        "in.txt",  # relative: the task runs as nobody directly
+        "/tmp/cn-in.txt",  # under a host directory: bound in a private mount namespace as
+        # root, then setpriv drops to nobody
+    ],
+)
+def test_a_root_gateway_runs_tasks_as_nobody_in_their_own_directory(
+    tmp_path: Path, sandbox_dir: Path, input_path: str
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # No --run-as: the default. The empty variable overrides the test suite's "root".
+    node = start_node(
+        tmp_path / "node",
+        port,
+        "--cpus",
+        "1",
+        "--sandbox-dir",
+        str(sandbox_dir),
+        up=True,
+        env={"COMPUTENET_RUN_AS": ""},
+    )
+    script = (
+        "id -u; id -G; echo $HOME; pwd; echo mine > mine.txt && cat mine.txt; "
+        "touch /root/cn-sandbox-probe 2>/dev/null && echo WROTE-ROOT || echo denied; "
+        "ls /root >/dev/null 2>&1 && echo LISTED-ROOT || echo denied; "
+        "ulimit -c; ulimit -n; ulimit -v; env | sort | cut -d= -f1 | tr '\\n' ' '; echo; "
+        f"cat {input_path}"
+    )
+    spec = {
+        "executors": [{"command": ["sh", "-c", script], "env": {"GREETING": "hi"}}],
+        "inputs": [{"path": input_path, "content": "staged as root"}],
+        "resources": {"cpu_cores": 1, "ram_gb": 1},
+    }
+    try:
+        auth = {"Authorization": f"Bearer {admin_token(node)}"}
+        with httpx.Client(base_url=url, headers=auth, timeout=10) as http:
+            tid = http.post("/api/v1/tasks", json=spec).json()["id"]
+            deadline = time.monotonic() + 60
+            while (task := http.get(f"/api/v1/tasks/{tid}").json())["state"] not in (
+                "COMPLETE",
+                "EXECUTOR_ERROR",
+                "SYSTEM_ERROR",
+            ):
+                assert time.monotonic() < deadline, task
+                time.sleep(0.2)
+        assert task["state"] == "COMPLETE", task
+        lines = task["attempts"][0]["executors"][0]["stdout"].splitlines()
+        nobody = pwd.getpwnam("nobody")
+        assert lines[0] == str(nobody.pw_uid) and lines[1] == str(nobody.pw_gid)
+        home = Path(lines[2])
+        assert home.parent == sandbox_dir and lines[3] == lines[2]
+        assert lines[4] == "mine" and lines[5:7] == ["denied", "denied"]
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the gateway inherits it
+        expected_files = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        assert lines[7] == "0" and int(lines[8]) == expected_files
+        assert int(lines[9]) == (1 * 1024**3 * 4 + 1024**3) // 1024  # KiB
+        names = set(lines[10].split())
+        assert names <= {
+            "GREETING",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "PATH",
+            "PWD",
+            "SHLVL",
+            "TMPDIR",
+            "TZ",
+            "_",
+            "OLDPWD",
+        }, names
+        assert "COMPUTENET_RUN_AS" not in names
+        assert lines[11] == "staged as root"  # handed over to the task's user
+        assert not (sandbox_dir / home.name).exists()  # removed once the node had the result
+    finally:
+        node.stop()
+
+
+def test_choosing_the_task_user() -> None:
+    if os.geteuid() != 0:
+        assert choose_sandbox(None) is None  # tasks run as the gateway's own user
+        with pytest.raises(InvalidInput, match="needs the gateway to run as root"):
+            choose_sandbox("nobody")
+        return
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        root = Path(tmp) / "tasks"
+        box = choose_sandbox(None, root)
+        assert box is not None and box.user == "nobody" and box.uid != 0
+        assert root.stat().st_mode & 0o777 == 0o711
+        assert choose_sandbox("root", root) is None  # explicit, and logged as a warning
+        with pytest.raises(InvalidInput, match="no such user"):
+            choose_sandbox("no-such-user-here", root)
+
+
+def test_limits_for_cpu_and_accelerator_work() -> None:
+    pid = os.fork()
+    if pid == 0:  # apply the limits in a child, as the runner's executors do
+        ok = False
+        try:
+            limits({"ram_gb": 2, "disk_gb": 1})()
+            ok = (
+                resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)
+                and resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 1024**3
+                and resource.getrlimit(resource.RLIMIT_AS)[0] == 9 * 1024**3
+            )
+        finally:
+            os._exit(0 if ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            limits({"ram_gb": 2, "accelerator": {"count": 1}})()
+            ok = resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY
+        finally:
+            os._exit(0 if ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0
