@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import billing, demo, federation, ops, sched, sim, tasks
+from computenet.cli import billing, demo, federation, ops, sched, secrets, sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 tasks.register(app)
 ops.register(app)
+secrets.register(app)
 billing.register(app)
 sched.register(app)
 sim.register(app)
@@ -125,6 +126,10 @@ def node(
         Path | None, typer.Option(help="PEM certificate chain: serve HTTPS")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
+    secrets_key_file: Annotated[
+        Path | None,
+        typer.Option(help="key for task secrets; replicas share one [default: in --data-dir]"),
+    ] = None,
     rate_limit_per_s: Annotated[
         float, typer.Option(min=0.0, help="requests a second per token (0: no limit)")
     ] = 1000.0,
@@ -173,6 +178,7 @@ def node(
         lease_ttl_s=lease_ttl_s,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        secrets_key_file=secrets_key_file,
         rate_limit_per_s=rate_limit_per_s,
         rate_limit_burst=max(1.0, 2 * rate_limit_per_s),
         url_allow=tuple(url_allow or ()),

@@ -83,6 +83,10 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[Policy | None, typer.Option(help="placement policy")] = None,
         dataset: Annotated[list[str] | None, typer.Option(help="dataset the task reads")] = None,
         runtime_hint_s: Annotated[int | None, typer.Option(help="run time on a V100")] = None,
+        secret: Annotated[
+            list[str] | None,
+            typer.Option(help="ENV=NAME: put secret NAME in variable ENV at run time (repeat)"),
+        ] = None,
         wait: Annotated[bool, typer.Option("--wait", "-w", help="wait and show progress")] = False,
         json_out: Json = False,
         url: Url = None,
@@ -115,6 +119,11 @@ def register(app: typer.Typer) -> None:
             place["datasets"] = dataset
         if runtime_hint_s is not None:
             place["runtime_hint_s"] = runtime_hint_s
+        for pair in secret or []:
+            env, sep, secret_name = pair.partition("=")
+            if not sep or not env or not secret_name:
+                fail(f"--secret takes ENV=NAME, not {pair!r}", 2)
+            data.setdefault("secrets", {})[env] = secret_name
         spec = _spec(data)
         with Client(url, token) as client:
             task_id = client.submit(spec)

@@ -281,12 +281,19 @@ class GatewayAgent:
                 continue
             reply = await self.client.lease(LeaseRequest(max_tasks=self.lease_batch, wait_s=20))
             for lt in reply.tasks:
-                job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec)
+                job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec, lt.secrets)
                 log.info("leased %s on %s", job.key, lt.pool_cpi, extra={"trace_id": lt.trace_id})
                 self.metrics.leased.inc()
                 tr = _Tracked(job, submitted=False)
                 # Tracked before it starts: a disconnect during submit must not orphan it.
                 self.tracked[job.key] = tr
+                if job.secrets and not self.backend.injects_secrets:
+                    tr.notes.append(
+                        f"the {self.backend.name} backend cannot pass secrets to a task without "
+                        "writing them down; this task names secrets, so it was not started"
+                    )
+                    await self._report(tr, JobStatus(TaskState.SYSTEM_ERROR))
+                    continue
                 try:
                     await asyncio.to_thread(self.backend.submit, job)
                 except BackendError as exc:

@@ -102,6 +102,8 @@ class LeasedTask(BaseModel):
     spec: TaskSpec
     lease_expires_at: datetime
     trace_id: str | None = None  # the id the task was submitted under, for the gateway's logs
+    # Environment variable -> value of the secrets the task names; never stored by gateways.
+    secrets: dict[str, str] = Field(default_factory=dict, repr=False)
 
 
 class LeaseReply(BaseModel):

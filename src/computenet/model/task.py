@@ -11,8 +11,9 @@ import re
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import PurePosixPath
+from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from computenet.model.pool import REGION_CODE, Capacity, Money, Strict
 
@@ -285,6 +286,9 @@ class Variant(Strict):
     runtime_hint_s: int | None = Field(default=None, ge=1, le=MAX_TIME_LIMIT_S)
 
 
+SECRET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
 class TaskSpec(Strict):
     """What a consumer submits: a TES task plus ComputeNet extensions."""
 
@@ -298,6 +302,13 @@ class TaskSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
     variants: list[Variant] = Field(default_factory=list, max_length=16)
+    # Environment variable -> name of a secret stored on the node (``PUT /api/v1/secrets``).
+    # Only names travel with the task; values are injected when the task runs, and masked
+    # in its logs.
+    secrets: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
+        Annotated[str, StringConstraints(pattern=SECRET_NAME)],
+    ] = Field(default_factory=dict, max_length=64)
 
     def with_variant(self, index: int) -> TaskSpec:
         """The task as variant ``index`` runs it (``-1``: the task as written, no variants)."""

@@ -18,6 +18,7 @@ from computenet.node.api import (
     native,
     ops,
     sched,
+    secrets,
     tes,
     tokens,
 )
@@ -55,6 +56,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(tokens.router)
     app.include_router(billing.router)
+    app.include_router(secrets.router)
     app.include_router(federation.router)
     app.include_router(console.router)
     app.include_router(ops.router)

@@ -37,6 +37,7 @@ from computenet.node.outputs import record_outputs
 from computenet.node.quality import record_queue_wait_estimate
 from computenet.node.sched_apply import placed_message, preempt, spec_update
 from computenet.node.sched_inputs import ContextLoader, tenant_of
+from computenet.node.secrets import SecretStore, mask
 from computenet.node.settings import NodeSettings
 from computenet.node.tasks import add_event, utcnow
 from computenet.sched.core import PoolView, TaskView, schedule, shape_key
@@ -102,6 +103,7 @@ class Dispatcher:
         # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
         # forwarded to its owner by computenet.federation (the runtime sets this).
         self.remote_pools: Callable[[Session], list[PoolView]] = lambda _s: []
+        self.secrets: SecretStore | None = None  # the runtime sets it
 
     # ---- gateways and pools -------------------------------------------------------
 
@@ -390,6 +392,9 @@ class Dispatcher:
                 q = q.with_for_update(skip_locked=True)
             for row in s.scalars(q):
                 assert row.pool_cpi is not None
+                secrets = self._secret_env(s, row)
+                if secrets is None:
+                    continue  # it named a secret that is gone: failed, not leased
                 row.lease_id = ulid()
                 row.lease_gateway_id = gateway_id
                 row.lease_expires_at = expires
@@ -409,9 +414,35 @@ class Dispatcher:
                         pool_cpi=row.pool_cpi,
                         spec=TaskSpec.model_validate(row.spec),
                         lease_expires_at=expires,
+                        secrets=secrets,
                     )
                 )
         return out
+
+    def _secret_values(self, s: Session, row: t.Task) -> dict[str, str]:
+        """Secret name -> value for the secrets ``row`` names."""
+        names = (row.spec.get("secrets") or {}).values()
+        if not names or self.secrets is None:
+            return {}
+        return self.secrets.values(s, row.tenant or row.owner, names)
+
+    def _secret_env(self, s: Session, row: t.Task) -> dict[str, str] | None:
+        """The task's secret environment for its gateway; None (and the task failed) when
+        one of the secrets it names no longer exists."""
+        wanted: dict[str, str] = row.spec.get("secrets") or {}
+        values = self._secret_values(s, row)
+        if missing := sorted(set(wanted.values()) - set(values)):
+            row.ended_at = utcnow()
+            row.pool_cpi = None
+            add_event(
+                s,
+                row,
+                TaskState.SYSTEM_ERROR,
+                f"secret {', '.join(missing)} no longer exists",
+                row.ended_at,
+            )
+            return None
+        return {env: values[name] for env, name in wanted.items()}
 
     def report(self, gateway_id: str, tid: str, rep: TaskReport) -> ReportReply:
         """Apply a gateway's report on a leased task. Resending the same report is harmless."""
@@ -458,8 +489,8 @@ class Dispatcher:
             self._on_change()
         return ReportReply(cancel=cancel)
 
-    @staticmethod
-    def _apply_logs(s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
+    def _apply_logs(self, s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
+        secret_values: list[str] | None = None  # read once, when there is output to mask
         executors = len(row.spec.get("executors", []))
         for ex in rep.executors:
             if ex.index >= executors:
@@ -484,6 +515,12 @@ class Dispatcher:
                 log.stdout, log.stdout_chars = _append(log.stdout, log.stdout_chars, ex.stdout)
             if ex.stderr is not None:
                 log.stderr, log.stderr_chars = _append(log.stderr, log.stderr_chars, ex.stderr)
+            if secret_values is None:
+                secret_values = list(self._secret_values(s, row).values())
+            if secret_values:
+                # Over the whole kept text, so a value split between two reports is caught.
+                log.stdout = mask(log.stdout, secret_values)
+                log.stderr = mask(log.stderr, secret_values)
 
     def _preempted(self, s: Session, row: t.Task, now: datetime, why: str) -> None:
         """A leased task preempted by the scheduler: bill what ran, then re-queue it.

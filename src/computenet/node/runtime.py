@@ -22,6 +22,7 @@ from computenet.node.leader import LeaderElection
 from computenet.node.monitor import Monitor
 from computenet.node.ratelimit import RateLimiter
 from computenet.node.scheduling import SchedService
+from computenet.node.secrets import SecretStore, load_key
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService, utcnow
@@ -69,6 +70,9 @@ class NodeRuntime:
         self.sched = SchedService(self.db, self.dispatch)
         self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
         self.dispatch.remote_pools = self.federation.index.remote_pools
+        key_file = settings.secrets_key_file or settings.data_dir / "secrets.key"
+        self.secrets = SecretStore(self.db, load_key(key_file))
+        self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once

@@ -26,6 +26,7 @@ class NodeSettings:
     rate_limit_burst: float = 2000.0
     url_allow: tuple[str, ...] = ()  # data URLs tasks may name beyond public addresses
     url_deny: tuple[str, ...] = ()  # networks or hosts refused even when public
+    secrets_key_file: Path | None = None  # default: <data_dir>/secrets.key
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None
     # Federation: this node's URL as others reach it, and its parent when it is a child.

@@ -330,3 +330,20 @@ class Client:
                 self._request("GET", path)  # raises the API's error
             return resp.text
         return self._request("GET", path)
+
+    def put_secret(self, name: str, value: str) -> dict[str, Any]:
+        """Store (or replace) one of your secrets; tasks name it in ``secrets``."""
+        out: dict[str, Any] = self._request("PUT", f"/api/v1/secrets/{name}", json={"value": value})
+        return out
+
+    def secrets(self) -> list[dict[str, Any]]:
+        """Your secrets' names (values never come back)."""
+        out: list[dict[str, Any]] = self._request("GET", "/api/v1/secrets")
+        return out
+
+    def delete_secret(self, name: str) -> None:
+        """Forget one of your secrets."""
+        resp = self._http.delete(f"/api/v1/secrets/{name}")
+        if resp.status_code >= 400:
+            self._request("GET", "/api/v1/secrets")  # surfaces auth errors the usual way
+            raise NotFound(f"no secret {name!r}")

@@ -13,6 +13,7 @@ from computenet.store import (
     tables_federation,
     tables_monitoring,
     tables_sched,
+    tables_secrets,
 )
 
 Base = tables.Base
@@ -25,4 +26,5 @@ __all__ = [
     "tables_federation",
     "tables_monitoring",
     "tables_sched",
+    "tables_secrets",
 ]

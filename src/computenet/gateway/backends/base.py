@@ -77,6 +77,8 @@ class Job:
     lease_id: str
     pool_cpi: str
     spec: TaskSpec
+    # Environment variable -> secret value; held in memory only, never in ``to_json``.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -144,6 +146,8 @@ class Backend(ABC):
 
     name: str = "abstract"
     runs_images: bool = False  # executors run in their container image (else on the host)
+    # Injects task secrets into executors at run time without writing them down anywhere.
+    injects_secrets: bool = False
 
     def image_runtime(self, job: Job) -> str | None:
         """The container runtime this job's images run with here, if any."""

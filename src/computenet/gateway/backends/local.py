@@ -29,7 +29,7 @@ from computenet.gateway.backends.base import (
     read_output,
 )
 from computenet.gateway.backends.containers import choose_runtime
-from computenet.gateway.backends.local_runner import write_json
+from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
 from computenet.model.pool import PoolSpec
@@ -55,6 +55,7 @@ class LocalBackend(Backend):
     """Runs jobs on this host under ``state_dir/jobs``."""
 
     name = "local"
+    injects_secrets = True  # through the runner's environment, read and dropped at its start
 
     def __init__(
         self,
@@ -110,6 +111,9 @@ class LocalBackend(Backend):
                 "sandbox": self.sandbox.to_json() if self.sandbox else None,
             },
         )
+        env = dict(os.environ)
+        if job.secrets:
+            env[SECRETS_ENV] = json.dumps(job.secrets)
         with (jobdir / "runner.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "computenet.gateway.backends.local_runner", str(jobdir)],
@@ -118,6 +122,7 @@ class LocalBackend(Backend):
                 stderr=log,
                 start_new_session=True,
                 close_fds=True,
+                env=env,
             )
         (jobdir / "runner.pid").write_text(str(proc.pid))
         self._children[job.key] = proc

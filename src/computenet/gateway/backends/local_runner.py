@@ -28,6 +28,7 @@ from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 
 KILL_GRACE_S = 3.0
 _BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+SECRETS_ENV = "COMPUTENET_TASK_SECRETS"  # how the gateway hands a task's secrets over
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -71,6 +72,8 @@ class Runner:
         self.devices_env: str | None = job.get("devices_env")
         # As root, the task runs as an unprivileged user in a directory of its own elsewhere;
         # otherwise in the job's directory.
+        # Secrets come through our environment, never a file; dropped from it at once.
+        self.secrets: dict[str, str] = json.loads(os.environ.pop(SECRETS_ENV, "{}"))
         self.sandbox = Sandbox.from_json(job.get("sandbox"))
         self.work = self.sandbox.workdir(jobdir.name) if self.sandbox else jobdir / "work"
         self.canceled = False
@@ -108,6 +111,7 @@ class Runner:
             name = self.devices_env or "CUDA_VISIBLE_DEVICES"
             env[name] = ",".join(str(d) for d in self.devices)
         env.update(extra)
+        env.update(self.secrets)
         return env
 
     def _inside(self, path: str, base: Path | None = None) -> Path:

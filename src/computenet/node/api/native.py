@@ -90,6 +90,7 @@ def submit(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Submitted:
     """Submit a task; send ``Idempotency-Key`` to make retries safe."""
+    rt.secrets.require(payer(p), spec.secrets.values())
     tid, created = rt.tasks.submit(spec, p.subject, idempotency_key, payer(p))
     rt.monitor.task_submitted(tid, created)
     if not created:
