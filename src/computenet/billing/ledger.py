@@ -100,6 +100,48 @@ def _price(e: PriceEntry) -> Price:
     return Price(e.scope, Tier(e.tier), Unit(e.unit), e.price, e.currency, e.effective_from, e.id)
 
 
+def book_charge(
+    s: Session,
+    task: t.Task,
+    usage: t.UsageRecord,
+    provider_prefix: str,
+    tier: Tier,
+    unit: Unit,
+    qty: Decimal,
+    unit_price: Decimal,
+    currency: str,
+    price_entry_id: int | None,
+    now: datetime,
+) -> Charge:
+    """Write the charge of one usage record (``qty x unit_price``, exact) and count it
+    against its tenant's budget, inside the caller's transaction."""
+    tenant = task.tenant or task.owner
+    row = Charge(
+        task_id=task.id,
+        attempt=usage.attempt,
+        tenant=tenant,
+        owner=task.owner,
+        pool_cpi=usage.pool_cpi,
+        provider_prefix=provider_prefix,
+        tier=tier.value,
+        unit=unit.value,
+        quantity=qty,
+        unit_price=unit_price,
+        price_entry_id=price_entry_id,
+        amount=amount(qty, unit_price),
+        currency=currency,
+        period=period_of(now),
+        created_at=now,
+    )
+    s.add(row)
+    budget = s.get(Budget, tenant, with_for_update=True)
+    if budget is not None:
+        if budget.period != row.period:
+            budget.period, budget.spent = row.period, Decimal(0)
+        budget.spent = amount(Decimal(1), budget.spent + row.amount)
+    return row
+
+
 class Ledger:
     """Prices, charges and budgets in the node's store."""
 
@@ -172,31 +214,19 @@ class Ledger:
         price = self.price_of(s, pool, tier, units_for(usage.cards), started)
         metered = Metered(usage.card_hours, usage.cpu_core_hours, usage.pflops_hours_fp16)
         qty = quantity(price.unit, metered)
-        tenant = task.tenant or task.owner
-        row = Charge(
-            task_id=task.id,
-            attempt=usage.attempt,
-            tenant=tenant,
-            owner=task.owner,
-            pool_cpi=pool.cpi,
-            provider_prefix=pool.provider_prefix,
-            tier=tier.value,
-            unit=price.unit.value,
-            quantity=qty,
-            unit_price=price.price,
-            price_entry_id=price.entry_id,
-            amount=amount(qty, price.price),
-            currency=price.currency,
-            period=period_of(now),
-            created_at=now,
+        return book_charge(
+            s,
+            task,
+            usage,
+            pool.provider_prefix,
+            tier,
+            price.unit,
+            qty,
+            price.price,
+            price.currency,
+            price.entry_id,
+            now,
         )
-        s.add(row)
-        budget = s.get(Budget, tenant, with_for_update=True)
-        if budget is not None:
-            if budget.period != row.period:
-                budget.period, budget.spent = row.period, Decimal(0)
-            budget.spent = amount(Decimal(1), budget.spent + row.amount)
-        return row
 
     # ---- budgets ------------------------------------------------------------------
 

@@ -112,6 +112,35 @@ def register(app: typer.Typer) -> None:
     ):
         app.command(name, help=doc)(_statement_command(kind, party))
 
+    @app.command()
+    def settle(
+        peer: Annotated[str, typer.Argument(help="the other node's code, e.g. cn.52")],
+        period: Period = None,
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """Reconcile what this node and another owe each other for forwarded work (operators):
+        both sides' statements, their net, and every difference."""
+        with Client(url, token) as client:
+            out = client.settlement(peer, period or _this_month())
+        if json_out:
+            print_json(out)
+        else:
+            mine, theirs = out["mine"], out["theirs"]
+            for who, st in (("ours", mine), ("theirs", theirs)):
+                totals = st["totals"]
+                console.print(
+                    f"{who:>6} ({st['node']}): owes {totals['owed_to_peer'] or 0}, "
+                    f"is owed {totals['owed_by_peer'] or 0}, net {totals['net'] or 0}",
+                    highlight=False,
+                )
+            for problem in out["mismatches"]:
+                console.print(f"mismatch: {problem}", highlight=False)
+            console.print("statements agree" if out["agree"] else "statements DISAGREE")
+        if not out["agree"]:
+            raise typer.Exit(1)
+
 
 def _statement_command(kind: str, party_name: str) -> Any:
     # The argument is a default value, not an annotation: annotations are evaluated later,

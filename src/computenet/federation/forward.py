@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from computenet.billing.settlement import charges_of
 from computenet.errors import ComputeNetError, Forbidden
 from computenet.federation.keys import CertBody, Identity, b64, canonical
 from computenet.federation.mirror import mirror_task
@@ -303,9 +304,14 @@ class Forwarder:
         for tid in self._inbound_from(sender, list(body.get("task_ids", []))):
             snap = self.tasks.get(tid, View.FULL).model_dump(mode="json", exclude_none=True)
             snap.pop("spec", None)
-            snap["signed_usage"] = [
-                {"record": u, "signature": b64(self.ident.key.sign(canonical(u)))}
+            charges = charges_of(self.db, tid)
+            records = [
+                {**u, "charge": charges[u["attempt"]]} if u["attempt"] in charges else u
                 for u in snap.get("usage", [])
+            ]
+            # Signed with the charge this node made, so both sides settle the same amount.
+            snap["signed_usage"] = [
+                {"record": u, "signature": b64(self.ident.key.sign(canonical(u)))} for u in records
             ]
             out.append(snap)
         return {"tasks": out}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from computenet.billing.settlement import book_remote, consistent
 from computenet.errors import ComputeNetError
 from computenet.federation.keys import CertBody, canonical, verify
 from computenet.model.task import TaskState
@@ -13,6 +15,8 @@ from computenet.node.tasks import utcnow
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedForward, FedUsage
+
+log = logging.getLogger("computenet.federation")
 
 
 def _time(value: Any) -> datetime | None:
@@ -78,6 +82,10 @@ def _record_usage(s: Any, owner: CertBody, tid: str, signed: dict[str, Any], now
     attempt = int(rec["attempt"])
     if s.get(FedUsage, (tid, attempt)) is not None:
         return
+    charge = rec.get("charge")
+    if charge is not None and not consistent(charge):
+        log.warning("refused usage of %s from %s: its charge does not add up", tid, owner.code)
+        return
     s.add(
         FedUsage(
             task_id=tid,
@@ -92,20 +100,22 @@ def _record_usage(s: Any, owner: CertBody, tid: str, signed: dict[str, Any], now
     def amount(key: str) -> Decimal:
         return Decimal(str(rec[key]))
 
-    s.add(
-        t.UsageRecord(
-            task_id=tid,
-            attempt=attempt,
-            pool_cpi=str(rec["pool"]),
-            accelerator_model=rec.get("accelerator_model"),
-            cards=int(rec["cards"]),
-            wall_s=amount("wall_s"),
-            card_hours=amount("card_hours"),
-            cpu_core_hours=amount("cpu_core_hours"),
-            memory_gib_hours=amount("memory_gib_hours"),
-            pflops_hours_fp16=(
-                Decimal(str(rec["pflops_hours_fp16"])) if rec.get("pflops_hours_fp16") else None
-            ),
-            created_at=now,
-        )
+    usage = t.UsageRecord(
+        task_id=tid,
+        attempt=attempt,
+        pool_cpi=str(rec["pool"]),
+        accelerator_model=rec.get("accelerator_model"),
+        cards=int(rec["cards"]),
+        wall_s=amount("wall_s"),
+        card_hours=amount("card_hours"),
+        cpu_core_hours=amount("cpu_core_hours"),
+        memory_gib_hours=amount("memory_gib_hours"),
+        pflops_hours_fp16=(
+            Decimal(str(rec["pflops_hours_fp16"])) if rec.get("pflops_hours_fp16") else None
+        ),
+        created_at=now,
     )
+    s.add(usage)
+    task = s.get(t.Task, tid)
+    if charge is not None and task is not None:
+        book_remote(s, task, usage, charge, now)

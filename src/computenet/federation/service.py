@@ -7,7 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from computenet.errors import ComputeNetError, InvalidInput
+from sqlalchemy import select
+
+from computenet.billing.settlement import Settlement, reconcile, settlement
+from computenet.errors import ComputeNetError, Conflict, InvalidInput, NotFound
 from computenet.federation.enrol import EnrolIn, EnrolOut, accept_enrolment, issue_token
 from computenet.federation.envelope import Envelope, ReplayGuard, open_envelope, seal
 from computenet.federation.forward import Forwarder
@@ -20,6 +23,7 @@ from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService
 from computenet.store.db import Database
+from computenet.store.tables_federation import FedChild, FedPool
 
 log = logging.getLogger("computenet.federation")
 Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
@@ -55,6 +59,7 @@ class Federation:
             "task.confirm": self.forwarder.handle_confirm,
             "task.status": self.forwarder.handle_status,
             "task.cancel": self.forwarder.handle_cancel,
+            "settlement.statement": self._handle_settlement,
         }
 
     def handle(self, kind: str, env: Envelope) -> Envelope:
@@ -69,6 +74,34 @@ class Federation:
             log.warning("refused %s message from %s: %s", kind, sender.code, exc.message)
             raise
         return seal(self.ident, f"{kind}.reply", {**body, "in_reply_to": env.nonce})
+
+    def _handle_settlement(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """Our statement with the sender, for it to reconcile against its own."""
+        return settlement(
+            self.db, self.ident.code, sender.code, str(body.get("period", ""))
+        ).as_dict()
+
+    def settle(self, peer: str, period: str) -> tuple[Settlement, Settlement, list[str]]:
+        """Our statement with ``peer``, theirs (asked for over the federation, signed) and
+        every difference between the two."""
+        mine = settlement(self.db, self.ident.code, peer, period)
+        url = self._url_of(peer)
+        sender, reply = self.peer.call(url, "settlement.statement", {"period": period})
+        if sender.code != peer:
+            raise Conflict(f"{url} answered as {sender.code}, not {peer}")
+        theirs = Settlement.from_dict(reply)
+        return mine, theirs, reconcile(mine, theirs)
+
+    def _url_of(self, code: str) -> str:
+        with self.db.read() as s:
+            url = s.scalar(select(FedPool.url).where(FedPool.owner == code).limit(1))
+            if url is None:
+                url = s.scalar(select(FedChild.url).where(FedChild.code == code))
+        if url is None and self.ident.parent_url and self.ident.parent_code == code:
+            url = self.ident.parent_url
+        if url is None:
+            raise NotFound(f"no node {code!r} known to this one")
+        return str(url)
 
     def _handle_resolve(self, _sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         answer = self.resolver.resolve(str(body.get("cpi", "")))

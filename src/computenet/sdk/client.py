@@ -347,3 +347,11 @@ class Client:
         if resp.status_code >= 400:
             self._request("GET", "/api/v1/secrets")  # surfaces auth errors the usual way
             raise NotFound(f"no secret {name!r}")
+
+    def settlement(self, peer: str, period: str, reconcile: bool = True) -> dict[str, Any]:
+        """What this node and node ``peer`` owe each other for a month (operators); with
+        ``reconcile``, the peer's statement too and every difference."""
+        out: dict[str, Any] = self._request(
+            "GET", f"/api/v1/settlements/{peer}/{period}", params={"reconcile": reconcile}
+        )
+        return out

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from computenet.billing import statements
 from computenet.billing.ledger import BudgetStatus
 from computenet.billing.rating import DEFAULT_CURRENCY, Tier, Unit
+from computenet.billing.settlement import settlement
 from computenet.errors import NotFound
 from computenet.node.access import OPERATOR_ROLES
 from computenet.node.api.deps import Admin, Runtime, User, payer
@@ -156,3 +157,27 @@ def get_earnings(
     """A provider's earnings for a month, as JSON or CSV."""
     _own(p, provider, "provider")
     return _statement(statements.earnings(rt.db, provider, period), format)
+
+
+@router.get("/settlements/{peer}/{period}")
+def get_settlement(
+    peer: Annotated[str, Path(max_length=140)],
+    period: Period,
+    rt: Runtime,
+    _p: Admin,
+    reconcile: bool = True,
+) -> JSONResponse:
+    """What this node and ``peer`` owe each other for a month; with ``reconcile``, the
+    peer's own statement (asked for over the federation, signed) and every difference."""
+    if not reconcile:
+        mine = settlement(rt.db, rt.node_code, peer, period)
+        return JSONResponse({"mine": mine.as_dict()})
+    mine, theirs, problems = rt.federation.settle(peer, period)
+    return JSONResponse(
+        {
+            "mine": mine.as_dict(),
+            "theirs": theirs.as_dict(),
+            "mismatches": problems,
+            "agree": not problems,
+        }
+    )
