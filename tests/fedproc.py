@@ -104,6 +104,14 @@ def start_member(
     return m
 
 
+def stop_all(members: dict[str, Member]) -> None:
+    """Stop every member's gateway and node."""
+    for m in members.values():
+        if m.gateway is not None:
+            m.gateway.stop()
+        m.proc.stop()
+
+
 def restart(m: Member) -> None:
     """Start a member's node again on the same port and data (it keeps its identity)."""
     m.proc = start_node(m.data_dir, m.port, *m.node_args)

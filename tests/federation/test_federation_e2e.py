@@ -13,7 +13,7 @@ from computenet.errors import Unauthorized
 from computenet.federation.enrol import enrol_with_parent
 from computenet.federation.envelope import Envelope, seal
 from computenet.federation.keys import CertBody, Identity, public_b64, sign_cert
-from fedproc import Member, restart, start_member, wait_for
+from fedproc import Member, restart, start_member, stop_all, wait_for
 from nodeproc import cli
 
 GZ_POOL = "cn.52/guizhou/host"
@@ -44,10 +44,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Member]]
             )
         yield members
     finally:
-        for m in members.values():
-            if m.gateway is not None:
-                m.gateway.stop()
-            m.proc.stop()
+        stop_all(members)
 
 
 def _task(

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from fedproc import Member, start_member, wait_for
+from fedproc import Member, start_member, stop_all, wait_for
 from nodeproc import cli
 
 pytestmark = pytest.mark.slow
@@ -35,10 +35,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Member]
             )
         yield members
     finally:
-        for m in members.values():
-            if m.gateway is not None:
-                m.gateway.stop()
-            m.proc.stop()
+        stop_all(members)
 
 
 def _run_at(submitter: Member, region: str, n: int) -> list[str]:
