@@ -343,8 +343,10 @@ class GatewayAgent:
             # older ones at poll_s, since each look may be a request to the backend.
             now = time.monotonic()
             young = any(now - tr.since < YOUNG_S for tr in self.tracked.values())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), YOUNG_POLL_S if young else self.poll_s)
+                async with asyncio.timeout(YOUNG_POLL_S if young else self.poll_s):
+                    await self._wake.wait()
 
     # ---- reporting ----------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from computenet.store.db import Database, sqlite_url
 from computenet.store.migrate import upgrade
 
 log = logging.getLogger("computenet.node")
+STOP_WAIT_S = 10.0  # how long a stopping node waits for its background loops
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,11 @@ class NodeRuntime:
         """Stop the loops, hand leadership on, and close the store."""
         for task in self._loops:
             task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        _done, stuck = (
+            await asyncio.wait(self._loops, timeout=STOP_WAIT_S) if self._loops else (set(), set())
+        )
+        for task in stuck:
+            log.error("background loop %s did not stop within %s s", task.get_name(), STOP_WAIT_S)
         await asyncio.to_thread(self.leader.release)
         await asyncio.to_thread(self.audit.stop)
         self.federation.close()

@@ -40,7 +40,10 @@ class Signal:
             await asyncio.sleep(timeout_s)
             return False
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that comes
+            # as the event fires, and then a loop waiting here never stops.
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
         except TimeoutError:
             return False
         return True
