@@ -76,3 +76,20 @@ class BudgetExceeded(ComputeNetError):
 
     status_code = 402
     reason = "budget_exceeded"
+
+
+_BY_STATUS: dict[int, type[ComputeNetError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    402: BudgetExceeded,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidInput,  # too large: the caller must send less
+}
+
+
+def error_for_status(status: int) -> type[ComputeNetError]:
+    """The error a client raises for an API answer with this status (``Unavailable`` for
+    the rest: retry later)."""
+    return _BY_STATUS.get(status, Unavailable)

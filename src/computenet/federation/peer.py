@@ -6,25 +6,9 @@ from typing import Any
 
 import httpx
 
-from computenet.errors import (
-    ComputeNetError,
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    Unauthorized,
-    Unavailable,
-)
+from computenet.errors import Unavailable, error_for_status
 from computenet.federation.envelope import Envelope, open_envelope, seal
 from computenet.federation.keys import BadSignature, CertBody, Identity
-
-_ERRORS: dict[int, type[ComputeNetError]] = {
-    400: InvalidInput,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
 
 
 class Peer:
@@ -52,7 +36,7 @@ class Peer:
                 message = str(resp.json().get("message", resp.text))
             except ValueError:
                 message = resp.text[:200]
-            raise _ERRORS.get(resp.status_code, Unavailable)(f"{url}: {message}")
+            raise error_for_status(resp.status_code)(f"{url}: {message}")
         reply = Envelope.model_validate(resp.json())
         sender = open_envelope(reply, self.ident.root_key, None, kind=f"{kind}.reply")
         if reply.body.get("in_reply_to") != env.nonce:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from computenet.node.auth import Principal
+from computenet.node.http_errors import StatusWatch
 from computenet.store.db import Database
 from computenet.store.tables_audit import AuditEvent
 
@@ -144,18 +145,11 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope["method"] not in _STATE_CHANGING:
             await self.app(scope, receive, send)
             return
-        status = 500  # if the app fails before answering, that is what the caller saw
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        watch = StatusWatch(send)
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, receive, watch.send)
         finally:
-            self.audit.record(_event(scope, status))
+            self.audit.record(_event(scope, watch.status))
 
 
 def _event(scope: Scope, status: int) -> AuditEvent:

@@ -135,3 +135,18 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class StatusWatch:
+    """Passes an app's messages on and remembers the status it answered with (500 if it
+    failed before answering), for middlewares that record requests."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def send(self, message: Message) -> None:
+        """The ``send`` to hand the app."""
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self._send(message)

@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from computenet.model.task import TaskState
+from computenet.node.http_errors import StatusWatch
 from computenet.node.tasks import utcnow
 from computenet.store import tables as t
 from computenet.store.db import Database
@@ -146,17 +147,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        status = 500
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        watch = StatusWatch(send)
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, receive, watch.send)
         finally:
+            status = watch.status
             self.metrics.request_seconds.observe(time.perf_counter() - began)
             self.metrics.requests.labels(f"{status // 100}xx").inc()
             if status >= 500:

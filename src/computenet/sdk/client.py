@@ -17,29 +17,10 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from computenet.errors import (
-    BudgetExceeded,
-    ComputeNetError,
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    Unauthorized,
-    Unavailable,
-)
+from computenet.errors import NotFound, Unavailable, error_for_status
 from computenet.model.task import TaskSpec, TaskState
 from computenet.node.views import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.sdk.config import load_config
-
-_ERRORS: dict[int, type[ComputeNetError]] = {
-    400: InvalidInput,
-    401: Unauthorized,
-    402: BudgetExceeded,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: InvalidInput,
-}
 
 
 def check(resp: httpx.Response) -> None:
@@ -49,7 +30,7 @@ def check(resp: httpx.Response) -> None:
             message = resp.json().get("message") or resp.text
         except ValueError:
             message = resp.text[:200] or resp.reason_phrase
-        error = _ERRORS.get(resp.status_code, Unavailable)
+        error = error_for_status(resp.status_code)
         raise error(str(message))
 
 
