@@ -5,6 +5,8 @@
 2. Batch: one ``schedule`` round placing ``--tasks`` (100,000) pending tasks of mixed shapes
    on ``--pools`` (10,000) pools: placements per second, the round's time, and where the time
    goes (a cProfile of a second identical round, top functions by own time).
+3. The same round with ``--reservations`` (500) advance reservations on random card pools,
+   for random tenants, half under way and half starting later: what honouring them costs.
 
 Synthetic pools and tasks come from a seeded generator: accelerator models from the catalog,
 provinces from the scheduler's region table, prices, software versions and labels.
@@ -31,6 +33,7 @@ from computenet.sched.core import (
     Context,
     PoolTelemetry,
     PoolView,
+    Reservation,
     TaskView,
     rank_offers,
     schedule,
@@ -138,8 +141,23 @@ def bench_find(n_pools: int, queries: int, rng: random.Random) -> dict[str, floa
     }
 
 
+def make_reservations(
+    pools: list[PoolView], tenants: list[str], n: int, rng: random.Random
+) -> list[Reservation]:
+    """``n`` reservations of up to half a pool's cards, half under way, half later."""
+    gpu = [p for p in pools if p.spec.accelerator is not None]
+    out = []
+    for k in range(n):
+        p = rng.choice(gpu)
+        cards = rng.randint(1, max(1, p.free.accelerators // 2))
+        start = rng.uniform(-3600, 0) if k % 2 else rng.uniform(60, 7200)
+        end = start + rng.uniform(3600, 4 * 3600)
+        out.append(Reservation(f"rsv-{k}", p.cpi, rng.choice(tenants), cards, start, end))
+    return out
+
+
 def bench_round(
-    n_pools: int, n_tasks: int, shapes: int, repeat: int, rng: random.Random
+    n_pools: int, n_tasks: int, shapes: int, repeat: int, n_reserved: int, rng: random.Random
 ) -> dict[str, Any]:
     pools = make_pools(n_pools, rng)
     ctx = Context()
@@ -162,13 +180,20 @@ def bench_round(
     placed = sum(1 for d in schedule(tasks, table, ctx) if d.pool)  # warm-up round
     # as the node does: shape keys computed once when a task's spec is first parsed
     keyed = [replace(tv, shape=shape_key(tv.spec)) for tv in tasks]
-    times: dict[str, list[float]] = {"plain": [], "keyed": []}
-    for _ in range(repeat):  # alternate, so both see the same (shared-machine) load
-        for name, batch in (("plain", tasks), ("keyed", keyed)):
+    rctx = Context(reservations=make_reservations(pools, tenants, n_reserved, rng))
+    placed_reserved = sum(1 for d in schedule(keyed, table, rctx) if d.pool)
+    times: dict[str, list[float]] = {"plain": [], "keyed": [], "reserved": []}
+    for _ in range(repeat):  # alternate, so all see the same (shared-machine) load
+        for name, batch, c in (
+            ("plain", tasks, ctx),
+            ("keyed", keyed, ctx),
+            ("reserved", keyed, rctx),
+        ):
             t0 = time.perf_counter()
-            schedule(batch, table, ctx)
+            schedule(batch, table, c)
             times[name].append(time.perf_counter() - t0)
     round_s, keyed_s = statistics.median(times["plain"]), statistics.median(times["keyed"])
+    reserved_s = statistics.median(times["reserved"])
     prof = cProfile.Profile()
     prof.enable()
     schedule(tasks, table, ctx)
@@ -188,6 +213,10 @@ def bench_round(
         "decisions_per_s": n_tasks / round_s,
         "round_cached_keys_s": keyed_s,
         "placements_per_s_cached_keys": placed / keyed_s,
+        "reservations": n_reserved,
+        "placed_with_reservations": placed_reserved,
+        "round_reserved_s": reserved_s,
+        "placements_per_s_reserved": placed_reserved / reserved_s,
         "profile": buf.getvalue(),
     }
 
@@ -200,12 +229,13 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=100_000)
     ap.add_argument("--shapes", type=int, default=200, help="distinct task shapes")
     ap.add_argument("--repeat", type=int, default=5, help="timed rounds (median reported)")
+    ap.add_argument("--reservations", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     find = bench_find(args.find_pools, args.queries, rng)
-    rnd = bench_round(args.pools, args.tasks, args.shapes, args.repeat, rng)
+    rnd = bench_round(args.pools, args.tasks, args.shapes, args.repeat, args.reservations, rng)
     if args.json:
         print(json.dumps({"find": find, "round": {k: v for k, v in rnd.items() if k != "profile"}}))
         return
@@ -226,6 +256,11 @@ def main() -> None:
         f"same round with shape keys cached per task (as the node's dispatcher does): "
         f"median {rnd['round_cached_keys_s']:.2f} s = {rnd['placements_per_s_cached_keys']:,.0f} "
         "placements/s"
+    )
+    print(
+        f"same round honouring {rnd['reservations']} advance reservations: "
+        f"{rnd['placed_with_reservations']:,} placed, median "
+        f"{rnd['round_reserved_s']:.2f} s = {rnd['placements_per_s_reserved']:,.0f} placements/s"
     )
     print("where the time goes (cProfile of the same round, top by own time):")
     print(rnd["profile"])

@@ -21,6 +21,7 @@ from computenet.sched.explain import _concat, describe, shapes
 from computenet.sched.fairshare import FairShare, units
 from computenet.sched.policies import load_weight, score
 from computenet.sched.pooltable import PoolTable, build_table
+from computenet.sched.reservations import Hold, Reserved, limit_of
 from computenet.sched.types import Context, Decision, Estimate, PoolView, RunningTask, TaskView
 
 
@@ -35,10 +36,12 @@ class _Option:
     heap: list[tuple[float, int, int]]
     need: tuple[int, int, int] = (0, 0, 0)  # cards, cores, MiB
     columns: list[list[float]] = field(default_factory=list)  # estimates as lists, fast to index
+    limit_s: float = 0.0  # how long it may run (inf without a time limit): for reservations
 
     def __post_init__(self) -> None:
         n = self.shape.need
         self.need = (n.accelerators, n.cpu_cores, n.memory_mib)
+        self.limit_s = limit_of(self.shape.spec.resources.time_limit_s)
         e = self.est
         self.columns = [
             c.tolist()
@@ -115,6 +118,7 @@ class _Round:
         self.total_cpu: list[float] = t.total_cpu.tolist()
         self.version = [0] * len(t)
         self.groups: dict[object, _Group] = {}
+        self.reserved = Reserved(ctx.reservations, t.index)
 
     def util(self, i: int) -> float:
         if self.total_cards[i] > 0:
@@ -165,13 +169,21 @@ class _Round:
         reason = f"waiting for capacity on {len(set(healthy_idx))} eligible pools"
         return _Group(options, reason, lw)
 
+    def open_cards(self, i: int, opt: _Option) -> float:
+        """Cards of pool ``i`` that ``opt`` may take outside any reservation."""
+        if not self.reserved:
+            return self.cards[i]
+        return self.cards[i] - self.reserved.held(i, opt.limit_s, opt.need[0])
+
     def best(self, opt: _Option, lw: float) -> tuple[float, int] | None:
         """The best pool of ``opt`` that fits now, fixing stale heap entries on the way."""
         heap = opt.heap
         cards, cpu, mem = opt.need
+        plain = not self.reserved  # the common case stays one list lookup per check
         while heap:
             value, ver, i = heap[0]
-            if self.cards[i] < cards or self.cpu[i] < cpu or self.mem[i] < mem:
+            free = self.cards[i] if plain else self.open_cards(i, opt)
+            if free < cards or self.cpu[i] < cpu or self.mem[i] < mem:
                 heapq.heappop(heap)  # capacity only shrinks within a round
                 continue
             if ver != self.version[i]:
@@ -180,8 +192,26 @@ class _Round:
             return value, i
         return None
 
-    def take(self, i: int, opt: _Option) -> None:
+    def covered(self, opt: _Option, tenant: str) -> tuple[float, int, Hold] | None:
+        """The best pool where one of the tenant's reservations under way can take ``opt``."""
         cards, cpu, mem = opt.need
+        found = None
+        for i, hold in self.reserved.covering_pools(tenant, opt.limit_s, cards):
+            if (
+                i not in opt.static
+                or self.cards[i] < cards
+                or self.cpu[i] < cpu
+                or self.mem[i] < mem
+            ):
+                continue
+            if found is None or opt.static[i] < found[0]:
+                found = (opt.static[i], i, hold)
+        return found
+
+    def take(self, i: int, opt: _Option, hold: Hold | None = None) -> None:
+        cards, cpu, mem = opt.need
+        if hold is not None:
+            hold.free_cards -= cards
         self.cards[i] -= cards
         self.cpu[i] -= cpu
         self.mem[i] -= mem
@@ -237,6 +267,13 @@ def _place(
                 Decision(tv.task_id, None, f"tenant {tv.tenant or 'default'} is at its quota")
             )
             continue
+        if rnd.reserved:
+            on_reservation = _on_reservation(tv, g, rnd)
+            if on_reservation is not None:
+                decision, shape = on_reservation
+                fair.grant(tv.tenant, units(shape.cards, shape.need.cpu_cores))
+                out.append(decision)
+                continue
         best: tuple[float, int, _Option] | None = None
         for opt in g.options:
             found = rnd.best(opt, lw)
@@ -257,8 +294,45 @@ def _place(
             est = opt.estimate(t.cpis[i], i, opt.static[i])
             out.append(Decision(tv.task_id, t.cpis[i], "", opt.shape.variant, chosen, est))
             continue
-        out.append(Decision(tv.task_id, None, g.reason))
+        out.append(Decision(tv.task_id, None, _waiting(g, rnd)))
     return out
+
+
+def _on_reservation(tv: TaskView, g: _Group, rnd: _Round) -> tuple[Decision, Shape] | None:
+    """Place ``tv`` on one of its tenant's reservations under way, when one can take it:
+    those cards are already paid for, so they come before any open capacity."""
+    best: tuple[float, int, Hold, _Option] | None = None
+    for opt in g.options:
+        found = rnd.covered(opt, tv.tenant)
+        if found is not None and (best is None or found[0] < best[0]):
+            best = (*found, opt)
+    if best is None:
+        return None
+    value, i, hold, opt = best
+    rnd.take(i, opt, hold)
+    est = opt.estimate(rnd.t.cpis[i], i, value)
+    decision = Decision(
+        tv.task_id, rnd.t.cpis[i], "", opt.shape.variant, (), est, hold.reservation_id
+    )
+    return decision, opt.shape
+
+
+def _waiting(g: _Group, rnd: _Round) -> str:
+    """Why a task that found no room waits, naming reservations when they hold cards back."""
+    if not rnd.reserved or not g.options:
+        return g.reason
+    opt = g.options[0]
+    if opt.need[0] <= 0:
+        return g.reason
+    cards, pools = rnd.reserved.blocking(sorted(opt.static), opt.limit_s)
+    if not cards:
+        return g.reason
+    hint = (
+        "; without a time limit a task overlaps every reservation to come"
+        if opt.limit_s == float("inf")
+        else ""
+    )
+    return f"{g.reason}; {cards} cards on {pools} of them are reserved over its run{hint}"
 
 
 class _Victims:
@@ -285,7 +359,7 @@ class _Victims:
         )
         for _, i, opt in ranked:
             need = opt.shape.need
-            cards, cpu, mem = rnd.cards[i], rnd.cpu[i], rnd.mem[i]
+            cards, cpu, mem = rnd.open_cards(i, opt), rnd.cpu[i], rnd.mem[i]
             chosen: list[RunningTask] = []
             for r in self.by_pool[i]:
                 if cards >= need.accelerators and cpu >= need.cpu_cores and mem >= need.memory_mib:

@@ -87,6 +87,20 @@ class RunningTask:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """Cards of one pool set aside for a tenant over a window, in seconds from now (a window
+    under way has ``start_in_s <= 0``). ``free_cards`` is the part the tenant's own work on
+    the reservation does not hold yet."""
+
+    reservation_id: str
+    pool: str
+    tenant: str
+    free_cards: int
+    start_in_s: float
+    end_in_s: float
+
+
+@dataclass(frozen=True)
 class Context:
     """Everything besides tasks and pools that placement depends on.
 
@@ -100,6 +114,7 @@ class Context:
     datasets: Mapping[str, Dataset] = field(default_factory=dict)
     tenants: Mapping[str, TenantShare] = field(default_factory=dict)
     running: Sequence[RunningTask] = ()
+    reservations: Sequence[Reservation] = ()
     egress_price_per_gb: Decimal = Decimal("0.5")
     origin_region: str = "11"
 
@@ -141,6 +156,7 @@ class Decision:
     variant: int = -1
     preempt: tuple[str, ...] = ()
     estimate: Estimate | None = None
+    reservation: str = ""  # the tenant's reservation it runs on ('' = open capacity)
 
 
 @dataclass(frozen=True)
