@@ -32,7 +32,7 @@ from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskSpec, TaskState
 from computenet.store import tables as t
 from computenet.store.db import Database
-from computenet.store.tables_billing import Budget, Charge, PriceEntry
+from computenet.store.tables_billing import Budget, Charge, PriceEntry, Reservation
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACTIVE = [s.value for s in TaskState if not s.terminal]
@@ -59,7 +59,7 @@ class BudgetStatus:
     monthly_limit: Decimal
     period: str
     spent: Decimal
-    held: Decimal  # the most the tenant's unfinished tasks may still cost
+    held: Decimal  # the most unfinished tasks and uncharged reservations may still cost
     warn_fraction: Decimal
 
     @property
@@ -133,8 +133,13 @@ def book_charge(
         period=period_of(now),
         created_at=now,
     )
+    return add_charge(s, row)
+
+
+def add_charge(s: Session, row: Charge) -> Charge:
+    """Write a charge and count it against its tenant's budget, in the caller's transaction."""
     s.add(row)
-    budget = s.get(Budget, tenant, with_for_update=True)
+    budget = s.get(Budget, row.tenant, with_for_update=True)
     if budget is not None:
         if budget.period != row.period:
             budget.period, budget.spent = row.period, Decimal(0)
@@ -208,6 +213,24 @@ class Ledger:
         pool = s.get(t.Pool, usage.pool_cpi)
         if pool is None:
             raise InvalidInput(f"pool {usage.pool_cpi} is unknown: cannot price its usage")
+        if task.reservation_id is not None and usage.cards > 0:
+            covered = s.get(Reservation, task.reservation_id)
+            if covered is not None and covered.pool_cpi == usage.pool_cpi:
+                # The reservation pays for these cards over its window (and the scheduler
+                # only puts work on it that ends inside the window).
+                return book_charge(
+                    s,
+                    task,
+                    usage,
+                    pool.provider_prefix,
+                    Tier.RESERVED,
+                    Unit.CARD_HOUR,
+                    usage.card_hours,
+                    Decimal(0),
+                    covered.currency,
+                    None,
+                    now,
+                )
         spec = TaskSpec.model_validate(task.spec)
         tier = tier_of(spec)
         started = task.started_at or task.created_at
@@ -255,12 +278,12 @@ class Ledger:
     def budget(self, tenant: str) -> BudgetStatus:
         """A tenant's budget and where it stands (``InvalidInput`` if it has none)."""
         with self.db.read() as s:
-            status = self._status(s, tenant, datetime.now(UTC))
+            status = self.status_in(s, tenant, datetime.now(UTC))
         if status is None:
             raise InvalidInput(f"tenant {tenant!r} has no budget")
         return status
 
-    def _status(
+    def status_in(
         self, s: Session, tenant: str, now: datetime, lock: bool = False
     ) -> BudgetStatus | None:
         # Locked at submit, so that two submissions cannot both fit in what is left.
@@ -275,6 +298,14 @@ class Ledger:
             )
         )
         held = sum((h for h in held_rows if h is not None), Decimal(0))
+        held += sum(
+            s.scalars(
+                select(Reservation.max_charge).where(
+                    Reservation.tenant == tenant, Reservation.state == "booked"
+                )
+            ),
+            Decimal(0),
+        )
         return BudgetStatus(
             tenant, row.currency, row.monthly_limit, period, spent, held, row.warn_fraction
         )
@@ -293,7 +324,7 @@ class Ledger:
         cards (or cores) times the price cap, or, without a cap, the highest price any pool
         asks now. Held amounts are released when the task ends; the real charge replaces them.
         """
-        status = self._status(s, tenant, now, lock=True)
+        status = self.status_in(s, tenant, now, lock=True)
         if status is None:
             return None
         limit_s = spec.resources.time_limit_s

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from computenet.cli import billing, demo, federation, ops, sched, secrets, sim, tasks
+from computenet.cli import billing, demo, federation, ops, reserve, sched, secrets, sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
@@ -27,6 +27,7 @@ tasks.register(app)
 ops.register(app)
 secrets.register(app)
 billing.register(app)
+reserve.register(app)
 sched.register(app)
 sim.register(app)
 federation.register(app)

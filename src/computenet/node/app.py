@@ -17,6 +17,7 @@ from computenet.node.api import (
     gateway,
     native,
     ops,
+    reservations,
     sched,
     secrets,
     tes,
@@ -56,6 +57,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(tokens.router)
     app.include_router(billing.router)
+    app.include_router(reservations.router)
     app.include_router(secrets.router)
     app.include_router(federation.router)
     app.include_router(console.router)

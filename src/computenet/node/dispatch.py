@@ -279,6 +279,7 @@ class Dispatcher:
                     )
                     .values(
                         pool_cpi=d.pool,
+                        reservation_id=d.reservation or None,
                         reason="",
                         updated_at=now,
                         **spec_update(spec_of[d.task_id], d.variant),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from computenet.billing.ledger import Ledger
+from computenet.billing.reservations import Reservations
 from computenet.errors import Conflict
 from computenet.federation.enrol import prepare_identity
 from computenet.federation.service import Federation
@@ -51,6 +52,7 @@ class NodeRuntime:
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.auth = Authenticator(self.db)
         self.ledger = Ledger(self.db)
+        self.reservations = Reservations(self.db, self.ledger)
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(
             self.db,
@@ -180,6 +182,7 @@ class NodeRuntime:
                 continue
             try:
                 await asyncio.to_thread(self.dispatch.expire)
+                await asyncio.to_thread(self.reservations.settle_due)
             except Exception:
                 self.monitor.error("housekeeping")
                 log.exception("housekeeping failed")

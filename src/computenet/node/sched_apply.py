@@ -33,6 +33,8 @@ def spec_update(spec: TaskSpec, variant: int) -> dict[str, Any]:
 def placed_message(d: Decision, spec: TaskSpec) -> str:
     """The placement event: pool, variant, and the estimates that won it."""
     text = f"placed on {d.pool}"
+    if d.reservation:
+        text += f" on reservation {d.reservation}"
     if d.variant >= 0:
         text += f" as variant {d.variant} ({spec.variants[d.variant].name or 'unnamed'})"
     e = d.estimate

@@ -1,7 +1,8 @@
 """Build the scheduler core's :class:`Context` from the store.
 
 Queue wait and reliability come from each pool's task history, datasets from the registry,
-running work (for preemption and fair share) from placed and active tasks. The network
+running work (for preemption and fair share) from placed and active tasks, advance
+reservations from the ledger's bookings. The network
 matrix is left to the core's distance model until measured links are fed in.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -25,11 +27,13 @@ from computenet.sched.types import (
     Dataset,
     Link,
     PoolTelemetry,
+    Reservation,
     RunningTask,
     TenantShare,
 )
 from computenet.store import tables as t
 from computenet.store.db import Database
+from computenet.store.tables_billing import Reservation as ReservationRow
 from computenet.store.tables_sched import Dataset as DatasetRow
 
 HISTORY = 2000  # recent starts looked at for queue wait
@@ -122,6 +126,42 @@ def running(s: Session) -> list[RunningTask]:
     return out
 
 
+def reservations(s: Session, now: datetime) -> list[Reservation]:
+    """Booked reservations not yet over, each with the cards its own work does not hold."""
+    rows = list(
+        s.scalars(
+            select(ReservationRow).where(
+                ReservationRow.state == "booked", ReservationRow.ends_at > now
+            )
+        )
+    )
+    if not rows:
+        return []
+    used: dict[str | None, int] = {
+        rid: int(n or 0)
+        for rid, n in s.execute(
+            select(t.Task.reservation_id, func.sum(t.Task.accelerators))
+            .where(
+                t.Task.reservation_id.in_([r.id for r in rows]),
+                t.Task.pool_cpi.is_not(None),
+                t.Task.state.in_(LIVE),
+            )
+            .group_by(t.Task.reservation_id)
+        )
+    }
+    return [
+        Reservation(
+            reservation_id=r.id,
+            pool=r.pool_cpi,
+            tenant=r.tenant,
+            free_cards=max(0, r.cards - used.get(r.id, 0)),
+            start_in_s=(r.starts_at - now).total_seconds(),
+            end_in_s=(r.ends_at - now).total_seconds(),
+        )
+        for r in rows
+    ]
+
+
 class ContextLoader:
     """Loads the context, re-reading pool history (a scan of finished tasks), the monitor's
     quality figures and measured round-trip times at most every ``telemetry_ttl_s``; running
@@ -180,4 +220,5 @@ def load_context(s: Session, pool_telemetry: dict[str, PoolTelemetry] | None = N
         datasets=datasets(s),
         tenants={k: TenantShare(usage=v) for k, v in usage.items()},
         running=work,
+        reservations=reservations(s, datetime.now(UTC)),
     )

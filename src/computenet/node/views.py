@@ -84,6 +84,7 @@ class TaskOut(BaseModel):
     name: str | None = None
     attempt: int | None = None
     pool: str | None = None
+    reservation: str | None = None  # the advance reservation it was placed on
     reason: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -142,6 +143,7 @@ def task_out(
         name=row.name,
         attempt=row.attempt,
         pool=row.pool_cpi,
+        reservation=row.reservation_id if row.pool_cpi else None,
         reason=row.reason or None,
         created_at=row.created_at,
         updated_at=row.updated_at,

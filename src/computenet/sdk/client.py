@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -287,6 +288,31 @@ class Client:
         effective_from."""
         body = {"scope": scope, "price": price, **fields}
         out: dict[str, Any] = self._request("POST", "/api/v1/prices", json=body)
+        return out
+
+    def reserve(
+        self, model: str, cards: int, starts_at: datetime, duration_s: int, **fields: Any
+    ) -> dict[str, Any]:
+        """Reserve ``cards`` of ``model`` for ``duration_s`` from ``starts_at``; ``fields``:
+        region (GB/T 2260 prefix), pool. Its cost is held against your budget."""
+        body = {
+            "model": model,
+            "cards": cards,
+            "starts_at": starts_at.isoformat(),
+            "duration_s": duration_s,
+            **fields,
+        }
+        out: dict[str, Any] = self._request("POST", "/api/v1/reservations", json=body)
+        return out
+
+    def reservations(self) -> list[dict[str, Any]]:
+        """Your reservations (operators: all), newest first."""
+        out: list[dict[str, Any]] = self._request("GET", "/api/v1/reservations")
+        return out
+
+    def cancel_reservation(self, reservation_id: str) -> dict[str, Any]:
+        """Cancel a reservation: free before its window, charged for the time held after."""
+        out: dict[str, Any] = self._request("DELETE", f"/api/v1/reservations/{reservation_id}")
         return out
 
     def budget(self, tenant: str) -> dict[str, Any]:

@@ -153,6 +153,8 @@ class Task(Base):
     # The most this task can cost (time limit x cards or cores x price), held against its
     # tenant's budget until it ends; None when no budget applied at submit.
     max_charge: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
+    # The reservation this attempt was placed on (its cards are paid for by the reservation).
+    reservation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("owner", "client_key", name="uq_tasks_owner_client_key"),

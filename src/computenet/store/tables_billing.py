@@ -1,4 +1,4 @@
-"""Billing tables: price books, charges (one per usage record), tenants' budgets."""
+"""Billing tables: price books, charges, tenants' budgets and advance reservations."""
 
 from __future__ import annotations
 
@@ -93,3 +93,35 @@ class Budget(Base):
     period: Mapped[str] = mapped_column(String(7))
     spent: Mapped[Decimal] = mapped_column(ExactAmount)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Reservation(Base):
+    """Cards of one pool set aside for a tenant over a time window, billed for the window.
+
+    ``state`` is ``booked`` until the window has ended (or was cancelled part way) and the
+    charge is written, then ``charged``; ``cancelled`` when called off before it began.
+    """
+
+    __tablename__ = "reservations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    owner: Mapped[str] = mapped_column(String(256))
+    pool_cpi: Mapped[str] = mapped_column(String(256))
+    provider_prefix: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(64))
+    cards: Mapped[int] = mapped_column(Integer)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)  # moved earlier by a cancel
+    state: Mapped[str] = mapped_column(String(16))
+    unit_price: Mapped[Decimal] = mapped_column(ExactDecimal)  # per card-hour, reserved tier
+    price_entry_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    # The whole window's cost, held against the tenant's budget until it is charged.
+    max_charge: Mapped[Decimal] = mapped_column(ExactAmount)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_reservations_pool", "pool_cpi", "ends_at"),
+        Index("ix_reservations_tenant", "tenant", "state"),
+        Index("ix_reservations_state", "state", "ends_at"),
+    )
