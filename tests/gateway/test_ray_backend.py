@@ -31,6 +31,7 @@ from computenet.gateway.backends.local_runner import write_json
 from computenet.gateway.backends.ray import RayBackend
 from computenet.model.task import TaskSpec, TaskState
 from nodeproc import free_port, pids_matching
+from polling import wait_for
 
 Handler = Callable[[httpx.Request], httpx.Response]
 _seq = iter(range(1, 10**6))
@@ -290,13 +291,6 @@ def _wait(backend: RayBackend, job: Job, timeout_s: float = 60) -> JobStatus:
         time.sleep(0.1)
 
 
-def _until(predicate: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 def test_stdin_and_scrubbed_environment(real: RayBackend) -> None:
     job = _job(
         {
@@ -320,10 +314,10 @@ def test_cancel_kills_a_job_that_ignores_sigterm(real: RayBackend) -> None:
     marker = f"sleep 611.{os.getpid()}"
     job = _job({"executors": [{"command": ["sh", "-c", f"trap '' TERM; {marker}; true"]}]})
     real.submit(job)
-    _until(lambda: bool(pids_matching(marker)))
+    wait_for(lambda: bool(pids_matching(marker)), 60, "the task's processes")
     real.cancel(job)
     assert _wait(real, job).state is TaskState.CANCELED
-    _until(lambda: not pids_matching(marker), 15)
+    wait_for(lambda: not pids_matching(marker), 15, "the processes to be gone")
 
 
 def test_cancel_while_ray_still_queues_the_job(real: RayBackend, tmp_path: Path) -> None:
@@ -345,7 +339,7 @@ def test_cancel_while_ray_still_queues_the_job(real: RayBackend, tmp_path: Path)
         }
     )
     real.submit(hog)
-    _until(lambda: real.status(hog).state is TaskState.RUNNING)
+    wait_for(lambda: real.status(hog).state is TaskState.RUNNING, 60, "RUNNING")
     real.submit(queued)
     assert real.status(queued).state is TaskState.INITIALIZING
     real.cancel(queued)
@@ -357,7 +351,7 @@ def test_cancel_while_ray_still_queues_the_job(real: RayBackend, tmp_path: Path)
         info = real._info(queued)
         return info is not None and info["status"] not in ("PENDING", "RUNNING")
 
-    _until(ended)
+    wait_for(ended, 60, "the job to end")
     assert not ran.exists()
     assert real.status(queued).state is TaskState.CANCELED
     real.forget(queued)

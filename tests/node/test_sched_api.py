@@ -4,13 +4,14 @@ datasets endpoints validate their input."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_api_http import JSON, Api, assert_error, running_node
+
+from polling import wait_for
 
 GPU_POOL = {
     "label": "gpu",
@@ -58,15 +59,6 @@ def _task(api: Api, tid: str) -> dict[str, Any]:
     return out
 
 
-def _until(check: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
 def _explain(api: Api, tid: str) -> dict[str, Any]:
     r = api.client.get(f"/api/v1/tasks/{tid}/explain", headers=api.user)
     assert r.status_code == 200, r.text
@@ -78,12 +70,12 @@ def test_on_demand_work_preempts_a_leased_spot_task(api: Api) -> None:
     gw = api.gateway()
     assert api.client.put("/gateway/v1/pools", json={"pools": [GPU_POOL]}, headers=gw).is_success
     spot = _submit(api, {"resources": {"accelerator": {"count": 8}, "preemptible": True}})
-    _until(lambda: _explain(api, spot)["pool"] == "cn.31/acme/gpu")
+    wait_for(lambda: _explain(api, spot)["pool"] == "cn.31/acme/gpu", 10, "spot placed")
     r = api.client.post("/gateway/v1/lease", json={"wait_s": 5}, headers=gw)
     [leased] = r.json()["tasks"]
     assert leased["task_id"] == spot
     on_demand = _submit(api, {"resources": {"accelerator": {"count": 8}}})
-    _until(lambda: _explain(api, on_demand)["pool"] == "cn.31/acme/gpu")
+    wait_for(lambda: _explain(api, on_demand)["pool"] == "cn.31/acme/gpu", 10, "on-demand placed")
     again = _task(api, spot)
     assert again["state"] == "QUEUED"
     assert any("preempted by " + on_demand in e["message"] for e in again["events"])
@@ -113,7 +105,7 @@ def test_variants_rewrite_the_stored_task(api: Api) -> None:
             ]
         },
     )
-    _until(lambda: _explain(api, tid)["pool"] == "cn.31/acme/npu")
+    wait_for(lambda: _explain(api, tid)["pool"] == "cn.31/acme/npu", 10, "the NPU variant placed")
     r = api.client.post("/gateway/v1/lease", json={"wait_s": 5}, headers=gw)
     [leased] = r.json()["tasks"]
     assert leased["spec"]["executors"][0]["image"] == "t:cann"
