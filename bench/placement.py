@@ -253,7 +253,7 @@ def main() -> None:
         f"{rnd['table_build_s']:.2f} s (once per round, cached between rounds)"
     )
     print(
-        f"same round with shape keys cached per task (as the node's dispatcher does): "
+        f"same round with shape keys cached per task (as the node's placer does): "
         f"median {rnd['round_cached_keys_s']:.2f} s = {rnd['placements_per_s_cached_keys']:,.0f} "
         "placements/s"
     )

@@ -56,7 +56,7 @@ def test_billing_uses_the_measured_fp16_figure(tmp_path: Path) -> None:
         {"executors": [{"command": ["true"]}], "resources": {"accelerator": {"count": 2}}}
     )
     tid, _ = rt.tasks.submit(spec, "alice")
-    rt.dispatch.schedule_pass()
+    rt.placer.schedule_pass()
     [lease] = rt.dispatch.lease(gid, 1)
     usage = UsageReport(wall_s=Decimal("0.9"), cpu_cores=1, memory_mib=1, cards=2)
     rt.dispatch.report(

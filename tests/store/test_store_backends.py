@@ -121,7 +121,7 @@ def add_gateway(rt: NodeRuntime, label: str = "acme", pools: list[PoolSpec] | No
 def leased(rt: NodeRuntime, gw: Gw, **spec: Any) -> tuple[str, str]:
     """Submit a task, place it and lease it to ``gw``; return (task id, lease id)."""
     tid, _ = rt.tasks.submit(make_spec(**spec), "alice")
-    assert rt.dispatch.schedule_pass() >= 1
+    assert rt.placer.schedule_pass() >= 1
     [lt] = [x for x in rt.dispatch.lease(gw.gid, 10) if x.task_id == tid]
     return tid, lt.lease_id
 
@@ -368,7 +368,7 @@ def test_cancel(rt: NodeRuntime) -> None:
 def test_cancel_of_a_placed_task_frees_its_pool(rt: NodeRuntime) -> None:
     add_gateway(rt)
     tid = rt.tasks.submit(make_spec(), "alice")[0]
-    assert rt.dispatch.schedule_pass() == 1
+    assert rt.placer.schedule_pass() == 1
     assert row_of(rt, tid).pool_cpi == "cn/acme/cpu"
     assert rt.tasks.cancel(tid) is TaskState.CANCELED
     assert row_of(rt, tid).pool_cpi is None
@@ -439,8 +439,8 @@ def test_dispatch_flow_from_submit_to_usage(rt: NodeRuntime) -> None:
     tid, created = rt.tasks.submit(make_spec(resources={"cpu_cores": 2}), "alice")
     assert created
     assert rt.dispatch.lease(gw.gid, 5) == []  # nothing placed yet
-    assert rt.dispatch.schedule_pass() == 1
-    assert rt.dispatch.schedule_pass() == 0
+    assert rt.placer.schedule_pass() == 1
+    assert rt.placer.schedule_pass() == 0
     row = row_of(rt, tid)
     assert row.pool_cpi == "cn/acme/cpu" and row.state == "QUEUED"
 
@@ -576,22 +576,22 @@ def test_heartbeat_reports_pool_health(rt: NodeRuntime) -> None:
     rt.dispatch.heartbeat(gw.gid, Heartbeat(pools=[PoolLive(label="cpu", healthy=False)]))
     assert rt.dispatch.pool_rows()[0].health == "unhealthy"
     tid = rt.tasks.submit(make_spec(), "alice")[0]
-    assert rt.dispatch.schedule_pass() == 0
+    assert rt.placer.schedule_pass() == 0
     assert "unhealthy" in (rt.tasks.get(tid).reason or "")
     live = PoolLive(label="cpu", healthy=True, running_tasks=3)
     rt.dispatch.heartbeat(gw.gid, Heartbeat(pools=[live]))
     [pool] = rt.dispatch.pool_rows()
     assert (pool.health, pool.running_tasks) == ("healthy", 3)
-    assert rt.dispatch.schedule_pass() == 1
+    assert rt.placer.schedule_pass() == 1
 
 
 def test_unplaceable_task_says_why(rt: NodeRuntime) -> None:
     tid = rt.tasks.submit(make_spec(), "alice")[0]
-    rt.dispatch.schedule_pass()
+    rt.placer.schedule_pass()
     assert rt.tasks.get(tid).reason == "no pools are registered"
     add_gateway(rt)
     big = rt.tasks.submit(make_spec(resources={"cpu_cores": 64}), "alice")[0]
-    rt.dispatch.schedule_pass()
+    rt.placer.schedule_pass()
     assert "no machine has 64 CPU cores" in (rt.tasks.get(big).reason or "")
     assert row_of(rt, tid).pool_cpi == "cn/acme/cpu"
 
@@ -612,7 +612,7 @@ def test_expired_lease_requeues_the_task(rt: NodeRuntime) -> None:
         rt.dispatch.report(gw.gid, tid, TaskReport(lease_id=lease, state=TaskState.RUNNING))
     # It is placed and leased again, as attempt 2.
     rt.settings.lease_ttl_s = 30.0
-    rt.dispatch.schedule_pass()
+    rt.placer.schedule_pass()
     [again] = rt.dispatch.lease(gw.gid, 5)
     assert (again.task_id, again.attempt) == (tid, 2)
     assert again.lease_id != lease
@@ -624,7 +624,7 @@ def test_expiry_after_max_attempts_is_a_system_error(make_runtime: MakeRuntime) 
     gw = add_gateway(rt)
     tid = rt.tasks.submit(make_spec(), "alice")[0]
     for attempt in (1, 2, 3):
-        rt.dispatch.schedule_pass()
+        rt.placer.schedule_pass()
         [lt] = rt.dispatch.lease(gw.gid, 1)
         assert lt.attempt == attempt
         time.sleep(0.15)
@@ -632,7 +632,7 @@ def test_expiry_after_max_attempts_is_a_system_error(make_runtime: MakeRuntime) 
     got = rt.tasks.get(tid)
     assert got.state is TaskState.SYSTEM_ERROR
     assert got.ended_at is not None and got.attempt == 3
-    assert rt.dispatch.schedule_pass() == 0
+    assert rt.placer.schedule_pass() == 0
     assert rt.dispatch.lease(gw.gid, 1) == []
 
 
@@ -651,7 +651,7 @@ def test_silent_pools_become_unhealthy(make_runtime: MakeRuntime) -> None:
     rt.bootstrap()
     gw = add_gateway(rt)
     tid = rt.tasks.submit(make_spec(), "alice")[0]
-    rt.dispatch.schedule_pass()
+    rt.placer.schedule_pass()
     time.sleep(0.15)
     assert rt.dispatch.expire() == 1
     assert rt.dispatch.pool_rows()[0].health == "unhealthy"

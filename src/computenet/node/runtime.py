@@ -20,6 +20,7 @@ from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
 from computenet.node.leader import LeaderElection
 from computenet.node.monitor import Monitor
+from computenet.node.placing import Placer
 from computenet.node.ratelimit import RateLimiter
 from computenet.node.scheduling import SchedService
 from computenet.node.secrets import SecretStore, load_key
@@ -62,6 +63,7 @@ class NodeRuntime:
             self.ledger,
         )
         self.dispatch = Dispatcher(self.db, settings, self.changed.fire, self.ledger)
+        self.placer = Placer(self.db, self.changed.fire, self.dispatch.preempted)
         self.leader = LeaderElection(self.db, settings.node_code)
         self.audit = AuditLog(self.db)
         self.limiter = (
@@ -69,9 +71,9 @@ class NodeRuntime:
             if settings.rate_limit_per_s > 0
             else None
         )
-        self.sched = SchedService(self.db, self.dispatch)
+        self.sched = SchedService(self.db, self.placer)
         self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
-        self.dispatch.remote_pools = self.federation.index.remote_pools
+        self.placer.remote_pools = self.federation.index.remote_pools
         key_file = settings.secrets_key_file or settings.data_dir / "secrets.key"
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
@@ -164,7 +166,7 @@ class NodeRuntime:
                 continue
             began = loop.time()
             try:
-                placed = await asyncio.to_thread(self.dispatch.schedule_pass)
+                placed = await asyncio.to_thread(self.placer.schedule_pass)
                 self.monitor.placement_pass(loop.time() - began, placed)
             except Exception:
                 self.monitor.error("scheduler")

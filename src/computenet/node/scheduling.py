@@ -13,7 +13,7 @@ from computenet.errors import Conflict, NotFound
 from computenet.model.pool import REGION_CODE
 from computenet.model.task import Policy, TaskSpec, TaskState
 from computenet.node.access import Visibility
-from computenet.node.dispatch import Dispatcher
+from computenet.node.placing import Placer
 from computenet.node.tasks import check_task_id, utcnow
 from computenet.sched.core import Context, Estimate, explain, rank_offers
 from computenet.sched.pooltable import PoolTable, build_table
@@ -111,9 +111,9 @@ def offer_out(e: Estimate, chosen: bool = False) -> OfferOut:
 class SchedService:
     """Offers, explanations and datasets for the API."""
 
-    def __init__(self, db: Database, dispatch: Dispatcher) -> None:
+    def __init__(self, db: Database, placer: Placer) -> None:
         self.db = db
-        self.dispatch = dispatch
+        self.placer = placer
         self._cached: tuple[float, PoolTable, Context] | None = None
 
     def _inputs(self) -> tuple[PoolTable, Context]:
@@ -121,8 +121,8 @@ class SchedService:
         if self._cached is not None and now - self._cached[0] < TABLE_TTL_S:
             return self._cached[1], self._cached[2]
         with self.db.read() as s:
-            views = self.dispatch.pool_views(s)
-            ctx = self.dispatch.context(s)
+            views = self.placer.pool_views(s)
+            ctx = self.placer.context(s)
         table = build_table(views, ctx)
         self._cached = (now, table, ctx)
         return table, ctx
@@ -140,8 +140,8 @@ class SchedService:
             if row is None or (scope is not None and not scope.allows(row)):
                 raise NotFound(f"no task {tid!r}")
             spec = TaskSpec.model_validate(row.spec)
-            views = self.dispatch.pool_views(s)
-            ctx = self.dispatch.context(s)
+            views = self.placer.pool_views(s)
+            ctx = self.placer.context(s)
             event = s.scalars(
                 select(t.TaskEvent.message)
                 .where(t.TaskEvent.task_id == tid, t.TaskEvent.message.like("placed on %"))

@@ -33,6 +33,10 @@ MAX_PAGE_SIZE = 2047  # TES: "must be less than 2048"
 DEFAULT_PAGE_SIZE = 256
 
 
+# States of work that a gateway holds (QUEUED work holds its pool's capacity once placed).
+ACTIVE = (TaskState.INITIALIZING.value, TaskState.RUNNING.value, TaskState.CANCELING.value)
+
+
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)

@@ -24,10 +24,9 @@ from sqlalchemy import case, func, select
 from computenet.model.task import TaskState
 from computenet.node import netmeasure, quality
 from computenet.node.api.deps import Runtime, User, owner_scope
-from computenet.node.dispatch import ACTIVE
 from computenet.node.quality import Quality
 from computenet.node.regions import PROVINCES, place, province_name
-from computenet.node.tasks import utcnow
+from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
 
