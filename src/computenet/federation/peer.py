@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -20,6 +21,19 @@ class Peer:
 
     def close(self) -> None:
         self._http.close()
+
+    def ping(self, url: str) -> tuple[float, str]:
+        """Time one round trip to the node at ``url`` (its public ``/federation/v1/ping``);
+        return the milliseconds and the region it says it is in."""
+        began = time.perf_counter()
+        try:
+            resp = self._http.get(f"{url.rstrip('/')}/federation/v1/ping")
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"node at {url} does not answer: {exc}") from None
+        rtt_ms = (time.perf_counter() - began) * 1000
+        if resp.status_code >= 400:
+            raise error_for_status(resp.status_code)(f"{url}: ping answered {resp.status_code}")
+        return rtt_ms, str(resp.json().get("region", ""))
 
     def call(self, url: str, kind: str, body: dict[str, Any]) -> tuple[CertBody, dict[str, Any]]:
         """Send ``body`` as a ``kind`` message to the node at ``url``; return the replier's

@@ -47,7 +47,7 @@ class Federation:
         self.guard = ReplayGuard()
         self.peer = Peer(ident)
         self.index = PoolIndex(db, ident.code, ident.url)
-        self.sync = Sync(db, ident, self.index, self.peer, settings.fed_timeout_s)
+        self.sync = Sync(db, ident, self.index, self.peer, settings.fed_timeout_s, settings.region)
         self.resolver = Resolver(db, ident, self.index, self.peer, settings.resolve_ttl_s)
         self.forwarder = Forwarder(db, ident, self.peer, tasks, settings.fed_timeout_s)
         self.index.on_change.append(lambda _cpis: changed.fire())

@@ -6,11 +6,18 @@ of ``n - 1`` is harmless) and otherwise asks for everything again. An empty delt
 child's heartbeat. Down: a child pages through the parent's index after the last change it
 holds, skipping its own subtree. A child silent past the timeout has its pools marked
 unavailable; when it speaks again it is asked for a full resend.
+
+Every ``RTT_EVERY_S`` a child times a round trip to its parent and sends the figure with its
+next delta, so both ends keep the (child region, parent region) sample in the latency matrix
+(:mod:`computenet.node.netmeasure`), as gateways do for theirs. Both ends report, per peer,
+how long ago the last sync exchange succeeded (``on_lag``: the sync-lag gauge).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,24 +27,43 @@ from computenet.errors import ComputeNetError, Forbidden
 from computenet.federation.index import PoolIndex
 from computenet.federation.keys import CertBody, Identity
 from computenet.federation.peer import Peer
+from computenet.model.pool import REGION_CODE
+from computenet.node.netmeasure import record_rtt
 from computenet.node.tasks import utcnow
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild
 
 log = logging.getLogger("computenet.federation")
+RTT_EVERY_S = 10.0
+
+
+def link_id(code: str) -> str:
+    """The measurer id of a node-to-node RTT sample (gateways use their own ids)."""
+    return f"node:{code}"
 
 
 class Sync:
     """Both ends of index sync for one node."""
 
     def __init__(
-        self, db: Database, ident: Identity, index: PoolIndex, peer: Peer, timeout_s: float
+        self,
+        db: Database,
+        ident: Identity,
+        index: PoolIndex,
+        peer: Peer,
+        timeout_s: float,
+        region: str = "11",
     ) -> None:
         self.db = db
         self.ident = ident
         self.index = index
         self.peer = peer
         self.timeout_s = timeout_s
+        self.region = region
+        # Seconds since the last good exchange with a peer (the runtime sets the gauge).
+        self.on_lag: Callable[[str, float], None] = lambda _peer, _s: None
+        self._rtt: tuple[float, str] | None = None  # last RTT to the parent, not yet sent
+        self._rtt_at = 0.0
         self._pushed_upto = 0  # local seq the parent has acknowledged
         self._delta_seq = 0
         self._full = True  # first delta after start is a full resend
@@ -52,15 +78,18 @@ class Sync:
         self.index.refresh_own()
         if self.ident.parent_url is None:
             return
+        parent = self.ident.parent_code or ""
         try:
+            self._measure()
             self._push()
             self._pull()
             self._parent_ok_at = utcnow()
             self._parent_down = False
+            self.on_lag(parent, 0.0)
         except ComputeNetError as exc:
             silent_s = (utcnow() - self._parent_ok_at).total_seconds()
+            self.on_lag(parent, silent_s)
             if silent_s > self.timeout_s and not self._parent_down:
-                parent = self.ident.parent_code or ""
                 n = self.index.mark_unavailable(parent)
                 log.warning(
                     "parent %s silent for %.0f s (%s): %d pools unavailable",
@@ -72,13 +101,28 @@ class Sync:
                 self._parent_down = True
                 self._pulled_upto = 0
 
+    def _measure(self) -> None:
+        """Every ``RTT_EVERY_S``: time a round trip to the parent and keep the sample."""
+        now = time.monotonic()
+        if now - self._rtt_at < RTT_EVERY_S:
+            return
+        assert self.ident.parent_url is not None and self.ident.parent_code is not None
+        self._rtt_at = now
+        rtt_ms, parent_region = self.peer.ping(self.ident.parent_url)
+        if REGION_CODE.fullmatch(parent_region):
+            record_rtt(self.db, link_id(self.ident.parent_code), self.region, parent_region, rtt_ms)
+            self._rtt = (rtt_ms, self.region)
+
     def _push(self) -> None:
         assert self.ident.parent_url is not None
         after = 0 if self._full else self._pushed_upto
         records, upto = self.index.subtree_after(after)
         seq = self._delta_seq + 1
-        body = {"seq": seq, "full": self._full, "records": records}
+        body: dict[str, Any] = {"seq": seq, "full": self._full, "records": records}
+        if self._rtt is not None:
+            body["rtt_ms"], body["region"] = self._rtt
         _, reply = self.peer.call(self.ident.parent_url, "sync.push", body)
+        self._rtt = None
         if reply.get("resync"):
             self._full = True
             return
@@ -122,10 +166,19 @@ class Sync:
                 row.silent = False
             else:
                 row.last_seq = seq
+        self._record_child_rtt(sender.code, body)
         if resync:
             return {"resync": True}
         self.index.apply(sender.code, records, full=full)
         return {"resync": False}
+
+    def _record_child_rtt(self, child: str, body: dict[str, Any]) -> None:
+        """Keep the RTT a child measured to us, if its delta carries a sane one."""
+        rtt, region = body.get("rtt_ms"), body.get("region")
+        if not isinstance(rtt, int | float) or isinstance(rtt, bool) or not 0 <= rtt < 60_000:
+            return
+        if isinstance(region, str) and REGION_CODE.fullmatch(region):
+            record_rtt(self.db, link_id(child), region, self.region, float(rtt))
 
     def handle_pull(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """Serve a page of the index to a child."""
@@ -134,8 +187,14 @@ class Sync:
         return {"records": records, "upto": upto, "more": more}
 
     def watchdog(self) -> int:
-        """Mark the pools of children silent past the timeout unavailable."""
-        cutoff = utcnow() - timedelta(seconds=self.timeout_s)
+        """Mark the pools of children silent past the timeout unavailable; report each
+        child's sync lag."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.timeout_s)
+        with self.db.read() as s:
+            for code, seen in s.execute(select(FedChild.code, FedChild.last_seen_at)):
+                if seen is not None:
+                    self.on_lag(code, max(0.0, (now - seen).total_seconds()))
         with self.db.write() as s:
             silent = list(
                 s.scalars(

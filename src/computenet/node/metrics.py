@@ -113,7 +113,7 @@ class NodeMetrics:
         )
         self.sync_lag = Gauge(
             "computenet_sync_lag_seconds",
-            "Age of the newest record received from each federation peer",
+            "Seconds since the last successful sync exchange with each federation peer",
             ["peer"],
             registry=r,
         )

@@ -1,4 +1,5 @@
-"""Network measurements: round-trip times gateways measure to their node.
+"""Network measurements: round-trip times gateways measure to their node, and child nodes
+to their parent (see :mod:`computenet.federation.sync`).
 
 Each heartbeat may carry the gateway's last measured RTT to the node (a timed call to
 ``/gateway/v1/ping``). The node keeps the samples with the regions at both ends: the

@@ -78,6 +78,8 @@ class NodeRuntime:
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)
+        lag = self.monitor.metrics.sync_lag
+        self.federation.sync.on_lag = lambda peer, s: lag.labels(peer).set(s)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
         self.ready = False  # set once the loops run: /readyz

@@ -43,7 +43,8 @@ class TaskTiming(Base):
 
 
 class RttSample(Base):
-    """A round-trip time a gateway measured to its node, with both ends' regions."""
+    """A round-trip time a gateway measured to its node, or a child node to its parent
+    (``gateway_id`` is then ``node:<child code>``), with both ends' regions."""
 
     __tablename__ = "mon_rtt_samples"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

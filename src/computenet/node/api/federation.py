@@ -40,6 +40,12 @@ class TokenOut(BaseModel):
     enrol_token: str
 
 
+@router.get("/ping")
+async def ping(rt: Runtime) -> dict[str, str]:
+    """A cheap public answer for children timing their round trip: code and region."""
+    return {"code": rt.federation.ident.code, "region": rt.settings.region}
+
+
 @router.get("/node", response_model=FedNodeOut)
 def node(rt: Runtime) -> FedNodeOut:
     """This node's code, level, URL and certificate chain (public)."""
