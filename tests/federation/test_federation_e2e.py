@@ -133,6 +133,58 @@ def test_resolve_gives_the_same_record_everywhere(fed: dict[str, Member]) -> Non
     assert out.returncode != 0 and "cn.52/guizhou/nope" in out.stderr + out.stdout
 
 
+def _metric(m: Member, name: str, labels: str) -> float | None:
+    text = httpx.get(f"{m.url}/metrics", headers=m.headers, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_nodes_measure_rtt_to_their_parent_and_report_sync_lag(fed: dict[str, Member]) -> None:
+    nat, sh = fed["national"], fed["shanghai"]
+
+    def pairs(m: Member) -> set[tuple[str, str]]:
+        return {(e["from_region"], e["to_region"]) for e in m.get("/api/v1/console/latency")}
+
+    # Each child times its parent: the sample is kept at both ends (child -> parent region).
+    wait_for("Shanghai's RTT at the national node", lambda: ("31", "11") in pairs(nat))
+    assert {("52", "11"), ("44", "11")} <= pairs(nat)
+    assert ("31", "11") in pairs(sh)
+    rtt = [e for e in nat.get("/api/v1/console/latency") if e["from_region"] == "31"]
+    assert 0 < rtt[0]["rtt_ms"] < 1000
+    # Sync lag: seconds since the last good exchange, per peer, at both ends.
+    lag = wait_for(
+        "a sync lag for cn.31",
+        lambda: _metric(nat, "computenet_sync_lag_seconds", 'peer="cn.31"'),
+    )
+    assert 0 <= lag < 3  # well inside the 3 s timeout: the child syncs every 0.5 s
+    assert _metric(sh, "computenet_sync_lag_seconds", 'peer="cn"') == 0.0
+
+
+def test_the_console_shows_the_whole_federation(fed: dict[str, Member]) -> None:
+    nat, sh = fed["national"], fed["shanghai"]
+    tree = nat.get("/api/v1/console/tree")
+    assert tree["parent"] is None
+    children = {c["code"]: c for c in tree["children"]}
+    assert set(children) == {"cn.31", "cn.52", "cn.ai"}
+    assert all(not c["silent"] and c["last_seen_s"] < 3 for c in children.values())
+    nodes = {n["code"]: n for n in tree["federation"]}
+    assert {code: n["relation"] for code, n in nodes.items()} == {
+        "cn": "self",
+        "cn.31": "subtree",
+        "cn.52": "subtree",
+        "cn.ai": "subtree",
+    }
+    assert all(n["pools"] == 1 for n in nodes.values())
+    tree = sh.get("/api/v1/console/tree")
+    assert tree["parent"] == "cn" and tree["children"] == []
+    assert {n["code"]: n["relation"] for n in tree["federation"]}["cn.52"] == "elsewhere"
+    # The map places every node's pools, Guizhou's too, seen from Shanghai.
+    points = {p["code"]: p for p in sh.get("/api/v1/console/map")}
+    assert points["52"]["pools"] == 1 and points["44"]["pools"] == 1
+
+
 # ---- trust: each refusal is a JSON error with a reason, and logged ------------------------
 
 

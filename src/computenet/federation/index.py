@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from computenet.errors import InvalidInput
@@ -213,3 +213,22 @@ class PoolIndex:
             spec = self._specs[cpi][1]
             views.append(PoolView(cpi, spec, PoolHealth.HEALTHY, spec.total()))
         return views
+
+    def nodes(self) -> list[tuple[str, str, int, int]]:
+        """Every node whose pools the index holds: (code, URL, pools, healthy), by code."""
+        healthy = func.sum(case((FedPool.health == PoolHealth.HEALTHY.value, 1), else_=0))
+        with self.db.read() as s:
+            rows = s.execute(
+                select(FedPool.owner, func.max(FedPool.url), func.count(), healthy)
+                .group_by(FedPool.owner)
+                .order_by(FedPool.owner)
+            )
+            return [(code, url, int(n), int(h or 0)) for code, url, n, h in rows]
+
+    def remote_specs(self) -> list[tuple[dict[str, Any], str]]:
+        """(pool description, health) of every pool in the index that another node serves."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(FedPool.record, FedPool.health).where(FedPool.owner != self.code)
+            )
+            return [(rec.get("spec") or {}, health) for rec, health in rows]

@@ -2,9 +2,10 @@
 
 - ``GET /overview``: this node, task counts by state, pool counts by health, totals.
 - ``GET /tree``: the federation tree from this node: its providers (paginated, with pool
-  counts) and its child nodes (``children``: empty until federation lands; each child is
-  ``{code, name, level, url}`` and its own ``/api/v1/console/tree`` continues the tree).
-- ``GET /map``: pools grouped by region with coordinates, for the lat/lon plot.
+  counts), its parent, its enrolled child nodes (with how long since each last synced), and
+  every node of the federation whose pools the index holds (``federation``, with counts).
+- ``GET /map``: pools grouped by region with coordinates, for the lat/lon plot: this node's
+  and, through the federation index, every other node's.
 - ``GET /pools``: pools with live capacity, utilization, price, health and quality.
 - ``GET /latency``: the region -> region RTT matrix.
 - ``GET /usage``: usage and cost per time bucket.
@@ -29,6 +30,7 @@ from computenet.node.regions import PROVINCES, place, province_name
 from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
+from computenet.store.tables_federation import FedChild
 
 router = APIRouter(prefix="/api/v1/console", tags=["console"])
 PageSize = Annotated[int, Query(ge=1, le=500)]
@@ -59,12 +61,24 @@ class ProviderNode(BaseModel):
 
 
 class ChildNode(BaseModel):
-    """A child node in the federation tree."""
+    """A child node enrolled here; ``silent`` once it has missed the sync timeout."""
 
     code: str
     name: str
     level: str
     url: str
+    silent: bool = False
+    last_seen_s: float | None = None  # seconds since its last sync message
+
+
+class FedNode(BaseModel):
+    """A node of the federation as this node's index knows it."""
+
+    code: str
+    url: str
+    pools: int
+    healthy: int
+    relation: str  # self | subtree (below this node) | elsewhere
 
 
 class Tree(BaseModel):
@@ -75,7 +89,9 @@ class Tree(BaseModel):
     level: str
     providers: list[ProviderNode]
     next_page_token: str | None = None
+    parent: str | None = None
     children: list[ChildNode]
+    federation: list[FedNode] = []
 
 
 class RegionPoint(BaseModel):
@@ -217,7 +233,33 @@ def tree(rt: Runtime, _p: User, page_size: PageSize = 100, page_token: Token = N
                 .group_by(t.Pool.provider_prefix)
             )
         }
+        children = [
+            ChildNode(
+                code=c.code,
+                name=c.code,
+                level=c.level,
+                url=c.url,
+                silent=c.silent,
+                last_seen_s=(utcnow() - c.last_seen_at).total_seconds() if c.last_seen_at else None,
+            )
+            for c in s.scalars(select(FedChild).order_by(FedChild.code))
+        ]
     st = rt.settings
+    own = st.node_code
+    federation = [
+        FedNode(
+            code=code,
+            url=url,
+            pools=n,
+            healthy=h,
+            relation="self"
+            if code == own
+            else "subtree"
+            if code.startswith(own + ".")
+            else "elsewhere",
+        )
+        for code, url, n, h in rt.federation.index.nodes()
+    ]
     return Tree(
         code=st.node_code,
         name=st.name,
@@ -232,7 +274,9 @@ def tree(rt: Runtime, _p: User, page_size: PageSize = 100, page_token: Token = N
             for r in page
         ],
         next_page_token=page[-1].prefix if len(rows) > page_size else None,
-        children=[],
+        parent=rt.federation.ident.parent_code,
+        children=children,
+        federation=federation,
     )
 
 
@@ -241,7 +285,8 @@ def region_map(rt: Runtime, _p: User) -> list[RegionPoint]:
     """Pools grouped by region code and place (one point per region, not per pool); every
     province appears, with zero pools where it has none, so the plot shows China's shape."""
     with rt.db.read() as s:
-        rows = list(s.execute(select(t.Pool.spec, t.Pool.health)))
+        rows = [(spec, health) for spec, health in s.execute(select(t.Pool.spec, t.Pool.health))]
+    rows += rt.federation.index.remote_specs()
     points: dict[tuple[str, float, float], RegionPoint] = {
         (code, lat, lon): RegionPoint(
             code=code, name=name, lat=lat, lon=lon, pools=0, healthy=0, cards=0, cpu_cores=0

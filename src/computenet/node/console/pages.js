@@ -29,9 +29,37 @@ export async function overview(main) {
     h("div", { class: "row" },
       h("div", {}, h("h2", {}, "Pools by region"), chinaPlot(points)),
       h("div", { class: "panel", style: "min-width:22rem" }, h("h2", {}, "Federation tree"),
-        h("ul", { class: "tree", id: "tree" }, h("li", {}, h("b", {}, `${tree.code} `), tree.name,
-          h("ul", { class: "tree" }, providers, tree.children.map((c) => h("li", {}, `node ${c.code} (${c.level})`))))),
+        h("ul", { class: "tree", id: "tree" }, fedTree(tree, providers)),
         tree.next_page_token ? h("p", { class: "muted" }, "more providers: see Pools") : null)));
+}
+
+// The federation as a tree of node codes (cn > cn.31 > cn.31.ai): every node the index knows,
+// this node's enrolled children (with their sync state) and, under this node, its providers.
+function fedTree(tree, providers) {
+  const nodes = new Map();
+  const add = (code) => { if (!nodes.has(code)) nodes.set(code, { code, kids: [] }); return nodes.get(code); };
+  add(tree.code).self = true;
+  if (tree.parent) add(tree.parent);
+  for (const f of tree.federation) Object.assign(add(f.code), { pools: f.pools, healthy: f.healthy });
+  for (const c of tree.children) Object.assign(add(c.code), { child: c });
+  const parentOf = (code) => { const i = code.lastIndexOf("."); return i < 0 ? null : code.slice(0, i); };
+  const roots = [];
+  for (const n of nodes.values()) {
+    let up = parentOf(n.code);
+    while (up !== null && !nodes.has(up)) up = parentOf(up);
+    (up === null ? roots : nodes.get(up).kids).push(n);
+  }
+  const item = (n) => {
+    const c = n.child;
+    const state = c ? h("span", { class: `badge ${c.silent ? "unhealthy" : "healthy"}` }, c.silent ? "silent" : "in sync") : null;
+    const seen = c && c.last_seen_s !== null ? h("span", { class: "muted" }, ` synced ${secs(c.last_seen_s)} ago`) : null;
+    const counts = n.pools !== undefined ? ` — ${n.healthy}/${n.pools} pools healthy` : "";
+    const label = n.self ? h("b", {}, `${n.code} (this node) `) : `node ${n.code}`;
+    const kids = [...(n.self ? providers : []), ...n.kids.sort((a, b) => a.code.localeCompare(b.code)).map(item)];
+    return h("li", { "data-node": n.code }, state, state ? " " : null, label, n.self ? tree.name : null, counts, seen,
+      kids.length ? h("ul", { class: "tree" }, kids) : null);
+  };
+  return roots.sort((a, b) => a.code.localeCompare(b.code)).map(item);
 }
 
 export function pools(main) {
