@@ -12,12 +12,14 @@ Scopes are coarse, as in most APIs: ``read`` for GET, ``write`` for every other 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select
 
 from computenet.errors import Forbidden, InvalidInput
 from computenet.store import tables as t
+
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])  # a query of any row shape
 
 SCOPES = ("read", "write", "admin")
 ROLE_SCOPES: dict[str, frozenset[str]] = {
@@ -72,7 +74,7 @@ class Visibility:
             return False
         return self.pool_prefix is None or (row.pool_cpi or "").startswith(self.pool_prefix)
 
-    def where(self, q: Select[Any]) -> Select[Any]:
+    def where(self, q: Q) -> Q:
         """``q`` narrowed to what the caller may see."""
         if self.owner is not None:
             q = q.where(t.Task.owner == self.owner)

@@ -8,12 +8,11 @@
   and, through the federation index, every other node's.
 - ``GET /pools``: pools with live capacity, utilization, price, health and quality.
 - ``GET /latency``: the region -> region RTT matrix.
-- ``GET /usage``: usage and cost per time bucket.
+- ``GET /usage``: usage and the ledger's charges per time bucket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -30,6 +29,7 @@ from computenet.node.regions import PROVINCES, place, province_name
 from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
+from computenet.store.tables_billing import Charge
 from computenet.store.tables_federation import FedChild
 
 router = APIRouter(prefix="/api/v1/console", tags=["console"])
@@ -166,7 +166,7 @@ class UsagePoint(BaseModel):
 
 
 class UsageSeries(BaseModel):
-    """Usage over time; cost is in each pool's currency, summed (CNY by default)."""
+    """Usage over time; cost is what the ledger charged (exact, summed; CNY by default)."""
 
     bucket_s: int
     points: list[UsagePoint]
@@ -410,32 +410,20 @@ def latency(rt: Runtime, _p: User) -> list[LatencyEntry]:
     ]
 
 
-def _buckets(
-    rows: Iterable[Any], prices: dict[str, tuple[Decimal, Decimal]], bucket_s: int
-) -> list[UsagePoint]:
-    points: dict[int, UsagePoint] = {}
-    for r in rows:
-        key = int(r.created_at.timestamp()) // bucket_s * bucket_s
-        pt = points.get(key)
-        if pt is None:
-            start = datetime.fromtimestamp(key, r.created_at.tzinfo)
-            zero = Decimal(0)
-            pt = points[key] = UsagePoint(
-                start=start,
-                tasks=0,
-                card_hours=zero,
-                cpu_core_hours=zero,
-                pflops_hours_fp16=zero,
-                cost=zero,
-            )
-        card_price, core_price = prices.get(r.pool_cpi, (Decimal(0), Decimal(0)))
-        pt.tasks += 1
-        pt.card_hours += r.card_hours
-        pt.cpu_core_hours += r.cpu_core_hours
-        pt.pflops_hours_fp16 += r.pflops_hours_fp16 or 0
-        # Cards are billed when the task held any; else its cores are.
-        pt.cost += r.card_hours * card_price if r.cards else r.cpu_core_hours * core_price
-    return [points[k] for k in sorted(points)]
+def _point(points: dict[int, UsagePoint], at: datetime, bucket_s: int) -> UsagePoint:
+    key = int(at.timestamp()) // bucket_s * bucket_s
+    pt = points.get(key)
+    if pt is None:
+        zero = Decimal(0)
+        pt = points[key] = UsagePoint(
+            start=datetime.fromtimestamp(key, at.tzinfo),
+            tasks=0,
+            card_hours=zero,
+            cpu_core_hours=zero,
+            pflops_hours_fp16=zero,
+            cost=zero,
+        )
+    return pt
 
 
 @router.get("/usage", response_model=UsageSeries)
@@ -445,26 +433,35 @@ def usage(
     bucket_s: Annotated[int, Query(ge=60, le=7 * 86400)] = 3600,
     since_s: Annotated[int, Query(ge=60, le=366 * 86400)] = 7 * 86400,
 ) -> UsageSeries:
-    """Usage records (yours, or all for an admin) summed per bucket, with their cost at
-    the pool's current prices."""
+    """Usage records (the caller's, those on a provider's pools, or all for an operator)
+    summed per bucket, with what the ledger charged for them and for reservation windows."""
     since = utcnow() - timedelta(seconds=since_s)
-    owner = owner_scope(p)
+    scope = owner_scope(p)
+    u = t.UsageRecord
+    q = (
+        select(u.created_at, u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16, Charge.amount)
+        .join(t.Task, t.Task.id == u.task_id)
+        .outerjoin(Charge, (Charge.task_id == u.task_id) & (Charge.attempt == u.attempt))
+        .where(u.created_at >= since)
+    )
+    windows = select(Charge.created_at, Charge.amount).where(
+        Charge.task_id.startswith("rsv-"), Charge.created_at >= since
+    )
+    if scope is not None:
+        q = scope.where(q)
+        if scope.owner is not None:
+            windows = windows.where(Charge.owner == scope.owner)
+        if scope.pool_prefix is not None:
+            windows = windows.where(Charge.pool_cpi.startswith(scope.pool_prefix, autoescape=True))
+    points: dict[int, UsagePoint] = {}
     with rt.db.read() as s:
-        u = t.UsageRecord
-        q = select(
-            u.created_at, u.pool_cpi, u.cards, u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16
-        ).where(u.created_at >= since)
-        if owner is not None:
-            q = q.join(t.Task, t.Task.id == t.UsageRecord.task_id).where(t.Task.owner == owner)
-        rows = list(s.execute(q))
-        specs: dict[str, dict[str, Any]] = {
-            k: v for k, v in s.execute(select(t.Pool.cpi, t.Pool.spec))
-        }
-    prices = {
-        cpi: (
-            Decimal(str(sp.get("price_per_card_hour", "0"))),
-            Decimal(str(sp.get("price_per_core_hour", "0"))),
-        )
-        for cpi, sp in specs.items()
-    }
-    return UsageSeries(bucket_s=bucket_s, points=_buckets(rows, prices, bucket_s))
+        for at, cards, cores, pflops, amount in s.execute(q):
+            pt = _point(points, at, bucket_s)
+            pt.tasks += 1
+            pt.card_hours += cards
+            pt.cpu_core_hours += cores
+            pt.pflops_hours_fp16 += pflops or 0
+            pt.cost += amount or 0
+        for at, amount in s.execute(windows):
+            _point(points, at, bucket_s).cost += amount
+    return UsageSeries(bucket_s=bucket_s, points=[points[k] for k in sorted(points)])

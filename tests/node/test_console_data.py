@@ -1,0 +1,70 @@
+"""The console's usage series: each caller's own usage, costed from the ledger's charges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from computenet.store.tables_billing import Charge
+from nodeapi import World, running_world
+
+A100 = {"vendor": "nvidia", "model": "nvidia-a100-sxm-80g", "memory_mib": 81920, "count": 2}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with running_world(tmp_path, "cn.44") as w:
+        yield w
+
+
+def _run(world: World, gw: dict[str, str], who: dict[str, str], wall_s: str) -> str:
+    tid = world.submit(who, {"executors": [{"command": ["true"]}], "resources": {"cpu_cores": 1}})
+    lease = world.lease(gw)
+    world.report(gw, lease, "RUNNING")
+    usage = {"wall_s": wall_s, "cpu_cores": 1, "memory_mib": 954, "cards": 0}
+    world.report(gw, lease, "COMPLETE", usage=usage)
+    return tid
+
+
+def _series(world: World, who: dict[str, str]) -> dict[str, Any]:
+    r = world.client.get("/api/v1/console/usage", params={"bucket_s": 86400}, headers=who)
+    assert r.status_code == 200, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def _charged(world: World, owner: str | None = None) -> Decimal:
+    with world.rt.db.read() as s:
+        q = select(Charge.amount)
+        if owner is not None:
+            q = q.where(Charge.owner == owner)
+        return sum(s.scalars(q), Decimal(0))
+
+
+def test_usage_is_per_caller_and_costed_from_the_ledger(world: World) -> None:
+    alice = world.mint(role="user", subject="alice", tenant="acme")["auth"]
+    bob = world.mint(role="user", subject="bob", tenant="globex")["auth"]
+    gw = world.gateway("prov", price_per_core_hour="1.234567", accelerator=A100)
+    _run(world, gw, alice, "900.5")
+    _run(world, gw, bob, "1800")
+    # A reservation cancelled inside its window is charged at once: its cost shows too.
+    rsv = {"model": "A100", "cards": 1, "starts_at": datetime.now(UTC).isoformat()}
+    r = world.client.post("/api/v1/reservations", json={**rsv, "duration_s": 60}, headers=alice)
+    assert r.status_code == 201, r.text
+    time.sleep(0.2)
+    assert world.client.delete(f"/api/v1/reservations/{r.json()['id']}", headers=alice).is_success
+
+    mine = _series(world, alice)["points"]
+    assert sum(p["tasks"] for p in mine) == 1
+    assert sum(Decimal(p["cost"]) for p in mine) == _charged(world, "alice") > 0
+    everyone = _series(world, world.admin)["points"]
+    assert sum(p["tasks"] for p in everyone) == 2
+    assert sum(Decimal(p["cost"]) for p in everyone) == _charged(world)
+    assert _charged(world) > _charged(world, "alice")
