@@ -1,4 +1,5 @@
-"""Scheduling commands: find (discovery), explain, dataset add|list|show."""
+"""Scheduling commands: find (discovery), explain, share (fair-share weights and quotas),
+dataset add|list|show."""
 
 from __future__ import annotations
 
@@ -118,6 +119,31 @@ def register(app: typer.Typer) -> None:
             console.print(f"  constraint {rule}: excluded {n} pools", highlight=False)
         if ex["candidates"]:
             console.print(_offer_table(ex["candidates"], "candidates (* = chosen)"))
+
+    @app.command()
+    def share(
+        tenant: Annotated[str | None, typer.Argument(help="set this tenant's share")] = None,
+        weight: Annotated[float, typer.Option(help="fair-share weight (1 = an equal share)")] = 1.0,
+        quota: Annotated[
+            float | None, typer.Option(help="most cards it may hold at once (CPU: cores / 8)")
+        ] = None,
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """Tenants' fair-share weights and quotas; with TENANT, set its (operators)."""
+        with Client(url, token) as client:
+            if tenant is not None:
+                client.set_share(tenant, weight, quota)
+            rows = client.shares()
+        if json_out:
+            print_json(rows)
+            return
+        table = Table("tenant", "weight", "quota (cards)", "holds (cards)")
+        for r in rows:
+            quota_text = "-" if r["quota_cards"] is None else f"{r['quota_cards']:g}"
+            table.add_row(r["tenant"], f"{r['weight']:g}", quota_text, f"{r['held_cards']:g}")
+        console.print(table)
 
     dataset_app = typer.Typer(help="The dataset registry used by data-aware placement.")
     app.add_typer(dataset_app, name="dataset")

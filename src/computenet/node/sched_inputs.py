@@ -1,9 +1,9 @@
 """Build the scheduler core's :class:`Context` from the store.
 
-Queue wait and reliability come from each pool's task history, datasets from the registry,
-running work (for preemption and fair share) from placed and active tasks, advance
-reservations from the ledger's bookings. The network
-matrix is left to the core's distance model until measured links are fed in.
+Queue wait and reliability come from each pool's task history (or the monitor's figures),
+datasets from the registry, running work (for preemption and fair share) from placed and
+active tasks, tenants' weights and quotas from the operators' settings, advance reservations
+from the ledger's bookings, and measured round-trip times replace the distance model's.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_billing import Reservation as ReservationRow
 from computenet.store.tables_sched import Dataset as DatasetRow
+from computenet.store.tables_sched import ShareSetting
 
 HISTORY = 2000  # recent starts looked at for queue wait
 TELEMETRY_TTL_S = 5.0
@@ -162,6 +163,23 @@ def reservations(s: Session, now: datetime) -> list[Reservation]:
     ]
 
 
+def tenant_shares(s: Session, work: list[RunningTask]) -> dict[str, TenantShare]:
+    """Each tenant's weight and quota (as an operator set them; else 1 and none) with what
+    its placed and running work holds."""
+    usage: dict[str, float] = defaultdict(float)
+    for r in work:
+        usage[r.tenant] += units(r.need.accelerators, r.need.cpu_cores)
+    settings = {row.tenant: row for row in s.scalars(select(ShareSetting))}
+    return {
+        k: TenantShare(
+            weight=settings[k].weight if k in settings else 1.0,
+            usage=usage.get(k, 0.0),
+            quota=settings[k].quota_cards if k in settings else None,
+        )
+        for k in set(usage) | set(settings)
+    }
+
+
 class ContextLoader:
     """Loads the context, re-reading pool history (a scan of finished tasks), the monitor's
     quality figures and measured round-trip times at most every ``telemetry_ttl_s``; running
@@ -212,13 +230,10 @@ def measured_links(rtt_ms: dict[tuple[str, str], float]) -> dict[tuple[str, str]
 def load_context(s: Session, pool_telemetry: dict[str, PoolTelemetry] | None = None) -> Context:
     """The scheduler's context as the store knows it now."""
     work = running(s)
-    usage: dict[str, float] = defaultdict(float)
-    for r in work:
-        usage[r.tenant] += units(r.need.accelerators, r.need.cpu_cores)
     return Context(
         telemetry=telemetry(s) if pool_telemetry is None else pool_telemetry,
         datasets=datasets(s),
-        tenants={k: TenantShare(usage=v) for k, v in usage.items()},
+        tenants=tenant_shares(s, work),
         running=work,
         reservations=reservations(s, datetime.now(UTC)),
     )

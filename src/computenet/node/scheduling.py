@@ -1,4 +1,5 @@
-"""Node-side discovery, explanations and the dataset registry, over the pure core."""
+"""Node-side discovery, explanations, the dataset registry and tenants' fair-share
+settings, over the pure core."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import time
 from dataclasses import replace
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from computenet.errors import Conflict, NotFound
@@ -20,6 +21,7 @@ from computenet.sched.pooltable import PoolTable, build_table
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_sched import Dataset as DatasetRow
+from computenet.store.tables_sched import ShareSetting
 
 TABLE_TTL_S = 2.0  # offers reuse the pool table this long: discovery stays fast under load
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -54,6 +56,22 @@ class DatasetOut(DatasetIn):
     """A registered dataset."""
 
     owner: str
+
+
+class ShareIn(BaseModel):
+    """A tenant's fair-share weight, and the most it may hold at once (cards; CPU work
+    counts cores / 8), or no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(gt=0, le=1000)
+    quota_cards: float | None = Field(default=None, ge=0, le=10_000_000)
+
+
+class ShareOut(ShareIn):
+    """A tenant's setting and what its placed and running work holds now (cards)."""
+
+    tenant: str
+    held_cards: float
 
 
 class OfferOut(BaseModel):
@@ -217,4 +235,30 @@ class SchedService:
                 owner=r.owner,
             )
             for r in rows
+        ]
+
+    def set_share(self, tenant: str, body: ShareIn) -> ShareOut:
+        """Set a tenant's weight and quota; the next scheduling pass uses them."""
+        with self.db.write() as s:
+            row = s.get(ShareSetting, tenant)
+            if row is None:
+                row = ShareSetting(tenant=tenant)
+                s.add(row)
+            row.weight, row.quota_cards, row.updated_at = body.weight, body.quota_cards, utcnow()
+        return self.shares(tenant)[0]
+
+    def shares(self, tenant: str | None = None) -> list[ShareOut]:
+        """Tenants with a setting or work held, by name: all, or the one named (its
+        defaults when it has neither)."""
+        with self.db.read() as s:
+            tenants = self.placer.context(s).tenants
+        names = sorted(tenants) if tenant is None else [tenant]
+        return [
+            ShareOut(
+                tenant=name,
+                weight=tenants[name].weight if name in tenants else 1.0,
+                quota_cards=tenants[name].quota if name in tenants else None,
+                held_cards=tenants[name].usage if name in tenants else 0.0,
+            )
+            for name in names
         ]

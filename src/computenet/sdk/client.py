@@ -230,6 +230,19 @@ class Client:
         out: list[dict[str, Any]] = self._request("GET", "/api/v1/datasets")
         return out
 
+    def shares(self) -> list[dict[str, Any]]:
+        """Tenants' fair-share weights, quotas and held cards (operators: all; else yours)."""
+        out: list[dict[str, Any]] = self._request("GET", "/api/v1/shares")
+        return out
+
+    def set_share(
+        self, tenant: str, weight: float, quota_cards: float | None = None
+    ) -> dict[str, Any]:
+        """Set a tenant's fair-share weight and quota in cards (operators)."""
+        body = {"weight": weight, "quota_cards": quota_cards}
+        out: dict[str, Any] = self._request("PUT", f"/api/v1/shares/{tenant}", json=body)
+        return out
+
     def resolve(self, cpi: str) -> dict[str, Any]:
         """A CPI's resource record."""
         out: dict[str, Any] = self._request("GET", f"/api/v1/resolve/{cpi}")

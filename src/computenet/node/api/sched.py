@@ -1,15 +1,24 @@
-"""Scheduling endpoints under ``/api/v1``: offers (discovery), explain, datasets."""
+"""Scheduling endpoints under ``/api/v1``: offers (discovery), explain, datasets, and
+tenants' fair-share weights and quotas."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from computenet.errors import InvalidInput
 from computenet.model.task import Policy, TaskSpec
-from computenet.node.api.deps import Runtime, User, owner_scope
-from computenet.node.scheduling import DatasetIn, DatasetOut, ExplainOut, OfferOut
+from computenet.node.access import OPERATOR_ROLES
+from computenet.node.api.deps import Admin, Runtime, User, owner_scope, payer
+from computenet.node.scheduling import (
+    DatasetIn,
+    DatasetOut,
+    ExplainOut,
+    OfferOut,
+    ShareIn,
+    ShareOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["scheduling"])
 MAX_OFFERS = 1000
@@ -121,3 +130,23 @@ def list_datasets(rt: Runtime, _p: User) -> list[DatasetOut]:
 def get_dataset(name: str, rt: Runtime, _p: User) -> DatasetOut:
     """One dataset."""
     return rt.sched.datasets(name)[0]
+
+
+@router.put("/shares/{tenant}", response_model=ShareOut)
+def set_share(
+    tenant: Annotated[str, Path(min_length=1, max_length=128)],
+    body: ShareIn,
+    rt: Runtime,
+    _p: Admin,
+) -> ShareOut:
+    """Set a tenant's fair-share weight and quota (operators)."""
+    return rt.sched.set_share(tenant, body)
+
+
+@router.get("/shares", response_model=list[ShareOut])
+def shares(rt: Runtime, p: User) -> list[ShareOut]:
+    """Fair-share settings and what each tenant holds now: every tenant for operators, the
+    caller's own otherwise."""
+    if p.kind in OPERATOR_ROLES:
+        return rt.sched.shares()
+    return rt.sched.shares(payer(p))
