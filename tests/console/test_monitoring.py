@@ -203,3 +203,20 @@ def test_dead_gateway_turns_pool_unhealthy_within_timeout(
         if gw is not None:
             gw.stop()
         node.stop()
+
+
+def test_up_serves_its_gateways_metrics_when_asked(tmp_path: Path) -> None:
+    port, gw_metrics = free_port(), free_port()
+    proc = start_node(
+        tmp_path / "node", port, "--cpus", "1", "--gateway-metrics-port", str(gw_metrics), up=True
+    )
+    try:
+        found = wait_for(
+            lambda: scrape(f"http://127.0.0.1:{gw_metrics}").get("computenet_gateway_node_rtt_ms"),
+            30,
+            "the local gateway's RTT to the node",
+        )
+        assert found > 0
+        assert "computenet_tasks_submitted_total" in scrape(f"http://127.0.0.1:{port}")
+    finally:
+        proc.stop()

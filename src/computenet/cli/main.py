@@ -78,6 +78,12 @@ def up(
     ] = None,
     run_as: RunAs = None,
     sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
+    gateway_metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="serve the local gateway's Prometheus /metrics on loopback"
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start a node with an embedded SQLite store and a local gateway, in one process."""
@@ -108,7 +114,9 @@ def up(
         40.0 if measure else None,
         choose_sandbox(run_as, sandbox_dir),
     )
-    _run(serve.serve_up(settings, host, port, backend, base / "gateway", _say))
+    _run(
+        serve.serve_up(settings, host, port, backend, base / "gateway", _say, gateway_metrics_port)
+    )
 
 
 @app.command()

@@ -227,8 +227,10 @@ async def serve_up(
     backend: LocalBackend,
     gateway_dir: Path,
     show: Say,
+    gateway_metrics_port: int | None = None,
 ) -> None:
-    """Run a node and a local gateway in one process until interrupted."""
+    """Run a node and a local gateway in one process until interrupted; the node's own
+    ``/metrics`` is on its API port, the gateway's on ``gateway_metrics_port`` if given."""
     rt = NodeRuntime(settings)
     boot = rt.bootstrap()
     url = f"http://{host}:{port}"
@@ -243,6 +245,8 @@ async def serve_up(
         announce(rt, url, None, show)
         show(f"  client config: {config_path()}")
     agent = GatewayAgent(url, gateway_dir, backend, enrol_token=enrol_token, name="local")
+    if gateway_metrics_port is not None:
+        agent.metrics.serve(gateway_metrics_port)
     gateway_task: asyncio.Task[None] | None = None
 
     def on_exit() -> None:
