@@ -64,3 +64,46 @@ def test_pages_down_skip_the_child_subtree_and_silence_hides_pools(index: PoolIn
         assert [v.cpi for v in index.remote_pools(s)] == ["cn.31/a/p"]
     changed, _, _ = index.page_for("cn.31", upto)
     assert {r["health"] for r in changed} == {"unavailable"}
+
+
+def test_remote_pools_carry_the_free_capacity_their_owner_reports(index: PoolIndex) -> None:
+    busy = {**rec("cn.31/a/p", cores=8), "free": {"cpu_cores": 3, "memory_mib": 512}}
+    index.apply("cn.31", [busy, rec("cn.31/a/q", cores=8)], full=True)
+    with index.db.read() as s:
+        views = {v.cpi: v.free for v in index.remote_pools(s)}
+    assert (views["cn.31/a/p"].cpu_cores, views["cn.31/a/p"].memory_mib) == (3, 512)
+    assert views["cn.31/a/q"].cpu_cores == 8  # no figure: its total
+    # A later report changes it (a new change number re-reads the record).
+    index.apply("cn.31", [{**busy, "free": {"cpu_cores": 8, "memory_mib": 1024}}], full=False)
+    with index.db.read() as s:
+        assert {v.cpi: v.free.cpu_cores for v in index.remote_pools(s)}["cn.31/a/p"] == 8
+
+
+def test_own_records_report_what_running_work_leaves_free(index: PoolIndex) -> None:
+    from datetime import UTC, datetime
+
+    from computenet.store import tables as t
+
+    now = datetime.now(UTC)
+    spec = {"label": "p", "cpu_cores": 8, "memory_mib": 4096}
+    with index.db.write() as s:
+        s.add(t.Provider(prefix="cn/a", name="a", created_at=now))
+        s.flush()  # rows that others refer to go first
+        s.add(t.Gateway(id="g", provider_prefix="cn/a", name="gw", created_at=now))
+        s.flush()
+        s.add(
+            t.Pool(
+                cpi="cn/a/p", provider_prefix="cn/a", gateway_id="g", spec=spec, health="healthy",
+                running_tasks=1, last_heartbeat_at=now, updated_at=now, version=1,
+            )
+        )  # fmt: skip
+        s.flush()
+        s.add(
+            t.Task(
+                id="cn-1", seq=1, owner="u", state="RUNNING", spec={}, priority=0, cpu_cores=3,
+                memory_mib=1000, accelerators=0, pool_cpi="cn/a/p", created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+    assert index.refresh_own() == 1
+    [row] = index.rows("cn", 0, 10)
+    assert row.record["free"] == {"cpu_cores": 5, "memory_mib": 3096, "accelerators": 0}

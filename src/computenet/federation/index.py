@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from computenet.errors import InvalidInput
 from computenet.federation.keys import OutsidePrefix
 from computenet.model.cpi import CPI, node_code_within
-from computenet.model.pool import PoolHealth, PoolSpec
+from computenet.model.pool import Capacity, PoolHealth, PoolSpec
+from computenet.node.placing import held_capacity
 from computenet.node.tasks import utcnow
 from computenet.sched.core import PoolView
 from computenet.store import tables as t
@@ -27,9 +28,10 @@ UNAVAILABLE = "unavailable"
 PAGE_ROWS = 5000
 
 
-def pool_record(row: t.Pool, owner: str, url: str) -> dict[str, Any]:
-    """The federation record of a local pool: description, live state and access path."""
-    return {
+def pool_record(row: t.Pool, owner: str, url: str, free: Capacity | None = None) -> dict[str, Any]:
+    """The federation record of a local pool: description, live state (with its free
+    capacity when known) and access path."""
+    rec = {
         "cpi": row.cpi,
         "node": owner,
         "provider": row.provider_prefix,
@@ -39,6 +41,9 @@ def pool_record(row: t.Pool, owner: str, url: str) -> dict[str, Any]:
         "version": row.version,
         "spec": row.spec,
     }
+    if free is not None:
+        rec["free"] = free.model_dump()
+    return rec
 
 
 class PoolIndex:
@@ -50,7 +55,9 @@ class PoolIndex:
         self.url = url
         self._lock = threading.Lock()
         self._seq: int | None = None
-        self._specs: dict[str, tuple[int, PoolSpec]] = {}
+        # Parsed remote records (by change number) and own pool descriptions (by version).
+        self._specs: dict[str, tuple[int, PoolSpec, Capacity]] = {}
+        self._own_specs: dict[str, tuple[int, PoolSpec]] = {}
         self.on_change: list[Any] = []  # callables taking the changed CPIs
 
     def next_seq(self, s: Session) -> int:
@@ -92,10 +99,11 @@ class PoolIndex:
         now = utcnow()
         with self.db.read() as s:
             pools = list(s.scalars(select(t.Pool)))
+            used = held_capacity(s)
             held = {
                 r.cpi: r.record for r in s.scalars(select(FedPool).where(FedPool.via == self.code))
             }
-        fresh = [pool_record(p, self.code, self.url) for p in pools]
+        fresh = [pool_record(p, self.code, self.url, self._free(p, used.get(p.cpi))) for p in pools]
         stale = [r for r in fresh if held.get(r["cpi"]) != r]
         if not stale:
             return 0
@@ -103,6 +111,17 @@ class PoolIndex:
             changed = [r["cpi"] for r in stale if self._upsert(s, r, self.code, now)]
         self._changed(changed)
         return len(changed)
+
+    def _free(self, row: t.Pool, used: Capacity | None) -> Capacity:
+        spec = self._spec(row.cpi, row.version, row.spec)
+        return spec.total().minus(used or Capacity())
+
+    def _spec(self, cpi: str, version: int, raw: dict[str, Any]) -> PoolSpec:
+        """A pool description, parsed once per version."""
+        cached = self._own_specs.get(cpi)
+        if cached is None or cached[0] != version:
+            cached = self._own_specs[cpi] = (version, PoolSpec.model_validate(raw))
+        return cached[1]
 
     def apply(self, via: str, records: Iterable[dict[str, Any]], full: bool) -> int:
         """Store records learned from ``via`` (a child pushing up, or the parent paging down).
@@ -191,9 +210,10 @@ class PoolIndex:
             return list(s.scalars(q))
 
     def remote_pools(self, s: Session) -> list[PoolView]:
-        """Pools of other nodes, available now, for the scheduler (free = their total:
-        the owning node queues what it cannot start at once). Only records that changed since
-        the last call are read and parsed, so a large index costs one narrow scan a pass."""
+        """Pools of other nodes, available now, for the scheduler, with the free capacity
+        their owner last reported (their total for records that carry none; the owner queues
+        what it cannot start at once). Only records that changed since the last call are read
+        and parsed, so a large index costs one narrow scan a pass."""
         rows = list(
             s.execute(
                 select(FedPool.cpi, FedPool.seq).where(
@@ -207,11 +227,13 @@ class PoolIndex:
             for cpi, seq, rec in s.execute(
                 select(FedPool.cpi, FedPool.seq, FedPool.record).where(FedPool.cpi.in_(chunk))
             ):
-                self._specs[cpi] = (seq, PoolSpec.model_validate(rec["spec"]))
+                spec = PoolSpec.model_validate(rec["spec"])
+                free = Capacity.model_validate(rec["free"]) if "free" in rec else spec.total()
+                self._specs[cpi] = (seq, spec, free)
         views = []
         for cpi, _seq in rows:
-            spec = self._specs[cpi][1]
-            views.append(PoolView(cpi, spec, PoolHealth.HEALTHY, spec.total()))
+            _, spec, free = self._specs[cpi]
+            views.append(PoolView(cpi, spec, PoolHealth.HEALTHY, free))
         return views
 
     def nodes(self) -> list[tuple[str, str, int, int]]:

@@ -28,6 +28,27 @@ SPEC_CACHE_MAX = 100_000
 NO_POOLS = "no pools are registered"
 
 
+def held_capacity(s: Session) -> dict[str, Capacity]:
+    """Per local pool, what placed and active tasks hold (pools with none are left out)."""
+    return {
+        cpi: Capacity(cpu_cores=c or 0, memory_mib=m or 0, accelerators=a or 0)
+        for cpi, c, m, a in s.execute(
+            select(
+                t.Task.pool_cpi,
+                func.sum(t.Task.cpu_cores),
+                func.sum(t.Task.memory_mib),
+                func.sum(t.Task.accelerators),
+            )
+            .where(
+                t.Task.pool_cpi.is_not(None),
+                t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
+            )
+            .group_by(t.Task.pool_cpi)
+        )
+        if cpi is not None  # by the query
+    }
+
+
 class Placer:
     """Places queued tasks on pools, one pass at a time (the leader runs it)."""
 
@@ -176,22 +197,7 @@ class Placer:
         pools = list(s.execute(select(t.Pool.cpi, t.Pool.spec, t.Pool.health, t.Pool.version)))
         if not pools:
             return []
-        used = {
-            cpi: Capacity(cpu_cores=c or 0, memory_mib=m or 0, accelerators=a or 0)
-            for cpi, c, m, a in s.execute(
-                select(
-                    t.Task.pool_cpi,
-                    func.sum(t.Task.cpu_cores),
-                    func.sum(t.Task.memory_mib),
-                    func.sum(t.Task.accelerators),
-                )
-                .where(
-                    t.Task.pool_cpi.is_not(None),
-                    t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
-                )
-                .group_by(t.Task.pool_cpi)
-            )
-        }
+        used = held_capacity(s)
         views = []
         for cpi, raw, health, version in pools:
             cached = self._pool_specs.get(cpi)
