@@ -77,11 +77,11 @@ def start_member(
     *extra: str,
     price_per_core_hour: str = "0",
 ) -> Member:
-    """Start a node (enrolled under ``parent``) and a local gateway with 2 cores in ``region``;
-    ``extra`` goes to the node's command line."""
+    """Start a node in ``region`` (enrolled under ``parent``) and a local gateway with 2 cores
+    there; ``extra`` goes to the node's command line."""
     port = free_port()
     data = base / name
-    args = ["--fed-timeout-s", TIMEOUT_S, *extra]
+    args = ["--fed-timeout-s", TIMEOUT_S, "--region", region, *extra]
     if parent is not None:
         tok = child_token(parent, label, level)
         args += ["--level", level, "--parent", parent.url, "--enrol-token", tok]
