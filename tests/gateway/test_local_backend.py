@@ -196,3 +196,31 @@ def test_a_task_without_cards_sees_none_on_a_gpu_pool(tmp_path: Path) -> None:
     backend.submit(job)
     _wait(backend, job)
     assert _out(backend, job) == "[]\n"
+
+
+def test_data_urls_are_checked_again_where_they_are_fetched(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    from computenet.model.urlpolicy import UrlPolicy
+
+    data = tmp_path / "data.txt"
+    data.write_text("local data\n")
+    spec = {
+        "inputs": [{"url": data.as_uri(), "path": "/in/data.txt"}],
+        "executors": [{"command": ["cat", "in/data.txt"]}],
+    }
+    # The node let the URL through; this gateway's policy (the default) refuses local files.
+    refused = Job("cn-T1", 1, "lease1", "cn/local/host", TaskSpec.model_validate(spec), {},
+                  UrlPolicy().to_json())  # fmt: skip
+    backend.submit(refused)
+    status = _wait(backend, refused)
+    assert status.state is TaskState.SYSTEM_ERROR
+    assert f"input {data.as_uri()}: refused by this gateway" in status.message
+    # Opened with --url-allow, the same input is fetched.
+    allowed = Job("cn-T2", 1, "lease2", "cn/local/host", TaskSpec.model_validate(spec), {},
+                  UrlPolicy((f"file://{tmp_path}/",)).to_json())  # fmt: skip
+    backend.submit(allowed)
+    assert _wait(backend, allowed).state is TaskState.COMPLETE
+    assert _out(backend, allowed) == "local data\n"
+    # The policy travels with the job, so a restarted gateway still applies it.
+    assert Job.from_json(allowed.to_json()).url_policy == allowed.url_policy

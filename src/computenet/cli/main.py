@@ -15,6 +15,7 @@ from computenet.cli import billing, demo, federation, ops, reserve, sched, secre
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
 from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
+from computenet.model.urlpolicy import UrlPolicy
 
 app = typer.Typer(
     name="computenet",
@@ -237,9 +238,21 @@ def gateway(
     ] = None,
     run_as: RunAs = None,
     sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
+    url_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="data URLs tasks may fetch or write from here, even when internal: network, "
+            "host or file:///tree/ (repeat)"
+        ),
+    ] = None,
+    url_deny: Annotated[
+        list[str] | None, typer.Option(help="networks or hosts refused even when public")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service)."""
+    """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service). Data URLs
+    are checked again here, before each fetch or upload: internal addresses and local files
+    are refused unless --url-allow opens them."""
     from computenet.cli import serve
     from computenet.gateway.agent import GatewayAgent
     from computenet.gateway.backends.base import Backend
@@ -274,6 +287,7 @@ def gateway(
         enrol_token=token,
         name=name,
         failover_after_s=failover_after_s,
+        url_policy=UrlPolicy(tuple(url_allow or ()), tuple(url_deny or ())),
     )
     if metrics_port is not None:
         agent.metrics.serve(metrics_port)

@@ -21,6 +21,7 @@ from computenet.gateway.backends.local import LocalBackend
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe import gpu_indices, pools_from_probe, probe_host
 from computenet.model.pool import Region
+from computenet.model.urlpolicy import UrlPolicy
 from computenet.node.app import create_app
 from computenet.node.runtime import NodeRuntime
 from computenet.node.settings import NodeSettings
@@ -244,7 +245,11 @@ async def serve_up(
     else:
         announce(rt, url, None, show)
         show(f"  client config: {config_path()}")
-    agent = GatewayAgent(url, gateway_dir, backend, enrol_token=enrol_token, name="local")
+    # The built-in gateway fetches from where the node runs: it has the node's URL policy.
+    policy = UrlPolicy(settings.url_allow, settings.url_deny)
+    agent = GatewayAgent(
+        url, gateway_dir, backend, enrol_token=enrol_token, name="local", url_policy=policy
+    )
     if gateway_metrics_port is not None:
         agent.metrics.serve(gateway_metrics_port)
     gateway_task: asyncio.Task[None] | None = None

@@ -38,6 +38,7 @@ from computenet.model.protocol import (
     UsageReport,
 )
 from computenet.model.task import TaskState
+from computenet.model.urlpolicy import UrlPolicy
 
 log = logging.getLogger("computenet.gateway")
 LOG_READ_LIMIT = 256 * 1024
@@ -136,8 +137,11 @@ class GatewayAgent:
         poll_s: float = 0.25,
         lease_batch: int = 16,
         failover_after_s: float = 15.0,
+        url_policy: UrlPolicy | None = None,
     ) -> None:
         self.state_dir = state_dir
+        # Data URLs a task may fetch or write from here (None: as the node allowed).
+        self.url_policy = url_policy
         self.backend = backend
         self.enrol_token = enrol_token
         self.name = name or socket.gethostname()
@@ -281,7 +285,10 @@ class GatewayAgent:
                 continue
             reply = await self.client.lease(LeaseRequest(max_tasks=self.lease_batch, wait_s=20))
             for lt in reply.tasks:
-                job = Job(lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec, lt.secrets)
+                policy = self.url_policy.to_json() if self.url_policy is not None else None
+                job = Job(
+                    lt.task_id, lt.attempt, lt.lease_id, lt.pool_cpi, lt.spec, lt.secrets, policy
+                )
                 log.info("leased %s on %s", job.key, lt.pool_cpi, extra={"trace_id": lt.trace_id})
                 self.metrics.leased.inc()
                 tr = _Tracked(job, submitted=False)

@@ -19,7 +19,9 @@ from typing import Any, BinaryIO
 import fsspec
 from fsspec.core import url_to_fs
 
+from computenet.errors import ComputeNetError
 from computenet.model.task import INPUT_SCHEMES, OUTPUT_SCHEMES
+from computenet.model.urlpolicy import UrlPolicy
 
 CHUNK_BYTES = 1 << 20
 # S3 multipart parts must be at least 5 MiB; a write buffers one part, never the whole file.
@@ -86,13 +88,26 @@ def _why(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def stage_input(item: dict[str, Any], target: Path) -> None:
-    """Fetch one TES input (``content``, a file or a directory) to ``target``."""
+def allowed(url: str, policy: UrlPolicy | None, what: str) -> None:
+    """Check ``url`` against this gateway's policy just before it is opened: the node
+    checked it at submit, from its own network and possibly with another DNS answer."""
+    if policy is None:
+        return
+    try:
+        policy.check(url)
+    except ComputeNetError as exc:
+        raise StagingError(f"{what} {url}: refused by this gateway: {exc.message}") from None
+
+
+def stage_input(item: dict[str, Any], target: Path, policy: UrlPolicy | None = None) -> None:
+    """Fetch one TES input (``content``, a file or a directory) to ``target``, if
+    ``policy`` (when given) allows its URL."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if item.get("content") is not None:
         target.write_text(item["content"])
         return
     url = str(item["url"])
+    allowed(url, policy, "input")
     fs, root = _fs(url, INPUT_SCHEMES)
     try:
         if item.get("type") == "DIRECTORY":
@@ -145,9 +160,13 @@ def _matches(item: dict[str, Any], inside: Callable[[str], Path]) -> list[tuple[
     return [(path, host)]
 
 
-def stage_outputs(item: dict[str, Any], inside: Callable[[str], Path]) -> list[OutputFile]:
-    """Upload one TES output; ``inside`` maps a task path to the host file behind it."""
+def stage_outputs(
+    item: dict[str, Any], inside: Callable[[str], Path], policy: UrlPolicy | None = None
+) -> list[OutputFile]:
+    """Upload one TES output, if ``policy`` (when given) allows its URL; ``inside`` maps a
+    task path to the host file behind it."""
     url = str(item["url"])
+    allowed(url, policy, "output")
     fs, root = _fs(url, OUTPUT_SCHEMES)
     wildcard = any(c in str(item["path"]) for c in "*?[")
     directory = item.get("type") == "DIRECTORY"

@@ -107,6 +107,15 @@ class UrlPolicy:
                 "(--url-allow file:///path/)"
             )
 
+    def to_json(self) -> dict[str, list[str]]:
+        """The entries, for a job file (``UrlPolicy(**{k: tuple(v)})`` reads them back)."""
+        return {"allow": list(self.allow), "deny": list(self.deny)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[str]]) -> UrlPolicy:
+        """Inverse of :meth:`to_json`."""
+        return cls(tuple(data.get("allow", ())), tuple(data.get("deny", ())))
+
     def check_all(self, urls: Iterable[str], resolve: Resolver = resolve_host) -> None:
         """Check every URL; the first refused one raises."""
         for url in urls:

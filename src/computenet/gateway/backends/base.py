@@ -79,6 +79,9 @@ class Job:
     spec: TaskSpec
     # Environment variable -> secret value; held in memory only, never in ``to_json``.
     secrets: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # The gateway's own data URL policy (``UrlPolicy.to_json``), checked again where the data
+    # is fetched: the node checked from its network, the fetch happens from this one.
+    url_policy: dict[str, list[str]] | None = None
 
     @property
     def key(self) -> str:
@@ -93,6 +96,7 @@ class Job:
             "lease_id": self.lease_id,
             "pool_cpi": self.pool_cpi,
             "spec": self.spec.model_dump(mode="json"),
+            "url_policy": self.url_policy,
         }
 
     @classmethod
@@ -104,6 +108,7 @@ class Job:
             lease_id=data["lease_id"],
             pool_cpi=data["pool_cpi"],
             spec=TaskSpec.model_validate(data["spec"]),
+            url_policy=data.get("url_policy"),
         )
 
 

@@ -25,6 +25,7 @@ from computenet.gateway.backends.containers import container_command
 from computenet.gateway.backends.host_paths import can_bind, task_roots, wrap
 from computenet.gateway.backends.sandbox import Sandbox, limits
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
+from computenet.model.urlpolicy import UrlPolicy
 
 KILL_GRACE_S = 3.0
 _BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -66,6 +67,8 @@ class Runner:
         self.dir = jobdir
         job = json.loads((jobdir / "job.json").read_text())
         self.spec: dict[str, Any] = job["spec"]
+        policy = job.get("url_policy")
+        self.url_policy = UrlPolicy.from_json(policy) if policy is not None else None
         self.devices: list[int] = job.get("devices") or []
         # Set on pools with accelerators: then the variable is always set, empty for a task
         # that leased no cards, so it cannot use cards another task holds.
@@ -128,13 +131,14 @@ class Runner:
             # Executors share the job's directory, so a TES volume is a directory in it.
             self._inside(volume).mkdir(parents=True, exist_ok=True)
         for item in self.spec.get("inputs", []):
-            stage_input(item, self._inside(item["path"]))
+            stage_input(item, self._inside(item["path"]), self.url_policy)
 
     def _stage_outputs(self) -> str | None:
         """Upload every output; return why it failed, or None."""
         try:
             for item in self.spec.get("outputs", []):
-                self.outputs.extend(f.to_json() for f in stage_outputs(item, self._inside))
+                staged = stage_outputs(item, self._inside, self.url_policy)
+                self.outputs.extend(f.to_json() for f in staged)
         except (StagingError, OSError, ValueError) as exc:
             return f"cannot store an output: {exc}"
         return None
