@@ -27,6 +27,7 @@ def run_flow(page: Page, url: str, token: str, regions: int, shots: Path | None 
     page.fill("#token", token)
     page.click("#login button[type=submit]")
     expect(page.locator("#tree")).to_contain_text("cn/")
+    expect(page.locator("#tree")).to_contain_text("(this node)")
     expect(page.locator("svg .region")).to_have_count(regions)
     shot("overview")
 
@@ -54,6 +55,7 @@ def run_flow(page: Page, url: str, token: str, regions: int, shots: Path | None 
 
     page.click("nav >> text=Usage")
     expect(page.locator("main svg").first).to_be_visible()
+    expect(page.locator("main")).to_contain_text("Advance reservations")
     shot("usage")
     page.click("nav >> text=Network")
     expect(page.locator("#provider-quality")).to_contain_text("cn/")

@@ -135,18 +135,26 @@ export async function usage(main) {
     const sinceS = 7 * 86400;
     const s = await api("/api/v1/console/usage", { params: { bucket_s: bucket.value, since_s: sinceS } });
     const points = fillBuckets(s.points, s.bucket_s, sinceS);
-    fill(charts, barChart(points, "cost", { title: "Cost (pool currency)" }), barChart(points, "card_hours", { title: "Card-hours" }),
+    fill(charts, barChart(points, "cost", { title: "Cost (ledger charges)" }), barChart(points, "card_hours", { title: "Card-hours" }),
       barChart(points, "cpu_core_hours", { title: "CPU core-hours" }), barChart(points, "tasks", { title: "Tasks metered", fmt: (v) => String(v) }));
   };
   bucket.addEventListener("change", load);
-  fill(main, h("h1", {}, "Usage and cost, last 7 days"), h("div", { class: "filters" }, bucket), charts);
+  const reservations = h("div", {});
+  fill(main, h("h1", {}, "Usage and cost, last 7 days"), h("div", { class: "filters" }, bucket), charts,
+    h("h2", {}, "Advance reservations"), reservations);
+  const rows = await api("/api/v1/reservations");
+  fill(reservations, rows.length === 0 ? h("p", { class: "muted" }, "none (computenet reserve create …)") :
+    h("table", { id: "reservations" },
+      h("tr", {}, ["Reservation", "Tenant", "Pool", "Cards", "Starts", "Ends", "State", "Cost"].map((c) => h("th", {}, c))),
+      rows.map((r) => h("tr", {}, h("td", {}, r.id), h("td", {}, r.tenant), h("td", {}, r.pool), h("td", {}, `${r.cards} × ${r.model}`),
+        h("td", {}, when(r.starts_at)), h("td", {}, when(r.ends_at)), h("td", {}, r.state), h("td", { class: "num" }, `${r.cost} ${r.currency}`)))));
   await load();
 }
 
 export async function network(main) {
   const [lat, quality] = await Promise.all([api("/api/v1/console/latency"), api("/api/v1/console/providers/quality")]);
   fill(main, h("h1", {}, "Network and quality"),
-    h("h2", {}, "Latency matrix (gateway region → node region, mean RTT over 1 h)"),
+    h("h2", {}, "Latency matrix (measured: gateway → its node, child node → its parent; mean RTT over 1 h)"),
     h("table", { id: "latency" }, h("tr", {}, h("th", {}, "From"), h("th", {}, "To"), h("th", {}, "RTT")),
       lat.map((e) => h("tr", {}, h("td", {}, `${e.from_name} (${e.from_region})`), h("td", {}, `${e.to_name} (${e.to_region})`), h("td", { class: "num" }, `${e.rtt_ms.toFixed(2)} ms`)))),
     h("h2", {}, "Providers (last hour)"),
