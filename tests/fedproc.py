@@ -76,9 +76,10 @@ def start_member(
     region: str,
     *extra: str,
     price_per_core_hour: str = "0",
+    cores: int = 2,
 ) -> Member:
-    """Start a node in ``region`` (enrolled under ``parent``) and a local gateway with 2 cores
-    there; ``extra`` goes to the node's command line."""
+    """Start a node in ``region`` (enrolled under ``parent``) and a local gateway with
+    ``cores`` cores there; ``extra`` goes to the node's command line."""
     port = free_port()
     data = base / name
     args = ["--fed-timeout-s", TIMEOUT_S, "--region", region, *extra]
@@ -95,7 +96,7 @@ def start_member(
         token,
         base / f"{name}-gw",
         name,
-        2,
+        cores,
         "--region",
         region,
         "--price-per-core-hour",

@@ -29,7 +29,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Member]]
         )
         nat = members["national"]
         members["shanghai"] = start_member(base, "shanghai", nat, "31", "regional", "31")
-        members["guizhou"] = start_member(base, "guizhou", nat, "52", "regional", "52")
+        # 4 cores: the partition test keeps 2 busy and still needs room for 2 more there.
+        members["guizhou"] = start_member(base, "guizhou", nat, "52", "regional", "52", cores=4)
         members["industry"] = start_member(base, "industry", nat, "ai", "industry", "44")
         for m in members.values():
             # Every node learns every pool (own, pushed up, pulled down).
@@ -289,9 +290,9 @@ def test_killed_regional_node_reconciles_without_loss_or_rerun(
         # cheapest: Guizhou's pool (price 0) before Beijing's (price 1) while both look up.
         return str(sh.post("/api/v1/tasks", _task(cmd, regions, name, "cheapest"))["id"])
 
-    # A task running under Guizhou when it dies (its gateway keeps running it). It holds one
-    # of the pool's 2 cores, so the pool still shows a free core to the tasks below.
-    running = [task("run0", ["52"], 6)]
+    # Two tasks running under Guizhou when it dies (its gateway keeps running them). They hold
+    # 2 of the pool's 4 cores, so the pool still shows room for the two tasks below.
+    running = [task(f"run{i}", ["52"], 6) for i in range(2)]
     for tid in running:
         wait_for("running", lambda tid=tid: sh.get(f"/api/v1/tasks/{tid}")["state"] == "RUNNING")
     gz.proc.kill9()
@@ -335,4 +336,4 @@ def test_killed_regional_node_reconciles_without_loss_or_rerun(
         )
         assert sh.get(f"/api/v1/tasks/{tid}")["pool"] == GZ_POOL
     lines = sorted(effects.read_text().split())
-    assert lines == ["elsewhere", "retried", "run0", "unconfirmed"]
+    assert lines == ["elsewhere", "retried", "run0", "run1", "unconfirmed"]
