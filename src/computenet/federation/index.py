@@ -99,7 +99,7 @@ class PoolIndex:
         now = utcnow()
         with self.db.read() as s:
             pools = list(s.scalars(select(t.Pool)))
-            used = held_capacity(s)
+            used = held_capacity(s) if pools else {}
             held = {
                 r.cpi: r.record for r in s.scalars(select(FedPool).where(FedPool.via == self.code))
             }
