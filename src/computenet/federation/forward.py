@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, select
 
 from computenet.billing.settlement import charges_of
 from computenet.errors import ComputeNetError, Forbidden
@@ -88,39 +87,26 @@ class Forwarder:
             for i in range(0, len(ids), BATCH):
                 self._pull_state(url, ids[i : i + BATCH])
 
-    def _claim_new(self) -> None:
-        now = utcnow()
-        with self.db.write() as s:
-            self._requeue_vanished(s, now)
-            rows = list(
-                s.execute(
-                    select(t.Task, FedPool.owner, FedPool.url)
-                    .join(FedPool, FedPool.cpi == t.Task.pool_cpi)
-                    .outerjoin(FedForward, FedForward.task_id == t.Task.id)
-                    .where(
-                        t.Task.state == TaskState.QUEUED.value,
-                        t.Task.lease_id.is_(None),
-                        FedPool.via != self.ident.code,
-                        (FedForward.task_id.is_(None)) | (FedForward.state == "revoked"),
-                    )
-                    .limit(BATCH)
-                )
+    def _claimable(self) -> Select[t.Task, str, str]:
+        """Queued tasks placed on another node's pool and not (or no longer) forwarded."""
+        return (
+            select(t.Task, FedPool.owner, FedPool.url)
+            .join(FedPool, FedPool.cpi == t.Task.pool_cpi)
+            .outerjoin(FedForward, FedForward.task_id == t.Task.id)
+            .where(
+                t.Task.state == TaskState.QUEUED.value,
+                t.Task.lease_id.is_(None),
+                FedPool.via != self.ident.code,
+                (FedForward.task_id.is_(None)) | (FedForward.state == "revoked"),
             )
-            for task, owner, url in rows:
-                fwd = s.get(FedForward, task.id)
-                if fwd is None:
-                    fwd = FedForward(task_id=task.id, events_seen=0)
-                    s.add(fwd)
-                assert task.pool_cpi is not None
-                fwd.target, fwd.target_url, fwd.pool_cpi = owner, url, task.pool_cpi
-                fwd.state, fwd.created_at, fwd.updated_at = "sent", now, now
-                add_event(s, task, TaskState.QUEUED, f"forwarded to node {owner}", now)
+            .limit(BATCH)
+        )
 
     @staticmethod
-    def _requeue_vanished(s: Session, now: datetime) -> None:
-        """Re-queue tasks placed on a pool that is in neither the local pools nor the index
-        any more (a full resync from a child dropped it) and not handed to another node."""
-        rows = s.scalars(
+    def _vanished() -> Select[t.Task]:
+        """Queued tasks placed on a pool that is in neither the local pools nor the index any
+        more (a full resync from a child dropped it) and not handed to another node."""
+        return (
             select(t.Task)
             .outerjoin(FedForward, FedForward.task_id == t.Task.id)
             .where(
@@ -133,11 +119,31 @@ class Forwarder:
             )
             .limit(BATCH)
         )
-        for task in rows:
-            gone = task.pool_cpi
-            task.pool_cpi = None
-            task.reason = f"re-queued: pool {gone} left the federation index"
-            add_event(s, task, TaskState.QUEUED, task.reason, now)
+
+    def _claim_new(self) -> None:
+        # Look first without the write lock: on a node with nothing to forward (most ticks,
+        # which every submission wakes) the lock is never taken.
+        with self.db.read() as s:
+            idle = s.execute(self._claimable()).first() is None
+            idle = idle and s.execute(self._vanished()).first() is None
+        if idle:
+            return
+        now = utcnow()
+        with self.db.write() as s:
+            for task in s.scalars(self._vanished()):
+                gone = task.pool_cpi
+                task.pool_cpi = None
+                task.reason = f"re-queued: pool {gone} left the federation index"
+                add_event(s, task, TaskState.QUEUED, task.reason, now)
+            for task, owner, url in list(s.execute(self._claimable())):
+                fwd = s.get(FedForward, task.id)
+                if fwd is None:
+                    fwd = FedForward(task_id=task.id, events_seen=0)
+                    s.add(fwd)
+                assert task.pool_cpi is not None
+                fwd.target, fwd.target_url, fwd.pool_cpi = owner, url, task.pool_cpi
+                fwd.state, fwd.created_at, fwd.updated_at = "sent", now, now
+                add_event(s, task, TaskState.QUEUED, f"forwarded to node {owner}", now)
 
     def _send(self, url: str, fwds: list[FedForward]) -> None:
         now = utcnow()

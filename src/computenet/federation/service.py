@@ -26,6 +26,7 @@ from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild, FedPool
 
 log = logging.getLogger("computenet.federation")
+WAKE_GAP_S = 0.05  # the fastest a woken federation loop runs again
 Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
 
 
@@ -144,7 +145,8 @@ class Federation:
                 log.exception("federation loop %s failed", getattr(work, "__name__", work))
             if wake:
                 await self.changed.wait(period_s)
-                await asyncio.sleep(0.02)
+                # A burst of submissions wakes this loop once, not once per submission.
+                await asyncio.sleep(WAKE_GAP_S)
             else:
                 await asyncio.sleep(period_s)
 
