@@ -8,6 +8,7 @@ looked up as they stood when the attempt started, so a price change never rewrit
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
@@ -38,6 +39,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACTIVE = [s.value for s in TaskState if not s.terminal]
 _SECONDS_PER_HOUR = Decimal(3600)
 _MICRO = Decimal("0.000001")
+# Which tenants have a budget is re-read at most this often (a budget set through another
+# replica is enforced here within it; this replica's own changes apply at once).
+BUDGETS_TTL_S = 5.0
 
 
 def period_of(at: datetime) -> str:
@@ -152,6 +156,7 @@ class Ledger:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._budgeted: tuple[float, frozenset[str]] | None = None
 
     # ---- price books --------------------------------------------------------------
 
@@ -273,6 +278,7 @@ class Ledger:
                 s.add(row)
             row.currency, row.monthly_limit = currency, monthly_limit
             row.warn_fraction, row.updated_at = warn_fraction, now
+        self._budgeted = None
         return self.budget(tenant)
 
     def budget(self, tenant: str) -> BudgetStatus:
@@ -324,6 +330,8 @@ class Ledger:
         cards (or cores) times the price cap, or, without a cap, the highest price any pool
         asks now. Held amounts are released when the task ends; the real charge replaces them.
         """
+        if not self.has_budget(s, tenant):
+            return None  # most tenants: no locked read on every submission
         status = self.status_in(s, tenant, now, lock=True)
         if status is None:
             return None
@@ -350,6 +358,13 @@ class Ledger:
                 f"{unit.value.replace('_', '-')})"
             )
         return most
+
+    def has_budget(self, s: Session, tenant: str) -> bool:
+        """Whether ``tenant`` has a budget, from a list re-read every ``BUDGETS_TTL_S``."""
+        now = time.monotonic()
+        if self._budgeted is None or now - self._budgeted[0] >= BUDGETS_TTL_S:
+            self._budgeted = (now, frozenset(s.scalars(select(Budget.tenant))))
+        return tenant in self._budgeted[1]
 
     def _highest_price(self, s: Session, unit: Unit, tier: Tier, now: datetime) -> Decimal:
         pools = s.scalars(select(t.Pool))
