@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from computenet.store.tables_federation import FedChild, FedPool
 
 log = logging.getLogger("computenet.federation")
 WAKE_GAP_S = 0.05  # the fastest a woken federation loop runs again
+CHILDREN_TTL_S = 5.0
 Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
 
 
@@ -46,6 +48,8 @@ class Federation:
         self.ident = ident
         self.changed = changed
         self.guard = ReplayGuard()
+        self._has_children = False
+        self._children_read_at = -CHILDREN_TTL_S
         self.peer = Peer(ident)
         self.index = PoolIndex(db, ident.code, ident.url)
         self.sync = Sync(db, ident, self.index, self.peer, settings.fed_timeout_s, settings.region)
@@ -115,7 +119,9 @@ class Federation:
 
     def enrol(self, req: EnrolIn) -> EnrolOut:
         """A child enrols here."""
-        return accept_enrolment(self.db, self.ident, req)
+        out = accept_enrolment(self.db, self.ident, req)
+        self._has_children = True  # forward to it from now on, not after the next re-read
+        return out
 
     def issue_token(self, label: str, level: str, ttl_s: float) -> tuple[str, str]:
         """Issue a child enrolment token; return it and the code the child will get."""
@@ -134,8 +140,21 @@ class Federation:
         ]
 
     def _tasks_tick(self) -> None:
+        if not self._linked():
+            return  # a node with neither parent nor children forwards nothing
         self.forwarder.confirm_inbound()
         self.forwarder.tick()
+
+    def _linked(self) -> bool:
+        """Whether this node has a parent or a child (children are re-read every 5 s)."""
+        if self.ident.parent_url is not None:
+            return True
+        now = time.monotonic()
+        if now - self._children_read_at >= CHILDREN_TTL_S:
+            with self.db.read() as s:
+                self._has_children = s.scalar(select(FedChild.code).limit(1)) is not None
+            self._children_read_at = now
+        return self._has_children
 
     async def _every(self, period_s: float, work: Callable[[], object], wake: bool) -> None:
         while True:
