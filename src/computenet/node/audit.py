@@ -77,20 +77,22 @@ class AuditLog:
             self._pending.append(event)
 
     def flush(self) -> None:
-        """Write every queued row now, in one transaction."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            with self._db.write() as s:
-                s.add_all(batch)
-        except Exception:
-            log.exception(
-                "could not write %d audit rows; keeping them for the next try", len(batch)
-            )
+        """Write every queued row now, in one transaction. One flush at a time: a caller
+        that finds the writer thread mid-batch returns only once that batch is stored too."""
+        with self._flushing:
             with self._lock:
-                self._pending[:0] = batch
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                with self._db.write() as s:
+                    s.add_all(batch)
+            except Exception:
+                log.exception(
+                    "could not write %d audit rows; keeping them for the next try", len(batch)
+                )
+                with self._lock:
+                    self._pending[:0] = batch
 
     def _run(self) -> None:
         while not self._stopped.is_set():
