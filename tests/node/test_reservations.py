@@ -214,6 +214,14 @@ def test_reservations_are_private_to_their_tenant(world: World) -> None:
     ]
     everyone = world.client.get("/api/v1/reservations", headers=world.admin).json()
     assert [r["id"] for r in everyone] == [rid]
+    # A provider operator sees the reservations on its own pools, and only those.
+    owner = world.mint(role="provider", subject="cn.31/gpu")["auth"]
+    world.gateway("gpu2")  # a provider whose prefix starts like the owner's
+    other = world.mint(role="provider", subject="cn.31/gpu2")["auth"]
+    assert [r["id"] for r in world.client.get("/api/v1/reservations", headers=owner).json()] == [
+        rid
+    ]
+    assert world.client.get("/api/v1/reservations", headers=other).json() == []
 
 
 @pytest.mark.parametrize(

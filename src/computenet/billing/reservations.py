@@ -185,12 +185,15 @@ class Reservations:
         _, _, _, pool, price = min(options, key=lambda o: o[:3])
         return pool, price
 
-    def listing(self, tenant: str | None) -> list[Reservation]:
-        """Reservations, newest first: a tenant's, or all (``None``)."""
+    def listing(self, tenant: str | None, pool_prefix: str | None = None) -> list[Reservation]:
+        """Reservations, newest first: a tenant's, or all (``None``); only those on pools
+        under ``pool_prefix`` when given."""
         with self.db.read() as s:
             q = select(Reservation).order_by(Reservation.created_at.desc())
             if tenant is not None:
                 q = q.where(Reservation.tenant == tenant)
+            if pool_prefix is not None:
+                q = q.where(Reservation.pool_cpi.startswith(pool_prefix, autoescape=True))
             return list(s.scalars(q))
 
     def get(self, rid: str, tenant: str | None) -> Reservation:

@@ -18,6 +18,14 @@ from computenet.model.cpi import validate_label
 
 REGION_CODE = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2})?)?")
 
+
+def check_region(code: str) -> str:
+    """``code`` if it is a GB/T 2260 code of 2, 4 or 6 digits, else ``ValueError`` saying so."""
+    if not REGION_CODE.fullmatch(code):
+        raise ValueError(f"region {code!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
+    return code
+
+
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("1000000"), max_digits=18, decimal_places=6)]
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from computenet.model.pool import REGION_CODE, Capacity, Money, Strict
+from computenet.model.pool import Capacity, Money, Strict, check_region
 
 MAX_EXECUTORS = 64
 MAX_TIME_LIMIT_S = 30 * 24 * 3600
@@ -262,17 +262,12 @@ class Placement(Strict):
     @field_validator("origin_region")
     @classmethod
     def _origin(cls, v: str | None) -> str | None:
-        if v is not None and not REGION_CODE.fullmatch(v):
-            raise ValueError(f"region {v!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
-        return v
+        return None if v is None else check_region(v)
 
     @field_validator("regions", "regions_deny")
     @classmethod
     def _regions(cls, v: list[str]) -> list[str]:
-        for code in v:
-            if not REGION_CODE.fullmatch(code):
-                raise ValueError(f"region {code!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
-        return v
+        return [check_region(code) for code in v]
 
 
 class Variant(Strict):

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from computenet.errors import Conflict, NotFound
-from computenet.model.pool import REGION_CODE
+from computenet.model.pool import check_region
 from computenet.model.task import Policy, TaskSpec, TaskState
 from computenet.node.access import Visibility
 from computenet.node.placing import Placer
+from computenet.node.sched_inputs import running, tenant_shares
 from computenet.node.tasks import check_task_id, utcnow
 from computenet.sched.core import Context, Estimate, explain, rank_offers
 from computenet.sched.pooltable import PoolTable, build_table
@@ -46,10 +47,7 @@ class DatasetIn(BaseModel):
     @field_validator("regions")
     @classmethod
     def _regions(cls, v: list[str]) -> list[str]:
-        for code in v:
-            if not REGION_CODE.fullmatch(code):
-                raise ValueError(f"region {code!r} must be a GB/T 2260 code of 2, 4 or 6 digits")
-        return v
+        return [check_region(code) for code in v]
 
 
 class DatasetOut(DatasetIn):
@@ -251,7 +249,8 @@ class SchedService:
         """Tenants with a setting or work held, by name: all, or the one named (its
         defaults when it has neither)."""
         with self.db.read() as s:
-            tenants = self.placer.context(s).tenants
+            # Only the shares: not the whole scheduling context (telemetry, datasets, ...).
+            tenants = tenant_shares(s, running(s))
         names = sorted(tenants) if tenant is None else [tenant]
         return [
             ShareOut(

@@ -105,8 +105,7 @@ def listing(rt: Runtime, p: User) -> list[ReservationOut]:
     """Reservations, newest first: the caller's tenant's (or, for a provider operator, those
     on its pools; for operators, all)."""
     if p.kind == "provider":
-        mine = p.subject + "/"
-        return [_out(r) for r in rt.reservations.listing(None) if r.pool_cpi.startswith(mine)]
+        return [_out(r) for r in rt.reservations.listing(None, p.subject + "/")]
     return [_out(r) for r in rt.reservations.listing(_tenant_scope(p))]
 
 
