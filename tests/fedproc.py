@@ -77,12 +77,13 @@ def start_member(
     *extra: str,
     price_per_core_hour: str = "0",
     cores: int = 2,
+    fed_timeout_s: str = TIMEOUT_S,
 ) -> Member:
     """Start a node in ``region`` (enrolled under ``parent``) and a local gateway with
     ``cores`` cores there; ``extra`` goes to the node's command line."""
     port = free_port()
     data = base / name
-    args = ["--fed-timeout-s", TIMEOUT_S, "--region", region, *extra]
+    args = ["--fed-timeout-s", fed_timeout_s, "--region", region, *extra]
     if parent is not None:
         tok = child_token(parent, label, level)
         args += ["--level", level, "--parent", parent.url, "--enrol-token", tok]
