@@ -22,7 +22,7 @@ class BackendUnderTest:
 
 
 def unavailable(what: str) -> NoReturn:
-    """A real backend cannot be had: skip locally, fail in CI (where it must run)."""
+    """A real component (a backend, Snakemake) cannot be had: skip locally, fail in CI."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} (CI=true: real backends must run in CI)")
+        pytest.fail(f"{what} (CI=true: real components must run in CI)")
     pytest.skip(what)
