@@ -29,7 +29,6 @@ def _positive_finite(value: Decimal | None) -> bool:
 
 
 def test_cpu_measures_fp64_and_fp32_within_budget() -> None:
-    pytest.importorskip("numpy")
     t = measure_cpu(size=256, repeats=2, budget_s=5.0)
     assert _positive_finite(t.fp64_tflops)
     assert _positive_finite(t.fp32_tflops)
@@ -40,7 +39,6 @@ def test_cpu_measures_fp64_and_fp32_within_budget() -> None:
 
 
 def test_cpu_shrinks_a_size_that_does_not_fit_the_budget() -> None:
-    pytest.importorskip("numpy")
     # 8192^3 * 2 = 1.1 TFLOP per product: minutes on a small machine, and too much for
     # 16 products in 1.5 s on any CPU this runs on.
     t = measure_cpu(size=8192, repeats=2, budget_s=1.5)
@@ -48,12 +46,6 @@ def test_cpu_shrinks_a_size_that_does_not_fit_the_budget() -> None:
     assert _positive_finite(t.fp64_tflops) and _positive_finite(t.fp32_tflops)
     # The budget may be overrun by about one product; allow for a loaded test machine.
     assert t.seconds < 3.0
-
-
-def test_cpu_without_numpy_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "numpy", None)  # makes `import numpy` fail
-    with pytest.raises(Unavailable, match=r"pip install 'computenet\[measure\]'"):
-        measure_cpu(size=256)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,6 @@ from computenet.errors import InvalidInput, Unavailable
 from computenet.gateway.probe import parse_cpuinfo
 from computenet.model.pool import MeasuredThroughput, PoolSpec
 
-NUMPY_MISSING = "NumPy is needed to measure CPU throughput: pip install 'computenet[measure]'"
 MIN_SIZE = 64  # measure_cpu never shrinks a matrix side below this
 CALIBRATION_SIZE = 256  # side of the small product that estimates the CPU's speed
 _CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN)
@@ -154,13 +153,12 @@ def measure_cpu(*, size: int = 2048, repeats: int = 3, budget_s: float = 10.0) -
     One warm-up, then the best of ``repeats`` timed products per type. A small product first
     estimates the speed; when ``size`` would not fit ``budget_s`` the side shrinks (to a
     multiple of 64, at least ``MIN_SIZE``), and timed runs stop early at the deadline, so the
-    budget is overrun by at most about one product. Raises ``Unavailable`` without NumPy.
+    budget is overrun by at most about one product.
     """
     _check(budget_s, size=size, repeats=repeats)
-    try:
-        np = importlib.import_module("numpy")
-    except ImportError:
-        raise Unavailable(NUMPY_MISSING) from None
+    # Imported here, not at the top: NumPy takes a noticeable time to load and most
+    # commands never measure.
+    import numpy as np
     began = time.perf_counter()
     deadline = began + budget_s
 
