@@ -32,6 +32,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/deptry src
 
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests bench
