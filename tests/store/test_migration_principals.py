@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import insert, select
 
@@ -19,6 +20,7 @@ from computenet.store.migrate import alembic_config
 from computenet.store.tables_billing import Budget, Charge, Reservation
 from computenet.store.tables_sched import Dataset, ShareSetting
 from computenet.store.tables_secrets import Secret
+from pg import fresh_database, require_postgres
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 # (token id, kind, subject, tenant): who existed before the upgrade.
@@ -64,9 +66,16 @@ def _task(tid: str, owner: str, tenant: str | None, seq: int) -> dict[str, objec
     }
 
 
-def _old_store(data: Path) -> None:
-    data.mkdir()
-    db = Database(sqlite_url(data))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        (tmp_path / "node").mkdir()
+        return sqlite_url(tmp_path / "node")
+    return fresh_database(require_postgres())
+
+
+def _old_store(url: str) -> None:
+    db = Database(url)
     cfg = alembic_config(db)
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -152,10 +161,11 @@ def _old_store(data: Path) -> None:
     db.engine.dispose()
 
 
-def test_upgrade_keeps_old_rows_owned_by_the_principal_that_made_them(tmp_path: Path) -> None:
-    data = tmp_path / "node"
-    _old_store(data)
-    rt = NodeRuntime(NodeSettings(data_dir=data, node_code="cn"))
+def test_upgrade_keeps_old_rows_owned_by_the_principal_that_made_them(
+    tmp_path: Path, db_url: str
+) -> None:
+    _old_store(db_url)
+    rt = NodeRuntime(NodeSettings(data_dir=tmp_path / "node", node_code="cn", db_url=db_url))
     rt.bootstrap()  # upgrades the store, as every start does
     with rt.db.read() as s:
         tasks = {r.id: (r.owner, r.tenant) for r in s.scalars(select(t.Task))}
