@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from computenet.errors import InvalidInput
-from computenet.gateway.safehttp import PolicyResolver, Refused
+from computenet.gateway.safehttp import PolicyResolver, Refused, http_filesystem, refusal
 from computenet.gateway.staging import StagingError, stage_input
 from computenet.model.urlpolicy import UrlPolicy
 
@@ -23,7 +23,7 @@ SECRET = b"the-internal-secret\n"
 
 @contextmanager
 def _server(
-    address: str, answer: tuple[int, dict[str, str], bytes]
+    address: str, answer: tuple[int, dict[str, str], bytes], port: int = 0
 ) -> Iterator[tuple[str, list[str]]]:
     """An HTTP server on ``address`` answering every GET/HEAD with ``answer``; yields its base
     URL and the paths it was asked for."""
@@ -50,7 +50,7 @@ def _server(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer((address, 0), Handler)
+    server = ThreadingHTTPServer((address, port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -102,3 +102,25 @@ def test_names_are_resolved_through_the_policy_and_pinned() -> None:
     assert policy.addresses("rebind.example", lambda _h: next(answers)) == ["93.184.216.34"]
     with pytest.raises(InvalidInput, match=r"internal address 127\.0\.0\.1"):
         policy.addresses("rebind.example", lambda _h: next(answers))
+
+
+def test_dns_rebinding_cannot_steer_the_connection_inside() -> None:
+    """A name that answers an opened address when checked and an internal one when
+    connected to: the fetch checks the very answer it connects with, so it never reaches the
+    internal server listening on the same port."""
+    with _server("127.0.0.2", (200, {}, b"public data\n")) as (public, _):
+        port = int(public.rsplit(":", 1)[1])
+        with _server("127.0.0.1", (200, {}, SECRET), port) as (_inside, inside_asked):
+            calls: list[str] = []
+
+            def rebinding(host: str) -> list[str]:
+                calls.append(host)
+                return ["127.0.0.2" if len(calls) % 2 else "127.0.0.1"]  # checked, rebound
+
+            fs = http_filesystem(UrlPolicy(allow=("127.0.0.2/32",)), rebinding)
+            with pytest.raises(Exception) as caught:
+                fs.cat_file(f"http://rebind.test:{port}/x")
+            assert refusal(caught.value) is not None, caught.value
+            assert "127.0.0.1" in str(refusal(caught.value))
+            assert inside_asked == []  # never connected to
+            assert len(calls) >= 2  # the name was looked up again for the connection

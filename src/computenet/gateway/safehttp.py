@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from fsspec.implementations.http import HTTPFileSystem
 
 from computenet.errors import ComputeNetError
-from computenet.model.urlpolicy import UrlPolicy
+from computenet.model.urlpolicy import Resolver, UrlPolicy, resolve_host
 
 # Redirect chains longer than this are refused (aiohttp's own default is 10).
 MAX_REDIRECTS = 5
@@ -52,15 +52,16 @@ class PolicyResolver(AbstractResolver):
     """Resolves a host once and returns only the addresses the policy accepts (all of them,
     or the request fails): aiohttp then connects to exactly those."""
 
-    def __init__(self, policy: UrlPolicy) -> None:
+    def __init__(self, policy: UrlPolicy, resolve: Resolver = resolve_host) -> None:
         self.policy = policy
+        self.lookup = resolve
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         """Addresses of ``host`` the policy allows; raise :class:`Refused` otherwise."""
         try:
-            found = await asyncio.to_thread(self.policy.addresses, host)
+            found = await asyncio.to_thread(self.policy.addresses, host, self.lookup)
         except ComputeNetError as exc:
             raise Refused(exc.message) from None
         return [
@@ -79,13 +80,13 @@ class PolicyResolver(AbstractResolver):
         """Nothing to release."""
 
 
-def _hop_check(policy: UrlPolicy) -> Any:
+def _hop_check(policy: UrlPolicy, resolve: Resolver) -> Any:
     async def check(
         req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
         # A literal address never reaches the resolver, so each hop's URL is judged here.
         try:
-            await asyncio.to_thread(policy.check, str(req.url))
+            await asyncio.to_thread(policy.check, str(req.url), resolve)
         except ComputeNetError as exc:
             raise Refused(exc.message) from None
         return await handler(req)
@@ -93,14 +94,17 @@ def _hop_check(policy: UrlPolicy) -> Any:
     return check
 
 
-def http_filesystem(policy: UrlPolicy) -> HTTPFileSystem:
-    """An fsspec HTTP file system whose every connection obeys ``policy``."""
+def http_filesystem(policy: UrlPolicy, resolve: Resolver = resolve_host) -> HTTPFileSystem:
+    """An fsspec HTTP file system whose every connection obeys ``policy``; ``resolve`` is the
+    name lookup (the system's; tests give one that changes its answers)."""
 
     async def get_client(**kwargs: Any) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(resolver=PolicyResolver(policy), use_dns_cache=False)
+        connector = aiohttp.TCPConnector(
+            resolver=PolicyResolver(policy, resolve), use_dns_cache=False
+        )
         return aiohttp.ClientSession(
             connector=connector,
-            middlewares=(_hop_check(policy),),
+            middlewares=(_hop_check(policy, resolve),),
             trust_env=False,  # a proxy would connect on our behalf, past these checks
             **kwargs,
         )
