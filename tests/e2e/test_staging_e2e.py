@@ -36,7 +36,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[tes.HTTPClie
         for k, v in s3_env.items():  # the node's local gateway (and its runners) inherit them
             mp.setenv(k, v)
         port = free_port()
-        proc: Proc = start_node(base / "data", port, "--cpus", "2", up=True)
+        # The web server is on loopback, internal to the node: its operator opens it.
+        proc: Proc = start_node(
+            base / "data", port, "--cpus", "2", "--url-allow", "127.0.0.0/8", up=True
+        )
         try:
             client = tes.HTTPClient(f"http://127.0.0.1:{port}", token=admin_token(proc), timeout=10)
             yield client, web

@@ -33,7 +33,9 @@ class Node:
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     base = tmp_path_factory.mktemp("tesconf")
     port = free_port()
-    proc: Proc = start_node(base / "data", port, "--cpus", "4", up=True)
+    # Its tasks stage from and to files under the test's directory: the operator opens it.
+    opened = f"file://{base}/"
+    proc: Proc = start_node(base / "data", port, "--cpus", "4", "--url-allow", opened, up=True)
     url = f"http://127.0.0.1:{port}"
     token = admin_token(proc)
     headers = {"Authorization": f"Bearer {token}"}

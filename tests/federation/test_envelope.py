@@ -7,7 +7,13 @@ import time
 import pytest
 
 from computenet.errors import InvalidInput
-from computenet.federation.envelope import Replayed, ReplayGuard, open_envelope, seal
+from computenet.federation.envelope import (
+    Misdirected,
+    Replayed,
+    ReplayGuard,
+    open_envelope,
+    seal,
+)
 from computenet.federation.keys import BadSignature, root_identity
 from fedproc import NOW, child_of
 
@@ -17,38 +23,48 @@ SH = child_of(ROOT, "cn.31")
 
 def test_sealed_message_opens_once() -> None:
     guard = ReplayGuard()
-    env = seal(SH, "index.pull", {"after": 3})
-    assert open_envelope(env, ROOT.root_key, guard, "index.pull").code == "cn.31"
+    env = seal(SH, "index.pull", {"after": 3}, "cn")
+    assert open_envelope(env, ROOT.root_key, guard, "cn", "index.pull").code == "cn.31"
     with pytest.raises(Replayed, match="already used"):
-        open_envelope(env, ROOT.root_key, guard)
+        open_envelope(env, ROOT.root_key, guard, "cn")
 
 
 def test_tampered_body_fails() -> None:
-    env = seal(SH, "index.pull", {"after": 3})
+    env = seal(SH, "index.pull", {"after": 3}, "cn")
     env.body["after"] = 0
     with pytest.raises(BadSignature):
-        open_envelope(env, ROOT.root_key, ReplayGuard())
+        open_envelope(env, ROOT.root_key, ReplayGuard(), "cn")
 
 
 def test_sender_must_match_its_certificate() -> None:
-    env = seal(SH, "index.pull", {})
+    env = seal(SH, "index.pull", {}, "cn")
     env.sender = "cn"
     with pytest.raises(BadSignature):
-        open_envelope(env, ROOT.root_key, ReplayGuard())
+        open_envelope(env, ROOT.root_key, ReplayGuard(), "cn")
 
 
 def test_wrong_kind_and_version_fail() -> None:
     with pytest.raises(InvalidInput, match="expected"):
-        open_envelope(seal(SH, "resolve", {}), ROOT.root_key, None, "index.pull")
-    env = seal(SH, "resolve", {})
-    env.v = 2
-    with pytest.raises(InvalidInput, match="protocol 2"):
-        open_envelope(env, ROOT.root_key, None)
+        open_envelope(seal(SH, "resolve", {}, "cn"), ROOT.root_key, None, "cn", "index.pull")
+    env = seal(SH, "resolve", {}, "cn")
+    env.v = 1  # before envelopes named their recipient
+    with pytest.raises(InvalidInput, match="protocol 1"):
+        open_envelope(env, ROOT.root_key, None, "cn")
+
+
+def test_a_message_for_another_node_is_refused_and_the_recipient_is_signed() -> None:
+    guard = ReplayGuard()
+    env = seal(SH, "index.pull", {}, "cn.44")
+    with pytest.raises(Misdirected, match=r"for node 'cn\.44', not 'cn'"):
+        open_envelope(env, ROOT.root_key, guard, "cn")
+    env.recipient = "cn"
+    with pytest.raises(BadSignature):
+        open_envelope(env, ROOT.root_key, guard, "cn")
 
 
 def test_stale_or_pre_start_messages_fail() -> None:
     guard = ReplayGuard(skew_s=5)
-    env = seal(SH, "resolve", {})
+    env = seal(SH, "resolve", {}, "cn")
     env.ts = time.time() - 30
     with pytest.raises(Replayed, match="off this node's clock"):
         guard.check(env.sender, env.nonce, env.ts)

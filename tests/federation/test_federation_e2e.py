@@ -222,24 +222,43 @@ def _refused(r: httpx.Response, status: int, reason: str, log: str, proc: Member
 
 
 def test_bad_signature_is_refused(fed: dict[str, Member], rogue: Identity) -> None:
-    env = seal(rogue, "sync.push", {"seq": 1, "full": True, "records": []})
+    env = seal(rogue, "sync.push", {"seq": 1, "full": True, "records": []}, "cn")
     env.body["full"] = False  # tampered after signing
     r = _send(fed["national"].url, env)
     _refused(r, 401, "bad_signature", "refused sync.push message from cn.99", fed["national"])
 
 
 def test_replayed_message_is_refused(fed: dict[str, Member], rogue: Identity) -> None:
-    env = seal(rogue, "index.pull", {"after": 0})
+    env = seal(rogue, "index.pull", {"after": 0}, "cn")
     assert _send(fed["national"].url, env).status_code == 200
     r = _send(fed["national"].url, env)
     _refused(r, 401, "replayed", "was already used", fed["national"])
+
+
+def test_a_message_signed_for_another_node_is_refused(
+    fed: dict[str, Member], rogue: Identity
+) -> None:
+    """Attack class 9: a signed message meant for one node, replayed to another within the
+    replay window (fresh to that node's guard), is refused by it, and logged."""
+    meant_for_shanghai = seal(rogue, "index.pull", {"after": 0}, "cn.31")
+    for name in ("national", "guizhou"):
+        r = _send(fed[name].url, meant_for_shanghai)
+        _refused(r, 401, "misdirected", "is for node 'cn.31'", fed[name])
+    unaddressed = seal(rogue, "index.pull", {"after": 0}, "")
+    _refused(_send(fed["national"].url, unaddressed), 401, "misdirected", "(none)", fed["national"])
+    # The recipient is signed: rewriting it breaks the signature.
+    meant_for_shanghai.recipient = "cn"
+    r = _send(fed["national"].url, meant_for_shanghai)
+    _refused(r, 401, "bad_signature", "refused index.pull message from cn.99", fed["national"])
+    # The same message addressed to the national node is answered.
+    assert _send(fed["national"].url, seal(rogue, "index.pull", {"after": 0}, "cn")).is_success
 
 
 def test_child_claiming_a_code_outside_its_prefix_is_refused(
     fed: dict[str, Member], rogue: Identity
 ) -> None:
     record = {"cpi": GZ_POOL, "node": "cn.52", "health": "healthy", "spec": {}}
-    env = seal(rogue, "sync.push", {"seq": 1, "full": True, "records": [record]})
+    env = seal(rogue, "sync.push", {"seq": 1, "full": True, "records": [record]}, "cn")
     r = _send(fed["national"].url, env)
     _refused(r, 403, "outside_prefix", "may not publish cn.52/guizhou/host", fed["national"])
     # A certificate the child signed itself for a code outside its prefix fails the same way.
@@ -252,7 +271,7 @@ def test_child_claiming_a_code_outside_its_prefix_is_refused(
         issued_at="2026-01-01T00:00:00",
     )
     liar = Identity(rogue.key, [*rogue.chain, sign_cert(rogue.key, forged)], None)
-    r = _send(fed["national"].url, seal(liar, "index.pull", {"after": 0}))
+    r = _send(fed["national"].url, seal(liar, "index.pull", {"after": 0}, "cn"))
     _refused(r, 403, "outside_prefix", "is not inside its issuer's prefix", fed["national"])
     # Nothing it sent reached the index.
     assert all(row["via"] != "cn.99" for row in fed["national"].get("/federation/v1/index"))

@@ -75,3 +75,51 @@ def test_deny_entries_win_even_for_public_addresses() -> None:
 def test_a_bad_policy_entry_is_refused() -> None:
     with pytest.raises(InvalidInput, match="not a network or host"):
         UrlPolicy(allow=("10.0.0.0/99",))
+
+
+@pytest.mark.parametrize(
+    ("host", "v4"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1"),  # IPv4-mapped
+        ("::127.0.0.1", "127.0.0.1"),  # IPv4-compatible
+        ("::a9fe:a9fe", "169.254.169.254"),  # IPv4-compatible, cloud metadata
+        ("64:ff9b::7f00:1", "127.0.0.1"),  # NAT64 well-known prefix
+        ("64:ff9b::a00:5", "10.0.0.5"),
+        ("2002:7f00:1::", "127.0.0.1"),  # 6to4
+        ("2002:a9fe:a9fe::1", "169.254.169.254"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1"),  # Teredo, client 127.0.0.1
+    ],
+)
+def test_ipv6_forms_that_embed_an_internal_ipv4_address_are_refused(host: str, v4: str) -> None:
+    import ipaddress
+
+    from computenet.model.urlpolicy import embedded_ipv4
+
+    assert ipaddress.IPv4Address(v4) in embedded_ipv4(ipaddress.ip_address(host))
+    with pytest.raises(InvalidInput, match="internal address"):
+        UrlPolicy().check(f"http://[{host}]/x", fake_resolve)
+
+
+def test_embedded_ipv4_is_judged_as_that_address() -> None:
+    # A public IPv4 address behind NAT64 or 6to4 is public; an allowed network is allowed in
+    # every form; the local-use NAT64 prefix is always internal.
+    UrlPolicy().check("http://[64:ff9b::5db8:d822]/x", fake_resolve)  # 93.184.216.34
+    UrlPolicy().check("http://[2002:5db8:d822::1]/x", fake_resolve)
+    UrlPolicy(allow=("10.20.0.0/16",)).check("http://[64:ff9b::a14:7]/x", fake_resolve)
+    with pytest.raises(InvalidInput, match="denied"):
+        UrlPolicy(deny=("93.184.0.0/16",)).check("http://[::ffff:93.184.216.34]/", fake_resolve)
+    with pytest.raises(InvalidInput, match="internal address"):
+        UrlPolicy().check("http://[64:ff9b:1::5db8:d822]/x", fake_resolve)
+
+
+def test_addresses_are_resolved_once_and_all_checked() -> None:
+    calls: list[str] = []
+
+    def counting(host: str) -> list[str]:
+        calls.append(host)
+        return fake_resolve(host)
+
+    assert UrlPolicy().addresses("data.example.org", counting) == ["93.184.216.34"]
+    assert calls == ["data.example.org"]
+    with pytest.raises(InvalidInput, match=r"10\.1\.2\.3"):
+        UrlPolicy().addresses("sneaky.example.org", counting)

@@ -78,7 +78,7 @@ def test_a_finished_attempt_costs_its_price_times_its_usage(world: World, end: s
     assert charge.amount == _expected(wall, PRICE) == charge.quantity * charge.unit_price
     assert (charge.tenant, charge.owner, charge.unit, charge.tier) == (
         "acme",
-        "alice",
+        "acme/alice",
         "core_hour",
         "on_demand",
     )
@@ -99,7 +99,7 @@ def test_a_cancelled_task_pays_for_what_ran(world: World) -> None:
     world.report(gw, lease, "CANCELED", usage=_usage(ran))
     [charge] = _charges(world, tid)
     assert charge.amount == _expected(_measured_wall(world, tid), PRICE)
-    assert charge.tenant == "bob"  # no tenant: the user pays for itself
+    assert charge.tenant == "user:bob"  # no tenant: the user pays for itself
 
 
 def test_a_retried_task_pays_only_for_the_attempt_that_ran(world: World) -> None:

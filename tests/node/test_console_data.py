@@ -63,8 +63,8 @@ def test_usage_is_per_caller_and_costed_from_the_ledger(world: World) -> None:
 
     mine = _series(world, alice)["points"]
     assert sum(p["tasks"] for p in mine) == 1
-    assert sum(Decimal(p["cost"]) for p in mine) == _charged(world, "alice") > 0
+    assert sum(Decimal(p["cost"]) for p in mine) == _charged(world, "acme/alice") > 0
     everyone = _series(world, world.admin)["points"]
     assert sum(p["tasks"] for p in everyone) == 2
     assert sum(Decimal(p["cost"]) for p in everyone) == _charged(world)
-    assert _charged(world) > _charged(world, "alice")
+    assert _charged(world) > _charged(world, "acme/alice")

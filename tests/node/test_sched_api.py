@@ -145,14 +145,14 @@ def test_explain_is_owner_scoped(api: Api) -> None:
 def test_datasets_register_validate_and_belong_to_their_owner(api: Api) -> None:
     body = {"name": "genome", "size_bytes": 10**12, "regions": ["51"]}
     r = api.client.post("/api/v1/datasets", json=body, headers=api.user)
-    assert r.status_code == 201 and r.json()["owner"] == "alice"
+    assert r.status_code == 201 and r.json()["owner"] == "user:alice"
     r = api.client.get("/api/v1/datasets/genome", headers=api.other_user)
     assert r.json()["regions"] == ["51"]
     assert_error(api.client.post("/api/v1/datasets", json=body, headers=api.other_user), 409)
     r = api.client.post(
         "/api/v1/datasets", json={**body, "regions": ["51", "44"]}, headers=api.admin
     )
-    assert r.status_code == 201 and r.json()["owner"] == "alice"
+    assert r.status_code == 201 and r.json()["owner"] == "user:alice"
     assert [d["name"] for d in api.client.get("/api/v1/datasets", headers=api.user).json()] == [
         "genome"
     ]

@@ -34,7 +34,13 @@ sim.register(app)
 federation.register(app)
 demo.register(app)
 
-LOCAL_DATA = ("file:///", "127.0.0.0/8", "::1/128")
+UrlAllow = Annotated[
+    list[str] | None,
+    typer.Option(help="data URLs tasks may name: network, host or file:///tree/ (repeat)"),
+]
+UrlDeny = Annotated[
+    list[str] | None, typer.Option(help="networks or hosts refused even when public")
+]
 RunAs = Annotated[
     str | None,
     typer.Option(
@@ -79,6 +85,8 @@ def up(
     ] = None,
     run_as: RunAs = None,
     sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
+    url_allow: UrlAllow = None,
+    url_deny: UrlDeny = None,
     gateway_metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -101,9 +109,10 @@ def up(
         parent_url=parent,
         enrol_token=enrol_token,
         region=region,
-        # One user's node on one machine: its tasks may read local files and loopback
-        # services. `computenet node` refuses both unless its operator allows them.
-        url_allow=LOCAL_DATA,
+        # Tenants of this node are strangers too: like `computenet node`, no local files and
+        # no internal addresses unless the operator opens them (the banner says what is open).
+        url_allow=tuple(url_allow or ()),
+        url_deny=tuple(url_deny or ()),
     )
     backend = serve.local_backend(
         base / "gateway",
@@ -143,13 +152,8 @@ def node(
     rate_limit_per_s: Annotated[
         float, typer.Option(min=0.0, help="requests a second per token (0: no limit)")
     ] = 1000.0,
-    url_allow: Annotated[
-        list[str] | None,
-        typer.Option(help="data URLs tasks may name: network, host or file:///tree/ (repeat)"),
-    ] = None,
-    url_deny: Annotated[
-        list[str] | None, typer.Option(help="networks or hosts refused even when public")
-    ] = None,
+    url_allow: UrlAllow = None,
+    url_deny: UrlDeny = None,
     parent: Annotated[str | None, typer.Option(help="parent node URL (child nodes)")] = None,
     enrol_token: Annotated[
         str | None, typer.Option(help="child enrolment token from the parent (first start)")

@@ -217,8 +217,16 @@ def announce(rt: NodeRuntime, url: str, admin_token: str | None, show: Say) -> N
     show(f"ComputeNet {rt.settings.level} node '{rt.node_code}' at {url}")
     show(f"  native API {url}/api/v1   TES {url}/ga4gh/tes/v1   docs {url}/docs")
     show(f"  data directory {rt.settings.data_dir}")
+    show(f"  {open_data(rt.settings.url_allow, rt.settings.url_deny)}")
     if admin_token:
         show(f"  admin token (shown once, stored hashed): {admin_token}")
+
+
+def open_data(allow: tuple[str, ...], deny: tuple[str, ...]) -> str:
+    """One line for the banner: what tasks' data URLs may reach beyond public addresses."""
+    opened = ", ".join(allow) if allow else "nothing (public addresses only; no local files)"
+    line = f"data URLs open to tasks beyond public addresses: {opened}"
+    return line + (f"; denied: {', '.join(deny)}" if deny else "")
 
 
 async def serve_up(

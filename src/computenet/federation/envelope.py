@@ -1,9 +1,11 @@
 """Signed, versioned messages between nodes, and the replay guard.
 
 Every request and reply between nodes is an :class:`Envelope`: protocol version, kind, sender
-code, the sender's certificate chain, a random nonce, a timestamp, the body, and the sender's
-Ed25519 signature over all of it. The receiver checks the chain up to the national root, the
-signature, the clock skew and that it has not seen the nonce before.
+code, recipient code, the sender's certificate chain, a random nonce, a timestamp, the body,
+and the sender's Ed25519 signature over all of it. The receiver checks the chain up to the
+national root, the signature, that it is the recipient named (so a message meant for one node
+cannot be replayed to another within the replay window), the clock skew and that it has not
+seen the nonce before.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from computenet.federation.keys import (
     verify_chain,
 )
 
-FEDERATION_PROTOCOL = 1
+# 2: envelopes name their recipient. A node speaking 1 is refused with that reason.
+FEDERATION_PROTOCOL = 2
 MAX_SKEW_S = 60.0
 log = logging.getLogger("computenet.federation")
 
@@ -39,12 +42,19 @@ class Replayed(Unauthorized):
     reason = "replayed"
 
 
+class Misdirected(Unauthorized):
+    """A message signed for another node."""
+
+    reason = "misdirected"
+
+
 class Envelope(BaseModel):
     """One signed message."""
 
     v: int
     kind: str = Field(max_length=32)
     sender: str = Field(max_length=140)
+    recipient: str = Field(default="", max_length=140)  # the node code it is meant for
     chain: list[Cert] = Field(max_length=9)
     nonce: str = Field(min_length=16, max_length=64)
     ts: float
@@ -55,12 +65,13 @@ class Envelope(BaseModel):
         return canonical(self.model_dump(exclude={"signature"}))
 
 
-def seal(ident: Identity, kind: str, body: dict[str, Any]) -> Envelope:
-    """Sign ``body`` as a message of ``kind`` from this node."""
+def seal(ident: Identity, kind: str, body: dict[str, Any], to: str) -> Envelope:
+    """Sign ``body`` as a message of ``kind`` from this node to the node ``to``."""
     env = Envelope(
         v=FEDERATION_PROTOCOL,
         kind=kind,
         sender=ident.code,
+        recipient=to,
         chain=ident.chain,
         nonce=secrets.token_urlsafe(18),
         ts=time.time(),
@@ -102,18 +113,24 @@ class ReplayGuard:
 
 
 def open_envelope(
-    env: Envelope, root_key: str, guard: ReplayGuard | None, kind: str | None = None
+    env: Envelope, root_key: str, guard: ReplayGuard | None, me: str, kind: str | None = None
 ) -> CertBody:
-    """Check a message; return the sender's certificate. Refusals are logged and raised."""
+    """Check a message to the node ``me``; return the sender's certificate. Refusals are
+    logged and raised."""
     try:
         if env.v != FEDERATION_PROTOCOL:
-            raise InvalidInput(f"federation protocol {env.v} is not spoken here (we speak 1)")
+            raise InvalidInput(
+                f"federation protocol {env.v} is not spoken here (we speak {FEDERATION_PROTOCOL})"
+            )
         if kind is not None and env.kind != kind:
             raise InvalidInput(f"expected a {kind!r} message, got {env.kind!r}")
         sender = verify_chain(env.chain, root_key)
         if sender.code != env.sender:
             raise BadSignature(f"sender {env.sender!r} does not match its certificate")
         verify(sender.public_key, env.signature, env.signed_part())
+        # Checked after the signature, so the recipient named is the one the sender signed.
+        if env.recipient != me:
+            raise Misdirected(f"message is for node {env.recipient or '(none)'!r}, not {me!r}")
         if guard is not None:
             guard.check(env.sender, env.nonce, env.ts)
     except ComputeNetError as exc:

@@ -30,6 +30,7 @@ from computenet.store.db import Database
 from computenet.store.tables_federation import FedForward, FedInbound, FedPool
 
 log = logging.getLogger("computenet.federation")
+Where = tuple[str, str]  # a node: its code (the recipient named) and its URL
 BATCH = 200
 
 
@@ -69,23 +70,24 @@ class Forwarder:
                     .limit(BATCH * 10)
                 )
             )
-        sent: dict[str, list[FedForward]] = defaultdict(list)
-        confirmed: dict[str, list[str]] = defaultdict(list)
-        cancel: dict[str, list[str]] = defaultdict(list)
+        sent: dict[Where, list[FedForward]] = defaultdict(list)
+        confirmed: dict[Where, list[str]] = defaultdict(list)
+        cancel: dict[Where, list[str]] = defaultdict(list)
         for fwd, state, cancel_requested in active:
+            to = (fwd.target, fwd.target_url)
             if fwd.state == "sent":
-                sent[fwd.target_url].append(fwd)
+                sent[to].append(fwd)
             else:
-                confirmed[fwd.target_url].append(fwd.task_id)
+                confirmed[to].append(fwd.task_id)
                 if cancel_requested or state == TaskState.CANCELED.value:
-                    cancel[fwd.target_url].append(fwd.task_id)
-        for url, fwds in sent.items():
-            self._send(url, fwds)
-        for url, ids in cancel.items():
-            self._call_quietly(url, "task.cancel", {"task_ids": ids})
-        for url, ids in confirmed.items():
+                    cancel[to].append(fwd.task_id)
+        for to, fwds in sent.items():
+            self._send(to, fwds)
+        for to, ids in cancel.items():
+            self._call_quietly(to, "task.cancel", {"task_ids": ids})
+        for to, ids in confirmed.items():
             for i in range(0, len(ids), BATCH):
-                self._pull_state(url, ids[i : i + BATCH])
+                self._pull_state(to, ids[i : i + BATCH])
 
     def _claimable(self) -> Select[t.Task, str, str]:
         """Queued tasks placed on another node's pool and not (or no longer) forwarded."""
@@ -145,7 +147,7 @@ class Forwarder:
                 fwd.state, fwd.created_at, fwd.updated_at = "sent", now, now
                 add_event(s, task, TaskState.QUEUED, f"forwarded to node {owner}", now)
 
-    def _send(self, url: str, fwds: list[FedForward]) -> None:
+    def _send(self, to: Where, fwds: list[FedForward]) -> None:
         now = utcnow()
         expired = [f for f in fwds if now - f.created_at > timedelta(seconds=self.timeout_s)]
         live = [f for f in fwds if f not in expired]
@@ -171,7 +173,7 @@ class Forwarder:
                     ),
                 }
             )
-        self._call_quietly(url, "task.forward", {"tasks": items})
+        self._call_quietly(to, "task.forward", {"tasks": items})
 
     def _revoke(self, fwds: list[FedForward]) -> None:
         """Give up on unconfirmed forwards: the task goes back to the scheduler."""
@@ -190,21 +192,21 @@ class Forwarder:
                     add_event(s, task, TaskState.QUEUED, f"forward withdrawn: {why}", now)
                 log.warning("forward of %s to %s withdrawn (unconfirmed)", f.task_id, f.target)
 
-    def _pull_state(self, url: str, ids: list[str]) -> None:
+    def _pull_state(self, to: Where, ids: list[str]) -> None:
         try:
-            sender, reply = self.peer.call(url, "task.status", {"task_ids": ids})
+            sender, reply = self.peer.call(to[1], "task.status", {"task_ids": ids}, to=to[0])
         except ComputeNetError as exc:
-            log.debug("status from %s failed: %s", url, exc.message)
+            log.debug("status from %s failed: %s", to[1], exc.message)
             return
         for snap in reply.get("tasks", []):
             if snap.get("id") in ids:
                 mirror_task(self.db, sender, snap)
 
-    def _call_quietly(self, url: str, kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    def _call_quietly(self, to: Where, kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            return self.peer.call(url, kind, body)[1]
+            return self.peer.call(to[1], kind, body, to=to[0])[1]
         except ComputeNetError as exc:
-            log.debug("%s to %s failed: %s", kind, url, exc.message)
+            log.debug("%s to %s failed: %s", kind, to[1], exc.message)
             return None
 
     def handle_confirm(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
@@ -266,12 +268,12 @@ class Forwarder:
         """Ask origins about held tasks; queue those confirmed, drop the rest."""
         with self.db.read() as s:
             pending = list(s.scalars(select(FedInbound).where(FedInbound.state == "pending")))
-        by_origin: dict[str, list[FedInbound]] = defaultdict(list)
+        by_origin: dict[Where, list[FedInbound]] = defaultdict(list)
         for row in pending:
-            by_origin[row.origin_url].append(row)
+            by_origin[(row.origin, row.origin_url)].append(row)
         queued = 0
-        for url, rows in by_origin.items():
-            reply = self._call_quietly(url, "task.confirm", {"task_ids": [r.task_id for r in rows]})
+        for to, rows in by_origin.items():
+            reply = self._call_quietly(to, "task.confirm", {"task_ids": [r.task_id for r in rows]})
             if reply is None:
                 continue
             go, drop = set(reply.get("go", [])), set(reply.get("drop", []))

@@ -35,10 +35,12 @@ class Peer:
             raise error_for_status(resp.status_code)(f"{url}: ping answered {resp.status_code}")
         return rtt_ms, str(resp.json().get("region", ""))
 
-    def call(self, url: str, kind: str, body: dict[str, Any]) -> tuple[CertBody, dict[str, Any]]:
-        """Send ``body`` as a ``kind`` message to the node at ``url``; return the replier's
+    def call(
+        self, url: str, kind: str, body: dict[str, Any], *, to: str
+    ) -> tuple[CertBody, dict[str, Any]]:
+        """Send ``body`` as a ``kind`` message to node ``to`` at ``url``; return the replier's
         certificate and the reply body. Errors come back as the matching ComputeNet error."""
-        env = seal(self.ident, kind, body)
+        env = seal(self.ident, kind, body, to)
         try:
             resp = self._http.post(
                 f"{url.rstrip('/')}/federation/v1/msg/{kind}", json=env.model_dump(mode="json")
@@ -52,7 +54,10 @@ class Peer:
                 message = resp.text[:200]
             raise error_for_status(resp.status_code)(f"{url}: {message}")
         reply = Envelope.model_validate(resp.json())
-        sender = open_envelope(reply, self.ident.root_key, None, kind=f"{kind}.reply")
+        me = self.ident.code
+        sender = open_envelope(reply, self.ident.root_key, None, me, kind=f"{kind}.reply")
         if reply.body.get("in_reply_to") != env.nonce:
             raise BadSignature(f"reply from {url} does not answer our request")
+        if sender.code != to:
+            raise BadSignature(f"{url} answered as node {sender.code}, not {to}")
         return sender, reply.body

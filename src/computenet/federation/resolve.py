@@ -59,8 +59,8 @@ class Resolver:
             hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return {**hit[1], "cached": True}
-        url = self._next_hop(cpi.node)
-        _, answer = self.peer.call(url, "resolve", {"cpi": key})
+        hop, url = self._next_hop(cpi.node)
+        _, answer = self.peer.call(url, "resolve", {"cpi": key}, to=hop)
         out = {"cpi": key, "served_by": answer["served_by"], "record": answer["record"]}
         with self._lock:
             if len(self._cache) > 100_000:
@@ -68,16 +68,16 @@ class Resolver:
             self._cache[key] = (now + self.ttl_s, out)
         return {**out, "cached": False}
 
-    def _next_hop(self, node: str) -> str:
-        """The child whose prefix holds ``node``, else the parent."""
+    def _next_hop(self, node: str) -> tuple[str, str]:
+        """The code and URL of the child whose prefix holds ``node``, else of the parent."""
         if node_code_within(node, self.ident.code):
             with self.db.read() as s:
                 for child in s.scalars(select(FedChild)):
                     if node_code_within(node, child.code):
-                        return child.url
+                        return child.code, child.url
             raise NotFound(
                 f"no resource {node}/...: no node {node} is enrolled under {self.ident.code}"
             )
-        if self.ident.parent_url is None:
+        if self.ident.parent_url is None or self.ident.parent_code is None:
             raise InvalidInput(f"CPI node {node!r} lies outside this node's prefix (the root)")
-        return self.ident.parent_url
+        return self.ident.parent_code, self.ident.parent_url

@@ -72,13 +72,14 @@ class Federation:
         handler = self._handlers.get(kind)
         if handler is None:
             raise InvalidInput(f"unknown federation message {kind!r}")
-        sender = open_envelope(env, self.ident.root_key, self.guard, kind=kind)
+        sender = open_envelope(env, self.ident.root_key, self.guard, self.ident.code, kind=kind)
         try:
             body = handler(sender, env.body)
         except ComputeNetError as exc:
             log.warning("refused %s message from %s: %s", kind, sender.code, exc.message)
             raise
-        return seal(self.ident, f"{kind}.reply", {**body, "in_reply_to": env.nonce})
+        reply = {**body, "in_reply_to": env.nonce}
+        return seal(self.ident, f"{kind}.reply", reply, sender.code)
 
     def _handle_settlement(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """Our statement with the sender, for it to reconcile against its own."""
@@ -91,7 +92,7 @@ class Federation:
         every difference between the two."""
         mine = settlement(self.db, self.ident.code, peer, period)
         url = self._url_of(peer)
-        sender, reply = self.peer.call(url, "settlement.statement", {"period": period})
+        sender, reply = self.peer.call(url, "settlement.statement", {"period": period}, to=peer)
         if sender.code != peer:
             raise Conflict(f"{url} answered as {sender.code}, not {peer}")
         theirs = Settlement.from_dict(reply)

@@ -121,7 +121,10 @@ class Sync:
         body: dict[str, Any] = {"seq": seq, "full": self._full, "records": records}
         if self._rtt is not None:
             body["rtt_ms"], body["region"] = self._rtt
-        _, reply = self.peer.call(self.ident.parent_url, "sync.push", body)
+        assert self.ident.parent_code is not None
+        _, reply = self.peer.call(
+            self.ident.parent_url, "sync.push", body, to=self.ident.parent_code
+        )
         self._rtt = None
         if reply.get("resync"):
             self._full = True
@@ -134,7 +137,10 @@ class Sync:
         assert self.ident.parent_url is not None and self.ident.parent_code is not None
         for _ in range(100):  # bounded: at most 100 pages a tick
             _, reply = self.peer.call(
-                self.ident.parent_url, "index.pull", {"after": self._pulled_upto}
+                self.ident.parent_url,
+                "index.pull",
+                {"after": self._pulled_upto},
+                to=self.ident.parent_code,
             )
             records: list[dict[str, Any]] = reply.get("records", [])
             self.index.apply(self.ident.parent_code, records, full=self._pulled_upto == 0)

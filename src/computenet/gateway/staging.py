@@ -20,6 +20,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from computenet.errors import ComputeNetError
+from computenet.gateway.safehttp import http_filesystem, refusal
 from computenet.model.task import INPUT_SCHEMES, OUTPUT_SCHEMES
 from computenet.model.urlpolicy import UrlPolicy
 
@@ -82,6 +83,8 @@ def _hash_remote(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 
 def _why(exc: BaseException) -> str:
+    if (refused := refusal(exc)) is not None:
+        return str(refused)
     if isinstance(exc, FileNotFoundError):
         return "not found"
     text = str(exc).strip() or type(exc).__name__
@@ -99,6 +102,14 @@ def allowed(url: str, policy: UrlPolicy | None, what: str) -> None:
         raise StagingError(f"{what} {url}: refused by this gateway: {exc.message}") from None
 
 
+def _input_fs(url: str, policy: UrlPolicy | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The file system to fetch an input from: over HTTP(S), one that checks every redirect
+    and connects only to the addresses the policy judged (no second DNS answer)."""
+    if policy is not None and scheme(url) in ("http", "https"):
+        return http_filesystem(policy), url
+    return _fs(url, INPUT_SCHEMES)
+
+
 def stage_input(item: dict[str, Any], target: Path, policy: UrlPolicy | None = None) -> None:
     """Fetch one TES input (``content``, a file or a directory) to ``target``, if
     ``policy`` (when given) allows its URL."""
@@ -108,7 +119,7 @@ def stage_input(item: dict[str, Any], target: Path, policy: UrlPolicy | None = N
         return
     url = str(item["url"])
     allowed(url, policy, "input")
-    fs, root = _fs(url, INPUT_SCHEMES)
+    fs, root = _input_fs(url, policy)
     try:
         if item.get("type") == "DIRECTORY":
             files = fs.find(root)

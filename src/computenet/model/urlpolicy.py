@@ -12,7 +12,14 @@ so is ``file://``; operators open what they mean to share with ``allow`` entries
 
 ``deny`` entries (networks or host names) are refused even when public. Host names are
 resolved (every address they resolve to must pass), so a public name pointing at an internal
-address is refused too; gateways check again when they fetch.
+address is refused too; gateways check again when they fetch, at every redirect, on the
+address they connect to (:mod:`computenet.gateway.safehttp`).
+
+An IPv6 address that carries an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible
+``::a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo ``2001::/32``) reaches that
+IPv4 host through a translator, so it is judged as that IPv4 address: ``64:ff9b::127.0.0.1``
+is loopback. The local-use NAT64 prefix ``64:ff9b:1::/48`` may embed the IPv4 address at
+several offsets (RFC 6052), so it is always internal.
 """
 
 from __future__ import annotations
@@ -42,10 +49,41 @@ def resolve_host(host: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def _internal(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return not addr.is_global or addr.is_multicast
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_V4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(addr: Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (none for a plain IPv6 address).
+
+    Teredo gives two: its server and its (obfuscated) client; both must pass.
+    """
+    if isinstance(addr, ipaddress.IPv4Address):
+        return []
+    low32 = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    if addr.ipv4_mapped is not None:
+        return [addr.ipv4_mapped]
+    if addr in _V4_COMPATIBLE or addr in _NAT64:
+        return [low32]
+    if addr.sixtofour is not None:
+        return [addr.sixtofour]
+    if addr.teredo is not None:
+        return list(addr.teredo)
+    return []
+
+
+def judged_as(addr: Address) -> list[Address]:
+    """The addresses the policy judges for ``addr``: the IPv4 addresses it embeds, else
+    itself."""
+    return list(embedded_ipv4(addr)) or [addr]
+
+
+def _internal(addr: Address) -> bool:
+    if isinstance(addr, ipaddress.IPv6Address) and addr in _NAT64_LOCAL:
+        return True
+    return any(not a.is_global or a.is_multicast for a in judged_as(addr))
 
 
 @dataclass(frozen=True)
@@ -80,23 +118,33 @@ class UrlPolicy:
             raise InvalidInput(f"URL {url!r} names no host")
         if scheme == "s3" and "." not in host and ":" not in host:
             return  # s3://bucket/key: the bucket is not an address; the endpoint is configured
+        self.addresses(host, resolve, what=f"URL {url!r}")
+
+    def addresses(self, host: str, resolve: Resolver = resolve_host, what: str = "") -> list[str]:
+        """The addresses ``host`` resolves to, once, all checked: connect to these and only
+        these, so a second DNS answer cannot differ from the one judged."""
+        what = what or f"host {host}"
+        host = host.lower().strip("[]")
         if host in self.deny:
-            raise InvalidInput(f"URL {url!r}: host {host} is denied by this node's URL policy")
+            raise InvalidInput(f"{what}: host {host} is denied by this node's URL policy")
+        found = resolve(host)
         if host in self.allow:
+            return found
+        for raw in found:
+            self._check_address(ipaddress.ip_address(raw.split("%")[0]), what)
+        return found
+
+    def _check_address(self, addr: Address, what: str) -> None:
+        judged = [addr, *embedded_ipv4(addr)]
+        if any(a in net for a in judged for net in self._deny_nets):
+            raise InvalidInput(f"{what}: address {addr} is denied by this node's URL policy")
+        if any(a in net for a in judged for net in self._allow_nets):
             return
-        for raw in resolve(host):
-            addr = ipaddress.ip_address(raw.split("%")[0])
-            if any(addr in net for net in self._deny_nets):
-                raise InvalidInput(
-                    f"URL {url!r}: address {addr} is denied by this node's URL policy"
-                )
-            if any(addr in net for net in self._allow_nets):
-                continue
-            if _internal(addr):
-                raise InvalidInput(
-                    f"URL {url!r} points at internal address {addr}; an operator may allow it "
-                    "with the node's --url-allow option"
-                )
+        if _internal(addr):
+            raise InvalidInput(
+                f"{what} points at internal address {addr}; an operator may allow it "
+                "with the node's --url-allow option"
+            )
 
     def _check_file(self, url: str, path: PurePosixPath) -> None:
         if ".." in path.parts or not path.is_absolute():

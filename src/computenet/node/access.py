@@ -7,10 +7,28 @@ on its own pools and may change nothing; ``gateway`` speaks only the gateway pro
 
 Scopes are coarse, as in most APIs: ``read`` for GET, ``write`` for every other method,
 ``admin`` for operator endpoints. A token holds its role's scopes or fewer.
+
+A principal is a (tenant, subject) pair, never a name alone: what it owns (tasks, datasets,
+idempotency keys, reservations) is stored under its **owner key**, and what its organisation
+holds together (secrets, budget, invoices, fair share) under its **account key**:
+
+=====================  ===================  ===================
+who                    owner key            account key
+=====================  ===================  ===================
+bob of tenant acme     ``acme/bob``         ``acme``
+alice, no tenant       ``user:alice``       ``user:alice``
+the admin, no tenant   ``admin:admin``      ``admin:admin``
+tasks from node cn.31  ``federation:cn.31`` ``federation:cn.31``
+=====================  ===================  ===================
+
+Tenant names may hold neither ``/`` nor ``:``, so no two principals share a key: the same user
+name under two tenants is two owners, and a user with no tenant whose name equals a tenant's
+(``user:acme`` and ``acme``) gets nothing of that tenant.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +51,33 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 API_ROLES = ("admin", "operator", "user", "provider")  # roles that may call /api/v1 and TES
 OPERATOR_ROLES = ("admin", "operator")
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A tenant name: no "/" (which separates it from the subject in an owner key) and no ":"
+# (which marks the keys of principals without a tenant).
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
+_TENANT = re.compile(TENANT_PATTERN)
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` if it is a valid tenant name; refuse it otherwise."""
+    if not _TENANT.fullmatch(tenant):
+        raise InvalidInput(
+            f"tenant {tenant!r} is not a valid tenant name (letters, digits and _.@-, "
+            "no '/' or ':')"
+        )
+    return tenant
+
+
+def owner_key(kind: str, subject: str, tenant: str | None) -> str:
+    """The key a principal's tasks, datasets and reservations are stored under."""
+    if tenant is None:
+        return f"{kind}:{subject}"
+    return f"{check_tenant(tenant)}/{subject}"
+
+
+def account_key(kind: str, subject: str, tenant: str | None) -> str:
+    """The key a principal's secrets, budget, invoices and fair share are kept under: its
+    tenant, or (with none) the principal itself."""
+    return owner_key(kind, subject, None) if tenant is None else check_tenant(tenant)
 
 
 def scope_for_method(method: str) -> str:

@@ -154,6 +154,13 @@ class AuditMiddleware:
             self.audit.record(_event(scope, watch.status))
 
 
+def _actor(who: Principal) -> str:
+    """``role:subject``, with the tenant when there is one (``user:acme/bob``): a user name
+    alone would not say which of two tenants' users acted."""
+    name = who.subject if who.tenant is None else f"{who.tenant}/{who.subject}"
+    return f"{who.kind}:{name}"
+
+
 def _event(scope: Scope, status: int) -> AuditEvent:
     who = scope.get("state", {}).get("principal")
     headers = dict(scope.get("headers", []))
@@ -161,7 +168,7 @@ def _event(scope: Scope, status: int) -> AuditEvent:
     client = scope.get("client")
     return AuditEvent(
         at=datetime.now(UTC),
-        actor=f"{who.kind}:{who.subject}" if isinstance(who, Principal) else "anonymous",
+        actor=_actor(who) if isinstance(who, Principal) else "anonymous",
         token_id=who.token_id if isinstance(who, Principal) else None,
         method=scope["method"],
         path=str(scope.get("path", ""))[:1024],

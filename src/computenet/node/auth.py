@@ -7,6 +7,7 @@ Tokens are 256-bit random strings, so a plain SHA-256 is enough to store them sa
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from computenet.errors import Forbidden, NotFound, Unauthorized
 from computenet.model.ids import ulid
-from computenet.node.access import ROLE_SCOPES
+from computenet.node.access import ROLE_SCOPES, TENANT_PATTERN, account_key, owner_key
 from computenet.store.db import Database
 from computenet.store.tables import Token
 
@@ -45,6 +46,16 @@ class Principal:
     subject: str
     tenant: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def owner(self) -> str:
+        """The key of what this principal owns (``acme/bob``, ``user:alice``)."""
+        return owner_key(self.kind, self.subject, self.tenant)
+
+    @property
+    def account(self) -> str:
+        """The key of what its tenant holds together: secrets, budget, invoices."""
+        return account_key(self.kind, self.subject, self.tenant)
 
     def require(self, *kinds: str) -> None:
         """Refuse the call unless this principal is one of ``kinds``."""
@@ -129,6 +140,10 @@ class Authenticator:
             raise Unauthorized("token revoked")
         if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
             raise Unauthorized("token expired")
+        if row.tenant is not None and not re.fullmatch(TENANT_PATTERN, row.tenant):
+            # Minted before tenant names were restricted: its keys could name another
+            # principal, so it stands for no one.
+            raise Unauthorized("this token's tenant name is no longer valid; mint a new token")
         # Tokens from before scopes existed hold their role's scopes.
         scopes = frozenset(row.scopes) if row.scopes is not None else ROLE_SCOPES[row.kind]
         principal = Principal(row.id, row.kind, row.subject, row.tenant, scopes)

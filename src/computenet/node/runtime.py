@@ -15,6 +15,7 @@ from computenet.federation.enrol import prepare_identity
 from computenet.federation.service import Federation
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.model.urlpolicy import UrlPolicy
+from computenet.node.atrest import secure_data_dir
 from computenet.node.audit import AuditLog
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
@@ -49,7 +50,8 @@ class NodeRuntime:
     """Everything a node process holds while it runs."""
 
     def __init__(self, settings: NodeSettings) -> None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key_file = settings.secrets_key_file or settings.data_dir / "secrets.key"
+        secure_data_dir(settings.data_dir, (key_file,), sqlite=settings.db_url is None)
         identity = prepare_identity(settings)  # a child enrols here on its first start
         validate_node_code(settings.node_code)
         self.settings = settings
@@ -77,7 +79,6 @@ class NodeRuntime:
         self.sched = SchedService(self.db, self.placer)
         self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
         self.placer.remote_pools = self.federation.index.remote_pools
-        key_file = settings.secrets_key_file or settings.data_dir / "secrets.key"
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)

@@ -65,7 +65,7 @@ async def gateway(p: Annotated[Principal, Depends(principal)]) -> Principal:
 def owner_scope(p: Principal) -> Visibility | None:
     """Which tasks a caller may see: operators all, users their own, providers the work on
     their pools."""
-    return visibility(p.kind, p.subject)
+    return visibility(p.kind, p.subject if p.kind == "provider" else p.owner)
 
 
 Runtime = Annotated[NodeRuntime, Depends(runtime)]
@@ -75,5 +75,6 @@ Gateway = Annotated[Principal, Depends(gateway)]
 
 
 def payer(p: Principal) -> str:
-    """Who pays for what a caller submits: its tenant, or itself when it has none."""
-    return p.tenant or p.subject
+    """Who pays for what a caller submits (and holds its secrets): its tenant, or itself
+    when it has none; never a bare name (see ``node/access.py``)."""
+    return p.account

@@ -91,7 +91,7 @@ def submit(
 ) -> Submitted:
     """Submit a task; send ``Idempotency-Key`` to make retries safe."""
     rt.secrets.require(payer(p), spec.secrets.values())
-    tid, created = rt.tasks.submit(spec, p.subject, idempotency_key, payer(p))
+    tid, created = rt.tasks.submit(spec, p.owner, idempotency_key, payer(p))
     rt.monitor.task_submitted(tid, created)
     if not created:
         response.status_code = 200

@@ -97,7 +97,7 @@ def book(body: ReservationIn, rt: Runtime, p: User) -> ReservationOut:
     it does not fit) and charged when the window ends."""
     if p.kind == "provider":
         raise Forbidden("provider operators cannot reserve capacity; use a consumer token")
-    return _out(rt.reservations.book(body.request(), p.subject, payer(p)))
+    return _out(rt.reservations.book(body.request(), p.owner, payer(p)))
 
 
 @router.get("/reservations", response_model=list[ReservationOut])

@@ -117,7 +117,7 @@ def explain_task(task_id: str, rt: Runtime, p: User) -> ExplainOut:
 @router.post("/datasets", response_model=DatasetOut, status_code=201)
 def add_dataset(body: DatasetIn, rt: Runtime, p: User) -> DatasetOut:
     """Register a dataset (name, size, regions holding replicas) or update your own."""
-    return rt.sched.add_dataset(body, p.subject, p.kind == "admin")
+    return rt.sched.add_dataset(body, p.owner, p.kind == "admin")
 
 
 @router.get("/datasets", response_model=list[DatasetOut])

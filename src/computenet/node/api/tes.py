@@ -41,7 +41,7 @@ def create_task(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, str]:
     """CreateTask."""
-    tid, created = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key, payer(p))
+    tid, created = rt.tasks.submit(tes_to_spec(body), p.owner, idempotency_key, payer(p))
     rt.monitor.task_submitted(tid, created)
     return {"id": tid}
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from computenet.errors import Forbidden, InvalidInput, NotFound
-from computenet.node.access import check_scopes
+from computenet.node.access import TENANT_PATTERN, check_scopes
 from computenet.node.api.deps import Admin, Runtime, User
 from computenet.node.auth import mint_token
 from computenet.store import tables as t
@@ -29,7 +29,7 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
     subject: Annotated[str, Field(pattern=_NAME)]  # a user name, or a provider prefix
-    tenant: Annotated[str | None, Field(pattern=_NAME)] = None
+    tenant: Annotated[str | None, Field(pattern=TENANT_PATTERN)] = None  # no '/' or ':'
     scopes: Annotated[list[str] | None, Field(max_length=3)] = None
     ttl_s: Annotated[float | None, Field(gt=0, le=10 * 365 * 86400)] = None
     name: Annotated[str | None, Field(max_length=128)] = None
