@@ -9,19 +9,42 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
+from computenet import __version__
 from computenet.cli import billing, demo, federation, ops, reserve, sched, secrets, sim, tasks
 from computenet.cli.output import console, fail
+from computenet.cli.preflight import port_free
 from computenet.errors import ComputeNetError
 from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
 from computenet.model.urlpolicy import UrlPolicy
 
+
+
+class _Commands(TyperGroup):
+    """Lists each command with its whole first paragraph, wrapped: click would cut it to the
+    terminal's width with "...", hiding what the command does."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="computenet",
+    cls=_Commands,
     help="ComputeNet: find, dispatch and pay for compute across owners, chips and regions.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 tasks.register(app)
@@ -48,6 +71,22 @@ SandboxDir = Annotated[
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"computenet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = None,
+) -> None:
+    """ComputeNet: find, dispatch and pay for compute across owners, chips and regions."""
 
 
 def _money(value: str, what: str) -> Decimal:
@@ -90,6 +129,10 @@ def up(
     """Start a node with an embedded SQLite store and a local gateway, in one process."""
     from computenet.cli import serve
     from computenet.node.settings import NodeSettings
+
+    port_free(host, port)
+    if gateway_metrics_port is not None:
+        port_free("127.0.0.1", gateway_metrics_port, "--gateway-metrics-port")
 
     serve.setup_logging(verbose)
     base = data_dir or serve.default_data_dir()
@@ -178,6 +221,7 @@ def node(
 
     if level not in ("national", "regional", "industry"):
         fail(f"--level must be national, regional or industry, got {level!r}", 2)
+    port_free(host, port)
     serve.setup_logging(verbose)
     settings = NodeSettings(
         data_dir=data_dir or serve.default_data_dir(),
@@ -250,13 +294,16 @@ def gateway(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service). Data URLs
-    are checked again here, before each fetch or upload: internal addresses and local files
+    """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service).
+
+    Data URLs are checked again here, before each fetch or upload: internal addresses and local files
     are refused unless --url-allow opens them."""
     from computenet.cli import serve
     from computenet.gateway.agent import GatewayAgent
     from computenet.gateway.backends.base import Backend
 
+    if metrics_port is not None:
+        port_free("127.0.0.1", metrics_port, "--metrics-port")
     serve.setup_logging(verbose)
     chosen: Backend
     if pools_file is not None:
