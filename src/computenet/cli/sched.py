@@ -14,6 +14,23 @@ from computenet.model.task import Policy
 from computenet.sdk.client import Client
 
 
+# What each scheduler rule checks, as a user would say it.
+RULE_NAMES = {
+    "pinned": "pinned pool",
+    "architecture": "CPU architecture",
+    "accelerator": "accelerator vendor/model",
+    "accelerator_memory": "accelerator memory",
+    "gang": "cards in one pool",
+    "cpu": "CPU cores per machine",
+    "memory": "memory per machine",
+    "software": "driver/CUDA/CANN version",
+    "container_runtime": "container runtime",
+    "region": "region",
+    "price": "price cap",
+    "labels": "pool labels",
+}
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -109,14 +126,22 @@ def register(app: typer.Typer) -> None:
             print_json(ex)
             return
         where = ex["pool"] or "not placed"
-        console.print(f"{ex['task_id']}  {ex['state']}  {where}  (policy {ex['policy']})")
+        console.print(
+            f"{ex['task_id']}  {ex['state']}  {where}  (policy {ex['policy']})", highlight=False
+        )
         if ex["placement"]:
             console.print(f"  {ex['placement']}", highlight=False)
         if ex["reason"]:
             console.print(f"  why: {ex['reason']}", highlight=False)
-        console.print(f"  {ex['eligible']} of {ex['pools_total']} pools pass every constraint")
+        total = ex["pools_total"]
+        console.print(
+            f"  {ex['eligible']} of {total} pool{'' if total == 1 else 's'} pass every constraint",
+            highlight=False,
+        )
         for rule, n in sorted(ex["excluded"].items(), key=lambda kv: -kv[1]):
-            console.print(f"  constraint {rule}: excluded {n} pools", highlight=False)
+            pools = "1 pool" if n == 1 else f"{n} pools"
+            what = RULE_NAMES.get(rule, rule.replace("_", " "))
+            console.print(f"  {what}: excluded {pools}", highlight=False)
         if ex["candidates"]:
             console.print(_offer_table(ex["candidates"], "candidates (* = chosen)"))
 
