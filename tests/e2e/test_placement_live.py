@@ -54,7 +54,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         }
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            pools = json.loads(cli("pools", "--json", env=env).stdout or "[]")
+            pools = json.loads(cli("pools", "--json", env=env).stdout or '{"pools": []}')["pools"]
             if {p["cpi"] for p in pools} >= {FAST, CHEAP}:
                 break
             time.sleep(0.2)

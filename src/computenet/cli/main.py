@@ -9,7 +9,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,12 +21,11 @@ from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sand
 from computenet.model.urlpolicy import UrlPolicy
 
 
-
 class _Commands(TyperGroup):
     """Lists each command with its whole first paragraph, wrapped: click would cut it to the
     terminal's width with "...", hiding what the command does."""
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: Any, formatter: Any) -> None:  # click's, or typer's copy
         rows = []
         for name in self.list_commands(ctx):
             cmd = self.get_command(ctx, name)
@@ -296,8 +294,8 @@ def gateway(
 ) -> None:
     """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service).
 
-    Data URLs are checked again here, before each fetch or upload: internal addresses and local files
-    are refused unless --url-allow opens them."""
+    Data URLs are checked again here, before each fetch or upload: internal addresses and
+    local files are refused unless --url-allow opens them."""
     from computenet.cli import serve
     from computenet.gateway.agent import GatewayAgent
     from computenet.gateway.backends.base import Backend

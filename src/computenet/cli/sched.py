@@ -10,9 +10,9 @@ from rich.table import Table
 
 from computenet.cli.output import console, print_json
 from computenet.cli.tasks import Json, Token, Url
+from computenet.model.catalog import load_catalog
 from computenet.model.task import Policy
 from computenet.sdk.client import Client
-
 
 # What each scheduler rule checks, as a user would say it.
 RULE_NAMES = {
@@ -116,6 +116,39 @@ def register(app: typer.Typer) -> None:
             console.print("no pool matches; `computenet pools` lists what exists")
         else:
             console.print(_offer_table(rows, f"offers under policy {policy.value}"))
+
+    @app.command()
+    def catalog(
+        vendor: Annotated[str | None, typer.Option(help="only this vendor's models")] = None,
+        json_out: Json = False,
+    ) -> None:
+        """The accelerator models tasks may ask for (--gpu-model), from the shipped catalog."""
+        rows = [m for m in load_catalog() if vendor is None or m.vendor == vendor.lower()]
+        if json_out:
+            print_json(
+                [
+                    {
+                        "model": m.model,
+                        "vendor": m.vendor,
+                        "name": m.name,
+                        "aliases": list(m.aliases),
+                        "memory_gib": m.memory_gib,
+                        "fp16_dense_tflops": m.fp16_dense_tflops,
+                    }
+                    for m in rows
+                ]
+            )
+            return
+        table = Table("model", "vendor", "name", "memory GiB", "FP16 TFLOPS")
+        for m in rows:
+            table.add_row(
+                m.model,
+                m.vendor,
+                m.name,
+                "-" if m.memory_gib is None else str(m.memory_gib),
+                "-" if m.fp16_dense_tflops is None else str(m.fp16_dense_tflops),
+            )
+        console.print(table)
 
     @app.command()
     def explain(task_id: str, json_out: Json = False, url: Url = None, token: Token = None) -> None:

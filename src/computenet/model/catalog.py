@@ -116,8 +116,7 @@ class Catalog:
         a known name or alias, or a family that ids contain ('A100', 'nvidia-a100')."""
         key = normalize_name(want)
         return bool(key) and (
-            self.resolve(want) is not None
-            or any(key in normalize_name(m) for m in self._by_model)
+            self.resolve(want) is not None or any(key in normalize_name(m) for m in self._by_model)
         )
 
     def unknown_model(self, want: str) -> str | None:
