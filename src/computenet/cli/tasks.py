@@ -14,7 +14,13 @@ from rich.status import Status
 from rich.table import Table
 
 from computenet.cli.output import console, err_console, fail, print_json, styled_state
-from computenet.cli.taskview import FAILED, failure_lines, local_file_hint, local_inputs
+from computenet.cli.taskview import (
+    FAILED,
+    failure_lines,
+    local_file_hint,
+    local_inputs,
+    unknown_field,
+)
 from computenet.errors import InvalidInput, Unavailable
 from computenet.model.task import Policy, TaskSpec
 from computenet.node.views import TaskOut
@@ -43,10 +49,13 @@ def _spec(data: dict[str, Any]) -> TaskSpec:
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelled key also leaves the real one missing: name the misspelling.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         where = ".".join(str(p) for p in first["loc"]) or "task"
-        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise InvalidInput(f"{where}: {msg}") from None
+        if first["type"] == "extra_forbidden":
+            raise InvalidInput(unknown_field(first["loc"])) from None
+        raise InvalidInput(f"{where}: {first['msg']}") from None
 
 
 TimeoutS = Annotated[

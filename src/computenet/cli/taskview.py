@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from computenet.errors import InvalidInput
+from computenet.model.task import TaskSpec
 from computenet.node.views import TaskOut
 
 STDERR_TAIL_LINES = 10
@@ -77,3 +84,35 @@ def local_file_hint(command: list[str], inputs: list[dict[str, Any]]) -> str | N
                 f"send it with --input {arg}"
             )
     return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a field's type (``X``, ``X | None``, ``list[X]``...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, dict):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def unknown_field(loc: Sequence[int | str]) -> str:
+    """'executors.0.colour: unknown field (did you mean ...?)' for a misspelled task key:
+    the key is named, and the closest real key of the same place suggested."""
+    model: type[BaseModel] | None = TaskSpec
+    for part in loc[:-1]:
+        if model is None:
+            break
+        if isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = _model_in(field.annotation) if field is not None else None
+    where = ".".join(str(p) for p in loc)
+    key = str(loc[-1]) if loc else ""
+    known = sorted(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"{where}: unknown field {key!r} (did you mean {close[0]!r}?)"
+    hint = f"; known here: {', '.join(known)}" if known else ""
+    return f"{where}: unknown field {key!r}{hint}"
