@@ -314,12 +314,26 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
     @app.command()
-    def resolve(cpi: str, json_out: Json = False, url: Url = None, token: Token = None) -> None:
-        """Resolve a CPI (node/provider/pool) to its resource record."""
+    def resolve(
+        cpi: Annotated[str, typer.Argument(help="node/provider/pool, or a node code")],
+        json_out: Json = False,
+        url: Url = None,
+        token: Token = None,
+    ) -> None:
+        """Resolve a CPI (node/provider/pool) to its resource record, or a node code (cn.31)
+        to that node's URL and pools."""
         with Client(url, token) as client:
             record = client.resolve(cpi)
         if json_out:
             print_json(record)
+            return
+        if record["record"].get("kind") == "node":
+            node = record["record"]
+            console.print(
+                f"node {node['code']} at {node['url']}: {node['pools']} pools "
+                f"({node['healthy_pools']} healthy)",
+                highlight=False,
+            )
             return
         spec = record["record"]["spec"]
         console.print(f"{record['cpi']}  served by node {record['served_by']}", highlight=False)
