@@ -211,7 +211,7 @@ def test_the_console_shows_the_whole_federation(fed: dict[str, Member]) -> None:
     # A bare node code resolves to that node.
     out = cli("resolve", "cn.52", "--url", sh.url, "--token", sh.token)
     assert out.returncode == 0, out.stderr
-    assert f"node cn.52 at {fed['guizhou'].url}: 1 pools (1 healthy)" in out.stdout
+    assert f"node cn.52 at {fed['guizhou'].url}: 1 pool (1 healthy)" in out.stdout
 
 
 # ---- trust: each refusal is a JSON error with a reason, and logged ------------------------

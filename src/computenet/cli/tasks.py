@@ -330,7 +330,8 @@ def register(app: typer.Typer) -> None:
         if record["record"].get("kind") == "node":
             node = record["record"]
             console.print(
-                f"node {node['code']} at {node['url']}: {node['pools']} pools "
+                f"node {node['code']} at {node['url']}: "
+                f"{node['pools']} pool{'' if node['pools'] == 1 else 's'} "
                 f"({node['healthy_pools']} healthy)",
                 highlight=False,
             )
