@@ -9,9 +9,16 @@ from fastapi import APIRouter, Header, Query, Request
 import computenet
 from computenet.model.task import INPUT_SCHEMES, TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope, payer
-from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
-from computenet.node.tes_map import BACKEND_PARAMETERS, TesTask, task_to_tes, tes_to_spec
+from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter, add_event, utcnow
+from computenet.node.tes_map import (
+    BACKEND_PARAMETERS,
+    TesTask,
+    task_to_tes,
+    tes_to_spec,
+    unsupported_warning,
+)
 from computenet.node.views import View
+from computenet.store import tables as t
 
 router = APIRouter(prefix="/ga4gh/tes/v1", tags=["tes"])
 
@@ -40,8 +47,14 @@ def create_task(
     p: User,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, str]:
-    """CreateTask."""
+    """CreateTask; unsupported backend_parameters leave a warning in the system logs."""
     tid, created = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key, payer(p))
+    warning = unsupported_warning(body)
+    if created and warning is not None:
+        with rt.db.write() as s:
+            row = s.get(t.Task, tid)
+            if row is not None:
+                add_event(s, row, TaskState(row.state), warning, utcnow())
     rt.monitor.task_submitted(tid, created)
     return {"id": tid}
 
