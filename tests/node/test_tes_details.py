@@ -105,3 +105,19 @@ def test_basic_authentication_takes_the_token_as_password(world: World) -> None:
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
     r = world.client.get(TES, headers={"Authorization": "Basic !!!"})
     assert r.status_code == 401 and "Basic with the token" in r.json()["message"]
+
+
+def test_an_unknown_accelerator_model_is_refused_with_the_known_ones(world: World) -> None:
+    res = {"backend_parameters": {"accelerator_model": "nvidia-zz9000"}}
+    r = world.client.post(TES, json={"executors": EXEC, "resources": res}, headers=world.admin)
+    assert r.status_code == 400
+    message = r.json()["message"]
+    assert "unknown accelerator model 'nvidia-zz9000'" in message
+    assert "nvidia-h100-sxm" in message and "computenet catalog" in message
+    # A family the catalog knows is fine, as is a model only a pool here declares.
+    res = {"backend_parameters": {"accelerator_model": "A100"}}
+    _create(world, {"executors": EXEC, "resources": res})
+    card = {"vendor": "acme", "model": "acme-npu-1", "memory_mib": 1024, "count": 1}
+    world.gateway("acme", accelerator=card)
+    res = {"backend_parameters": {"accelerator_model": "acme-npu-1"}}
+    _create(world, {"executors": EXEC, "resources": res})

@@ -371,3 +371,13 @@ def test_pinned_pool_waits_when_full() -> None:
     decisions = schedule([task("a", seq=1, pool="cn/a/p"), task("b", seq=2, pool="cn/a/p")], pools)
     assert [d.pool for d in decisions] == ["cn/a/p", None]
     assert "waiting for capacity on 1 eligible pools" in decisions[1].reason
+
+
+def test_unknown_model_is_named_and_one_card_is_no_gang() -> None:
+    pools = [pool("cn/a/a100", acc=A100), pool("cn/a/cpu")]
+    [d] = schedule([task("t", acc={"model": "nvidia-zz9000", "count": 1})], pools)
+    assert d.pool is None
+    assert d.reason.startswith("unknown accelerator model 'nvidia-zz9000'"), d.reason
+    # A model some pool declares is not unknown, even when the catalog lacks it.
+    [d] = schedule([task("t", acc={"model": "nvidia-a100-80g", "count": 16})], pools)
+    assert "unknown" not in d.reason and "16 nvidia-a100-80g cards in one pool" in d.reason

@@ -84,7 +84,7 @@ def node_info(rt: Runtime, _p: User) -> NodeInfo:
     )
 
 
-def _known_models(spec: TaskSpec, rt: NodeRuntime) -> None:
+def known_models(spec: TaskSpec, rt: NodeRuntime) -> None:
     """Refuse an accelerator model that neither the catalog nor any pool here names: such a
     task could only wait forever, and the name is most likely misspelled."""
     wanted = [spec.resources.accelerator, *(v.accelerator for v in spec.variants)]
@@ -107,7 +107,7 @@ def submit(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Submitted:
     """Submit a task; send ``Idempotency-Key`` to make retries safe."""
-    _known_models(spec, rt)
+    known_models(spec, rt)
     rt.secrets.require(payer(p), spec.secrets.values())
     tid, created = rt.tasks.submit(spec, p.subject, idempotency_key, payer(p))
     rt.monitor.task_submitted(tid, created)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 import computenet
 from computenet.model.task import INPUT_SCHEMES, TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope, payer
+from computenet.node.api.native import known_models
 from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter, add_event, utcnow
 from computenet.node.tes_map import (
     BACKEND_PARAMETERS,
@@ -48,7 +49,9 @@ def create_task(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, str]:
     """CreateTask; unsupported backend_parameters leave a warning in the system logs."""
-    tid, created = rt.tasks.submit(tes_to_spec(body), p.subject, idempotency_key, payer(p))
+    spec = tes_to_spec(body)
+    known_models(spec, rt)
+    tid, created = rt.tasks.submit(spec, p.subject, idempotency_key, payer(p))
     warning = unsupported_warning(body)
     if created and warning is not None:
         with rt.db.write() as s:
