@@ -254,3 +254,31 @@ def test_sim_keeps_earlier_results(tmp_path: Path) -> None:
     assert cli(*args).returncode == 0
     one_line_error(cli(*args), "is not empty")
     assert cli(*args, "--force").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["status"], "Missing argument 'task_id'. (see `computenet status --help`)"),
+        (["statu"], "Did you mean 'status'?"),
+        (["submit", "--cpus", "x", "--", "true"], "Invalid value for '--cpus'"),
+        (["token", "create"], "Missing argument"),
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
+    res = cli(*args)
+    one_line_error(res, needle)
+    assert res.returncode == 2
+
+
+def test_bare_command_prints_help_and_a_closed_pipe_is_quiet() -> None:
+    bare = cli()
+    assert bare.returncode == 0 and bare.stdout.startswith("Usage: ")
+    piped = subprocess.run(
+        ["bash", "-c", f"{' '.join(CLI)} catalog | head -1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 0 and "Traceback" not in piped.stderr, piped.stderr

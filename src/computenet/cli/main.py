@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -407,13 +409,44 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 def run() -> None:
     """Console-script entry point: every expected failure is one line and a non-zero exit."""
     try:
-        app()
+        _main_once()
+    except BrokenPipeError:
+        # The reader went away (`computenet list | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
+
+
+def _main_once() -> None:
+    try:
+        code = app(standalone_mode=False, prog_name="computenet")
     except ComputeNetError as exc:
         fail(exc.message)
     except OSError as exc:
         fail(str(exc))
-    except Exception as exc:  # a bug: still one line for the user, never a traceback
+    except typer.Abort:
+        fail("aborted", 130)
+    except Exception as exc:
+        usage = _usage_error(exc)
+        if usage is not None:
+            fail(*usage)
+        # a bug: still one line for the user, never a traceback
         fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
+    if isinstance(code, int) and code:  # typer.Exit(n) is returned, not raised, here
+        raise SystemExit(code)
+
+
+def _usage_error(exc: Exception) -> tuple[str, int] | None:
+    """A command-line mistake (click's usage errors, or typer's copy of them) as one line
+    pointing at the command's help, and its exit code; None for anything else."""
+    code = getattr(exc, "exit_code", None)
+    if not hasattr(exc, "format_message") or not isinstance(code, int):
+        return None
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `computenet` alone: the help it asked for
+        print(exc.format_message())
+        raise SystemExit(0)
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "computenet"
+    return f"{exc.format_message()} (see `{where} --help`)", code
 
 
 if __name__ == "__main__":
