@@ -86,6 +86,8 @@ def _watch(client: Client, task_id: str, timeout_s: float | None = None) -> Task
         try:
             task = client.wait(task_id, poll_s=0.3, timeout_s=timeout_s, on_change=changed)
         except Unavailable:
+            if timeout_s is None or time.monotonic() - started < timeout_s:
+                raise  # the node went away, not the time: say that
             seen = last[0] if last else client.get(task_id, view="BASIC")
             why = f": {seen.reason}" if seen.reason else ""
             fail(

@@ -10,7 +10,7 @@ import computenet
 from computenet.model.task import INPUT_SCHEMES, TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope, payer
 from computenet.node.api.native import known_models
-from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter, add_event, utcnow
+from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter, utcnow
 from computenet.node.tes_map import (
     BACKEND_PARAMETERS,
     TesTask,
@@ -54,10 +54,14 @@ def create_task(
     tid, created = rt.tasks.submit(spec, p.subject, idempotency_key, payer(p))
     warning = unsupported_warning(body)
     if created and warning is not None:
+        # A timeline note only: the task's state is the state machine's, not touched here.
         with rt.db.write() as s:
             row = s.get(t.Task, tid)
             if row is not None:
-                add_event(s, row, TaskState(row.state), warning, utcnow())
+                note = t.TaskEvent(
+                    task_id=tid, at=utcnow(), attempt=row.attempt, state=row.state, message=warning
+                )
+                s.add(note)
     rt.monitor.task_submitted(tid, created)
     return {"id": tid}
 
