@@ -92,7 +92,8 @@ def _watch(client: Client, task_id: str, timeout_s: float | None = None) -> Task
             why = f": {seen.reason}" if seen.reason else ""
             fail(
                 f"task {task_id} still {seen.state.value} after {timeout_s:g} s{why} "
-                f"(it stays queued; `computenet explain {task_id}` or `computenet cancel`)"
+                f"(it goes on: `computenet explain {task_id}` says more, `computenet cancel` "
+                "stops it)"
             )
     return client.get(task_id) if task.state.value in FAILED else task
 
