@@ -7,6 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 UP_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: up test lint fmt bench bench-backends bench-load bench-ledger bench-federation bench-console demo \
 	screenshots fuzz clean
@@ -54,9 +55,10 @@ bench-federation: $(VENV)/.installed-dev
 	$(BIN)/python bench/federation.py
 
 # A national, two regional (Shanghai, Guizhou) and an industry node on loopback, each with a
-# local gateway; data in ./federation-demo. Ctrl-C stops them.
+# local gateway, on free ports (kept for the next run); data in ./federation-demo. Ctrl-C
+# stops them. Choose ports with: make demo DEMO_ARGS="--base-port 9760"
 demo: $(VENV)/.installed
-	$(BIN)/computenet demo
+	$(BIN)/computenet demo $(DEMO_ARGS)
 
 bench-console: $(VENV)/.installed-dev
 	$(BIN)/python bench/console.py

@@ -54,7 +54,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         }
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            pools = json.loads(cli("pools", "--json", env=env).stdout or "[]")
+            pools = json.loads(cli("pools", "--json", env=env).stdout or '{"pools": []}')["pools"]
             if {p["cpi"] for p in pools} >= {FAST, CHEAP}:
                 break
             time.sleep(0.2)
@@ -112,8 +112,8 @@ def test_pending_task_explains_each_constraint(node: dict[str, str]) -> None:
     assert ex["pool"] is None and ex["eligible"] == 0
     assert ex["excluded"] == {"accelerator": 1, "price": 1}
     text = cli("explain", tid, env=node).stdout
-    assert "constraint accelerator: excluded 1 pools" in text
-    assert "constraint price: excluded 1 pools" in text
+    assert "accelerator vendor/model: excluded 1 pool\n" in text
+    assert "price cap: excluded 1 pool\n" in text
     cli("cancel", tid, env=node)
 
 

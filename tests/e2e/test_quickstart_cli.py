@@ -67,7 +67,7 @@ def test_submit_wait_shows_progress_and_fails_on_error(up: tuple[Proc, dict[str,
 
 
 def test_read_commands_have_json(up: tuple[Proc, dict[str, str]]) -> None:
-    pools = json.loads(cli("pools", "--json").stdout)
+    pools = json.loads(cli("pools", "--json").stdout)["pools"]
     assert pools[0]["cpi"] == "cn/local/host"
     assert pools[0]["spec"]["cpu_cores"] == 4
     assert json.loads(cli("list", "--json").stdout)["tasks"]

@@ -94,7 +94,10 @@ def test_pools_show_what_slurm_and_ray_report(tmp_path: Path) -> None:
         assert ray["backend"] == "ray" and ray["cpu_cores"] >= 1
         # The CLI shows the same.
         listed = cli("pools", "--json", "--url", url, "--token", token)
-        assert {p["cpi"] for p in json.loads(listed.stdout)} >= {"cn/hpc/debug", "cn/ray/ray"}
+        assert {p["cpi"] for p in json.loads(listed.stdout)["pools"]} >= {
+            "cn/hpc/debug",
+            "cn/ray/ray",
+        }
     finally:
         for gw in gateways:
             gw.stop()

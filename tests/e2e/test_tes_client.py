@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 import tes
 
 from nodeproc import Proc, admin_token, free_port, pids_matching, start_node
@@ -15,14 +16,34 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tes_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tes.HTTPClient]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     base = tmp_path_factory.mktemp("tes")
     port = free_port()
     proc: Proc = start_node(base / "data", port, "--cpus", "4", up=True)
     try:
-        yield tes.HTTPClient(f"http://127.0.0.1:{port}", token=admin_token(proc), timeout=10)
+        yield f"http://127.0.0.1:{port}", admin_token(proc)
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def tes_client(node: tuple[str, str]) -> tes.HTTPClient:
+    url, token = node
+    return tes.HTTPClient(url, token=token, timeout=10)
+
+
+def test_basic_authentication_with_the_token_as_password(node: tuple[str, str]) -> None:
+    """Workflow engines configured with a user and a password (Snakemake, Nextflow) send
+    HTTP Basic: the token is the password, the user name is free."""
+    url, token = node
+    basic = tes.HTTPClient(url, user="snakemake", password=token, timeout=10)
+    task_id = basic.create_task(_task("basic", "echo", "via basic"))
+    assert basic.wait(task_id, timeout=60).state in ("COMPLETE", "EXECUTOR_ERROR")
+    assert basic.get_task(task_id, view="FULL").name == "basic"
+    assert task_id in {t.id for t in basic.list_tasks(view="MINIMAL").tasks}
+    wrong = tes.HTTPClient(url, user="snakemake", password="cna_wrong", timeout=10)
+    with pytest.raises(requests.HTTPError, match="401"):
+        wrong.list_tasks()
 
 
 def _task(name: str, *command: str) -> tes.Task:

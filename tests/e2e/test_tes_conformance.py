@@ -159,6 +159,8 @@ def test_every_task_field_round_trips_and_runs(node: Node) -> None:
     sha = hashlib.sha256(stdout.encode()).hexdigest()
     assert log["metadata"]["sha256:/w/all.txt"] == sha
     assert any("local backend" in line for line in log["system_logs"])
+    # ... but said, as TES asks: a warning in the system logs.
+    assert any("unsupported backend_parameters ignored: VmSize" in s for s in log["system_logs"])
     # The same task through py-tes: every view parses into its models.
     for view in ("MINIMAL", "BASIC", "FULL"):
         got = node.client.get_task(tid, view=view)

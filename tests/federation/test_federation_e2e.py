@@ -198,6 +198,20 @@ def test_the_console_shows_the_whole_federation(fed: dict[str, Member]) -> None:
     # The map places every node's pools, Guizhou's too, seen from Shanghai.
     points = {p["code"]: p for p in sh.get("/api/v1/console/map")}
     assert points["52"]["pools"] == 1 and points["44"]["pools"] == 1
+    # The pools page and the counters cover the same federation as the map.
+    listed = nat.get("/api/v1/console/pools")["pools"]
+    assert {p["cpi"].split("/")[0] for p in listed} == {"cn", "cn.31", "cn.52", "cn.ai"}
+    assert all(p["cpu_cores"] >= 1 and p["provider"].count("/") == 1 for p in listed)
+    page = nat.get("/api/v1/console/pools?page_size=2")
+    assert len(page["pools"]) == 2 and page["next_page_token"] == page["pools"][1]["cpi"]
+    assert nat.get("/api/v1/console/pools?q=cn.52")["pools"][0]["cpi"] == GZ_POOL
+    counters = nat.get("/api/v1/console/overview")
+    assert counters["pools_by_health"]["healthy"] == 4
+    assert counters["cpu_cores"] == sum(p["cpu_cores"] for p in listed)
+    # A bare node code resolves to that node.
+    out = cli("resolve", "cn.52", "--url", sh.url, "--token", sh.token)
+    assert out.returncode == 0, out.stderr
+    assert f"node cn.52 at {fed['guizhou'].url}: 1 pool (1 healthy)" in out.stdout
 
 
 # ---- trust: each refusal is a JSON error with a reason, and logged ------------------------

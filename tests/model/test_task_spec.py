@@ -154,12 +154,18 @@ def test_too_many_executors_are_refused() -> None:
     errors_of({"executors": [ECHO] * 65})
 
 
-def test_input_needs_exactly_one_source() -> None:
+def test_input_needs_a_source_and_content_wins_over_url() -> None:
     assert Input(path="/a", url="s3://x").url == "s3://x"
     assert Input(path="/a", content="").content == ""
-    for kwargs in ({}, {"url": "s3://x", "content": "y"}):
-        with pytest.raises(ValidationError, match="exactly one of 'url' or 'content'"):
-            Input(path="/a", **kwargs)
+    # TES 1.1: "If content is not empty, url must be ignored".
+    both = Input(path="/a", url="s3://x", content="y")
+    assert (both.url, both.content) == (None, "y")
+    empty = Input(path="/a", url="s3://x", content="")
+    assert (empty.url, empty.content) == ("s3://x", None)
+    # A bare absolute path is a file URL (TES allows it); the URL policy then judges it.
+    assert Input(path="/a", url="/data/in.txt").url == "file:///data/in.txt"
+    with pytest.raises(ValidationError, match="exactly one of 'url' or 'content'"):
+        Input(path="/a")
     with pytest.raises(ValidationError):
         Input(path="", url="s3://x")
 

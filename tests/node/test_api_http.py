@@ -220,7 +220,7 @@ def test_invalid_native_bodies_are_400(shared: Api, body: bytes) -> None:
     [
         {},
         {"executors": [{"command": ["a"]}]},  # TES requires an image
-        {"executors": [ECHO], "inputs": [{"path": "/a", "url": "s3://x", "content": "y"}]},
+        {"executors": [ECHO], "inputs": [{"path": "/a"}]},  # neither url nor content
         {"executors": [ECHO], "outputs": [{"path": "/a"}]},
     ],
 )
@@ -336,7 +336,9 @@ PROTECTED: list[tuple[str, str, Any]] = [
     [
         ({}, "missing bearer token"),
         ({"Authorization": "Bearer cnu_wrong"}, "invalid token"),
-        ({"Authorization": "Basic dXNlcjpwdw=="}, "Bearer <token>"),
+        ({"Authorization": "Basic dXNlcjpwdw=="}, "invalid token"),  # user:pw, pw a token
+        ({"Authorization": "Basic dXNlcg=="}, "Bearer <token>"),  # no password
+        ({"Authorization": "Digest x"}, "Bearer <token>"),
         ({"Authorization": "Bearer"}, "Bearer <token>"),
     ],
 )

@@ -117,7 +117,7 @@ def test_explain_counts_for_the_best_variant_and_says_why_not() -> None:
     variants = [{"accelerator": {"vendor": "cambricon"}}, {"accelerator": {"model": "H200"}}]
     ex = explain("t", gpu_task(variants=variants).spec, POOLS)
     assert ex.eligible == 0 and ex.excluded == {"accelerator": 3}
-    assert "no pool has 1 x" in ex.reason
+    assert "no pool has 1 " in ex.reason
 
 
 DATA = Context(datasets={"genome": Dataset("genome", 2000 * 10**9, ("51",))})
@@ -151,3 +151,10 @@ def test_unknown_dataset_adds_no_transfer() -> None:
 def test_software_versions_must_be_dotted_numbers(version: str) -> None:
     with pytest.raises(ValueError, match="dotted numbers"):
         gpu_task(resources={"software": {"cuda": version}})
+
+
+def test_one_card_is_not_a_gang_constraint() -> None:
+    one = explain("t", gpu_task(variants=[{"accelerator": {"model": "H200"}}]).spec, POOLS)
+    assert "gang" not in one.excluded
+    eight = explain("t", gpu_task(variants=[{"accelerator": {"count": 64}}]).spec, POOLS)
+    assert eight.excluded.get("gang") == len(POOLS)

@@ -73,7 +73,7 @@ def test_gang_needs_all_cards_in_one_pool() -> None:
     [d] = schedule([gpu_task("gang", 8)], [*split, gpu_pool("cn/p/c")])
     assert d.pool == "cn/p/c"
     [d] = schedule([gpu_task("gang", 16)], split)  # more cards than any pool has
-    assert d.pool is None and "no pool has 16 x accelerator" in d.reason
+    assert d.pool is None and "no pool has 16 accelerator cards in one pool" in d.reason
 
 
 def test_gang_spans_machines_of_one_pool() -> None:

@@ -163,7 +163,7 @@ def test_accelerator_count_explained() -> None:
         [task("t", acc={"vendor": "nvidia", "model": "nvidia-a100-80g", "count": 8})], pools
     )
     assert d.pool is None
-    assert "no pool has 8 x" in d.reason
+    assert "no pool has 8 nvidia-a100-80g cards in one pool" in d.reason
     assert "nvidia-a100-80g" in d.reason
 
 
@@ -172,18 +172,18 @@ def test_accelerator_explanation_is_not_repeated() -> None:
     need = {"vendor": "nvidia", "model": "nvidia-a100-80g", "count": 8}
     [d] = schedule([task("t", acc=need)], pools)
     # One sentence for both kinds of misfit (no cards at all, too few cards), counting both.
-    assert d.reason.count("no pool has 8 x") == 1
+    assert d.reason.count("no pool has 8 ") == 1
     assert "2 pools" in d.reason
 
 
 def test_accelerator_vendor_and_model_explained() -> None:
     pools = [pool("cn/a/ascend", acc=ASCEND)]
     [d] = schedule([task("t", acc={"vendor": "nvidia", "count": 1})], pools)
-    assert "no pool has 1 x" in d.reason and "nvidia" in d.reason
+    assert "no pool has 1 nvidia accelerator card" in d.reason
     [d] = schedule([task("t", acc={"model": "nvidia-h100-sxm", "count": 2})], pools)
-    assert "no pool has 2 x nvidia-h100-sxm" in d.reason
+    assert "no pool has 2 nvidia-h100-sxm cards in one pool" in d.reason
     [d] = schedule([task("t", acc={"count": 1})], [pool("cn/a/cpu")])
-    assert "no pool has 1 x accelerator" in d.reason
+    assert "no pool has 1 accelerator card" in d.reason
 
 
 def test_accelerator_memory_explained() -> None:
@@ -371,3 +371,13 @@ def test_pinned_pool_waits_when_full() -> None:
     decisions = schedule([task("a", seq=1, pool="cn/a/p"), task("b", seq=2, pool="cn/a/p")], pools)
     assert [d.pool for d in decisions] == ["cn/a/p", None]
     assert "waiting for capacity on 1 eligible pools" in decisions[1].reason
+
+
+def test_unknown_model_is_named_and_one_card_is_no_gang() -> None:
+    pools = [pool("cn/a/a100", acc=A100), pool("cn/a/cpu")]
+    [d] = schedule([task("t", acc={"model": "nvidia-zz9000", "count": 1})], pools)
+    assert d.pool is None
+    assert d.reason.startswith("unknown accelerator model 'nvidia-zz9000'"), d.reason
+    # A model some pool declares is not unknown, even when the catalog lacks it.
+    [d] = schedule([task("t", acc={"model": "nvidia-a100-80g", "count": 16})], pools)
+    assert "unknown" not in d.reason and "16 nvidia-a100-80g cards in one pool" in d.reason

@@ -120,8 +120,9 @@ def register(app: typer.Typer) -> None:
         url: Url = None,
         token: Token = None,
     ) -> None:
-        """Reconcile what this node and another owe each other for forwarded work (operators):
-        both sides' statements, their net, and every difference."""
+        """Reconcile what this node and another owe each other for forwarded work (operators).
+
+        Shows both sides' statements, their net, and every difference."""
         with Client(url, token) as client:
             out = client.settlement(peer, period or _this_month())
         if json_out:

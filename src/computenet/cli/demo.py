@@ -23,6 +23,7 @@ import httpx
 import typer
 
 from computenet.cli.output import fail
+from computenet.cli.preflight import free_port, port_free
 
 _TOKEN = re.compile(r"admin token \(shown once, stored hashed\): (\S+)")
 
@@ -82,26 +83,42 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[Path, typer.Option(help="where the four nodes keep their data")] = Path(
             "federation-demo"
         ),
-        base_port: Annotated[int, typer.Option(min=1024, max=65530)] = 8760,
+        base_port: Annotated[
+            int | None,
+            typer.Option(
+                min=1024,
+                max=65530,
+                help="ports BASE..BASE+3 [default: the ports of the last run in --data-dir, "
+                "else free ones]",
+            ),
+        ] = None,
         cpus: Annotated[int, typer.Option(min=1, help="cores each local gateway offers")] = 1,
     ) -> None:
         """Start a national, two regional and one industry node on loopback (Ctrl-C stops)."""
         signal.signal(signal.SIGTERM, _interrupt)
         data_dir.mkdir(parents=True, exist_ok=True)
         saved = data_dir / "demo.json"
-        tokens: dict[str, str] = json.loads(saved.read_text()) if saved.exists() else {}
+        state = json.loads(saved.read_text()) if saved.exists() else {}
+        tokens: dict[str, str] = state.get("tokens", {})
+        # Children know their parent's URL from enrolment: a restart keeps the same ports.
+        ports: dict[str, int] = state.get("ports", {})
+        if base_port is not None:
+            ports = {node.name: base_port + i for i, node in enumerate(NODES)}
+        for node in NODES:
+            ports.setdefault(node.name, free_port())
+            port_free("127.0.0.1", ports[node.name], "--base-port")
         procs: list[subprocess.Popen[bytes]] = []
         urls: dict[str, str] = {}
         try:
-            for i, node in enumerate(NODES):
-                url = f"http://127.0.0.1:{base_port + i}"
+            for node in NODES:
+                url = f"http://127.0.0.1:{ports[node.name]}"
                 args = [
                     sys.executable,
                     "-m",
                     "computenet.cli.main",
                     "up",
                     "--port",
-                    str(base_port + i),
+                    str(ports[node.name]),
                     "--data-dir",
                     str(data_dir / node.name),
                     "--region",
@@ -138,7 +155,7 @@ def register(app: typer.Typer) -> None:
                 urls[node.name] = url
                 if node.name not in tokens:
                     tokens[node.name] = _admin_token(log)
-                    saved.write_text(json.dumps(tokens))
+                    saved.write_text(json.dumps({"tokens": tokens, "ports": ports}))
             codes = {
                 n: httpx.get(f"{u}/federation/v1/node").json()["code"] for n, u in urls.items()
             }

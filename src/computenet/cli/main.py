@@ -4,24 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from computenet import __version__
 from computenet.cli import billing, demo, federation, ops, reserve, sched, secrets, sim, tasks
 from computenet.cli.output import console, fail
+from computenet.cli.preflight import port_free
 from computenet.errors import ComputeNetError
 from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
 from computenet.model.urlpolicy import UrlPolicy
 
+
+class _Commands(TyperGroup):
+    """Lists each command with its whole first paragraph, wrapped: click would cut it to the
+    terminal's width with "...", hiding what the command does."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:  # click's, or typer's copy
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="computenet",
+    cls=_Commands,
     help="ComputeNet: find, dispatch and pay for compute across owners, chips and regions.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 tasks.register(app)
@@ -54,6 +77,22 @@ SandboxDir = Annotated[
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="node store directory [default: user data dir]")
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"computenet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = None,
+) -> None:
+    """ComputeNet: find, dispatch and pay for compute across owners, chips and regions."""
 
 
 def _money(value: str, what: str) -> Decimal:
@@ -98,6 +137,10 @@ def up(
     """Start a node with an embedded SQLite store and a local gateway, in one process."""
     from computenet.cli import serve
     from computenet.node.settings import NodeSettings
+
+    port_free(host, port)
+    if gateway_metrics_port is not None:
+        port_free("127.0.0.1", gateway_metrics_port, "--gateway-metrics-port")
 
     serve.setup_logging(verbose)
     base = data_dir or serve.default_data_dir()
@@ -182,6 +225,7 @@ def node(
 
     if level not in ("national", "regional", "industry"):
         fail(f"--level must be national, regional or industry, got {level!r}", 2)
+    port_free(host, port)
     serve.setup_logging(verbose)
     settings = NodeSettings(
         data_dir=data_dir or serve.default_data_dir(),
@@ -254,13 +298,16 @@ def gateway(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service). Data URLs
-    are checked again here, before each fetch or upload: internal addresses and local files
-    are refused unless --url-allow opens them."""
+    """Run a gateway beside a backend (this host, Slurm, Ray, or a TES service).
+
+    Data URLs are checked again here, before each fetch or upload: internal addresses and
+    local files are refused unless --url-allow opens them."""
     from computenet.cli import serve
     from computenet.gateway.agent import GatewayAgent
     from computenet.gateway.backends.base import Backend
 
+    if metrics_port is not None:
+        port_free("127.0.0.1", metrics_port, "--metrics-port")
     serve.setup_logging(verbose)
     chosen: Backend
     if pools_file is not None:
@@ -366,13 +413,44 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 def run() -> None:
     """Console-script entry point: every expected failure is one line and a non-zero exit."""
     try:
-        app()
+        _main_once()
+    except BrokenPipeError:
+        # The reader went away (`computenet list | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
+
+
+def _main_once() -> None:
+    try:
+        code = app(standalone_mode=False, prog_name="computenet")
     except ComputeNetError as exc:
         fail(exc.message)
     except OSError as exc:
         fail(str(exc))
-    except Exception as exc:  # a bug: still one line for the user, never a traceback
+    except typer.Abort:
+        fail("aborted", 130)
+    except Exception as exc:
+        usage = _usage_error(exc)
+        if usage is not None:
+            fail(*usage)
+        # a bug: still one line for the user, never a traceback
         fail(f"unexpected {type(exc).__name__}: {exc} (please report this)")
+    if isinstance(code, int) and code:  # typer.Exit(n) is returned, not raised, here
+        raise SystemExit(code)
+
+
+def _usage_error(exc: Exception) -> tuple[str, int] | None:
+    """A command-line mistake (click's usage errors, or typer's copy of them) as one line
+    pointing at the command's help, and its exit code; None for anything else."""
+    code = getattr(exc, "exit_code", None)
+    if not hasattr(exc, "format_message") or not isinstance(code, int):
+        return None
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `computenet` alone: the help it asked for
+        print(exc.format_message())
+        raise SystemExit(0)
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "computenet"
+    return f"{exc.format_message()} (see `{where} --help`)", code
 
 
 if __name__ == "__main__":

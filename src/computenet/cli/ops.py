@@ -28,11 +28,15 @@ def register(app: typer.Typer) -> None:
         actor: Annotated[str | None, typer.Option(help="kind:subject, e.g. user:alice")] = None,
         path_prefix: Annotated[str | None, typer.Option(help="e.g. /api/v1/tasks")] = None,
         limit: Annotated[int, typer.Option(min=1, help="most rows to show")] = 100,
+        oldest_first: Annotated[
+            bool, typer.Option("--oldest-first", help="from the oldest row [default: newest]")
+        ] = False,
+        json_out: Json = False,
         jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines, for export")] = False,
         url: Url = None,
         token: Token = None,
     ) -> None:
-        """The node's audit log: who changed what, when, from where (admin)."""
+        """The node's audit log, newest first: who changed what, when, from where (admin)."""
         filters = {
             k: v
             for k, v in (
@@ -43,15 +47,24 @@ def register(app: typer.Typer) -> None:
             )
             if v is not None
         }
+        if not oldest_first:
+            filters["order"] = "desc"
+        cursor = "next_after_id" if oldest_first else "next_before_id"
         rows: list[dict[str, object]] = []
         after = 0
         with Client(url, token) as client:
             while len(rows) < limit:
                 page = client.audit(after_id=after, limit=min(_PAGE, limit - len(rows)), **filters)
                 rows.extend(page["events"])
-                if page["next_after_id"] is None:
+                if page[cursor] is None:
                     break
-                after = int(page["next_after_id"])
+                if oldest_first:
+                    after = int(page[cursor])
+                else:
+                    filters["before_id"] = str(page[cursor])
+        if json_out:
+            print_json({"events": rows})
+            return
         if jsonl:
             for row in rows:
                 print(json.dumps(row, separators=(",", ":")))

@@ -10,8 +10,25 @@ from rich.table import Table
 
 from computenet.cli.output import console, print_json
 from computenet.cli.tasks import Json, Token, Url
+from computenet.model.catalog import load_catalog
 from computenet.model.task import Policy
 from computenet.sdk.client import Client
+
+# What each scheduler rule checks, as a user would say it.
+RULE_NAMES = {
+    "pinned": "pinned pool",
+    "architecture": "CPU architecture",
+    "accelerator": "accelerator vendor/model",
+    "accelerator_memory": "accelerator memory",
+    "gang": "cards in one pool",
+    "cpu": "CPU cores per machine",
+    "memory": "memory per machine",
+    "software": "driver/CUDA/CANN version",
+    "container_runtime": "container runtime",
+    "region": "region",
+    "price": "price cap",
+    "labels": "pool labels",
+}
 
 
 def _duration(seconds: float) -> str:
@@ -101,6 +118,39 @@ def register(app: typer.Typer) -> None:
             console.print(_offer_table(rows, f"offers under policy {policy.value}"))
 
     @app.command()
+    def catalog(
+        vendor: Annotated[str | None, typer.Option(help="only this vendor's models")] = None,
+        json_out: Json = False,
+    ) -> None:
+        """The accelerator models tasks may ask for (--gpu-model), from the shipped catalog."""
+        rows = [m for m in load_catalog() if vendor is None or m.vendor == vendor.lower()]
+        if json_out:
+            print_json(
+                [
+                    {
+                        "model": m.model,
+                        "vendor": m.vendor,
+                        "name": m.name,
+                        "aliases": list(m.aliases),
+                        "memory_gib": m.memory_gib,
+                        "fp16_dense_tflops": m.fp16_dense_tflops,
+                    }
+                    for m in rows
+                ]
+            )
+            return
+        table = Table("model", "vendor", "name", "memory GiB", "FP16 TFLOPS")
+        for m in rows:
+            table.add_row(
+                m.model,
+                m.vendor,
+                m.name,
+                "-" if m.memory_gib is None else str(m.memory_gib),
+                "-" if m.fp16_dense_tflops is None else str(m.fp16_dense_tflops),
+            )
+        console.print(table)
+
+    @app.command()
     def explain(task_id: str, json_out: Json = False, url: Url = None, token: Token = None) -> None:
         """Why a task is not placed, or why its pool won against the runners-up."""
         with Client(url, token) as client:
@@ -109,14 +159,22 @@ def register(app: typer.Typer) -> None:
             print_json(ex)
             return
         where = ex["pool"] or "not placed"
-        console.print(f"{ex['task_id']}  {ex['state']}  {where}  (policy {ex['policy']})")
+        console.print(
+            f"{ex['task_id']}  {ex['state']}  {where}  (policy {ex['policy']})", highlight=False
+        )
         if ex["placement"]:
             console.print(f"  {ex['placement']}", highlight=False)
         if ex["reason"]:
             console.print(f"  why: {ex['reason']}", highlight=False)
-        console.print(f"  {ex['eligible']} of {ex['pools_total']} pools pass every constraint")
+        total = ex["pools_total"]
+        console.print(
+            f"  {ex['eligible']} of {total} pool{'' if total == 1 else 's'} pass every constraint",
+            highlight=False,
+        )
         for rule, n in sorted(ex["excluded"].items(), key=lambda kv: -kv[1]):
-            console.print(f"  constraint {rule}: excluded {n} pools", highlight=False)
+            pools = "1 pool" if n == 1 else f"{n} pools"
+            what = RULE_NAMES.get(rule, rule.replace("_", " "))
+            console.print(f"  {what}: excluded {pools}", highlight=False)
         if ex["candidates"]:
             console.print(_offer_table(ex["candidates"], "candidates (* = chosen)"))
 

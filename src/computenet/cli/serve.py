@@ -215,6 +215,7 @@ Say = Callable[[str], None]
 def announce(rt: NodeRuntime, url: str, admin_token: str | None, show: Say) -> None:
     """Tell the operator where the node is and, once, its admin token."""
     show(f"ComputeNet {rt.settings.level} node '{rt.node_code}' at {url}")
+    show(f"  console {url}/console/   (log in with an API token)")
     show(f"  native API {url}/api/v1   TES {url}/ga4gh/tes/v1   docs {url}/docs")
     show(f"  data directory {rt.settings.data_dir}")
     show(f"  {open_data(rt.settings.url_allow, rt.settings.url_deny)}")

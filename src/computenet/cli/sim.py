@@ -90,8 +90,15 @@ def register(app: typer.Typer) -> None:
         arrival_scale: Annotated[
             float, typer.Option(help="multiply arrival times (below 1 = more load)")
         ] = 1.0,
+        force: Annotated[
+            bool, typer.Option("--force", help="write into --out even if it holds files")
+        ] = False,
     ) -> None:
         """Run a trace through the scheduler's policies and the baselines in virtual time."""
+        if out.exists() and not out.is_dir():
+            fail(f"--out {out} is a file, not a directory")
+        if not force and out.is_dir() and any(out.iterdir()):
+            fail(f"--out {out} is not empty: choose another directory or add --force to overwrite")
         began = time.perf_counter()
         topo = default_topology() if topology == "default" else load_topology(Path(topology))
         jobs = load_jobs(trace, topo, throughputs, seed)

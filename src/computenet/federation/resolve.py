@@ -17,7 +17,7 @@ from computenet.errors import InvalidInput, NotFound
 from computenet.federation.index import PoolIndex, pool_record
 from computenet.federation.keys import Identity
 from computenet.federation.peer import Peer
-from computenet.model.cpi import CPI, node_code_within
+from computenet.model.cpi import CPI, node_code_within, validate_node_code
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild
@@ -35,6 +35,7 @@ class Resolver:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self.index = index
         index.on_change.append(self.invalidate)
 
     def invalidate(self, cpis: list[str]) -> None:
@@ -44,7 +45,17 @@ class Resolver:
                 self._cache.pop(cpi, None)
 
     def resolve(self, text: str) -> dict[str, Any]:
-        """The resource record of a CPI: ``{cpi, served_by, record, cached}``."""
+        """The resource record of a CPI: ``{cpi, served_by, record, cached}``; a bare node
+        code (``cn.31``) resolves to that node: its URL and the pools the index holds."""
+        if isinstance(text, str) and "/" not in text.strip() and text.strip():
+            try:
+                code = validate_node_code(text.strip())
+            except InvalidInput:
+                raise InvalidInput(
+                    f"{text[:80]!r} is neither a node code (e.g. cn.31) nor a CPI with three "
+                    "parts, <node-code>/<provider>/<pool>"
+                ) from None
+            return self._node(code)
         cpi = CPI.parse(text)
         key = str(cpi)
         if cpi.node == self.ident.code:
@@ -67,6 +78,19 @@ class Resolver:
                 self._cache.clear()
             self._cache[key] = (now + self.ttl_s, out)
         return {**out, "cached": False}
+
+    def _node(self, code: str) -> dict[str, Any]:
+        """A node as this node's index knows it (itself, its subtree, what it learned above)."""
+        for known, url, pools, healthy in self.index.nodes():
+            if known == code:
+                record = {"kind": "node", "code": code, "url": url, "pools": pools}
+                record["healthy_pools"] = healthy
+                return {"cpi": code, "served_by": code, "record": record, "cached": False}
+        if code == self.ident.code:
+            record = {"kind": "node", "code": code, "url": self.ident.url, "pools": 0}
+            record["healthy_pools"] = 0
+            return {"cpi": code, "served_by": code, "record": record, "cached": False}
+        raise NotFound(f"no node {code} is known here (a CPI is <node-code>/<provider>/<pool>)")
 
     def _next_hop(self, node: str) -> tuple[str, str]:
         """The code and URL of the child whose prefix holds ``node``, else of the parent."""

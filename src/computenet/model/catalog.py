@@ -111,6 +111,26 @@ class Catalog:
             return None
         return self._by_key.get(key)
 
+    def names(self, want: str) -> bool:
+        """True when ``want`` names a model here as the scheduler matches it: a canonical id,
+        a known name or alias, or a family that ids contain ('A100', 'nvidia-a100')."""
+        key = normalize_name(want)
+        return bool(key) and (
+            self.resolve(want) is not None or any(key in normalize_name(m) for m in self._by_model)
+        )
+
+    def unknown_model(self, want: str) -> str | None:
+        """None when ``want`` is a model or family of the catalog, else one line saying so
+        and naming the known ids, for a user who misspelled a model."""
+        if self.names(want):
+            return None
+        hint = self.resolve(want)
+        suggestion = f" (did you mean {hint.model!r}?)" if hint is not None else ""
+        return (
+            f"unknown accelerator model {want[:80]!r}{suggestion}; known models: "
+            f"{', '.join(self._by_model)} (`computenet catalog` describes them)"
+        )
+
     def all(self) -> list[AcceleratorInfo]:
         """Every entry, in file order."""
         return list(self._by_model.values())

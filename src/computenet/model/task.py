@@ -11,7 +11,7 @@ import re
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -131,7 +131,8 @@ def check_url(url: str, schemes: tuple[str, ...]) -> str:
         raise ValueError(f"url {url!r} must be scheme://... or an absolute path")
     if scheme and scheme not in schemes:
         raise ValueError(f"url scheme {scheme!r} is not supported; use one of {list(schemes)}")
-    return url
+    # TES allows a bare path for a file: name it as the file URL it is, for the URL policy.
+    return url if scheme else "file://" + url
 
 
 class _Staged(Strict):
@@ -160,6 +161,16 @@ class Input(_Staged):
         return None if v is None else check_url(v, INPUT_SCHEMES)
 
     streamable: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _content_wins(cls, data: Any) -> Any:
+        """TES: "If content is not empty, url must be ignored" (and an empty content with a
+        url is no content)."""
+        if isinstance(data, dict) and data.get("url") is not None and "content" in data:
+            data = dict(data)
+            data.pop("url" if data["content"] else "content")
+        return data
 
     @model_validator(mode="after")
     def _source(self) -> Input:

@@ -30,7 +30,8 @@ _MAX_PENDING = 50_000  # beyond this the writer has fallen far behind: drop, and
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """Filters for reading the log back; ``after_id`` pages forward."""
+    """Filters for reading the log back; ``after_id`` pages forward, or with
+    ``newest_first`` ``before_id`` pages back from the newest row."""
 
     since: datetime | None = None
     until: datetime | None = None
@@ -38,6 +39,8 @@ class AuditQuery:
     path_prefix: str | None = None
     after_id: int = 0
     limit: int = 100
+    newest_first: bool = False
+    before_id: int | None = None
 
 
 class AuditLog:
@@ -101,8 +104,10 @@ class AuditLog:
             self.flush()
 
     def query(self, q: AuditQuery) -> list[AuditEvent]:
-        """Rows matching ``q``, oldest first."""
+        """Rows matching ``q``, oldest first (newest first when ``q.newest_first``)."""
         stmt = select(AuditEvent).where(AuditEvent.id > q.after_id)
+        if q.before_id is not None:
+            stmt = stmt.where(AuditEvent.id < q.before_id)
         if q.since is not None:
             stmt = stmt.where(AuditEvent.at >= q.since)
         if q.until is not None:
@@ -112,7 +117,8 @@ class AuditLog:
         if q.path_prefix is not None:
             stmt = stmt.where(AuditEvent.path.startswith(q.path_prefix, autoescape=True))
         with self._db.read() as s:
-            return list(s.scalars(stmt.order_by(AuditEvent.id).limit(q.limit)))
+            order = AuditEvent.id.desc() if q.newest_first else AuditEvent.id
+            return list(s.scalars(stmt.order_by(order).limit(q.limit)))
 
 
 def as_dict(e: AuditEvent) -> dict[str, object]:

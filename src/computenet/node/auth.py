@@ -6,6 +6,8 @@ Tokens are 256-bit random strings, so a plain SHA-256 is enough to store them sa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import secrets
@@ -107,6 +109,15 @@ def mint_token(
     return token, row
 
 
+def _basic_password(credentials: str) -> str:
+    """The password of HTTP Basic credentials (base64 of ``user:password``); '' if malformed."""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
+
+
 class Authenticator:
     """Checks bearer tokens against the store, caching good answers briefly."""
 
@@ -116,12 +127,21 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def check(self, authorization: str | None) -> Principal:
-        """Return the principal for an ``Authorization: Bearer ...`` header, or raise 401."""
+        """Return the principal for an ``Authorization: Bearer <token>`` header, or HTTP
+        Basic with the token as the password (what workflow engines configured with a user
+        and a password send: Snakemake, Nextflow); raise 401 otherwise."""
         if not authorization:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        if scheme.lower() == "basic":
+            token = _basic_password(token)
+        elif scheme.lower() != "bearer":
+            token = ""
+        if not token.strip():
+            raise Unauthorized(
+                "the Authorization header must be 'Bearer <token>', or Basic with the token "
+                "as the password"
+            )
         return self.check_token(token.strip())
 
     def check_token(self, token: str) -> Principal:

@@ -126,6 +126,19 @@ def _extensions(
     return res, place, known
 
 
+def unsupported_warning(task: TesTask) -> str | None:
+    """The system-log warning TES asks for when a task names backend_parameters this
+    service does not support (they are dropped, not stored); None when there are none."""
+    params = (task.resources.backend_parameters if task.resources else None) or {}
+    unknown = sorted(k for k in params if k.lower() not in BACKEND_PARAMETERS)
+    if not unknown:
+        return None
+    return (
+        f"warning: unsupported backend_parameters ignored: {', '.join(unknown)} "
+        f"(supported: {', '.join(sorted(BACKEND_PARAMETERS))})"
+    )
+
+
 def tes_to_spec(task: TesTask) -> TaskSpec:
     """Turn a TES task into our spec, validating every extension."""
     r = task.resources or TesResources()
@@ -200,7 +213,16 @@ def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
     )
     logs = []
     by_attempt = {a.attempt: a for a in task.attempts or []}
-    attempt_numbers = sorted(set(by_attempt) | ({task.attempt} if task.attempt else set()))
+    # One entry per attempt, as TES asks: also for an attempt lost before any executor ended
+    # (its lease expired, its gateway handed it back), known from the timeline.
+    events = task.events or []
+    attempt_numbers = sorted(
+        set(by_attempt)
+        | ({task.attempt} if task.attempt else set())
+        | {e.attempt for e in events if e.attempt > 0}
+    )
+    if not attempt_numbers and full and any(e.message.startswith("warning:") for e in events):
+        attempt_numbers = [0]  # not started yet, but the submission left a warning to show
     for n in attempt_numbers:
         attempt = by_attempt.get(n)
         entry: dict[str, Any] = {
@@ -231,10 +253,11 @@ def task_to_tes(task: TaskOut, view: View) -> dict[str, Any]:
             entry["metadata"].update(
                 {f"sha256:{o.path}": o.sha256 for o in (attempt.outputs if attempt else [])}
             )
+            # What happened before the first attempt (submission) is the first entry's.
             entry["system_logs"] = [
                 f"{e.at.isoformat()} {e.state.value}: {e.message}"
-                for e in task.events or []
-                if e.attempt == n
+                for e in events
+                if e.attempt == n or (e.attempt == 0 and n == attempt_numbers[0])
             ]
         logs.append(_drop_none(entry))
     out["logs"] = logs

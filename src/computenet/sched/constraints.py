@@ -55,7 +55,7 @@ def _fold(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def _models_matching(want: str, t: PoolTable) -> list[int]:
+def models_matching(want: str, t: PoolTable) -> list[int]:
     """Interned ids of pool models that ``want`` names: the exact id, or a family such as
     'A100' that every matching id contains ('nvidia-a100-sxm-80g')."""
     folded = _fold(want)
@@ -118,11 +118,12 @@ def rule_masks(shape: Shape, t: PoolTable) -> dict[str, B]:
         if acc.vendor:
             bad = bad | (t.vendor != t.strings.find("vendor:" + acc.vendor.lower()))
         if acc.model:
-            bad = bad | ~np.isin(t.model, _models_matching(acc.model, t))
+            bad = bad | ~np.isin(t.model, models_matching(acc.model, t))
         out["accelerator"] = bad
         if acc.min_memory_gib:
             out["accelerator_memory"] = t.card_mem_mib < acc.min_memory_gib * 1024
-        out["gang"] = t.total_cards < acc.count
+        if acc.count > 1:  # one card: the accelerator rule already says it all
+            out["gang"] = t.total_cards < acc.count
     need = shape.need
     out["cpu"] = (t.cores_per_machine < need.cpu_cores) | (t.total_cpu < need.cpu_cores)
     out["memory"] = t.mem_per_machine < need.memory_mib

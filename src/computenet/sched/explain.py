@@ -10,8 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from computenet.model.catalog import load_catalog
 from computenet.model.task import Policy, TaskSpec
-from computenet.sched.constraints import Shape, eligible_mask, rule_masks, shape_of
+from computenet.sched.constraints import (
+    Shape,
+    eligible_mask,
+    models_matching,
+    rule_masks,
+    shape_of,
+)
 from computenet.sched.estimates import Estimates, estimate
 from computenet.sched.policies import score
 from computenet.sched.pooltable import F64, B, PoolTable, build_table
@@ -39,9 +46,17 @@ def describe(spec: TaskSpec, counts: dict[str, int], t: PoolTable) -> str:
         return f"{n} pool" if n == 1 else f"{n} pools"
 
     if acc is not None and (counts.get("accelerator") or counts.get("gang")):
-        what = acc.model or (f"{acc.vendor} accelerator" if acc.vendor else "accelerator")
         n = max(counts.get("accelerator", 0), counts.get("gang", 0))
-        parts.append(f"no pool has {acc.count} x {what} ({pools_n(n)} checked)")
+        # A model no pool has and the catalog does not know is most likely misspelled.
+        unknown = None
+        if acc.model and not models_matching(acc.model, t):
+            unknown = load_catalog().unknown_model(acc.model)
+        if unknown is not None:
+            parts.append(unknown.split("; known models")[0])
+        else:
+            what = acc.model or (f"{acc.vendor} accelerator" if acc.vendor else "accelerator")
+            cards = "card" if acc.count == 1 else "cards in one pool"
+            parts.append(f"no pool has {acc.count} {what} {cards} ({pools_n(n)} checked)")
     for rule, n in counts.items():
         if not n or rule in ("accelerator", "gang", "pinned"):
             continue

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy import case, func, select
 
 from computenet.model.task import TaskState
-from computenet.node import netmeasure, quality
+from computenet.node import fedpools, netmeasure, quality
 from computenet.node.api.deps import Runtime, User, owner_scope
 from computenet.node.quality import Quality
 from computenet.node.regions import PROVINCES, place, province_name
@@ -186,7 +186,7 @@ def overview(rt: Runtime, p: User) -> Overview:
     with rt.db.read() as s:
         q = select(t.Task.state, func.count()).group_by(t.Task.state)
         if owner is not None:
-            q = q.where(t.Task.owner == owner)
+            q = owner.where(q)
         states = {k: int(v) for k, v in s.execute(q)}
         health = {
             k: int(v)
@@ -194,6 +194,10 @@ def overview(rt: Runtime, p: User) -> Overview:
         }
         providers = int(s.scalar(select(func.count()).select_from(t.Provider)) or 0)
         specs = list(s.scalars(select(t.Pool.spec)))
+    # Counters cover the federation, as the map does: a national node shows every pool.
+    for spec, pool_health in rt.federation.index.remote_specs():
+        specs.append(spec)
+        health[pool_health] = health.get(pool_health, 0) + 1
     cards = cores = 0
     for spec in specs:
         c, k, _ = _totals(spec)
@@ -338,7 +342,8 @@ def pools(
     provider: Annotated[str | None, Query(max_length=128)] = None,
     q: Annotated[str | None, Query(max_length=128)] = None,
 ) -> PoolPage:
-    """A page of pools by CPI with capacity, use, price, health and quality figures."""
+    """A page of pools by CPI with capacity, use, price, health and quality figures: this
+    node's own, and those its federation index holds (other nodes')."""
     with rt.db.read() as s:
         sel = select(t.Pool).order_by(t.Pool.cpi).limit(page_size + 1)
         if page_token:
@@ -349,22 +354,25 @@ def pools(
             sel = sel.where(t.Pool.provider_prefix == provider)
         if q:
             sel = sel.where(t.Pool.cpi.contains(q, autoescape=True))
-        rows = list(s.scalars(sel))
+        rows = [fedpools.local(r) for r in s.scalars(sel)]
+    code = rt.settings.node_code
+    rows += fedpools.remote_page(rt.db, code, page_token, page_size + 1, health, provider, q)
+    rows = sorted(rows, key=lambda r: r.cpi)[: page_size + 1]
     page = rows[:page_size]
-    cpis = [r.cpi for r in page]
+    cpis = [r.cpi for r in page if not r.remote]
     used = _used(rt, cpis)
     figures = quality.pool_quality(rt.db, cpis=cpis) if cpis else {}
     out = []
     for r in page:
         cards, cores, mem = _totals(r.spec)
-        ucards, ucores = used.get(r.cpi, (0, 0))
+        ucards, ucores = r.used or used.get(r.cpi, (0, 0))
         util = max(ucards / cards if cards else 0.0, ucores / cores if cores else 0.0)
         reg = r.spec.get("region", {})
         acc = r.spec.get("accelerator")
         out.append(
             PoolRow(
                 cpi=r.cpi,
-                provider=r.provider_prefix,
+                provider=r.provider,
                 health=r.health,
                 region=str(reg.get("code", "11")),
                 region_name=reg.get("name") or province_name(str(reg.get("code", "11"))),
@@ -380,7 +388,7 @@ def pools(
                 price_per_card_hour=Decimal(str(r.spec.get("price_per_card_hour", "0"))),
                 price_per_core_hour=Decimal(str(r.spec.get("price_per_core_hour", "0"))),
                 last_heartbeat_at=r.last_heartbeat_at,
-                quality=figures[r.cpi],
+                quality=figures.get(r.cpi) or Quality(),
             )
         )
     return PoolPage(pools=out, next_page_token=page[-1].cpi if len(rows) > page_size else None)

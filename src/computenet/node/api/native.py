@@ -8,9 +8,12 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
 
 import computenet
+from computenet.errors import InvalidInput
+from computenet.model.catalog import load_catalog, normalize_name
 from computenet.model.protocol import PROTOCOL_VERSION
 from computenet.model.task import TaskSpec, TaskState
 from computenet.node.api.deps import Admin, Runtime, User, owner_scope, payer
+from computenet.node.runtime import NodeRuntime
 from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
 from computenet.node.views import PoolOut, TaskListOut, TaskOut, View, pool_out
 
@@ -81,6 +84,20 @@ def node_info(rt: Runtime, _p: User) -> NodeInfo:
     )
 
 
+def known_models(spec: TaskSpec, rt: NodeRuntime) -> None:
+    """Refuse an accelerator model that neither the catalog nor any pool here names: such a
+    task could only wait forever, and the name is most likely misspelled."""
+    wanted = [spec.resources.accelerator, *(v.accelerator for v in spec.variants)]
+    catalog = load_catalog()
+    for acc in wanted:
+        if acc is None or not acc.model or catalog.names(acc.model):
+            continue
+        folded = normalize_name(acc.model)
+        declared = (pool_out(r).spec.accelerator for r in rt.dispatch.pool_rows())
+        if not any(a is not None and folded in normalize_name(a.model) for a in declared):
+            raise InvalidInput(catalog.unknown_model(acc.model) or acc.model)
+
+
 @router.post("/tasks", response_model=Submitted, status_code=201)
 def submit(
     spec: TaskSpec,
@@ -90,6 +107,7 @@ def submit(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Submitted:
     """Submit a task; send ``Idempotency-Key`` to make retries safe."""
+    known_models(spec, rt)
     rt.secrets.require(payer(p), spec.secrets.values())
     tid, created = rt.tasks.submit(spec, p.owner, idempotency_key, payer(p))
     rt.monitor.task_submitted(tid, created)

@@ -54,6 +54,12 @@ async def console_root() -> RedirectResponse:
     return RedirectResponse("/console/")
 
 
+@router.get("/")
+async def root() -> RedirectResponse:
+    """A person who opens the node's address in a browser gets the console, not a 404."""
+    return RedirectResponse("/console/")
+
+
 def mount_console(app: FastAPI) -> None:
     """Serve the console's HTML, JavaScript and CSS (package data, no build step)."""
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")

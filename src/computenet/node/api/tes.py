@@ -9,9 +9,17 @@ from fastapi import APIRouter, Header, Query, Request
 import computenet
 from computenet.model.task import INPUT_SCHEMES, TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope, payer
-from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
-from computenet.node.tes_map import BACKEND_PARAMETERS, TesTask, task_to_tes, tes_to_spec
+from computenet.node.api.native import known_models
+from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter, utcnow
+from computenet.node.tes_map import (
+    BACKEND_PARAMETERS,
+    TesTask,
+    task_to_tes,
+    tes_to_spec,
+    unsupported_warning,
+)
 from computenet.node.views import View
+from computenet.store import tables as t
 
 router = APIRouter(prefix="/ga4gh/tes/v1", tags=["tes"])
 
@@ -40,8 +48,20 @@ def create_task(
     p: User,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, str]:
-    """CreateTask."""
-    tid, created = rt.tasks.submit(tes_to_spec(body), p.owner, idempotency_key, payer(p))
+    """CreateTask; unsupported backend_parameters leave a warning in the system logs."""
+    spec = tes_to_spec(body)
+    known_models(spec, rt)
+    tid, created = rt.tasks.submit(spec, p.owner, idempotency_key, payer(p))
+    warning = unsupported_warning(body)
+    if created and warning is not None:
+        # A timeline note only: the task's state is the state machine's, not touched here.
+        with rt.db.write() as s:
+            row = s.get(t.Task, tid)
+            if row is not None:
+                note = t.TaskEvent(
+                    task_id=tid, at=utcnow(), attempt=row.attempt, state=row.state, message=warning
+                )
+                s.add(note)
     rt.monitor.task_submitted(tid, created)
     return {"id": tid}
 
