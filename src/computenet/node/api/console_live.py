@@ -6,10 +6,11 @@ accelerator model.
   land in logs; a ticket is single-use and expires in ``TICKET_TTL_S``).
 - ``GET /api/v1/console/events?ticket=`` (or with a bearer token): ``text/event-stream``. An
   ``update`` event carries the federation index's change number and counts and the caller's
-  tasks by state, with a version that moves whenever one of those tasks changes; it is sent
-  at once, then whenever something changed (checked when the node signals a change, at
-  least every ``CHECK_S``). Comments keep the connection open; a stream ends after
-  ``STREAM_MAX_S`` (the console reconnects with a new ticket) or when the node shuts down.
+  tasks by state, with a version that moves whenever one of those tasks changes or a running
+  one logs; it is sent at once, then whenever something changed (checked when the node
+  signals a change, at least every ``CHECK_S``). Comments keep the connection open; a
+  stream ends after ``STREAM_MAX_S`` (the console reconnects with a new ticket) or when the
+  node shuts down.
 - ``GET /api/v1/console/usage/by?dim=tenant|provider|accelerator``: usage per group and
   time bucket, every bucket of the window present.
 """
@@ -37,7 +38,7 @@ from computenet.node.access import API_ROLES
 from computenet.node.api.deps import Runtime, User, owner_scope
 from computenet.node.auth import Principal
 from computenet.node.runtime import NodeRuntime
-from computenet.node.tasks import utcnow
+from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
 from computenet.store.tables_billing import Charge
@@ -110,12 +111,22 @@ def _snapshot(rt: NodeRuntime, p: Principal) -> dict[str, Any]:
         for state, n, at in s.execute(q):
             states[str(state)] = int(n)
             newest = at if newest is None or (at is not None and at > newest) else newest
+        # Log text can arrive without a change of state: count what running tasks wrote.
+        logs = (
+            select(func.sum(t.ExecutorLog.stdout_chars + t.ExecutorLog.stderr_chars))
+            .join(t.Task, t.Task.id == t.ExecutorLog.task_id)
+            .where(t.Task.state.in_(ACTIVE))
+        )
+        if scope is not None:
+            logs = scope.where(logs)
+        log_chars = int(s.scalar(logs) or 0)
     return {
         "pools_seq": int(seq or 0),
         "pools": int(pools or 0),
         "pools_healthy": int(healthy or 0),
         "tasks_by_state": {st.value: states.get(st.value, 0) for st in TaskState},
-        "tasks_version": f"{sum(states.values())}@{newest.isoformat() if newest else ''}",
+        "tasks_version": f"{sum(states.values())}@{newest.isoformat() if newest else ''}"
+        f"+{log_chars}",
     }
 
 
