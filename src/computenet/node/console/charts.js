@@ -14,7 +14,8 @@ export function chart(name, option, { height = 320, cls = "" } = {}) {
   requestAnimationFrame(() => {
     if (!el.isConnected) return;
     const c = echarts.init(el, null, { renderer: "canvas" });
-    c.setOption({ color: PALETTE, textStyle: { fontFamily: "system-ui, sans-serif" }, ...option });
+    c.setOption({ color: PALETTE, animationDuration: 300, animationDurationUpdate: 200,
+      textStyle: { fontFamily: "system-ui, sans-serif" }, ...option });
     made.add(c);
   });
   return el;
@@ -29,11 +30,12 @@ export function disposeCharts() {
 
 window.addEventListener("resize", () => { for (const c of made) c.resize(); });
 
-// The China map (Natural Earth provinces, see vendor/PROVENANCE.md), registered once.
+// The China map (Natural Earth provinces, see vendor/PROVENANCE.md), registered once. Not
+// under the name "china": ECharts adds shapes of its own to a map of that name.
 export function loadChinaMap() {
   if (!mapReady) {
     mapReady = fetch("vendor/china-provinces.json").then((r) => r.json())
-      .then((geo) => { echarts.registerMap("china", geo); });
+      .then((geo) => { echarts.registerMap("cn-provinces", geo); });
   }
   return mapReady;
 }
@@ -91,7 +93,7 @@ export function federationMap(provinces, fed) {
       text: [`${num(most)} pools`, "0"], inRange: { color: ["#f0f5fb", "#9ec5f4", "#0969da"] },
     },
     geo: {
-      map: "china", roam: true, zoom: 1.15, center: [104, 36],
+      map: "cn-provinces", roam: true, zoom: 1.15, center: [104, 36],
       itemStyle: { areaColor: "#f6f8fa", borderColor: "#8c959f", borderWidth: 0.6 },
       emphasis: { itemStyle: { areaColor: "#ffdf5d" }, label: { show: false } },
       label: { show: false },

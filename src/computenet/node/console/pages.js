@@ -27,10 +27,14 @@ export async function overview(main) {
   const donut = h("div", { class: "panel donut" });
   const mapBox = h("div", { class: "panel grow" });
   const card = (label, value, title) => h("div", { class: "card", title: title || null }, h("b", {}, value), label);
+  let generation = 0;
   const draw = async () => {
+    const mine = ++generation;
     const [sum, provinces] = await Promise.all([
       api("/api/v1/console/summary", { params: { node } }),
       api("/api/v1/console/fed/provinces", { params: { node } }), loadChinaMap()]);
+    if (mine !== generation || !main.contains(cards)) return; // a newer draw, or another page
+    disposeCharts();
     const t = sum.tasks_by_state, ph = sum.pools_by_health;
     fill(cards,
       card("pools healthy", `${num(ph.healthy)} / ${num(sum.pools)}`, "over the federation index"),
@@ -40,8 +44,8 @@ export async function overview(main) {
       card("complete", num(t.COMPLETE)), card("failed", num(t.EXECUTOR_ERROR + t.SYSTEM_ERROR)));
     fill(donut, h("h2", {}, "Pools by health"), healthDonut(ph));
     fill(mapBox, h("h2", {}, node ? `Pools by province: node ${node} and below` : "Pools by province, nodes and links"),
-      h("p", { class: "muted" }, "Colour: pools in the province. Dots: nodes (red: this node, purple: its parent, green: below it). " +
-        "Edges: parent-child links with the child's measured round trip."),
+      h("p", { class: "muted" }, "Shade: pools per province · dots: nodes (red this node, purple its parent, green below it) · " +
+        "edges: parent-child links with measured RTT. Drag to pan, scroll to zoom."),
       federationMap(provinces, fed));
   };
   const providers = tree.providers.map((p) => {
@@ -53,7 +57,7 @@ export async function overview(main) {
     };
     return h("li", {}, h("button", { type: "button", class: "link", onclick: toggle }, `▸ ${p.prefix}`), ` ${p.name} — ${p.healthy}/${p.pools} pools healthy`, pools);
   });
-  const filter = nodeFilter(fed, (v) => { node = v; disposeCharts(); draw(); });
+  const filter = nodeFilter(fed, (v) => { node = v; draw(); });
   fill(main,
     h("div", { class: "title" }, h("h1", {}, `Node ${tree.code} (${tree.level}) — ${tree.name}`), h("label", {}, "Show ", filter)),
     cards,
@@ -67,7 +71,7 @@ export async function overview(main) {
   return live((u) => {
     // Redraw when the index changed or task counts moved; the first update only records.
     const key = `${u.pools_seq}|${u.tasks_version}`;
-    if (seq !== null && key !== seq) { disposeCharts(); draw().catch(() => {}); }
+    if (seq !== null && key !== seq) draw().catch(() => {});
     seq = key;
   });
 }
