@@ -25,15 +25,16 @@ from nodeproc import start_gateway
 TIMEOUT_MS = 60_000
 VIEWPORTS = ({"width": 1366, "height": 768}, {"width": 1920, "height": 1080})
 # Each page, what shows it has loaded, and which charts it must draw.
+USAGE = ["usage-cost", "usage-card_hours", "usage-cpu_core_hours", "usage-tasks"]
 PAGES: list[tuple[str, str, list[str]]] = [
     ("overview", "#tree", ["map", "health"]),
     ("pools", "#pools tr[data-cpi]", []),
     ("tasks", "#tasks tr a", []),
     ("task", "pre.stdout", []),
-    ("usage", "#reservations, main p.muted", ["usage-cost", "usage-card_hours", "usage-cpu_core_hours", "usage-tasks"]),
+    ("usage", "#reservations, main p.muted", USAGE),
     ("network", "#provider-quality", ["latency"]),
     ("submit", "#submit-form", []),
-]  # fmt: skip
+]
 
 
 @dataclass
@@ -203,7 +204,9 @@ def test_every_page_for_every_role_and_screen(fed: Fed, role: str) -> None:
                     if shots and role == "admin":
                         suffix = "" if viewport["width"] == 1366 else "-1920"
                         page.wait_for_timeout(800)  # let the charts' short animations end
-                        page.screenshot(path=str(Path(shots) / f"{name}{suffix}.png"), full_page=True)
+                        page.screenshot(
+                            path=str(Path(shots) / f"{name}{suffix}.png"), full_page=True
+                        )
                 page.close()
         finally:
             browser.close()
