@@ -171,6 +171,11 @@ def test_event_stream_needs_a_ticket_or_token_and_sends_an_update(world: World) 
     assert set(data) >= {"pools_seq", "pools", "tasks_by_state", "tasks_version"}
     again = world.client.get("/api/v1/console/events", params={"ticket": t["ticket"]})
     assert again.status_code == 401  # single use
+    # A read-only provider token may open a stream; a gateway's may not.
+    gw = world.gateway("prov")
+    provider = world.mint(role="provider", subject="cn/prov")["auth"]
+    assert world.client.post("/api/v1/console/events/ticket", headers=provider).status_code == 200
+    assert world.client.post("/api/v1/console/events/ticket", headers=gw).status_code == 403
 
 
 def test_tickets_expire_on_the_injected_clock() -> None:

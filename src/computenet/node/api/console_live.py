@@ -27,15 +27,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from computenet.errors import Unauthorized
 from computenet.model.task import TaskState
-from computenet.node.access import API_ROLES
-from computenet.node.api.deps import Runtime, User, owner_scope
+from computenet.node.access import API_ROLES, require_scope
+from computenet.node.api.deps import Runtime, User, owner_scope, principal
 from computenet.node.auth import Principal
 from computenet.node.runtime import NodeRuntime
 from computenet.node.tasks import ACTIVE, utcnow
@@ -90,10 +90,18 @@ class Ticket(BaseModel):
     expires_in_s: float
 
 
+def _reader(p: Principal) -> Principal:
+    """An API caller whose token may read (the stream only reads, so a read-only provider
+    token may open it although issuing the ticket is a POST)."""
+    p.require(*API_ROLES)
+    require_scope(p.kind, p.scopes, "read")
+    return p
+
+
 @router.post("/events/ticket", response_model=Ticket)
-def events_ticket(_rt: Runtime, p: User) -> Ticket:
+def events_ticket(_rt: Runtime, p: Annotated[Principal, Depends(principal)]) -> Ticket:
     """A single-use ticket that opens one event stream as the caller."""
-    return Ticket(ticket=TICKETS.issue(p), expires_in_s=TICKET_TTL_S)
+    return Ticket(ticket=TICKETS.issue(_reader(p)), expires_in_s=TICKET_TTL_S)
 
 
 def _snapshot(rt: NodeRuntime, p: Principal) -> dict[str, Any]:
@@ -157,11 +165,7 @@ async def events(
     authorization: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events for the console, opened with a ticket or a bearer token."""
-    if ticket:
-        p = TICKETS.redeem(ticket)
-    else:
-        p = rt.auth.check(authorization)
-        p.require(*API_ROLES)
+    p = TICKETS.redeem(ticket) if ticket else _reader(rt.auth.check(authorization))
     return StreamingResponse(
         _stream(request, rt, p),
         media_type="text/event-stream",
