@@ -1,6 +1,6 @@
 // Charts and the map, drawn with Apache ECharts (vendor/echarts-*.min.js, loaded by
 // index.html as the global ``echarts``). Every chart made here is disposed on page change.
-import { h, num } from "./lib.js";
+import { h, ms, num } from "./lib.js";
 
 const made = new Set();
 let mapReady = null;
@@ -61,7 +61,7 @@ export function federationMap(provinces, fed) {
     name: `${l.child} → ${l.parent}`,
     rtt: l.rtt_ms,
     samples: l.samples,
-    label: { show: true, formatter: l.rtt_ms === null ? "RTT not measured here" : `${num(l.rtt_ms)} ms` },
+    label: { show: true, formatter: l.rtt_ms === null ? "RTT not measured here" : ms(l.rtt_ms) },
   }));
   const nodes = fed.nodes.filter((n) => placed.has(n.code)).map((n) => ({
     name: n.code,
@@ -81,7 +81,7 @@ export function federationMap(provinces, fed) {
         if (p.seriesType === "lines") {
           const d = p.data;
           return `<b>${d.name}</b><br>` + (d.rtt === null ? "not measured by this node" :
-            `mean RTT ${num(d.rtt)} ms over the last hour (${d.samples} samples)`);
+            `mean RTT ${ms(d.rtt)} over the last hour (${d.samples} samples)`);
         }
         const n = p.data.node;
         return `<b>node ${n.code}</b> (${n.relation === "self" ? "this node" : n.relation})<br>` +
@@ -89,8 +89,8 @@ export function federationMap(provinces, fed) {
       },
     },
     visualMap: {
-      min: 0, max: most, seriesIndex: 0, left: 10, bottom: 10, calculable: true,
-      text: [`${num(most)} pools`, "0"], inRange: { color: ["#f0f5fb", "#9ec5f4", "#0969da"] },
+      min: 0, max: most, seriesIndex: 0, left: 10, bottom: 10, calculable: true, precision: 0,
+      inRange: { color: ["#f0f5fb", "#9ec5f4", "#0969da"] }, formatter: (v) => `${num(v)} pools`,
     },
     geo: {
       map: "cn-provinces", roam: true, zoom: 1.15, center: [104, 36],
@@ -121,14 +121,15 @@ export function federationMap(provinces, fed) {
 
 // Stacked bars per group over a time axis, with tooltips and zoom. ``groups`` are
 // ``[{key, values}]`` aligned with ``starts``.
-export function stackedTime(name, starts, groups, { unit, bucketS }) {
+export function stackedTime(name, starts, groups, { unit, bucketS, active }) {
   const times = starts.map((s) => new Date(s).getTime());
   const series = groups.map((g) => ({
     name: g.key, type: "bar", stack: "all", barMaxWidth: 28, emphasis: { focus: "series" },
     data: g.values.map((v, i) => [times[i], Number(v)]),
   }));
   // Open on the span that has data (plus a little either side), not a week of empty bars.
-  const used = times.filter((_, i) => groups.some((g) => Number(g.values[i]) > 0));
+  // ``active``: bucket indexes with data in any chart of the page, so all open on one span.
+  const used = times.filter((_, i) => (active ? active.has(i) : groups.some((g) => Number(g.values[i]) > 0)));
   const pad = 3 * bucketS * 1000;
   const zoom = used.length ? { startValue: Math.max(times[0], used[0] - pad), endValue: times[times.length - 1] } : {};
   return chart(name, {
@@ -153,18 +154,19 @@ export function latencyHeatmap(entries) {
   const most = Math.max(1, ...entries.map((e) => e.rtt_ms));
   return chart("latency", {
     tooltip: {
-      formatter: (p) => `${froms[p.value[1]]} → ${tos[p.value[0]]}<br>mean RTT <b>${num(p.value[2])} ms</b> over the last hour`,
+        formatter: (p) => `${froms[p.value[1]]} → ${tos[p.value[0]]}<br>mean RTT <b>${ms(p.value[2])}</b> over the last hour`,
     },
-    grid: { left: 150, right: 90, top: 20, bottom: 60 },
+    grid: { left: 150, right: 110, top: 34, bottom: 60 },
     xAxis: { type: "category", data: tos, name: "to", nameLocation: "middle", nameGap: 36, splitArea: { show: true } },
-    yAxis: { type: "category", data: froms, name: "from", splitArea: { show: true } },
+    yAxis: { type: "category", data: froms, name: "from", nameLocation: "end", nameGap: 10, splitArea: { show: true } },
+    // A fixed scale up to 50 ms (more when measured): a 10 ms national link is green.
     visualMap: {
-      min: 0, max: most, calculable: true, orient: "vertical", right: 10, top: "center",
-      text: [`${num(most)} ms`, "0 ms"], inRange: { color: ["#dafbe1", "#ffdf5d", "#cf222e"] },
+      min: 0, max: Math.max(50, Math.ceil(most)), calculable: true, orient: "vertical", right: 10, top: "center",
+      formatter: (v) => `${Math.round(v)} ms`, inRange: { color: ["#2da44e", "#ffdf5d", "#cf222e"] },
     },
     series: [{
       name: "RTT", type: "heatmap", data,
-      label: { show: true, formatter: (p) => `${num(p.value[2])} ms` },
+      label: { show: true, formatter: (p) => ms(p.value[2]), color: "#1f2328" },
       emphasis: { itemStyle: { shadowBlur: 6, shadowColor: "rgba(0,0,0,.3)" } },
     }],
   }, { height: Math.max(220, 80 + 44 * froms.length) });

@@ -40,18 +40,17 @@ export async function api(path, { method = "GET", body, params } = {}) {
   return data;
 }
 
-// Numbers for people: grouped digits, at most three significant decimals, and "< 0.001"
-// rather than a row of zeros for tiny amounts.
-const grouped = new Intl.NumberFormat("en-US", { maximumFractionDigits: 3 });
+// Numbers for people: grouped digits and at most two decimals from 1 up; below 1, three
+// significant digits (0.000285, never a row of zeros like 0.000000000).
+const grouped = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+const small = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
 export function num(x) {
   if (x === null || x === undefined || x === "") return "–";
   const v = Number(x);
   if (!Number.isFinite(v)) return String(x);
-  if (v === 0) return "0";
-  if (Math.abs(v) < 0.001) return v < 0 ? "> -0.001" : "< 0.001";
-  if (Math.abs(v) < 1) return v.toPrecision(3).replace(/0+$/, "").replace(/\.$/, "");
-  return grouped.format(v);
+  return Math.abs(v) < 1 ? small.format(v) : grouped.format(v);
 }
+export function ms(x) { return x === null || x === undefined ? "–" : `${Number(x).toFixed(1)} ms`; }
 export function money(x, currency = "CNY") { return x === null || x === undefined ? "–" : `${num(x)} ${currency}`; }
 
 export function pct(x) { return x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`; }

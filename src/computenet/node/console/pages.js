@@ -206,8 +206,9 @@ export async function usage(main) {
     const sumOf = (key) => b.groups.reduce((a, g) => a + g[key].reduce((x, v) => x + Number(v), 0), 0);
     fill(totals, [["cost (ledger charges)", money(sumOf("cost"))], ["card-hours", num(sumOf("card_hours"))],
       ["CPU core-hours", num(sumOf("cpu_core_hours"))], ["tasks metered", num(sumOf("tasks"))]].map(([l, v]) => h("div", { class: "card" }, h("b", {}, v), l)));
+    const active = new Set(b.starts.map((_, i) => i).filter((i) => b.groups.some((g) => g.tasks[i] > 0)));
     const panel = (title, key, unit) => h("div", { class: "panel" }, h("h2", {}, title),
-      stackedTime(`usage-${key}`, b.starts, b.groups.map((g) => ({ key: g.key, values: g[key] })), { unit, bucketS: b.bucket_s }));
+      stackedTime(`usage-${key}`, b.starts, b.groups.map((g) => ({ key: g.key, values: g[key] })), { unit, bucketS: b.bucket_s, active }));
     fill(charts, panel("Cost", "cost", "CNY"), panel("Card-hours", "card_hours", "card-h"),
       panel("CPU core-hours", "cpu_core_hours", "core-h"), panel("Tasks metered", "tasks", "tasks"));
   };
