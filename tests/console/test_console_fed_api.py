@@ -4,6 +4,7 @@ gauges behind the alerting rules, against an in-process node with real gateways'
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,10 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
+from computenet.node.api.console_fed import IndexMemo
 from computenet.node.api.console_live import Tickets
 from computenet.store.tables_billing import Budget
 from computenet.store.tables_federation import FedPool
 from nodeapi import World, running_world
+from polling import wait_for
 
 A100 = {"vendor": "nvidia", "model": "nvidia-a100-sxm-80g", "memory_mib": 81920, "count": 4}
 
@@ -220,3 +223,34 @@ def test_alert_gauges_are_exported(world: World) -> None:
         "computenet_federation_child_silent",
     ):
         assert f"# TYPE {family} gauge" in text
+
+
+def test_memo_recomputes_on_change_and_serves_recent_values_meanwhile(world: World) -> None:
+    now = [0.0]
+    memo = IndexMemo(clock=lambda: now[0])
+    release = threading.Event()
+    calls: list[int] = []
+
+    def compute(value: int, wait: bool = False) -> Any:
+        def run() -> int:
+            calls.append(value)
+            if wait:
+                assert release.wait(10)
+            return value
+
+        return run
+
+    db = world.rt.db
+    assert memo.get(db, "v", None, compute(1)) == 1
+    assert memo.get(db, "v", None, compute(2)) == 1 and calls == [1]  # index unchanged
+    _fill_index(world)  # the index changed: recompute in the background, serve 1 meanwhile
+    assert memo.get(db, "v", None, compute(3, wait=True)) == 1
+    assert memo.get(db, "v", None, compute(4)) == 1  # one recomputation at a time
+    release.set()
+    wait_for(lambda: memo.get(db, "v", None, compute(5)) == 3, 10, "the new value")
+    assert calls == [1, 3]
+    # Past MAX_STALE_S a caller waits for the new value rather than see an old one.
+    with db.write() as s:
+        s.execute(insert(FedPool), [_remote("cn.61", 99, "61")])
+    now[0] += IndexMemo.MAX_STALE_S + 1
+    assert memo.get(db, "v", None, compute(6)) == 6

@@ -4,8 +4,8 @@ Every node holds the federation index (``fed_pools``: its own pools, its subtree
 its parent, the rest). These endpoints read that index, so a regional node and the national
 node show the whole federation, and filter it by node (a node code selects that node's
 subtree). Aggregates are computed in SQL over the JSON records and memoised until the index
-changes, so a 100,000-pool index costs one grouped query per change, and pools go to the
-browser one page at a time.
+changes (served up to 30 s stale while a recomputation runs), so a 100,000-pool index
+costs one grouped query per change, and pools go to the browser one page at a time.
 
 - ``GET /summary?node=``: counters (nodes, providers, pools by health, cards, cores) and the
   caller's visible tasks by state.
@@ -18,6 +18,7 @@ browser one page at a time.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -56,31 +57,53 @@ def _within(node: str | None) -> ColumnElement[bool] | None:
     return (FedPool.owner == node) | FedPool.owner.startswith(node + ".", autoescape=True)
 
 
-class _Memo:
-    """Aggregates of the index, recomputed only when it changed (its newest change number
-    and row count, read from indexes, are the key)."""
+class IndexMemo:
+    """Aggregates of the index, recomputed when it changed (its newest change number and row
+    count are the key). While a recomputation runs, in a background thread, callers get the
+    previous value if it is under ``MAX_STALE_S`` old: in a large federation the index changes
+    every few seconds, and a page should not wait for a scan of it each time."""
 
-    def __init__(self) -> None:
+    MAX_STALE_S = 30.0
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._held: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+        self._held: dict[tuple[str, str], tuple[tuple[int, int], float, Any]] = {}
+        self._running: set[tuple[str, str]] = set()
 
     def get(self, db: Database, what: str, node: str | None, compute: Any) -> Any:
         with db.read() as s:
             key = tuple(s.execute(select(func.max(FedPool.seq), func.count())).one())
         version = (int(key[0] or 0), int(key[1] or 0))
+        slot = (what, node or "")
         with self._lock:
-            held = self._held.get((what, node or ""))
-        if held is not None and held[0] == version:
-            return held[1]
-        value = compute()
+            held = self._held.get(slot)
+            if held is not None and held[0] == version:
+                return held[2]
+            fresh_enough = held is not None and self._clock() - held[1] < self.MAX_STALE_S
+            if fresh_enough and slot in self._running:
+                return held[2]  # type: ignore[index]
+            if fresh_enough:
+                self._running.add(slot)
+        if fresh_enough:
+            threading.Thread(target=self._store, args=(slot, version, compute), daemon=True).start()
+            return held[2]  # type: ignore[index]
+        return self._store(slot, version, compute)
+
+    def _store(self, slot: tuple[str, str], version: tuple[int, int], compute: Any) -> Any:
+        try:
+            value = compute()
+        finally:
+            with self._lock:
+                self._running.discard(slot)
         with self._lock:
             if len(self._held) > 256:  # one entry per (view, node filter): bound it
                 self._held.clear()
-            self._held[(what, node or "")] = (version, value)
+            self._held[slot] = (version, self._clock(), value)
         return value
 
 
-MEMO = _Memo()
+MEMO = IndexMemo()
 
 
 class Summary(BaseModel):
@@ -309,11 +332,10 @@ def _parent(code: str) -> str | None:
     return code.rsplit(".", 1)[0] if "." in code else None
 
 
-def _node_map(rt: Runtime) -> FedMap:
-    st = rt.settings
-    own, parent = st.node_code, rt.federation.ident.parent_code
-    since = utcnow() - timedelta(seconds=RTT_WINDOW_S)
-    with rt.db.read() as s:
+def _index_nodes(db: Database) -> tuple[dict[str, tuple[str, int, int]], dict[str, str]]:
+    """Per node in the index: (URL, pools, healthy), and the province most of its pools are in."""
+    region = func.substr(func.coalesce(_region, "11"), 1, 2)
+    with db.read() as s:
         counts = {
             str(o): (str(u or ""), int(n), int(h or 0))
             for o, u, n, h in s.execute(
@@ -323,11 +345,19 @@ def _node_map(rt: Runtime) -> FedMap:
             )
         }
         modal: dict[str, Counter[str]] = {}
-        region = func.substr(func.coalesce(_region, "11"), 1, 2)
         for o, code, n in s.execute(
             select(FedPool.owner, region, func.count()).group_by(FedPool.owner, region)
         ):
             modal.setdefault(str(o), Counter())[str(code)] = int(n)
+    return counts, {o: c.most_common(1)[0][0] for o, c in modal.items()}
+
+
+def _node_map(rt: Runtime) -> FedMap:
+    st = rt.settings
+    own, parent = st.node_code, rt.federation.ident.parent_code
+    since = utcnow() - timedelta(seconds=RTT_WINDOW_S)
+    counts, modal = MEMO.get(rt.db, "nodes", None, lambda: _index_nodes(rt.db))
+    with rt.db.read() as s:
         rtts = {
             str(g).removeprefix("node:"): (str(fr), str(to), float(avg), int(n))
             for g, fr, to, avg, n in s.execute(
@@ -349,8 +379,8 @@ def _node_map(rt: Runtime) -> FedMap:
         up = _parent(child)
         if up:
             regions.setdefault(up, to[:2])
-    for code, c in modal.items():
-        regions.setdefault(code, c.most_common(1)[0][0])
+    for code, province in modal.items():
+        regions.setdefault(code, province)
     nodes = []
     for code in sorted(codes):
         url, n, h = counts.get(code, ("", 0, 0))
