@@ -101,7 +101,7 @@ export function federationMap(provinces, fed) {
     series: [
       {
         type: "map", geoIndex: 0, name: "pools",
-        data: provinces.map((p) => ({ name: p.name, value: p.pools, healthy: p.healthy, cards: p.cards, cpu_cores: p.cpu_cores })),
+        data: provinceData(provinces),
       },
       {
         type: "lines", coordinateSystem: "geo", zlevel: 1, data: links,
@@ -117,6 +117,16 @@ export function federationMap(provinces, fed) {
       },
     ],
   }, { height: 520, cls: "map" });
+}
+
+const provinceData = (provinces) => provinces.map((p) => ({ name: p.name, value: p.pools, healthy: p.healthy, cards: p.cards, cpu_cores: p.cpu_cores }));
+
+// New pool counts on a drawn map, keeping the operator's pan and zoom.
+export function updateFederationMap(el, provinces) {
+  const c = instance(el);
+  if (!c) return false;
+  c.setOption({ visualMap: { max: Math.max(1, ...provinces.map((p) => p.pools)) }, series: [{ data: provinceData(provinces) }] });
+  return true;
 }
 
 // Stacked bars per group over a time axis, with tooltips and zoom. ``groups`` are
@@ -172,16 +182,25 @@ export function latencyHeatmap(entries) {
   }, { height: Math.max(220, 80 + 44 * froms.length) });
 }
 
+const HEALTH_COLOUR = { healthy: "#1a7f37", unhealthy: "#cf222e", unavailable: "#afb8c1" };
+const healthData = (byHealth) => Object.entries(byHealth).map(([k, v]) => ({ name: k, value: v, itemStyle: { color: HEALTH_COLOUR[k] } }));
+
+export function updateDonut(el, byHealth) {
+  const c = instance(el);
+  if (!c) return false;
+  c.setOption({ series: [{ data: healthData(byHealth) }] });
+  return true;
+}
+
 // Pools by health, as a doughnut beside the counters.
 export function healthDonut(byHealth) {
-  const colours = { healthy: "#1a7f37", unhealthy: "#cf222e", unavailable: "#afb8c1" };
   return chart("health", {
     tooltip: { trigger: "item", formatter: (p) => `${p.name}: ${num(p.value)} pools (${p.percent}%)` },
     legend: { bottom: 0 },
     series: [{
       type: "pie", radius: ["48%", "72%"], center: ["50%", "44%"], avoidLabelOverlap: true,
       label: { show: false },
-      data: Object.entries(byHealth).map(([k, v]) => ({ name: k, value: v, itemStyle: { color: colours[k] } })),
+      data: healthData(byHealth),
     }],
   }, { height: 220, cls: "small" });
 }

@@ -1,15 +1,20 @@
 // The console's pages. Each takes the <main> element and renders into it; a page that
 // refreshes returns a function that stops it.
 import { api, fill, h, pct, secs, when, ago, badge, bar, live, money, num, Pager } from "./lib.js";
-import { disposeCharts, federationMap, healthDonut, latencyHeatmap, loadChinaMap, stackedTime } from "./charts.js";
+import { disposeCharts, federationMap, healthDonut, latencyHeatmap, loadChinaMap, stackedTime, updateDonut, updateFederationMap } from "./charts.js";
 
 const STATES = ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "CANCELING"];
 
-// Run ``load`` now and whenever the node's event stream says the data it shows moved.
+// Run ``load`` now and whenever the node's event stream says the data it shows moved (at
+// most once a second: a busy node's counters move all the time).
 function onChange(field, load) {
-  let seen = null;
+  let seen = null, timer = null;
   load();
-  return live((u) => { if (seen !== null && u[field] !== seen) load(); seen = u[field]; });
+  const stopLive = live((u) => {
+    if (seen !== null && u[field] !== seen && !timer) timer = setTimeout(() => { timer = null; load(); }, 1000);
+    seen = u[field];
+  });
+  return () => { stopLive(); if (timer) clearTimeout(timer); };
 }
 
 // A select of the federation's nodes (a node code selects its subtree).
@@ -28,13 +33,14 @@ export async function overview(main) {
   const mapBox = h("div", { class: "panel grow" });
   const card = (label, value, title) => h("div", { class: "card", title: title || null }, h("b", {}, value), label);
   let generation = 0;
-  const draw = async () => {
+  let mapEl = null, donutEl = null;
+  // ``refresh``: new figures into the drawn charts (keeping pan and zoom); else draw anew.
+  const draw = async (refresh = false) => {
     const mine = ++generation;
     const [sum, provinces] = await Promise.all([
       api("/api/v1/console/summary", { params: { node } }),
       api("/api/v1/console/fed/provinces", { params: { node } }), loadChinaMap()]);
     if (mine !== generation || !main.contains(cards)) return; // a newer draw, or another page
-    disposeCharts();
     const t = sum.tasks_by_state, ph = sum.pools_by_health;
     fill(cards,
       card("pools healthy", `${num(ph.healthy)} / ${num(sum.pools)}`, "over the federation index"),
@@ -42,11 +48,15 @@ export async function overview(main) {
       card("accelerator cards", num(sum.cards)), card("CPU cores", num(sum.cpu_cores)),
       card("queued", num(t.QUEUED)), card("running", num(t.RUNNING + t.INITIALIZING)),
       card("complete", num(t.COMPLETE)), card("failed", num(t.EXECUTOR_ERROR + t.SYSTEM_ERROR)));
-    fill(donut, h("h2", {}, "Pools by health"), healthDonut(ph));
+    if (refresh && updateFederationMap(mapEl, provinces) && updateDonut(donutEl, ph)) return;
+    disposeCharts();
+    mapEl = federationMap(provinces, fed);
+    donutEl = healthDonut(ph);
+    fill(donut, h("h2", {}, "Pools by health"), donutEl);
     fill(mapBox, h("h2", {}, node ? `Pools by province: node ${node} and below` : "Pools by province, nodes and links"),
       h("p", { class: "muted" }, "Shade: pools per province · dots: nodes (red this node, purple its parent, green below it) · " +
         "edges: parent-child links with measured RTT. Drag to pan, scroll to zoom."),
-      federationMap(provinces, fed));
+      mapEl);
   };
   const providers = tree.providers.map((p) => {
     const pools = h("ul", { class: "tree" });
@@ -67,13 +77,17 @@ export async function overview(main) {
           h("ul", { class: "tree", id: "tree" }, fedTree(tree, providers)),
           tree.next_page_token ? h("p", { class: "muted" }, "more providers: see Pools") : null))));
   await draw();
-  let seq = null;
-  return live((u) => {
-    // Redraw when the index changed or task counts moved; the first update only records.
+  // Refresh when the index changed or task counts moved (the first update only records),
+  // at most every 5 s: a large federation's index changes all the time.
+  let seq = null, timer = null;
+  const stopLive = live((u) => {
     const key = `${u.pools_seq}|${u.tasks_version}`;
-    if (seq !== null && key !== seq) draw().catch(() => {});
+    if (seq !== null && key !== seq && !timer) {
+      timer = setTimeout(() => { timer = null; draw(true).catch(() => {}); }, 5000);
+    }
     seq = key;
   });
+  return () => { stopLive(); if (timer) clearTimeout(timer); };
 }
 
 // The federation as a tree of node codes (cn > cn.31 > cn.31.ai): every node the index knows,
