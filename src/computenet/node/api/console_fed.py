@@ -20,13 +20,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, func, select
 
 from computenet.model.task import TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope
@@ -46,8 +47,6 @@ _region = FedPool.record[("spec", "region", "code")].as_string()
 _machines = func.coalesce(FedPool.record[("spec", "machines")].as_integer(), 1)
 _cards = func.coalesce(FedPool.record[("spec", "accelerator", "count")].as_integer(), 0)
 _cores = FedPool.record[("spec", "cpu_cores")].as_integer()
-_provider = FedPool.record["provider"].as_string()
-_healthy = func.sum(case((FedPool.health == "healthy", 1), else_=0))
 
 
 def _within(node: str | None) -> ColumnElement[bool] | None:
@@ -119,30 +118,73 @@ class Summary(BaseModel):
     tasks_by_state: dict[str, int]  # the tasks this node holds that the caller may see
 
 
-def _index_totals(db: Database, node: str | None) -> dict[str, Any]:
-    cond = _within(node)
+@dataclass
+class Cell:
+    """Pools of one node in one province with one health: the unit every aggregate is
+    summed from."""
+
+    pools: int = 0
+    cards: int = 0
+    cpu_cores: int = 0
+
+
+@dataclass
+class Cube:
+    """The index summed per (node, province, health), with each node's providers and URL:
+    one pass over the JSON records, from which every view and node filter is added up."""
+
+    cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
+    providers: dict[str, set[str]] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def of(self, node: str | None) -> list[tuple[tuple[str, str, str], Cell]]:
+        """The cells of ``node``'s subtree (every cell without a node)."""
+        return [(k, c) for k, c in self.cells.items() if within(k[0], node)]
+
+
+def within(code: str, node: str | None) -> bool:
+    """Whether node ``code`` is ``node`` or below it (always, without a node)."""
+    return not node or code == node or code.startswith(node + ".")
+
+
+def _cube(db: Database) -> Cube:
+    region = func.substr(func.coalesce(_region, "11"), 1, 2)
+    cube = Cube()
     with db.read() as s:
-        q = select(FedPool.health, func.count(), func.sum(_cards * _machines)).group_by(
-            FedPool.health
-        )
-        q2 = select(func.count(func.distinct(FedPool.owner)), func.count(func.distinct(_provider)))
-        q3 = select(func.sum(_cores * _machines))
-        if cond is not None:
-            q, q2, q3 = q.where(cond), q2.where(cond), q3.where(cond)
-        health: dict[str, int] = {}
-        cards = 0
-        for state, n, c in s.execute(q):
-            health[str(state)] = int(n)
-            cards += int(c or 0)
-        nodes, providers = s.execute(q2).one()
-        cores = int(s.scalar(q3) or 0)
+        q = select(
+            FedPool.owner, region, FedPool.health, func.count(),
+            func.sum(_cards * _machines), func.sum(_cores * _machines),
+        ).group_by(FedPool.owner, region, FedPool.health)  # fmt: skip
+        for owner, code, health, n, cards, cores in s.execute(q):
+            cube.cells[(str(owner), str(code), str(health))] = Cell(
+                int(n), int(cards or 0), int(cores or 0)
+            )
+        # A pool's provider is its CPI less the pool label: no JSON to read for it.
+        for owner, cpi, url in s.execute(select(FedPool.owner, FedPool.cpi, FedPool.url)):
+            cube.providers.setdefault(owner, set()).add(cpi.rsplit("/", 1)[0])
+            cube.urls.setdefault(owner, url)
+    return cube
+
+
+def index_cube(db: Database) -> Cube:
+    """The memoised cube of the federation index (see ``IndexMemo``)."""
+    result: Cube = MEMO.get(db, "cube", None, lambda: _cube(db))
+    return result
+
+
+def _index_totals(cube: Cube, node: str | None) -> dict[str, Any]:
+    cells = cube.of(node)
+    health: dict[str, int] = {}
+    for (_o, _r, h), c in cells:
+        health[h] = health.get(h, 0) + c.pools
+    owners = {o for o in cube.providers if within(o, node)}
     return {
-        "nodes": int(nodes or 0),
-        "providers": int(providers or 0),
+        "nodes": len(owners),
+        "providers": len(set().union(*(cube.providers[o] for o in owners))),
         "pools": sum(health.values()),
         "pools_by_health": {k: health.get(k, 0) for k in ("healthy", "unhealthy", "unavailable")},
-        "cards": cards,
-        "cpu_cores": cores,
+        "cards": sum(c.cards for _, c in cells),
+        "cpu_cores": sum(c.cpu_cores for _, c in cells),
     }
 
 
@@ -151,7 +193,7 @@ def summary(rt: Runtime, p: User, node: NodeCode = None) -> Summary:
     """Federation-wide counters (filtered to ``node``'s subtree when given) and the tasks
     this node holds that the caller may see (all for operators, its own for a user, those
     on its pools for a provider), by state."""
-    totals = MEMO.get(rt.db, "totals", node, lambda: _index_totals(rt.db, node))
+    totals = _index_totals(index_cube(rt.db), node)
     scope = owner_scope(p)
     with rt.db.read() as s:
         q = select(t.Task.state, func.count()).group_by(t.Task.state)
@@ -231,9 +273,9 @@ def fed_pools(
 ) -> FedPoolPage:
     """A page of the federation index by CPI: every node's pools, or ``node``'s subtree."""
     conds = []
-    within = _within(node)
-    if within is not None:
-        conds.append(within)
+    subtree = _within(node)
+    if subtree is not None:
+        conds.append(subtree)
     if health:
         conds.append(FedPool.health == health)
     if q:
@@ -262,40 +304,30 @@ class Province(BaseModel):
     cpu_cores: int
 
 
-def _provinces(db: Database, node: str | None) -> list[Province]:
+def _provinces(cube: Cube, node: str | None) -> list[Province]:
     out = {
         code: Province(code=code, name=name, lat=lat, lon=lon, pools=0, healthy=0, cards=0,
                        cpu_cores=0)
         for code, (name, lat, lon) in PROVINCES.items()
     }  # fmt: skip
-    region = func.substr(func.coalesce(_region, "11"), 1, 2)
-    q = select(
-        region, func.count(), _healthy, func.sum(_cards * _machines), func.sum(_cores * _machines)
-    ).group_by(region)
-    cond = _within(node)
-    if cond is not None:
-        q = q.where(cond)
-    with db.read() as s:
-        for code, n, ok, cards, cores in s.execute(q):
-            pt = out.get(str(code))
-            if pt is None:  # a code the table does not know: keep it, placed mid-China
-                lat, lon = place(str(code))
-                pt = out[str(code)] = Province(
-                    code=str(code), name=str(code), lat=lat, lon=lon, pools=0, healthy=0,
-                    cards=0, cpu_cores=0
-                )  # fmt: skip
-            pt.pools += int(n)
-            pt.healthy += int(ok or 0)
-            pt.cards += int(cards or 0)
-            pt.cpu_cores += int(cores or 0)
+    for (_owner, code, health), c in cube.of(node):
+        pt = out.get(code)
+        if pt is None:  # a code the table does not know: keep it, placed mid-China
+            lat, lon = place(code)
+            pt = out[code] = Province(
+                code=code, name=code, lat=lat, lon=lon, pools=0, healthy=0, cards=0, cpu_cores=0
+            )
+        pt.pools += c.pools
+        pt.healthy += c.pools if health == "healthy" else 0
+        pt.cards += c.cards
+        pt.cpu_cores += c.cpu_cores
     return sorted(out.values(), key=lambda p: p.code)
 
 
 @router.get("/fed/provinces", response_model=list[Province])
 def fed_provinces(rt: Runtime, _p: User, node: NodeCode = None) -> list[Province]:
     """Pools per province (GB/T 2260 two-digit code) over the index, every province listed."""
-    result: list[Province] = MEMO.get(rt.db, "provinces", node, lambda: _provinces(rt.db, node))
-    return result
+    return _provinces(index_cube(rt.db), node)
 
 
 class MapNode(BaseModel):
@@ -332,31 +364,33 @@ def _parent(code: str) -> str | None:
     return code.rsplit(".", 1)[0] if "." in code else None
 
 
-def _index_nodes(db: Database) -> tuple[dict[str, tuple[str, int, int]], dict[str, str]]:
-    """Per node in the index: (URL, pools, healthy), and the province most of its pools are in."""
-    region = func.substr(func.coalesce(_region, "11"), 1, 2)
-    with db.read() as s:
-        counts = {
-            str(o): (str(u or ""), int(n), int(h or 0))
-            for o, u, n, h in s.execute(
-                select(FedPool.owner, func.max(FedPool.url), func.count(), _healthy).group_by(
-                    FedPool.owner
-                )
-            )
-        }
-        modal: dict[str, Counter[str]] = {}
-        for o, code, n in s.execute(
-            select(FedPool.owner, region, func.count()).group_by(FedPool.owner, region)
-        ):
-            modal.setdefault(str(o), Counter())[str(code)] = int(n)
-    return counts, {o: c.most_common(1)[0][0] for o, c in modal.items()}
+def federation_nodes(db: Database) -> list[tuple[str, str, int, int]]:
+    """Every node whose pools the index holds: (code, URL, pools, healthy), by code, from
+    the memoised cube."""
+    cube = index_cube(db)
+    per: dict[str, list[int]] = {}
+    for (owner, _r, health), c in cube.cells.items():
+        n = per.setdefault(owner, [0, 0])
+        n[0] += c.pools
+        n[1] += c.pools if health == "healthy" else 0
+    return [(o, cube.urls.get(o, ""), n, h) for o, (n, h) in sorted(per.items())]
+
+
+def _modal_provinces(cube: Cube) -> dict[str, str]:
+    """Each node's province with the most pools."""
+    per: dict[str, Counter[str]] = {}
+    for (owner, code, _h), c in cube.cells.items():
+        per.setdefault(owner, Counter())[code] += c.pools
+    return {o: c.most_common(1)[0][0] for o, c in per.items()}
 
 
 def _node_map(rt: Runtime) -> FedMap:
     st = rt.settings
     own, parent = st.node_code, rt.federation.ident.parent_code
     since = utcnow() - timedelta(seconds=RTT_WINDOW_S)
-    counts, modal = MEMO.get(rt.db, "nodes", None, lambda: _index_nodes(rt.db))
+    cube = index_cube(rt.db)
+    counts = {code: (url, n, h) for code, url, n, h in federation_nodes(rt.db)}
+    modal = _modal_provinces(cube)
     with rt.db.read() as s:
         rtts = {
             str(g).removeprefix("node:"): (str(fr), str(to), float(avg), int(n))
