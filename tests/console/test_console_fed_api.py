@@ -4,7 +4,6 @@ gauges behind the alerting rules, against an in-process node with real gateways'
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
 
-from computenet.node.api.console_fed import IndexMemo
 from computenet.node.api.console_live import Tickets
+from computenet.node.console_cube import LiveCube, live_cube
 from computenet.store.tables_billing import Budget
-from computenet.store.tables_federation import FedPool
 from nodeapi import World, running_world
-from polling import wait_for
 
 A100 = {"vendor": "nvidia", "model": "nvidia-a100-sxm-80g", "memory_mib": 81920, "count": 4}
 
@@ -31,7 +27,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def _remote(code: str, i: int, region: str, health: str = "healthy") -> dict[str, Any]:
-    """An index row as a child node's sync would store it."""
+    """A pool record as a child node's sync delta carries it."""
     cpi = f"{code}/p{i % 3}/pool{i}"
     spec = {
         "label": f"pool{i}",
@@ -42,24 +38,18 @@ def _remote(code: str, i: int, region: str, health: str = "healthy") -> dict[str
         "region": {"code": region},
         "price_per_card_hour": "7.5",
     }
-    rec = {"cpi": cpi, "node": code, "provider": f"{code}/p{i % 3}", "spec": spec}
     return {
-        "cpi": cpi,
-        "owner": code,
-        "via": code,
-        "url": f"http://{code}.example",
-        "record": rec,
-        "health": health,
-        "seq": 1000 + i,
-        "updated_at": datetime.now(UTC),
-    }
+        "cpi": cpi, "node": code, "provider": f"{code}/p{i % 3}", "health": health,
+        "served_by_url": f"http://{code}.example", "spec": spec,
+    }  # fmt: skip
 
 
 def _fill_index(world: World) -> None:
-    rows = [_remote("cn.31", i, "31") for i in range(6)]
-    rows += [_remote("cn.52", 10 + i, "52", "unavailable") for i in range(4)]
-    with world.rt.db.write() as s:
-        s.execute(insert(FedPool), rows)
+    """Six healthy pools of cn.31 and four of cn.52, learned the way sync learns them."""
+    index = world.rt.federation.index
+    index.apply("cn.31", [_remote("cn.31", i, "31") for i in range(6)], full=False)
+    index.apply("cn.52", [_remote("cn.52", 10 + i, "52") for i in range(4)], full=False)
+    index.mark_unavailable("cn.52")  # Guizhou went silent
 
 
 def _get(world: World, path: str, who: dict[str, str], **params: Any) -> Any:
@@ -225,32 +215,23 @@ def test_alert_gauges_are_exported(world: World) -> None:
         assert f"# TYPE {family} gauge" in text
 
 
-def test_memo_recomputes_on_change_and_serves_recent_values_meanwhile(world: World) -> None:
-    now = [0.0]
-    memo = IndexMemo(clock=lambda: now[0])
-    release = threading.Event()
-    calls: list[int] = []
-
-    def compute(value: int, wait: bool = False) -> Any:
-        def run() -> int:
-            calls.append(value)
-            if wait:
-                assert release.wait(10)
-            return value
-
-        return run
-
-    db = world.rt.db
-    assert memo.get(db, "v", None, compute(1)) == 1
-    assert memo.get(db, "v", None, compute(2)) == 1 and calls == [1]  # index unchanged
-    _fill_index(world)  # the index changed: recompute in the background, serve 1 meanwhile
-    assert memo.get(db, "v", None, compute(3, wait=True)) == 1
-    assert memo.get(db, "v", None, compute(4)) == 1  # one recomputation at a time
-    release.set()
-    wait_for(lambda: memo.get(db, "v", None, compute(5)) == 3, 10, "the new value")
-    assert calls == [1, 3]
-    # Past MAX_STALE_S a caller waits for the new value rather than see an old one.
-    with db.write() as s:
-        s.execute(insert(FedPool), [_remote("cn.61", 99, "61")])
-    now[0] += IndexMemo.MAX_STALE_S + 1
-    assert memo.get(db, "v", None, compute(6)) == 6
+def test_the_sums_follow_the_index_as_it_changes(world: World) -> None:
+    index = world.rt.federation.index
+    cube = live_cube(world.rt.db, index)
+    assert cube.current().cells == {}
+    _fill_index(world)
+    c = cube.current()
+    assert sum(x.pools for x in c.cells.values()) == 10
+    assert c.cells[("cn.52", "52", "unavailable")].pools == 4
+    assert c.cells[("cn.31", "31", "healthy")].cards == 3 * 8  # 3 of 6 with 4 cards x 2
+    assert set(c.providers["cn.31"]) == {"cn.31/p0", "cn.31/p1", "cn.31/p2"}
+    # A pool moves province and one is dropped (a full delta without it): only they move.
+    moved = _remote("cn.31", 0, "44")
+    index.apply("cn.31", [moved] + [_remote("cn.31", i, "31") for i in range(1, 5)], full=True)
+    c = cube.current()
+    assert c.cells[("cn.31", "44", "healthy")].pools == 1
+    assert c.cells[("cn.31", "31", "healthy")].pools == 4
+    assert sum(x.pools for x in c.cells.values()) == 9
+    # The same sums as a fresh read of the whole index.
+    fresh = LiveCube(world.rt.db, index).current()
+    assert fresh.cells == c.cells and fresh.providers == c.providers

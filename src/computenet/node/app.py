@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import computenet
-from computenet.node import http_errors
+from computenet.node import console_cube, http_errors
 from computenet.node.api import (
     audit,
     billing,
@@ -38,6 +38,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await rt.start()
+        console_cube.warm(rt.db, rt.federation.index)
         try:
             yield
         finally:

@@ -259,7 +259,7 @@ def tree(rt: Runtime, _p: User, page_size: PageSize = 100, page_token: Token = N
             if code.startswith(own + ".")
             else "elsewhere",
         )
-        for code, url, n, h in federation_nodes(rt.db)  # memoised: the index may be large
+        for code, url, n, h in federation_nodes(rt)  # kept summed: the index may be large
     ]
     return Tree(
         code=st.node_code,

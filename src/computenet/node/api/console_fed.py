@@ -3,9 +3,9 @@
 Every node holds the federation index (``fed_pools``: its own pools, its subtree's and, from
 its parent, the rest). These endpoints read that index, so a regional node and the national
 node show the whole federation, and filter it by node (a node code selects that node's
-subtree). Aggregates are computed in SQL over the JSON records and memoised until the index
-changes (served up to 30 s stale while a recomputation runs), so a 100,000-pool index
-costs one grouped query per change, and pools go to the browser one page at a time.
+subtree). Counters, provinces and the node map are added up from sums of the index kept up
+to date as it changes (``computenet.node.console_cube``), so a 100,000-pool index is not
+scanned per request; pools go to the browser one page at a time.
 
 - ``GET /summary?node=``: counters (nodes, providers, pools by health, cards, cores) and the
   caller's visible tasks by state.
@@ -17,10 +17,7 @@ costs one grouped query per change, and pools go to the browser one page at a ti
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -31,22 +28,17 @@ from sqlalchemy import ColumnElement, func, select
 
 from computenet.model.task import TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope
+from computenet.node.console_cube import Cube, live_cube, within
 from computenet.node.regions import PROVINCES, place, province_name
 from computenet.node.tasks import utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
 from computenet.store import tables_monitoring as m
-from computenet.store.db import Database
 from computenet.store.tables_federation import FedPool
 
 router = APIRouter(prefix="/api/v1/console", tags=["console"])
 NodeCode = Annotated[str | None, Query(max_length=140, pattern=r"^[a-z0-9.]*$")]
 RTT_WINDOW_S = 3600.0
-
-_region = FedPool.record[("spec", "region", "code")].as_string()
-_machines = func.coalesce(FedPool.record[("spec", "machines")].as_integer(), 1)
-_cards = func.coalesce(FedPool.record[("spec", "accelerator", "count")].as_integer(), 0)
-_cores = FedPool.record[("spec", "cpu_cores")].as_integer()
 
 
 def _within(node: str | None) -> ColumnElement[bool] | None:
@@ -54,55 +46,6 @@ def _within(node: str | None) -> ColumnElement[bool] | None:
     if not node:
         return None
     return (FedPool.owner == node) | FedPool.owner.startswith(node + ".", autoescape=True)
-
-
-class IndexMemo:
-    """Aggregates of the index, recomputed when it changed (its newest change number and row
-    count are the key). While a recomputation runs, in a background thread, callers get the
-    previous value if it is under ``MAX_STALE_S`` old: in a large federation the index changes
-    every few seconds, and a page should not wait for a scan of it each time."""
-
-    MAX_STALE_S = 30.0
-
-    def __init__(self, clock: Any = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._held: dict[tuple[str, str], tuple[tuple[int, int], float, Any]] = {}
-        self._running: set[tuple[str, str]] = set()
-
-    def get(self, db: Database, what: str, node: str | None, compute: Any) -> Any:
-        with db.read() as s:
-            key = tuple(s.execute(select(func.max(FedPool.seq), func.count())).one())
-        version = (int(key[0] or 0), int(key[1] or 0))
-        slot = (what, node or "")
-        with self._lock:
-            held = self._held.get(slot)
-            if held is not None and held[0] == version:
-                return held[2]
-            fresh_enough = held is not None and self._clock() - held[1] < self.MAX_STALE_S
-            if fresh_enough and slot in self._running:
-                return held[2]  # type: ignore[index]
-            if fresh_enough:
-                self._running.add(slot)
-        if fresh_enough:
-            threading.Thread(target=self._store, args=(slot, version, compute), daemon=True).start()
-            return held[2]  # type: ignore[index]
-        return self._store(slot, version, compute)
-
-    def _store(self, slot: tuple[str, str], version: tuple[int, int], compute: Any) -> Any:
-        try:
-            value = compute()
-        finally:
-            with self._lock:
-                self._running.discard(slot)
-        with self._lock:
-            if len(self._held) > 256:  # one entry per (view, node filter): bound it
-                self._held.clear()
-            self._held[slot] = (version, self._clock(), value)
-        return value
-
-
-MEMO = IndexMemo()
 
 
 class Summary(BaseModel):
@@ -118,58 +61,9 @@ class Summary(BaseModel):
     tasks_by_state: dict[str, int]  # the tasks this node holds that the caller may see
 
 
-@dataclass
-class Cell:
-    """Pools of one node in one province with one health: the unit every aggregate is
-    summed from."""
-
-    pools: int = 0
-    cards: int = 0
-    cpu_cores: int = 0
-
-
-@dataclass
-class Cube:
-    """The index summed per (node, province, health), with each node's providers and URL:
-    one pass over the JSON records, from which every view and node filter is added up."""
-
-    cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
-    providers: dict[str, set[str]] = field(default_factory=dict)
-    urls: dict[str, str] = field(default_factory=dict)
-
-    def of(self, node: str | None) -> list[tuple[tuple[str, str, str], Cell]]:
-        """The cells of ``node``'s subtree (every cell without a node)."""
-        return [(k, c) for k, c in self.cells.items() if within(k[0], node)]
-
-
-def within(code: str, node: str | None) -> bool:
-    """Whether node ``code`` is ``node`` or below it (always, without a node)."""
-    return not node or code == node or code.startswith(node + ".")
-
-
-def _cube(db: Database) -> Cube:
-    region = func.substr(func.coalesce(_region, "11"), 1, 2)
-    cube = Cube()
-    with db.read() as s:
-        q = select(
-            FedPool.owner, region, FedPool.health, func.count(),
-            func.sum(_cards * _machines), func.sum(_cores * _machines),
-        ).group_by(FedPool.owner, region, FedPool.health)  # fmt: skip
-        for owner, code, health, n, cards, cores in s.execute(q):
-            cube.cells[(str(owner), str(code), str(health))] = Cell(
-                int(n), int(cards or 0), int(cores or 0)
-            )
-        # A pool's provider is its CPI less the pool label: no JSON to read for it.
-        for owner, cpi, url in s.execute(select(FedPool.owner, FedPool.cpi, FedPool.url)):
-            cube.providers.setdefault(owner, set()).add(cpi.rsplit("/", 1)[0])
-            cube.urls.setdefault(owner, url)
-    return cube
-
-
-def index_cube(db: Database) -> Cube:
-    """The memoised cube of the federation index (see ``IndexMemo``)."""
-    result: Cube = MEMO.get(db, "cube", None, lambda: _cube(db))
-    return result
+def index_cube(rt: Runtime) -> Cube:
+    """The federation index's sums, up to date (see ``computenet.node.console_cube``)."""
+    return live_cube(rt.db, rt.federation.index).current()
 
 
 def _index_totals(cube: Cube, node: str | None) -> dict[str, Any]:
@@ -178,9 +72,12 @@ def _index_totals(cube: Cube, node: str | None) -> dict[str, Any]:
     for (_o, _r, h), c in cells:
         health[h] = health.get(h, 0) + c.pools
     owners = {o for o in cube.providers if within(o, node)}
+    providers: set[str] = set()
+    for o in owners:
+        providers |= set(cube.providers[o])
     return {
         "nodes": len(owners),
-        "providers": len(set().union(*(cube.providers[o] for o in owners))),
+        "providers": len(providers),
         "pools": sum(health.values()),
         "pools_by_health": {k: health.get(k, 0) for k in ("healthy", "unhealthy", "unavailable")},
         "cards": sum(c.cards for _, c in cells),
@@ -193,7 +90,7 @@ def summary(rt: Runtime, p: User, node: NodeCode = None) -> Summary:
     """Federation-wide counters (filtered to ``node``'s subtree when given) and the tasks
     this node holds that the caller may see (all for operators, its own for a user, those
     on its pools for a provider), by state."""
-    totals = _index_totals(index_cube(rt.db), node)
+    totals = _index_totals(index_cube(rt), node)
     scope = owner_scope(p)
     with rt.db.read() as s:
         q = select(t.Task.state, func.count()).group_by(t.Task.state)
@@ -327,7 +224,7 @@ def _provinces(cube: Cube, node: str | None) -> list[Province]:
 @router.get("/fed/provinces", response_model=list[Province])
 def fed_provinces(rt: Runtime, _p: User, node: NodeCode = None) -> list[Province]:
     """Pools per province (GB/T 2260 two-digit code) over the index, every province listed."""
-    return _provinces(index_cube(rt.db), node)
+    return _provinces(index_cube(rt), node)
 
 
 class MapNode(BaseModel):
@@ -364,10 +261,10 @@ def _parent(code: str) -> str | None:
     return code.rsplit(".", 1)[0] if "." in code else None
 
 
-def federation_nodes(db: Database) -> list[tuple[str, str, int, int]]:
+def federation_nodes(rt: Runtime) -> list[tuple[str, str, int, int]]:
     """Every node whose pools the index holds: (code, URL, pools, healthy), by code, from
-    the memoised cube."""
-    cube = index_cube(db)
+    the live sums (no scan of the index)."""
+    cube = index_cube(rt)
     per: dict[str, list[int]] = {}
     for (owner, _r, health), c in cube.cells.items():
         n = per.setdefault(owner, [0, 0])
@@ -388,8 +285,8 @@ def _node_map(rt: Runtime) -> FedMap:
     st = rt.settings
     own, parent = st.node_code, rt.federation.ident.parent_code
     since = utcnow() - timedelta(seconds=RTT_WINDOW_S)
-    cube = index_cube(rt.db)
-    counts = {code: (url, n, h) for code, url, n, h in federation_nodes(rt.db)}
+    cube = index_cube(rt)
+    counts = {code: (url, n, h) for code, url, n, h in federation_nodes(rt)}
     modal = _modal_provinces(cube)
     with rt.db.read() as s:
         rtts = {

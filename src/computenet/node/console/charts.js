@@ -93,7 +93,7 @@ export function federationMap(provinces, fed) {
       inRange: { color: ["#f0f5fb", "#9ec5f4", "#0969da"] }, formatter: (v) => `${num(v)} pools`,
     },
     geo: {
-      map: "cn-provinces", roam: true, zoom: 1.15, center: [104, 36],
+      map: "cn-provinces", roam: true, zoom: 1.2, center: [104.5, 36],
       itemStyle: { areaColor: "#f6f8fa", borderColor: "#8c959f", borderWidth: 0.6 },
       emphasis: { itemStyle: { areaColor: "#ffdf5d" }, label: { show: false } },
       label: { show: false },
@@ -116,7 +116,7 @@ export function federationMap(provinces, fed) {
         label: { show: true, formatter: "{b}", position: "right", color: "#1f2328", fontWeight: "bold" },
       },
     ],
-  }, { height: 520, cls: "map" });
+  }, { height: Math.round(Math.min(680, Math.max(440, 0.62 * window.innerHeight))), cls: "map" });
 }
 
 const provinceData = (provinces) => provinces.map((p) => ({ name: p.name, value: p.pools, healthy: p.healthy, cards: p.cards, cpu_cores: p.cpu_cores }));
