@@ -26,8 +26,13 @@ function nodeFilter(fed, onChange) {
 }
 
 export async function overview(main) {
-  const [fed, tree] = await Promise.all([api("/api/v1/console/fed/nodes"), api("/api/v1/console/tree")]);
   let node = "";
+  const figures = () => Promise.all([
+    api("/api/v1/console/summary", { params: { node } }),
+    api("/api/v1/console/fed/provinces", { params: { node } }), loadChinaMap()]);
+  const first = figures(); // in parallel with the two requests below: one round trip, not two
+  first.catch(() => {}); // awaited below; if the page fails first, not an unhandled rejection
+  const [fed, tree] = await Promise.all([api("/api/v1/console/fed/nodes"), api("/api/v1/console/tree")]);
   const cards = h("div", { class: "cards", id: "counters" });
   const donut = h("div", { class: "panel donut" });
   const mapBox = h("div", { class: "panel grow" });
@@ -35,11 +40,9 @@ export async function overview(main) {
   let generation = 0;
   let mapEl = null, donutEl = null;
   // ``refresh``: new figures into the drawn charts (keeping pan and zoom); else draw anew.
-  const draw = async (refresh = false) => {
+  const draw = async (refresh = false, pending = null) => {
     const mine = ++generation;
-    const [sum, provinces] = await Promise.all([
-      api("/api/v1/console/summary", { params: { node } }),
-      api("/api/v1/console/fed/provinces", { params: { node } }), loadChinaMap()]);
+    const [sum, provinces] = await (pending || figures());
     if (mine !== generation || !main.contains(cards)) return; // a newer draw, or another page
     const t = sum.tasks_by_state, ph = sum.pools_by_health;
     fill(cards,
@@ -76,7 +79,7 @@ export async function overview(main) {
         h("div", { class: "panel" }, h("h2", {}, "Federation tree"),
           h("ul", { class: "tree", id: "tree" }, fedTree(tree, providers)),
           tree.next_page_token ? h("p", { class: "muted" }, "more providers: see Pools") : null))));
-  await draw();
+  await draw(false, first);
   // Refresh when the index changed or task counts moved (the first update only records),
   // at most every 5 s: a large federation's index changes all the time.
   let seq = null, timer = null;
