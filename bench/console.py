@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -261,6 +262,7 @@ def main() -> None:
         results = measure(node.url, node.token, args.repeat)
         pages = browser_times(node.url, node.token, args.browser_repeat)
     report = {
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "pools": args.pools,
         "fed_pools": args.fed_pools,
         "tasks": args.tasks,
@@ -273,7 +275,8 @@ def main() -> None:
         return
     print(
         f"store: {args.pools} own pools, {args.fed_pools} in the federation index, "
-        f"{args.tasks} tasks (filled in {fill_s:.1f} s); {args.repeat} loads each"
+        f"{args.tasks} tasks (filled in {fill_s:.1f} s); {args.repeat} loads each; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"{'what':58} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'bytes':>9}")
     for name, r in results.items():
