@@ -246,7 +246,7 @@ def main() -> None:
     ap.add_argument("--fed-pools", type=int, default=100_000)
     ap.add_argument("--browser-repeat", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=10_000)
-    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     fill_s = 0.0

@@ -110,7 +110,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
                 lambda tid=tid: (
                     _api(nat, nat.token, "GET", f"/api/v1/tasks/{tid}")["state"] == "COMPLETE"
                 ),
-            )  # type: ignore[misc]
+            )
         ids["provider"] = ids["admin"]  # ran on the provider's pool: it may see it
         yield Fed(nat, {"admin": nat.token, "user": user, "provider": provider}, ids)
     finally:
