@@ -65,7 +65,7 @@ bench-console: $(VENV)/.installed-dev
 
 # Re-take docs/screenshots/*.png by running the console's browser test (needs Chromium).
 screenshots: $(VENV)/.installed-dev
-	COMPUTENET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/console/test_console_browser.py
+	COMPUTENET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q "tests/console/test_console_pages.py::test_every_page_for_every_role_and_screen[admin]"
 
 fuzz: $(VENV)/.installed-dev
 	$(BIN)/python bench/fuzz.py

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -49,12 +47,11 @@ def test_login_pools_submit_watch_and_read_log(node: tuple[Proc, str]) -> None:
     from playwright.sync_api import sync_playwright
 
     proc, url = node
-    shots = os.environ.get("COMPUTENET_SCREENSHOTS")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 800})
-            task_id = run_flow(page, url, admin_token(proc), 3, Path(shots) if shots else None)
+            task_id = run_flow(page, url, admin_token(proc), 3)
         finally:
             browser.close()
     assert task_id.startswith("cn-")

@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import computenet
-from computenet.node import http_errors
+from computenet.node import console_cube, http_errors
 from computenet.node.api import (
     audit,
     billing,
     console,
+    console_fed,
+    console_live,
     federation,
     gateway,
     native,
@@ -24,6 +26,7 @@ from computenet.node.api import (
     tokens,
 )
 from computenet.node.audit import AuditMiddleware
+from computenet.node.console_http import ConsoleHeaders
 from computenet.node.metrics import MetricsMiddleware
 from computenet.node.runtime import NodeRuntime
 from computenet.node.tracing import TraceMiddleware
@@ -35,6 +38,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await rt.start()
+        console_cube.warm(rt.db, rt.federation.index)
         try:
             yield
         finally:
@@ -61,8 +65,11 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(secrets.router)
     app.include_router(federation.router)
     app.include_router(console.router)
+    app.include_router(console_fed.router)
+    app.include_router(console_live.router)
     app.include_router(ops.router)
     ops.mount_console(app)
+    app.add_middleware(ConsoleHeaders)
     app.add_middleware(MetricsMiddleware, metrics=rt.monitor.metrics)
     app.add_middleware(TraceMiddleware)
 

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from computenet.model.task import TaskState
 from computenet.node.http_errors import StatusWatch
+from computenet.node.metrics_ops import OpsCollector
 from computenet.node.tasks import utcnow
 from computenet.store import tables as t
 from computenet.store.db import Database
@@ -133,6 +134,7 @@ class NodeMetrics:
             "computenet_http_request_seconds", "HTTP request duration", registry=r
         )
         r.register(StoreCollector(db))
+        r.register(OpsCollector(db))
 
 
 class MetricsMiddleware:

@@ -23,6 +23,7 @@ from sqlalchemy import case, func, select
 
 from computenet.model.task import TaskState
 from computenet.node import fedpools, netmeasure, quality
+from computenet.node.api.console_fed import federation_nodes
 from computenet.node.api.deps import Runtime, User, owner_scope
 from computenet.node.quality import Quality
 from computenet.node.regions import PROVINCES, place, province_name
@@ -262,7 +263,7 @@ def tree(rt: Runtime, _p: User, page_size: PageSize = 100, page_token: Token = N
             if code.startswith(own + ".")
             else "elsewhere",
         )
-        for code, url, n, h in rt.federation.index.nodes()
+        for code, url, n, h in federation_nodes(rt)  # kept summed: the index may be large
     ]
     return Tree(
         code=st.node_code,

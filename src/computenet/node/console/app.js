@@ -1,5 +1,6 @@
 // The console's entry point: login with a token, then a hash router over the pages.
-import { api, fill, h, token, ApiError } from "./lib.js";
+import { api, closeLive, fill, h, token, ApiError } from "./lib.js";
+import { disposeCharts } from "./charts.js";
 import * as pages from "./pages.js";
 
 const main = document.getElementById("main");
@@ -10,6 +11,8 @@ function go(hash) { location.hash = hash; }
 
 function login(message) {
   nav.hidden = true;
+  closeLive();
+  document.getElementById("node-name").textContent = "";
   const input = h("input", { id: "token", type: "password", placeholder: "API token", size: 50, autocomplete: "off" });
   const form = h("form", { id: "login", class: "panel" }, h("h1", {}, "Log in"),
     h("p", { class: "muted" }, "Paste an API token (admin or user). It is kept in this tab only."),
@@ -24,6 +27,7 @@ function login(message) {
 
 async function route() {
   if (stop) { stop(); stop = null; }
+  disposeCharts();
   if (!token.get()) return login();
   let node;
   try { node = await api("/api/v1/node"); } catch (e) {
@@ -40,7 +44,7 @@ async function route() {
     else if (page === "submit") pages.submit(main, go);
     else stop = (await (render[page] || pages.overview)(main)) || null;
   } catch (e) {
-    fill(main, h("p", { class: "error" }, `Could not load: ${e.message}`));
+    fill(main, h("p", { class: "error" }, `Could not load this page: ${e.message}`));
   }
 }
 

@@ -40,6 +40,19 @@ export async function api(path, { method = "GET", body, params } = {}) {
   return data;
 }
 
+// Numbers for people: grouped digits and at most two decimals from 1 up; below 1, three
+// significant digits (0.000285, never a row of zeros like 0.000000000).
+const grouped = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+const small = new Intl.NumberFormat("en-US", { maximumSignificantDigits: 3 });
+export function num(x) {
+  if (x === null || x === undefined || x === "") return "–";
+  const v = Number(x);
+  if (!Number.isFinite(v)) return String(x);
+  return Math.abs(v) < 1 ? small.format(v) : grouped.format(v);
+}
+export function ms(x) { return x === null || x === undefined ? "–" : `${Number(x).toFixed(1)} ms`; }
+export function money(x, currency = "CNY") { return x === null || x === undefined ? "–" : `${num(x)} ${currency}`; }
+
 export function pct(x) { return x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`; }
 export function secs(x) { return x === null || x === undefined ? "–" : x < 1 ? `${(1000 * x).toFixed(0)} ms` : `${x.toFixed(1)} s`; }
 export function when(iso) { return iso ? new Date(iso).toLocaleString() : "–"; }
@@ -72,4 +85,47 @@ export class Pager {
 export function fill(el, ...children) {
   el.replaceChildren(...children.flat(3).filter((c) => c !== null && c !== undefined && c !== false)
     .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+}
+
+// One server-sent event stream per logged-in tab; pages subscribe to its "update" events.
+// EventSource cannot send a bearer token, so each connection opens with a one-time ticket.
+const listeners = new Set();
+let source = null, last = null, retryMs = 1000, retryTimer = null;
+
+async function connect() {
+  retryTimer = null;
+  if (!token.get() || !listeners.size) return;
+  try {
+    const { ticket } = await api("/api/v1/console/events/ticket", { method: "POST" });
+    source = new EventSource(`/api/v1/console/events?ticket=${encodeURIComponent(ticket)}`);
+  } catch (e) { return reconnect(); }
+  source.addEventListener("update", (ev) => {
+    retryMs = 1000;
+    last = JSON.parse(ev.data);
+    for (const fn of listeners) fn(last);
+  });
+  // A stream ends when the node closes it (after its maximum life, or on shutdown): open
+  // a new one with a new ticket, backing off up to 30 s while the node is away.
+  source.addEventListener("error", () => { source.close(); source = null; reconnect(); });
+}
+
+function reconnect() {
+  if (retryTimer || !listeners.size) return;
+  retryTimer = setTimeout(connect, retryMs);
+  retryMs = Math.min(30000, retryMs * 2);
+}
+
+// Call ``fn`` with each update (and the latest one at once); returns the unsubscriber.
+export function live(fn) {
+  listeners.add(fn);
+  if (last) fn(last);
+  if (!source && !retryTimer) connect();
+  return () => listeners.delete(fn);
+}
+
+export function closeLive() {
+  listeners.clear();
+  if (source) { source.close(); source = null; }
+  if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+  last = null;
 }

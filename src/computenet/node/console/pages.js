@@ -1,36 +1,96 @@
 // The console's pages. Each takes the <main> element and renders into it; a page that
 // refreshes returns a function that stops it.
-import { api, fill, h, pct, secs, when, ago, badge, bar, Pager } from "./lib.js";
-import { chinaPlot, barChart, fillBuckets } from "./charts.js";
+import { api, fill, h, pct, secs, when, ago, badge, bar, live, money, num, Pager } from "./lib.js";
+import { disposeCharts, federationMap, healthDonut, latencyHeatmap, loadChinaMap, stackedTime, updateDonut, updateFederationMap } from "./charts.js";
 
 const STATES = ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "CANCELING"];
 
-function every(ms, fn) { fn(); const id = setInterval(fn, ms); return () => clearInterval(id); }
+// Run ``load`` now and whenever the node's event stream says the data it shows moved (at
+// most once a second: a busy node's counters move all the time).
+function onChange(field, load) {
+  let seen = null, timer = null;
+  load();
+  const stopLive = live((u) => {
+    if (seen !== null && u[field] !== seen && !timer) timer = setTimeout(() => { timer = null; load(); }, 1000);
+    seen = u[field];
+  });
+  return () => { stopLive(); if (timer) clearTimeout(timer); };
+}
+
+// A select of the federation's nodes (a node code selects its subtree).
+function nodeFilter(fed, onChange) {
+  const sel = h("select", { id: "node-filter", "aria-label": "node" }, h("option", { value: "" }, "whole federation"),
+    fed.nodes.map((n) => h("option", { value: n.code }, `node ${n.code}${n.relation === "self" ? " (this node)" : ""} and below`)));
+  sel.addEventListener("change", () => onChange(sel.value));
+  return sel;
+}
 
 export async function overview(main) {
-  const [ov, points, tree] = await Promise.all([api("/api/v1/console/overview"), api("/api/v1/console/map"), api("/api/v1/console/tree")]);
-  const card = (label, value) => h("div", { class: "card" }, h("b", {}, value), label);
+  let node = "";
+  const figures = () => Promise.all([
+    api("/api/v1/console/summary", { params: { node } }),
+    api("/api/v1/console/fed/provinces", { params: { node } }), loadChinaMap()]);
+  const first = figures(); // in parallel with the two requests below: one round trip, not two
+  first.catch(() => {}); // awaited below; if the page fails first, not an unhandled rejection
+  const [fed, tree] = await Promise.all([api("/api/v1/console/fed/nodes"), api("/api/v1/console/tree")]);
+  const cards = h("div", { class: "cards", id: "counters" });
+  const donut = h("div", { class: "panel donut" });
+  const mapBox = h("div", { class: "panel grow" });
+  const card = (label, value, title) => h("div", { class: "card", title: title || null }, h("b", {}, value), label);
+  let generation = 0;
+  let mapEl = null, donutEl = null;
+  // ``refresh``: new figures into the drawn charts (keeping pan and zoom); else draw anew.
+  const draw = async (refresh = false, pending = null) => {
+    const mine = ++generation;
+    const [sum, provinces] = await (pending || figures());
+    if (mine !== generation || !main.contains(cards)) return; // a newer draw, or another page
+    const t = sum.tasks_by_state, ph = sum.pools_by_health;
+    fill(cards,
+      card("pools healthy", `${num(ph.healthy)} / ${num(sum.pools)}`, "over the federation index"),
+      card("nodes", num(sum.nodes)), card("providers", num(sum.providers)),
+      card("accelerator cards", num(sum.cards)), card("CPU cores", num(sum.cpu_cores)),
+      card("queued", num(t.QUEUED)), card("running", num(t.RUNNING + t.INITIALIZING)),
+      card("complete", num(t.COMPLETE)), card("failed", num(t.EXECUTOR_ERROR + t.SYSTEM_ERROR)));
+    if (refresh && updateFederationMap(mapEl, provinces) && updateDonut(donutEl, ph)) return;
+    disposeCharts();
+    mapEl = federationMap(provinces, fed);
+    donutEl = healthDonut(ph);
+    fill(donut, h("h2", {}, "Pools by health"), donutEl);
+    fill(mapBox, h("h2", {}, node ? `Pools by province: node ${node} and below` : "Pools by province, nodes and links"),
+      h("p", { class: "muted" }, "Shade: pools per province · dots: nodes (red this node, purple its parent, green below it) · " +
+        "edges: parent-child links with measured RTT. Drag to pan, scroll to zoom."),
+      mapEl);
+  };
   const providers = tree.providers.map((p) => {
     const pools = h("ul", { class: "tree" });
     const toggle = async () => {
-      if (pools.childElementCount) { fill(pools, ); return; }
+      if (pools.childElementCount) { fill(pools); return; }
       const page = await api("/api/v1/console/pools", { params: { provider: p.prefix, page_size: 100 } });
       fill(pools, ...page.pools.map((x) => h("li", {}, badge(x.health), " ", x.cpi)));
     };
-    return h("li", {}, h("a", { href: "javascript:void 0", onclick: toggle }, `▸ ${p.prefix}`), ` ${p.name} — ${p.healthy}/${p.pools} pools healthy`, pools);
+    return h("li", {}, h("button", { type: "button", class: "link", onclick: toggle }, `▸ ${p.prefix}`), ` ${p.name} — ${p.healthy}/${p.pools} pools healthy`, pools);
   });
-  fill(main, 
-    h("h1", {}, `Node ${ov.code} (${ov.level}) — ${ov.name}`),
-    h("div", { class: "cards" },
-      card("pools healthy", `${ov.pools_by_health.healthy}/${ov.pools_by_health.healthy + ov.pools_by_health.unhealthy}`),
-      card("providers", ov.providers), card("accelerator cards", ov.cards), card("CPU cores", ov.cpu_cores),
-      card("queued", ov.tasks_by_state.QUEUED), card("running", ov.tasks_by_state.RUNNING + ov.tasks_by_state.INITIALIZING),
-      card("complete", ov.tasks_by_state.COMPLETE), card("failed", ov.tasks_by_state.EXECUTOR_ERROR + ov.tasks_by_state.SYSTEM_ERROR)),
-    h("div", { class: "row" },
-      h("div", {}, h("h2", {}, "Pools by region"), chinaPlot(points)),
-      h("div", { class: "panel", style: "min-width:22rem" }, h("h2", {}, "Federation tree"),
-        h("ul", { class: "tree", id: "tree" }, fedTree(tree, providers)),
-        tree.next_page_token ? h("p", { class: "muted" }, "more providers: see Pools") : null)));
+  const filter = nodeFilter(fed, (v) => { node = v; draw(); });
+  fill(main,
+    h("div", { class: "title" }, h("h1", {}, `Node ${tree.code} (${tree.level}) — ${tree.name}`), h("label", {}, "Show ", filter)),
+    cards,
+    h("div", { class: "row" }, mapBox,
+      h("div", { class: "side" }, donut,
+        h("div", { class: "panel" }, h("h2", {}, "Federation tree"),
+          h("ul", { class: "tree", id: "tree" }, fedTree(tree, providers)),
+          tree.next_page_token ? h("p", { class: "muted" }, "more providers: see Pools") : null))));
+  await draw(false, first);
+  // Refresh when the index changed or task counts moved (the first update only records),
+  // at most every 5 s: a large federation's index changes all the time.
+  let seq = null, timer = null;
+  const stopLive = live((u) => {
+    const key = `${u.pools_seq}|${u.tasks_version}`;
+    if (seq !== null && key !== seq && !timer) {
+      timer = setTimeout(() => { timer = null; draw(true).catch(() => {}); }, 5000);
+    }
+    seq = key;
+  });
+  return () => { stopLive(); if (timer) clearTimeout(timer); };
 }
 
 // The federation as a tree of node codes (cn > cn.31 > cn.31.ai): every node the index knows,
@@ -62,30 +122,49 @@ function fedTree(tree, providers) {
   return roots.sort((a, b) => a.code.localeCompare(b.code)).map(item);
 }
 
-export function pools(main) {
+export async function pools(main) {
+  const fed = await api("/api/v1/console/fed/nodes");
   const pager = new Pager();
-  const health = h("select", { id: "health" }, h("option", { value: "" }, "any health"), h("option", { value: "healthy" }, "healthy"), h("option", { value: "unhealthy" }, "unhealthy"));
-  const search = h("input", { id: "pool-search", placeholder: "CPI contains…" });
+  let node = "";
+  const view = h("select", { id: "pool-view", "aria-label": "view" },
+    h("option", { value: "federation" }, "federation index"), h("option", { value: "local" }, "this node's pools, with quality"));
+  const health = h("select", { id: "health", "aria-label": "health" }, h("option", { value: "" }, "any health"),
+    ["healthy", "unhealthy", "unavailable"].map((x) => h("option", { value: x }, x)));
+  const search = h("input", { id: "pool-search", placeholder: "CPI contains…", "aria-label": "CPI contains" });
+  const filter = nodeFilter(fed, (v) => { node = v; refilter(); });
   const body = h("div");
-  const load = async () => {
-    const page = await api("/api/v1/console/pools", { params: { page_size: 50, page_token: pager.current, health: health.value, q: search.value } });
-    const rows = page.pools.map((p) => h("tr", { "data-cpi": p.cpi },
-      h("td", {}, p.cpi), h("td", {}, badge(p.health)), h("td", {}, `${p.region_name} (${p.region})`),
-      h("td", {}, p.accelerator || "CPU"), h("td", { class: "num" }, p.cards ? `${p.used_cards}/${p.cards} cards` : `${p.used_cpu_cores}/${p.cpu_cores} cores`),
-      h("td", {}, bar(p.utilization), " ", pct(p.utilization)),
-      h("td", { class: "num" }, p.cards ? `${p.price_per_card_hour} ${p.currency}/card-h` : `${p.price_per_core_hour} ${p.currency}/core-h`),
-      h("td", {}, ago(p.last_heartbeat_at)), h("td", { class: "num" }, pct(p.quality.availability)),
-      h("td", { class: "num" }, pct(p.quality.success_rate)), h("td", { class: "num" }, secs(p.quality.queue_wait_s)),
-      h("td", { class: "num" }, secs(p.quality.first_log_s))));
-    fill(body, h("table", { id: "pools" },
-      h("tr", {}, ["Pool (CPI)", "Health", "Region", "Accelerator", "In use", "Utilization", "Price", "Heartbeat", "Availability (1 h)", "Success", "Queue wait", "First log"].map((c) => h("th", {}, c))),
-      rows), pager.controls(page.next_page_token, load));
+  const capacity = (p) => (p.cards ? `${num(p.cards)} × ${p.accelerator}` : `${num(p.cpu_cores)} cores`);
+  const price = (p) => (p.cards ? `${num(p.price_per_card_hour)} ${p.currency}/card-h` : `${num(p.price_per_core_hour)} ${p.currency}/core-h`);
+  const loadFed = async () => {
+    const page = await api("/api/v1/console/fed/pools", { params: { page_size: 50, page_token: pager.current, health: health.value, q: search.value, node } });
+    const free = (p) => (p.free_cards === null ? "–" : p.cards ? `${num(p.free_cards)} cards` : `${num(p.free_cpu_cores)} cores`);
+    fill(body, h("p", { class: "muted", id: "pool-total" }, `${num(page.total)} pools match`),
+      h("table", { id: "pools" },
+        h("tr", {}, ["Pool (CPI)", "Node", "Health", "Province", "Capacity", "Free (last report)", "Running", "Price"].map((c) => h("th", {}, c))),
+        page.pools.map((p) => h("tr", { "data-cpi": p.cpi },
+          h("td", {}, p.cpi), h("td", {}, p.node), h("td", {}, badge(p.health)), h("td", {}, `${p.region_name} (${p.region})`),
+          h("td", { class: "num" }, capacity(p)), h("td", { class: "num" }, free(p)), h("td", { class: "num" }, num(p.running_tasks)),
+          h("td", { class: "num" }, price(p))))),
+      pager.controls(page.next_page_token, load));
   };
-  const refilter = () => { pager.reset(); load(); };
-  health.addEventListener("change", refilter);
-  search.addEventListener("change", refilter);
-  fill(main, h("h1", {}, "Pools"), h("div", { class: "filters" }, health, search), body);
-  return every(5000, () => load().catch(() => {}));
+  const loadLocal = async () => {
+    const page = await api("/api/v1/console/pools", { params: { page_size: 50, page_token: pager.current, health: health.value === "unavailable" ? "" : health.value, q: search.value } });
+    fill(body, h("table", { id: "pools" },
+      h("tr", {}, ["Pool (CPI)", "Health", "Province", "Accelerator", "In use", "Utilization", "Price", "Heartbeat", "Availability (1 h)", "Success", "Queue wait", "First log"].map((c) => h("th", {}, c))),
+      page.pools.map((p) => h("tr", { "data-cpi": p.cpi },
+        h("td", {}, p.cpi), h("td", {}, badge(p.health)), h("td", {}, `${p.region_name} (${p.region})`),
+        h("td", {}, p.accelerator || "CPU"), h("td", { class: "num" }, p.cards ? `${num(p.used_cards)}/${num(p.cards)} cards` : `${num(p.used_cpu_cores)}/${num(p.cpu_cores)} cores`),
+        h("td", {}, bar(p.utilization), " ", pct(p.utilization)), h("td", { class: "num" }, price(p)),
+        h("td", {}, ago(p.last_heartbeat_at)), h("td", { class: "num" }, pct(p.quality.availability)),
+        h("td", { class: "num" }, pct(p.quality.success_rate)), h("td", { class: "num" }, secs(p.quality.queue_wait_s)),
+        h("td", { class: "num" }, secs(p.quality.first_log_s))))),
+    pager.controls(page.next_page_token, load));
+  };
+  const load = () => (view.value === "local" ? loadLocal() : loadFed()).catch((e) => fill(body, h("p", { class: "error" }, e.message)));
+  const refilter = () => { pager.reset(); filter.disabled = view.value === "local"; load(); };
+  for (const el of [view, health, search]) el.addEventListener("change", refilter);
+  fill(main, h("h1", {}, "Pools"), h("div", { class: "filters" }, view, filter, health, search), body);
+  return onChange("pools_seq", load);
 }
 
 export function tasks(main) {
@@ -105,15 +184,16 @@ export function tasks(main) {
   state.addEventListener("change", refilter);
   name.addEventListener("change", refilter);
   fill(main, h("h1", {}, "Tasks"), h("div", { class: "filters" }, state, name, h("a", { href: "#/submit" }, "Submit a task")), body);
-  return every(5000, () => load().catch(() => {}));
+  return onChange("tasks_version", () => load().catch(() => {}));
 }
 
 export function task(main, id) {
-  return every(1500, async () => {
+  return onChange("tasks_version", async () => {
     const t = await api(`/api/v1/tasks/${encodeURIComponent(id)}`);
     const logs = (t.attempts || []).flatMap((a) => a.executors.map((e) => h("div", {},
       h("h2", {}, `Attempt ${a.attempt}, executor ${e.index} — exit code ${e.exit_code ?? "…"}`),
-      h("pre", { class: "stdout" }, e.stdout || ""), e.stderr ? h("pre", { class: "stderr" }, e.stderr) : null)));
+      h("div", { class: "stream-label" }, "stdout"), h("pre", { class: "stdout", "aria-label": "stdout" }, e.stdout || "(nothing)"),
+      h("div", { class: "stream-label" }, "stderr"), h("pre", { class: "stderr", "aria-label": "stderr" }, e.stderr || "(nothing)"))));
     fill(main, 
       h("h1", {}, `Task ${t.id} `, h("span", { id: "task-state" }, badge(t.state))),
       h("p", {}, `Name: ${t.name || "–"} · pool: ${t.pool || "not placed"} · attempt ${t.attempt}`),
@@ -123,44 +203,58 @@ export function task(main, id) {
         (t.events || []).map((e) => h("tr", {}, h("td", {}, when(e.at)), h("td", {}, badge(e.state)), h("td", {}, e.message)))),
       h("h2", {}, "Logs"), logs.length ? logs : h("p", { class: "muted" }, "no output yet"),
       h("h2", {}, "Usage"),
-      h("table", {}, h("tr", {}, ["Attempt", "Pool", "Wall s", "Card-hours", "Core-hours", "PFLOPS-h FP16"].map((c) => h("th", {}, c))),
-        (t.usage || []).map((u) => h("tr", {}, [u.attempt, u.pool, u.wall_s, u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16 ?? "–"].map((v) => h("td", {}, v))))));
+      (t.usage || []).length === 0 ? h("p", { class: "muted" }, "not metered yet") :
+        h("table", { id: "task-usage" }, h("tr", {}, ["Attempt", "Pool", "Wall time", "Card-hours", "Core-hours", "PFLOPS-h FP16"].map((c) => h("th", {}, c))),
+          t.usage.map((u) => h("tr", {}, h("td", {}, u.attempt), h("td", {}, u.pool), h("td", { class: "num" }, secs(Number(u.wall_s))),
+            [u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16].map((v) => h("td", { class: "num" }, num(v)))))));
   });
 }
 
 export async function usage(main) {
-  const bucket = h("select", {}, h("option", { value: "3600" }, "per hour"), h("option", { value: "86400" }, "per day"));
-  const charts = h("div", { class: "row" });
+  const dim = h("select", { id: "usage-dim", "aria-label": "group by" },
+    h("option", { value: "tenant" }, "by tenant"), h("option", { value: "provider" }, "by provider"), h("option", { value: "accelerator" }, "by accelerator model"));
+  const bucket = h("select", { id: "usage-bucket", "aria-label": "bucket" }, h("option", { value: "3600" }, "per hour"), h("option", { value: "86400" }, "per day"));
+  const charts = h("div", { class: "grid2" });
+  const totals = h("div", { class: "cards" });
+  const sinceS = 7 * 86400;
   const load = async () => {
-    const sinceS = 7 * 86400;
-    const s = await api("/api/v1/console/usage", { params: { bucket_s: bucket.value, since_s: sinceS } });
-    const points = fillBuckets(s.points, s.bucket_s, sinceS);
-    fill(charts, barChart(points, "cost", { title: "Cost (ledger charges)" }), barChart(points, "card_hours", { title: "Card-hours" }),
-      barChart(points, "cpu_core_hours", { title: "CPU core-hours" }), barChart(points, "tasks", { title: "Tasks metered", fmt: (v) => String(v) }));
+    const b = await api("/api/v1/console/usage/by", { params: { dim: dim.value, bucket_s: bucket.value, since_s: sinceS } });
+    disposeCharts();
+    const sumOf = (key) => b.groups.reduce((a, g) => a + g[key].reduce((x, v) => x + Number(v), 0), 0);
+    fill(totals, [["cost (ledger charges)", money(sumOf("cost"))], ["card-hours", num(sumOf("card_hours"))],
+      ["CPU core-hours", num(sumOf("cpu_core_hours"))], ["tasks metered", num(sumOf("tasks"))]].map(([l, v]) => h("div", { class: "card" }, h("b", {}, v), l)));
+    const active = new Set(b.starts.map((_, i) => i).filter((i) => b.groups.some((g) => g.tasks[i] > 0)));
+    const panel = (title, key, unit) => h("div", { class: "panel" }, h("h2", {}, title),
+      stackedTime(`usage-${key}`, b.starts, b.groups.map((g) => ({ key: g.key, values: g[key] })), { unit, bucketS: b.bucket_s, active }));
+    fill(charts, panel("Cost", "cost", "CNY"), panel("Card-hours", "card_hours", "card-h"),
+      panel("CPU core-hours", "cpu_core_hours", "core-h"), panel("Tasks metered", "tasks", "tasks"));
   };
+  dim.addEventListener("change", load);
   bucket.addEventListener("change", load);
   const reservations = h("div", {});
-  fill(main, h("h1", {}, "Usage and cost, last 7 days"), h("div", { class: "filters" }, bucket), charts,
-    h("h2", {}, "Advance reservations"), reservations);
+  fill(main, h("h1", {}, "Usage and cost, last 7 days"),
+    h("div", { class: "filters" }, dim, bucket, h("span", { class: "muted" }, "drag the slider or scroll on a chart to zoom; hover for values")),
+    totals, charts, h("h2", {}, "Advance reservations"), reservations);
+  await load();
   const rows = await api("/api/v1/reservations");
   fill(reservations, rows.length === 0 ? h("p", { class: "muted" }, "none (computenet reserve create …)") :
     h("table", { id: "reservations" },
       h("tr", {}, ["Reservation", "Tenant", "Pool", "Cards", "Starts", "Ends", "State", "Cost"].map((c) => h("th", {}, c))),
       rows.map((r) => h("tr", {}, h("td", {}, r.id), h("td", {}, r.tenant), h("td", {}, r.pool), h("td", {}, `${r.cards} × ${r.model}`),
-        h("td", {}, when(r.starts_at)), h("td", {}, when(r.ends_at)), h("td", {}, r.state), h("td", { class: "num" }, `${r.cost} ${r.currency}`)))));
-  await load();
+        h("td", {}, when(r.starts_at)), h("td", {}, when(r.ends_at)), h("td", {}, r.state), h("td", { class: "num" }, money(r.cost, r.currency))))));
 }
 
 export async function network(main) {
   const [lat, quality] = await Promise.all([api("/api/v1/console/latency"), api("/api/v1/console/providers/quality")]);
   fill(main, h("h1", {}, "Network and quality"),
-    h("h2", {}, "Latency matrix (measured: gateway → its node, child node → its parent; mean RTT over 1 h)"),
-    h("table", { id: "latency" }, h("tr", {}, h("th", {}, "From"), h("th", {}, "To"), h("th", {}, "RTT")),
-      lat.map((e) => h("tr", {}, h("td", {}, `${e.from_name} (${e.from_region})`), h("td", {}, `${e.to_name} (${e.to_region})`), h("td", { class: "num" }, `${e.rtt_ms.toFixed(2)} ms`)))),
+    h("div", { class: "panel" },
+      h("h2", {}, "Latency matrix"),
+      h("p", { class: "muted" }, "Measured round trips, mean over the last hour: each gateway to its node, each child node to its parent. Unmeasured pairs are blank."),
+      lat.length ? latencyHeatmap(lat) : h("p", { class: "muted", id: "latency-empty" }, "no round trips measured in the last hour")),
     h("h2", {}, "Providers (last hour)"),
     h("table", { id: "provider-quality" }, h("tr", {}, ["Provider", "Availability", "Success rate", "Completed", "Failed", "Oldest heartbeat"].map((c) => h("th", {}, c))),
       quality.map((p) => h("tr", {}, h("td", {}, p.prefix), h("td", { class: "num" }, pct(p.quality.availability)), h("td", { class: "num" }, pct(p.quality.success_rate)),
-        h("td", { class: "num" }, p.quality.completed), h("td", { class: "num" }, p.quality.failed), h("td", { class: "num" }, secs(p.quality.heartbeat_age_s))))));
+        h("td", { class: "num" }, num(p.quality.completed)), h("td", { class: "num" }, num(p.quality.failed)), h("td", { class: "num" }, secs(p.quality.heartbeat_age_s))))));
 }
 
 export function submit(main, go) {
