@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from computenet.model.pool import Capacity, PoolHealth, PoolSpec
-from computenet.model.task import TaskSpec, TaskState
+from computenet.model.task import TaskSpec
 from computenet.node.quality import record_queue_wait_estimate
 from computenet.node.sched_apply import LeaseLost, placed_message, preempt, spec_update
 from computenet.node.sched_inputs import ContextLoader, tenant_of
-from computenet.node.tasks import ACTIVE, utcnow
 from computenet.sched.core import PoolView, TaskView, schedule, shape_key
 from computenet.sched.types import Context
 from computenet.store import tables as t
 from computenet.store.db import Database
+from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.lifecycle import HOLDING_STATES, Event, Phase
+from computenet.tasks.transitions import guard, move_by_id
 
 SCHEDULE_BATCH = 2000
 SPEC_CACHE_MAX = 100_000
@@ -41,7 +43,7 @@ def held_capacity(s: Session) -> dict[str, Capacity]:
             )
             .where(
                 t.Task.pool_cpi.is_not(None),
-                t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
+                t.Task.state.in_(HOLDING_STATES),
             )
             .group_by(t.Task.pool_cpi)
         )
@@ -52,8 +54,15 @@ def held_capacity(s: Session) -> dict[str, Capacity]:
 class Placer:
     """Places queued tasks on pools, one pass at a time (the leader runs it)."""
 
-    def __init__(self, db: Database, on_change: Callable[[], None], lease_lost: LeaseLost):
+    def __init__(
+        self,
+        db: Database,
+        on_change: Callable[[], None],
+        lease_lost: LeaseLost,
+        clock: Clock = utcnow,
+    ):
         self.db = db
+        self.clock = clock
         self._on_change = on_change
         # Preempting a leased task: bill what ran and re-queue it (the dispatcher's part).
         self._lease_lost = lease_lost
@@ -90,7 +99,7 @@ class Placer:
                         t.Task.owner,
                         t.Task.tenant,
                     )
-                    .where(t.Task.state == TaskState.QUEUED.value, t.Task.pool_cpi.is_(None))
+                    .where(guard(Phase.WAITING))
                     .order_by(t.Task.priority.desc(), t.Task.seq)
                     .limit(SCHEDULE_BATCH)
                 )
@@ -118,37 +127,24 @@ class Placer:
         reasons = [d for d in decisions if d.pool is None and d.reason != old_reason[d.task_id]]
         if not placements and not reasons:
             return 0
-        now = utcnow()
+        now = self.clock()
         placed = 0
         with self.db.write() as s:
             for d in placements:
                 for victim in d.preempt:
                     preempt(s, victim, d.task_id, now, self._lease_lost)
-                result = s.execute(
-                    update(t.Task)
-                    .where(
-                        t.Task.id == d.task_id,
-                        t.Task.state == TaskState.QUEUED.value,
-                        t.Task.pool_cpi.is_(None),
-                    )
-                    .values(
-                        pool_cpi=d.pool,
-                        reservation_id=d.reservation or None,
-                        reason="",
-                        updated_at=now,
-                        **spec_update(spec_of[d.task_id], d.variant),
-                    )
-                )
-                if getattr(result, "rowcount", 0):
-                    s.execute(
-                        insert(t.TaskEvent).values(
-                            task_id=d.task_id,
-                            at=now,
-                            attempt=0,
-                            state=TaskState.QUEUED.value,
-                            message=placed_message(d, spec_of[d.task_id]),
-                        )
-                    )
+                if move_by_id(
+                    s,
+                    d.task_id,
+                    Phase.WAITING,
+                    Event.PLACED,
+                    now,
+                    placed_message(d, spec_of[d.task_id]),
+                    pool_cpi=d.pool,
+                    reservation_id=d.reservation or None,
+                    reason="",
+                    **spec_update(spec_of[d.task_id], d.variant),
+                ):
                     if d.estimate is not None:
                         record_queue_wait_estimate(s, d.task_id, d.estimate.wait_s)
                     placed += 1
@@ -156,11 +152,7 @@ class Placer:
             for d in reasons:
                 s.execute(
                     update(t.Task)
-                    .where(
-                        t.Task.id == d.task_id,
-                        t.Task.state == TaskState.QUEUED.value,
-                        t.Task.pool_cpi.is_(None),
-                    )
+                    .where(t.Task.id == d.task_id, guard(Phase.WAITING))
                     .values(reason=d.reason)
                 )
         if placed:
@@ -175,8 +167,7 @@ class Placer:
         waiting = (
             t.Task.seq > self._told_no_pools_seq,
             t.Task.seq <= newest,
-            t.Task.state == TaskState.QUEUED.value,
-            t.Task.pool_cpi.is_(None),
+            guard(Phase.WAITING),
             t.Task.reason != NO_POOLS,
         )
         with self.db.write() as s:

@@ -36,15 +36,11 @@ from computenet.store.db import Database
 from computenet.store.tables_billing import Reservation as ReservationRow
 from computenet.store.tables_sched import Dataset as DatasetRow
 from computenet.store.tables_sched import ShareSetting
+from computenet.tasks.lifecycle import LIVE_STATES
 
 HISTORY = 2000  # recent starts looked at for queue wait
 TELEMETRY_TTL_S = 5.0
-LIVE = (
-    TaskState.QUEUED.value,
-    TaskState.INITIALIZING.value,
-    TaskState.RUNNING.value,
-    TaskState.CANCELING.value,
-)
+LIVE = LIVE_STATES
 GOOD = (TaskState.COMPLETE.value, TaskState.EXECUTOR_ERROR.value)  # the pool did its part
 COUNTED = (*GOOD, TaskState.SYSTEM_ERROR.value, TaskState.PREEMPTED.value)
 
