@@ -25,6 +25,7 @@ from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild, FedPool
+from computenet.tasks.clock import Clock, utcnow
 
 log = logging.getLogger("computenet.federation")
 WAKE_GAP_S = 0.05  # the fastest a woken federation loop runs again
@@ -42,6 +43,7 @@ class Federation:
         ident: Identity,
         tasks: TaskService,
         changed: Signal,
+        clock: Clock = utcnow,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -54,7 +56,7 @@ class Federation:
         self.index = PoolIndex(db, ident.code, ident.url)
         self.sync = Sync(db, ident, self.index, self.peer, settings.fed_timeout_s, settings.region)
         self.resolver = Resolver(db, ident, self.index, self.peer, settings.resolve_ttl_s)
-        self.forwarder = Forwarder(db, ident, self.peer, tasks, settings.fed_timeout_s)
+        self.forwarder = Forwarder(db, ident, self.peer, tasks, settings.fed_timeout_s, clock)
         self.index.on_change.append(lambda _cpis: changed.fire())
         self._handlers: dict[str, Handler] = {
             "sync.push": self.sync.handle_push,

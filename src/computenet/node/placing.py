@@ -72,7 +72,7 @@ class Placer:
         # there are still none, so a long backlog is not rescanned on every pass.
         self._told_no_pools_seq = 0
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
-        self._context = ContextLoader(db)
+        self._context = ContextLoader(db, clock=clock)
         # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
         # forwarded to its owner by computenet.federation (the runtime sets this).
         self.remote_pools: Callable[[Session], list[PoolView]] = lambda _s: []

@@ -26,10 +26,11 @@ from computenet.node.scheduling import SchedService
 from computenet.node.secrets import SecretStore, load_key
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
-from computenet.node.tasks import TaskService, utcnow
+from computenet.node.tasks import TaskService
 from computenet.store import tables as t
 from computenet.store.db import Database, sqlite_url
 from computenet.store.migrate import upgrade
+from computenet.tasks.clock import Clock, utcnow
 
 log = logging.getLogger("computenet.node")
 STOP_WAIT_S = 10.0  # how long a stopping node waits for its background loops
@@ -48,7 +49,8 @@ class Bootstrap:
 class NodeRuntime:
     """Everything a node process holds while it runs."""
 
-    def __init__(self, settings: NodeSettings) -> None:
+    def __init__(self, settings: NodeSettings, clock: Clock = utcnow) -> None:
+        """``clock`` tells every service the time; tests pass a fake one to move it."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         identity = prepare_identity(settings)  # a child enrols here on its first start
         validate_node_code(settings.node_code)
@@ -56,7 +58,8 @@ class NodeRuntime:
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.auth = Authenticator(self.db)
         self.ledger = Ledger(self.db)
-        self.reservations = Reservations(self.db, self.ledger)
+        self.clock = clock
+        self.reservations = Reservations(self.db, self.ledger, clock)
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(
             self.db,
@@ -64,9 +67,10 @@ class NodeRuntime:
             self.changed.fire,
             UrlPolicy(settings.url_allow, settings.url_deny),
             self.ledger,
+            clock,
         )
-        self.dispatch = Dispatcher(self.db, settings, self.changed.fire, self.ledger)
-        self.placer = Placer(self.db, self.changed.fire, self.dispatch.preempted)
+        self.dispatch = Dispatcher(self.db, settings, self.changed.fire, self.ledger, clock)
+        self.placer = Placer(self.db, self.changed.fire, self.dispatch.preempted, clock)
         self.leader = LeaderElection(self.db, settings.node_code)
         self.audit = AuditLog(self.db)
         self.limiter = (
@@ -75,7 +79,7 @@ class NodeRuntime:
             else None
         )
         self.sched = SchedService(self.db, self.placer)
-        self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
+        self.federation = Federation(self.db, settings, identity, self.tasks, self.changed, clock)
         self.placer.remote_pools = self.federation.index.remote_pools
         key_file = settings.secrets_key_file or settings.data_dir / "secrets.key"
         self.secrets = SecretStore(self.db, load_key(key_file))
