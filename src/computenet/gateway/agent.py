@@ -202,7 +202,11 @@ class GatewayAgent:
             cred.save(self._cred_path)
             log.info("enrolled as gateway %s of %s", cred.gateway_id, cred.provider_prefix)
         self.client.credential = cred.credential
-        specs = await asyncio.to_thread(self.backend.pools)
+        specs = [
+            # The scheduler keeps tasks a backend cannot run off its pools.
+            s.model_copy(update={"unsupported": {**self.backend.unsupported(), **s.unsupported}})
+            for s in await asyncio.to_thread(self.backend.pools)
+        ]
         reply = await self.client.declare(DeclarePools(pools=specs))
         self.pools = {reply.cpis[s.label]: s for s in specs}
         self.heartbeat_s = reply.heartbeat_s
