@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sched_helpers import gpu_pool
+
 from computenet.model.pool import Capability, PoolHealth, PoolSpec
 from computenet.model.task import TaskSpec
 from computenet.sched.core import PoolView, TaskView, schedule
 from computenet.sched.explain import explain
 from computenet.sched.types import Context
-from sched_helpers import gpu_pool
 
 NO_STAGING = "the slurm backend does not stage inputs or outputs yet"
 NO_GPUS = "TES 1.1 has no GPU field and the remote does not announce accelerator_count"
