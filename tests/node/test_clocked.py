@@ -133,3 +133,30 @@ def test_an_unconfirmed_forward_is_withdrawn_after_the_timeout(
     row = _task(rt, tid)
     assert row.state == "QUEUED" and row.pool_cpi is None
     assert row.reason == "re-queued: node cn.52 did not confirm within 5 s"
+
+
+def test_a_pool_that_cannot_stage_never_leases_a_task_with_inputs(rt: NodeRuntime) -> None:
+    """The gateway's declared capabilities reach the node's scheduler and its explain."""
+    why = "the slurm backend does not stage inputs or outputs yet"
+    prefix, token = rt.enrol_provider("hpc", "")
+    assert rt.auth.redeem_enrolment(token) == prefix
+    gid = rt.dispatch.register_gateway(prefix, "hpc-gw")
+    pool = PoolSpec.model_validate(
+        {"label": "debug", "cpu_cores": 8, "memory_mib": 8192, "unsupported": {"staging": why}}
+    )
+    rt.dispatch.declare_pools(gid, DeclarePools(pools=[pool]))
+    staged = TaskSpec.model_validate(
+        {
+            "executors": [{"command": ["cat", "/in.txt"]}],
+            "inputs": [{"path": "/in.txt", "content": "data"}],
+        }
+    )
+    tid = rt.tasks.submit(staged, "alice")[0]
+    plain = rt.tasks.submit(TaskSpec.model_validate({"executors": [{"command": ["true"]}]}), "bob")
+    assert rt.placer.schedule_pass() == 1  # only the task with nothing to stage
+    [lease] = rt.dispatch.lease(gid, 5)
+    assert lease.task_id == plain[0]
+    assert _task(rt, tid).attempt == 0  # no attempt burnt
+    assert f"staging ({why})" in _task(rt, tid).reason
+    ex = rt.sched.explain(tid, None)
+    assert ex.excluded == {"capability": 1} and why in ex.reason

@@ -22,9 +22,9 @@ from computenet.errors import ComputeNetError, Forbidden
 from computenet.federation.keys import CertBody, Identity, b64, canonical
 from computenet.federation.mirror import mirror_task
 from computenet.federation.peer import Peer
+from computenet.federation.ports import Tasks
+from computenet.model.api import View
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.tasks import TaskService
-from computenet.node.views import View
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedForward, FedInbound, FedPool
@@ -55,7 +55,7 @@ class Forwarder:
         db: Database,
         ident: Identity,
         peer: Peer,
-        tasks: TaskService,
+        tasks: Tasks,
         timeout_s: float,
         clock: Clock = utcnow,
     ) -> None:

@@ -18,11 +18,9 @@ from computenet.federation.forward import Forwarder
 from computenet.federation.index import PoolIndex
 from computenet.federation.keys import CertBody, Identity
 from computenet.federation.peer import Peer
+from computenet.federation.ports import FederationSettings, Tasks, Wakeup
 from computenet.federation.resolve import Resolver
 from computenet.federation.sync import Sync
-from computenet.node.settings import NodeSettings
-from computenet.node.signals import Signal
-from computenet.node.tasks import TaskService
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild, FedPool
 from computenet.tasks.clock import Clock, utcnow
@@ -39,10 +37,10 @@ class Federation:
     def __init__(
         self,
         db: Database,
-        settings: NodeSettings,
+        settings: FederationSettings,
         ident: Identity,
-        tasks: TaskService,
-        changed: Signal,
+        tasks: Tasks,
+        changed: Wakeup,
         clock: Clock = utcnow,
     ) -> None:
         self.db = db

@@ -6,7 +6,6 @@ Tokens are 256-bit random strings, so a plain SHA-256 is enough to store them sa
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from computenet.errors import Forbidden, NotFound, Unauthorized
-from computenet.model.ids import ulid
+from computenet.model.ids import hash_token, ulid
 from computenet.node.access import ROLE_SCOPES
 from computenet.store.db import Database
 from computenet.store.tables import Token
@@ -50,11 +49,6 @@ class Principal:
         """Refuse the call unless this principal is one of ``kinds``."""
         if self.kind not in kinds:
             raise Forbidden(f"a {self.kind} token may not do this (needs {' or '.join(kinds)})")
-
-
-def hash_token(token: str) -> str:
-    """The stored form of a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_token(

@@ -21,34 +21,14 @@ from computenet.sched.core import PoolView, TaskView, schedule, shape_key
 from computenet.sched.types import Context
 from computenet.store import tables as t
 from computenet.store.db import Database
+from computenet.tasks.capacity import held_capacity
 from computenet.tasks.clock import Clock, utcnow
-from computenet.tasks.lifecycle import HOLDING_STATES, Event, Phase
+from computenet.tasks.lifecycle import Event, Phase
 from computenet.tasks.transitions import guard, move_by_id
 
 SCHEDULE_BATCH = 2000
 SPEC_CACHE_MAX = 100_000
 NO_POOLS = "no pools are registered"
-
-
-def held_capacity(s: Session) -> dict[str, Capacity]:
-    """Per local pool, what placed and active tasks hold (pools with none are left out)."""
-    return {
-        cpi: Capacity(cpu_cores=c or 0, memory_mib=m or 0, accelerators=a or 0)
-        for cpi, c, m, a in s.execute(
-            select(
-                t.Task.pool_cpi,
-                func.sum(t.Task.cpu_cores),
-                func.sum(t.Task.memory_mib),
-                func.sum(t.Task.accelerators),
-            )
-            .where(
-                t.Task.pool_cpi.is_not(None),
-                t.Task.state.in_(HOLDING_STATES),
-            )
-            .group_by(t.Task.pool_cpi)
-        )
-        if cpi is not None  # by the query
-    }
 
 
 class Placer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select
 
@@ -15,6 +16,7 @@ from computenet.federation.enrol import prepare_identity
 from computenet.federation.service import Federation
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.model.urlpolicy import UrlPolicy
+from computenet.node import netmeasure
 from computenet.node.audit import AuditLog
 from computenet.node.auth import Authenticator, new_token
 from computenet.node.dispatch import Dispatcher
@@ -87,6 +89,7 @@ class NodeRuntime:
         self.monitor = Monitor(self.db, settings)
         lag = self.monitor.metrics.sync_lag
         self.federation.sync.on_lag = lambda peer, s: lag.labels(peer).set(s)
+        self.federation.sync.on_rtt = partial(netmeasure.record_rtt, self.db)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
         self.ready = False  # set once the loops run: /readyz

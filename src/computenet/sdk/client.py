@@ -19,8 +19,8 @@ import httpx
 from rich.console import Console
 
 from computenet.errors import NotFound, Unavailable, error_for_status
+from computenet.model.api import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.views import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.sdk.config import load_config
 
 
