@@ -1,5 +1,6 @@
-"""Time-driven behaviour under a fake clock, without sleeping: a reservation window opening
-and closing, and a forward the owner node never confirms being withdrawn.
+"""A node's services driven directly: time under a fake clock, without sleeping (a
+reservation window opening and closing, a forward the owner never confirms being
+withdrawn), pool capabilities reaching the scheduler, and the gateway protocol version.
 
 Every node service reads the clock the runtime is given (``NodeRuntime(settings, clock)``),
 so moving a :class:`FakeClock` moves the node's idea of now everywhere at once.
@@ -17,6 +18,7 @@ import pytest
 
 from computenet.billing.rating import Tier, Unit
 from computenet.billing.reservations import ReservationRequest
+from computenet.errors import InvalidInput
 from computenet.model.pool import PoolSpec
 from computenet.model.protocol import DeclarePools, Heartbeat, PoolLive
 from computenet.model.task import TaskSpec
@@ -160,3 +162,13 @@ def test_a_pool_that_cannot_stage_never_leases_a_task_with_inputs(rt: NodeRuntim
     assert f"staging ({why})" in _task(rt, tid).reason
     ex = rt.sched.explain(tid, None)
     assert ex.excluded == {"capability": 1} and why in ex.reason
+
+
+def test_a_gateway_of_another_protocol_version_is_refused(rt: NodeRuntime) -> None:
+    prefix, token = rt.enrol_provider("old", "")
+    assert rt.auth.redeem_enrolment(token) == prefix
+    gid = rt.dispatch.register_gateway(prefix, "old-gw")
+    pool = PoolSpec(label="cpu", cpu_cores=1, memory_mib=1024)
+    with pytest.raises(InvalidInput, match="speaks gateway protocol 2; this side speaks 1"):
+        rt.dispatch.declare_pools(gid, DeclarePools(pools=[pool], protocol=2))
+    assert rt.dispatch.pool_rows() == []

@@ -17,6 +17,7 @@ from computenet.federation.envelope import Envelope, ReplayGuard, open_envelope,
 from computenet.federation.forward import Forwarder
 from computenet.federation.index import PoolIndex
 from computenet.federation.keys import CertBody, Identity
+from computenet.federation.messages import MESSAGES, check_body
 from computenet.federation.peer import Peer
 from computenet.federation.ports import FederationSettings, Tasks, Wakeup
 from computenet.federation.resolve import Resolver
@@ -66,6 +67,7 @@ class Federation:
             "task.cancel": self.forwarder.handle_cancel,
             "settlement.statement": self._handle_settlement,
         }
+        assert set(self._handlers) == set(MESSAGES)  # one model per kind handled
 
     def handle(self, kind: str, env: Envelope) -> Envelope:
         """Check a signed message, run its handler and sign the reply."""
@@ -74,6 +76,7 @@ class Federation:
             raise InvalidInput(f"unknown federation message {kind!r}")
         sender = open_envelope(env, self.ident.root_key, self.guard, kind=kind)
         try:
+            check_body(kind, env.body)  # refuses a malformed body naming the field
             body = handler(sender, env.body)
         except ComputeNetError as exc:
             log.warning("refused %s message from %s: %s", kind, sender.code, exc.message)

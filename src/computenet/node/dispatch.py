@@ -30,6 +30,7 @@ from computenet.model.protocol import (
     ReportReply,
     TaskReport,
     UsageReport,
+    check_protocol,
 )
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
@@ -107,6 +108,7 @@ class Dispatcher:
 
     def declare_pools(self, gateway_id: str, msg: DeclarePools) -> dict[str, str]:
         """Create or update the gateway's pools inside its provider prefix; return the CPIs."""
+        check_protocol(msg.protocol, f"gateway {gateway_id}")
         now = self.clock()
         cpis: dict[str, str] = {}
         with self.db.write() as s:
