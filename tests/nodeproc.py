@@ -102,7 +102,7 @@ def start_node(
 
 
 def start_gateway(
-    url: str, token: str, state_dir: Path, label: str, cpus: int, *extra: str
+    url: str, token: str, state_dir: Path, label: str, cpus: int | None, *extra: str
 ) -> Proc:
     """Enrol provider ``label`` with the admin token and start its gateway process."""
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
@@ -112,10 +112,12 @@ def start_gateway(
     return restart_gateway(url, state_dir, cpus, "--token", enrol, *extra)
 
 
-def restart_gateway(url: str, state_dir: Path, cpus: int, *extra: str) -> Proc:
+def restart_gateway(url: str, state_dir: Path, cpus: int | None, *extra: str) -> Proc:
     """Start a gateway on ``state_dir`` (an enrolled one needs no token: it has its
-    credential there)."""
-    args = ["gateway", "--node", url, "--state-dir", str(state_dir), "--cpus", str(cpus)]
+    credential there); ``cpus`` None for backends that find their capacity themselves."""
+    args = ["gateway", "--node", url, "--state-dir", str(state_dir)]
+    if cpus is not None:
+        args += ["--cpus", str(cpus)]
     log = state_dir.parent / f"{state_dir.name}.log"
     return spawn([*CLI, *args, *extra], log)
 

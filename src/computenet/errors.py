@@ -6,6 +6,8 @@ answer with JSON and the CLI with one clear line.
 
 from __future__ import annotations
 
+import json
+
 
 class ComputeNetError(Exception):
     """Base of every error ComputeNet raises on purpose."""
@@ -93,3 +95,15 @@ def error_for_status(status: int) -> type[ComputeNetError]:
     """The error a client raises for an API answer with this status (``Unavailable`` for
     the rest: retry later)."""
     return _BY_STATUS.get(status, Unavailable)
+
+
+def error_from_answer(status: int, body: str, context: str = "") -> ComputeNetError:
+    """The error an HTTP error answer of any ComputeNet server stands for, carrying the
+    server's message (its JSON ``message``, else the start of the body) after ``context``.
+    The one mapping every client (SDK, gateway, federation peer) uses."""
+    try:
+        parsed = json.loads(body)
+        message = str(parsed.get("message") or body) if isinstance(parsed, dict) else body
+    except ValueError:
+        message = body[:200]
+    return error_for_status(status)(f"{context}{message}")

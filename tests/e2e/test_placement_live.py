@@ -45,7 +45,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             spec = base / f"{provider}.json"
             spec.write_text(json.dumps([pool]))
             gateways.append(
-                start_gateway(url, token, base / provider, provider, 4, "--pools-file", str(spec))
+                start_gateway(
+                    url, token, base / provider, provider, None, "--pools-file", str(spec)
+                )
             )
         env = {
             "COMPUTENET_URL": url,

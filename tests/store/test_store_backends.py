@@ -45,6 +45,7 @@ from computenet.store import schema
 from computenet.store import tables as t
 from computenet.store.db import sqlite_url
 from computenet.store.migrate import current_tables
+from computenet.tasks.clock import Clock, FakeClock, utcnow
 from pg import fresh_database, require_postgres
 
 MakeRuntime = Callable[..., NodeRuntime]
@@ -62,7 +63,7 @@ def make_runtime(tmp_path: Path, db_url: str) -> Iterator[MakeRuntime]:
     """Build runtimes on this test's database (not bootstrapped); all are closed at the end."""
     made: list[NodeRuntime] = []
 
-    def make(**overrides: Any) -> NodeRuntime:
+    def make(clock: Clock = utcnow, **overrides: Any) -> NodeRuntime:
         settings: dict[str, Any] = {
             "data_dir": tmp_path,
             "db_url": db_url,
@@ -70,7 +71,7 @@ def make_runtime(tmp_path: Path, db_url: str) -> Iterator[MakeRuntime]:
             "heartbeat_timeout_s": 60.0,
         }
         settings.update(overrides)
-        rt = NodeRuntime(NodeSettings(**settings))
+        rt = NodeRuntime(NodeSettings(**settings), clock)
         made.append(rt)
         return rt
 
@@ -596,12 +597,21 @@ def test_unplaceable_task_says_why(rt: NodeRuntime) -> None:
     assert row_of(rt, tid).pool_cpi == "cn/acme/cpu"
 
 
-def test_expired_lease_requeues_the_task(rt: NodeRuntime) -> None:
+def clocked(make_runtime: MakeRuntime, **settings: Any) -> tuple[NodeRuntime, FakeClock]:
+    """A bootstrapped runtime whose services all read ``clock``, which only moves when told."""
+    clock = FakeClock()
+    rt = make_runtime(clock, **settings)
+    rt.bootstrap()
+    return rt, clock
+
+
+def test_expired_lease_requeues_the_task(make_runtime: MakeRuntime) -> None:
+    rt, clock = clocked(make_runtime)
     gw = add_gateway(rt)
-    rt.settings.lease_ttl_s = 0.3
     tid, lease = leased(rt, gw)
+    clock.advance(29.9)
     assert rt.dispatch.expire() == 0  # not yet
-    time.sleep(0.4)
+    clock.advance(0.2)
     assert rt.dispatch.expire() == 1
     row = row_of(rt, tid)
     assert row.state == "QUEUED"
@@ -611,7 +621,6 @@ def test_expired_lease_requeues_the_task(rt: NodeRuntime) -> None:
     with pytest.raises(Conflict):
         rt.dispatch.report(gw.gid, tid, TaskReport(lease_id=lease, state=TaskState.RUNNING))
     # It is placed and leased again, as attempt 2.
-    rt.settings.lease_ttl_s = 30.0
     rt.placer.schedule_pass()
     [again] = rt.dispatch.lease(gw.gid, 5)
     assert (again.task_id, again.attempt) == (tid, 2)
@@ -619,15 +628,14 @@ def test_expired_lease_requeues_the_task(rt: NodeRuntime) -> None:
 
 
 def test_expiry_after_max_attempts_is_a_system_error(make_runtime: MakeRuntime) -> None:
-    rt = make_runtime(lease_ttl_s=0.1, max_attempts=3)
-    rt.bootstrap()
+    rt, clock = clocked(make_runtime, max_attempts=3, heartbeat_timeout_s=3600.0)
     gw = add_gateway(rt)
     tid = rt.tasks.submit(make_spec(), "alice")[0]
     for attempt in (1, 2, 3):
         rt.placer.schedule_pass()
         [lt] = rt.dispatch.lease(gw.gid, 1)
         assert lt.attempt == attempt
-        time.sleep(0.15)
+        clock.advance(31)
         assert rt.dispatch.expire() == 1
     got = rt.tasks.get(tid)
     assert got.state is TaskState.SYSTEM_ERROR
@@ -636,23 +644,24 @@ def test_expiry_after_max_attempts_is_a_system_error(make_runtime: MakeRuntime) 
     assert rt.dispatch.lease(gw.gid, 1) == []
 
 
-def test_expiry_while_canceling_ends_canceled(rt: NodeRuntime) -> None:
+def test_expiry_while_canceling_ends_canceled(make_runtime: MakeRuntime) -> None:
+    rt, clock = clocked(make_runtime)
     gw = add_gateway(rt)
-    rt.settings.lease_ttl_s = 0.1
     tid, _ = leased(rt, gw)
     assert rt.tasks.cancel(tid) is TaskState.CANCELING
-    time.sleep(0.15)
+    clock.advance(31)
     assert rt.dispatch.expire() == 1
     assert state_of(rt, tid) is TaskState.CANCELED
 
 
 def test_silent_pools_become_unhealthy(make_runtime: MakeRuntime) -> None:
-    rt = make_runtime(heartbeat_timeout_s=0.1)
-    rt.bootstrap()
+    rt, clock = clocked(make_runtime)
     gw = add_gateway(rt)
     tid = rt.tasks.submit(make_spec(), "alice")[0]
     rt.placer.schedule_pass()
-    time.sleep(0.15)
+    clock.advance(59)
+    assert rt.dispatch.expire() == 0
+    clock.advance(2)
     assert rt.dispatch.expire() == 1
     assert rt.dispatch.pool_rows()[0].health == "unhealthy"
     row = row_of(rt, tid)
@@ -664,18 +673,19 @@ def test_silent_pools_become_unhealthy(make_runtime: MakeRuntime) -> None:
     assert rt.dispatch.pool_rows()[0].health == "healthy"
 
 
-def test_extend_leases_after_restart(make_runtime: MakeRuntime, rt: NodeRuntime) -> None:
+def test_extend_leases_after_restart(make_runtime: MakeRuntime) -> None:
+    rt, clock = clocked(make_runtime)
     gw = add_gateway(rt)
-    rt.settings.lease_ttl_s = 0.2
     tid, lease = leased(rt, gw)
     before = row_of(rt, tid).lease_expires_at
     assert before is not None
-    restarted = make_runtime(lease_ttl_s=30.0)
+    clock.advance(25)  # the node was down most of the lease's life
+    restarted = make_runtime(clock)
     assert restarted.bootstrap().admin_token is None
     assert restarted.dispatch.extend_leases_after_restart() == 1
     after = row_of(restarted, tid).lease_expires_at
-    assert after is not None and (after - before).total_seconds() > 20
-    time.sleep(0.3)
+    assert after is not None and (after - before).total_seconds() == 25
+    clock.advance(10)  # past the first expiry, within the extended one
     assert restarted.dispatch.expire() == 0
     assert state_of(restarted, tid) is TaskState.INITIALIZING
     rep = TaskReport(lease_id=lease, state=TaskState.RUNNING)

@@ -30,13 +30,14 @@ from computenet.billing.rating import (
 )
 from computenet.errors import BudgetExceeded, InvalidInput
 from computenet.model.pool import PoolSpec
-from computenet.model.task import TaskSpec, TaskState
+from computenet.model.task import TaskSpec
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_billing import Budget, Charge, PriceEntry, Reservation
+from computenet.tasks.lifecycle import LIVE_STATES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ACTIVE = [s.value for s in TaskState if not s.terminal]
+_ACTIVE = LIVE_STATES
 _SECONDS_PER_HOUR = Decimal(3600)
 _MICRO = Decimal("0.000001")
 # Which tenants have a budget is re-read at most this often (a budget set through another

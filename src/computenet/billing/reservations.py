@@ -12,7 +12,7 @@ ends then and is charged for the time it held the cards.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import select, text
@@ -26,6 +26,7 @@ from computenet.model.pool import REGION_CODE, PoolHealth, PoolSpec
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_billing import Charge, Reservation
+from computenet.tasks.clock import Clock, utcnow
 
 BOOKED, CHARGED, CANCELLED = "booked", "charged", "cancelled"
 MAX_AHEAD = timedelta(days=366)
@@ -101,8 +102,9 @@ def peak_reserved(s: Session, pool: str, start: datetime, end: datetime) -> int:
 class Reservations:
     """Book, list, cancel and charge reservations in the node's store."""
 
-    def __init__(self, db: Database, ledger: Ledger) -> None:
+    def __init__(self, db: Database, ledger: Ledger, clock: Clock = utcnow) -> None:
         self.db = db
+        self.clock = clock
         self.ledger = ledger
 
     def book(
@@ -112,7 +114,7 @@ class Reservations:
 
         Raises ``NotFound`` when no pool can, ``BudgetExceeded`` when the window's cost does
         not fit the tenant's budget (with the numbers)."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         req = _check(req, now)
         with self.db.write() as s:
             if not self.db.is_sqlite:
@@ -207,7 +209,7 @@ class Reservations:
     def cancel(self, rid: str, tenant: str | None, now: datetime | None = None) -> Reservation:
         """Call a reservation off: free before its window, charged for the time it held the
         cards when under way; ``Conflict`` once it has ended."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         with self.db.write() as s:
             row = s.get(Reservation, rid, with_for_update=True)
             if row is None or (tenant is not None and row.tenant != tenant):
@@ -223,7 +225,7 @@ class Reservations:
 
     def settle_due(self, now: datetime | None = None) -> int:
         """Charge every reservation whose window has ended; returns how many."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         with self.db.write() as s:
             due = list(
                 s.scalars(

@@ -105,6 +105,10 @@ def _money(value: str, what: str) -> Decimal:
     return out
 
 
+def _money_or_none(value: str | None, what: str) -> Decimal | None:
+    return None if value is None else _money(value, what)
+
+
 @app.command()
 def up(
     data_dir: DataDir = None,
@@ -260,12 +264,20 @@ def gateway(
     token: Annotated[
         str | None, typer.Option(help="one-time enrolment token (first start only)")
     ] = None,
-    backend: Annotated[str, typer.Option(help="local, slurm, ray or tes")] = "local",
-    label: Annotated[str, typer.Option(help="pool label (local, ray, tes)")] = "host",
-    cpus: Annotated[int | None, typer.Option(min=1, help="CPU cores to offer")] = None,
+    backend: Annotated[
+        str, typer.Option(help="local, slurm, ray or tes; each takes only its own options")
+    ] = "local",
+    label: Annotated[
+        str | None, typer.Option(help="pool label (local: host, ray: ray, tes: tes)")
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPU cores to offer (local, tes)")] = None,
     region: Annotated[str, typer.Option(help="GB/T 2260 region code")] = "11",
-    price_per_core_hour: Annotated[str, typer.Option()] = "0",
-    price_per_card_hour: Annotated[str, typer.Option()] = "0",
+    price_per_core_hour: Annotated[
+        str | None, typer.Option(help="[default: 0] (local, slurm, ray, tes)")
+    ] = None,
+    price_per_card_hour: Annotated[
+        str | None, typer.Option(help="[default: 0] (local, slurm, ray, tes)")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="gateway name [default: hostname]")] = None,
     partition: Annotated[str | None, typer.Option(help="Slurm partition [default: all]")] = None,
     slurm_conf: Annotated[Path | None, typer.Option(help="slurm.conf to use")] = None,
@@ -279,7 +291,8 @@ def gateway(
         bool, typer.Option("--measure", help="measure matmul throughput and declare it")
     ] = False,
     pools_file: Annotated[
-        Path | None, typer.Option(help="local backend: declare these pools (JSON list) unprobed")
+        Path | None,
+        typer.Option(help="declare these pools (JSON list) unprobed (local; tes: one pool)"),
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="serve Prometheus /metrics on loopback")
@@ -303,34 +316,29 @@ def gateway(
     Data URLs are checked again here, before each fetch or upload: internal addresses and
     local files are refused unless --url-allow opens them."""
     from computenet.cli import serve
+    from computenet.cli.backends import BackendOptions, build_backend
     from computenet.gateway.agent import GatewayAgent
-    from computenet.gateway.backends.base import Backend
 
     if metrics_port is not None:
         port_free("127.0.0.1", metrics_port, "--metrics-port")
     serve.setup_logging(verbose)
-    chosen: Backend
-    if pools_file is not None:
-        chosen = serve.declared_local_backend(
-            state_dir, pools_file, choose_sandbox(run_as, sandbox_dir)
-        )
-    else:
-        chosen = serve.make_backend(
-            backend,
-            state_dir,
-            label=label,
-            cpu_cores=cpus,
-            region=region,
-            price_per_core_hour=_money(price_per_core_hour, "--price-per-core-hour"),
-            price_per_card_hour=_money(price_per_card_hour, "--price-per-card-hour"),
-            partition=partition,
-            slurm_conf=slurm_conf,
-            ray_address=ray_address,
-            tes_url=tes_url,
-            tes_token=tes_token,
-            measure_budget_s=40.0 if measure else None,
-            sandbox=choose_sandbox(run_as, sandbox_dir) if backend == "local" else None,
-        )
+    options = BackendOptions(
+        state_dir,
+        region=region,
+        label=label,
+        cpus=cpus,
+        price_per_core_hour=_money_or_none(price_per_core_hour, "--price-per-core-hour"),
+        price_per_card_hour=_money_or_none(price_per_card_hour, "--price-per-card-hour"),
+        measure=measure,
+        pools_file=pools_file,
+        partition=partition,
+        slurm_conf=slurm_conf,
+        ray_address=ray_address,
+        tes_url=tes_url,
+        tes_token=tes_token,
+        sandbox=choose_sandbox(run_as, sandbox_dir) if backend == "local" else None,
+    )
+    chosen = build_backend(backend, options)
     agent = GatewayAgent(
         node_url,
         state_dir,

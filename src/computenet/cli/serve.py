@@ -16,7 +16,6 @@ from platformdirs import user_data_dir
 
 from computenet.errors import InvalidInput
 from computenet.gateway.agent import Credential, GatewayAgent
-from computenet.gateway.backends.base import Backend
 from computenet.gateway.backends.local import LocalBackend
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe import gpu_indices, pools_from_probe, probe_host
@@ -108,85 +107,9 @@ def declared_local_backend(
 ) -> LocalBackend:
     """The local backend with pools described by hand (a JSON list of pool specs) instead
     of probed: for hardware the probe does not know, and for tests. Jobs run on this host."""
-    import json
+    from computenet.cli.backends import read_pools_file
 
-    from pydantic import TypeAdapter, ValidationError
-
-    from computenet.errors import InvalidInput
-    from computenet.model.pool import PoolSpec
-
-    try:
-        pools = TypeAdapter(list[PoolSpec]).validate_python(json.loads(pools_file.read_text()))
-    except (ValueError, ValidationError) as exc:
-        raise InvalidInput(f"{pools_file}: not a JSON list of pool specs: {exc}") from None
-    return LocalBackend(state_dir, pools, sandbox=sandbox)
-
-
-def make_backend(
-    kind: str,
-    state_dir: Path,
-    *,
-    label: str,
-    cpu_cores: int | None,
-    region: str,
-    price_per_core_hour: Decimal,
-    price_per_card_hour: Decimal,
-    measure_budget_s: float | None = None,
-    partition: str | None = None,
-    slurm_conf: Path | None = None,
-    ray_address: str | None = None,
-    tes_url: str | None = None,
-    tes_token: str | None = None,
-    sandbox: Sandbox | None = None,
-) -> Backend:
-    """The backend a gateway serves: this host, a Slurm cluster, a Ray cluster or a TES service."""
-    where = Region(code=region)
-    if measure_budget_s is not None and kind != "local":
-        raise InvalidInput(
-            f"--measure times this host; the pools of a {kind} backend run elsewhere"
-        )
-    if kind == "local":
-        return local_backend(
-            state_dir,
-            label,
-            cpu_cores,
-            region,
-            price_per_core_hour,
-            price_per_card_hour,
-            measure_budget_s,
-            sandbox,
-        )
-    if kind == "slurm":
-        from computenet.gateway.backends.slurm import SlurmBackend
-
-        return SlurmBackend(
-            state_dir,
-            partition=partition,
-            slurm_conf=slurm_conf,
-            region=where,
-            price_per_core_hour=price_per_core_hour,
-            price_per_card_hour=price_per_card_hour,
-        )
-    if kind == "ray":
-        from computenet.gateway.backends.ray import RayBackend
-
-        if not ray_address:
-            raise InvalidInput("--backend ray needs --ray-address (the Ray dashboard URL)")
-        return RayBackend(
-            state_dir,
-            address=ray_address,
-            label=label,
-            region=where,
-            price_per_core_hour=price_per_core_hour,
-            price_per_card_hour=price_per_card_hour,
-        )
-    if kind == "tes":
-        from computenet.gateway.backends.tes import TesBackend
-
-        if not tes_url:
-            raise InvalidInput("--backend tes needs --tes-url (the TES service to forward to)")
-        return TesBackend(state_dir, url=tes_url, token=tes_token, label=label, region=where)
-    raise InvalidInput(f"--backend must be local, slurm, ray or tes, not {kind!r}")
+    return LocalBackend(state_dir, read_pools_file(pools_file), sandbox=sandbox)
 
 
 def _uvicorn(

@@ -32,10 +32,9 @@ from computenet.federation.keys import (
     verify,
     verify_chain,
 )
+from computenet.federation.ports import FederationSettings
 from computenet.model.cpi import allocate_child_code
-from computenet.model.ids import ulid
-from computenet.node.auth import hash_token
-from computenet.node.settings import NodeSettings
+from computenet.model.ids import hash_token, ulid
 from computenet.store.db import Database
 from computenet.store.tables import Token
 from computenet.store.tables_federation import FedChild
@@ -159,7 +158,7 @@ def enrol_with_parent(parent_url: str, token: str, url: str) -> Identity:
     return Identity(key=key, chain=out.chain, parent_url=parent_url.rstrip("/"))
 
 
-def prepare_identity(settings: NodeSettings) -> Identity:
+def prepare_identity(settings: FederationSettings) -> Identity:
     """Load this node's identity, enrolling at the parent or creating a root on first start.
 
     Sets ``settings.node_code`` (and level) from the certificate: a child's code is the one its

@@ -22,12 +22,22 @@ from computenet.errors import ComputeNetError, Forbidden
 from computenet.federation.keys import CertBody, Identity, b64, canonical
 from computenet.federation.mirror import mirror_task
 from computenet.federation.peer import Peer
+from computenet.federation.ports import Tasks
+from computenet.model.api import View
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.tasks import TaskService, add_event, utcnow
-from computenet.node.views import View
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedForward, FedInbound, FedPool
+from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.lifecycle import Event, Phase
+from computenet.tasks.transitions import (
+    LIVE_FORWARD,
+    current_phase,
+    guard,
+    move,
+    step_forward,
+    step_inbound,
+)
 
 log = logging.getLogger("computenet.federation")
 Where = tuple[str, str]  # a node: its code (the recipient named) and its URL
@@ -46,10 +56,12 @@ class Forwarder:
         db: Database,
         ident: Identity,
         peer: Peer,
-        tasks: TaskService,
+        tasks: Tasks,
         timeout_s: float,
+        clock: Clock = utcnow,
     ) -> None:
         self.db = db
+        self.clock = clock
         self.ident = ident
         self.peer = peer
         self.tasks = tasks
@@ -66,7 +78,7 @@ class Forwarder:
                 s.execute(
                     select(FedForward, t.Task.state, t.Task.cancel_requested)
                     .join(t.Task, t.Task.id == FedForward.task_id)
-                    .where(FedForward.state.in_(("sent", "confirmed")))
+                    .where(FedForward.state.in_(LIVE_FORWARD))
                     .limit(BATCH * 10)
                 )
             )
@@ -94,13 +106,7 @@ class Forwarder:
         return (
             select(t.Task, FedPool.owner, FedPool.url)
             .join(FedPool, FedPool.cpi == t.Task.pool_cpi)
-            .outerjoin(FedForward, FedForward.task_id == t.Task.id)
-            .where(
-                t.Task.state == TaskState.QUEUED.value,
-                t.Task.lease_id.is_(None),
-                FedPool.via != self.ident.code,
-                (FedForward.task_id.is_(None)) | (FedForward.state == "revoked"),
-            )
+            .where(guard(Phase.PLACED), FedPool.via != self.ident.code)
             .limit(BATCH)
         )
 
@@ -110,14 +116,10 @@ class Forwarder:
         more (a full resync from a child dropped it) and not handed to another node."""
         return (
             select(t.Task)
-            .outerjoin(FedForward, FedForward.task_id == t.Task.id)
             .where(
-                t.Task.state == TaskState.QUEUED.value,
-                t.Task.lease_id.is_(None),
-                t.Task.pool_cpi.is_not(None),
+                guard(Phase.PLACED),
                 t.Task.pool_cpi.not_in(select(t.Pool.cpi)),
                 t.Task.pool_cpi.not_in(select(FedPool.cpi)),
-                (FedForward.task_id.is_(None)) | (FedForward.state == "revoked"),
             )
             .limit(BATCH)
         )
@@ -130,25 +132,29 @@ class Forwarder:
             idle = idle and s.execute(self._vanished()).first() is None
         if idle:
             return
-        now = utcnow()
+        now = self.clock()
         with self.db.write() as s:
-            for task in s.scalars(self._vanished()):
-                gone = task.pool_cpi
-                task.pool_cpi = None
-                task.reason = f"re-queued: pool {gone} left the federation index"
-                add_event(s, task, TaskState.QUEUED, task.reason, now)
+            for task in list(s.scalars(self._vanished())):
+                why = f"re-queued: pool {task.pool_cpi} left the federation index"
+                move(s, task, Event.UNPLACED, now, why, pool_cpi=None, reason=why)
             for task, owner, url in list(s.execute(self._claimable())):
+                assert task.pool_cpi is not None
+                # The task moves first: its guard (placed, no live forward) must see the
+                # record as it was.
+                move(s, task, Event.FORWARDED, now, f"forwarded to node {owner}")
                 fwd = s.get(FedForward, task.id)
                 if fwd is None:
-                    fwd = FedForward(task_id=task.id, events_seen=0)
+                    fwd = FedForward(
+                        task_id=task.id, events_seen=0, state=step_forward(None, "sent")
+                    )
                     s.add(fwd)
-                assert task.pool_cpi is not None
+                else:
+                    step_forward(fwd, "sent")
                 fwd.target, fwd.target_url, fwd.pool_cpi = owner, url, task.pool_cpi
-                fwd.state, fwd.created_at, fwd.updated_at = "sent", now, now
-                add_event(s, task, TaskState.QUEUED, f"forwarded to node {owner}", now)
+                fwd.created_at, fwd.updated_at = now, now
 
     def _send(self, to: Where, fwds: list[FedForward]) -> None:
-        now = utcnow()
+        now = self.clock()
         expired = [f for f in fwds if now - f.created_at > timedelta(seconds=self.timeout_s)]
         live = [f for f in fwds if f not in expired]
         if expired:
@@ -177,19 +183,27 @@ class Forwarder:
 
     def _revoke(self, fwds: list[FedForward]) -> None:
         """Give up on unconfirmed forwards: the task goes back to the scheduler."""
-        now = utcnow()
+        now = self.clock()
         with self.db.write() as s:
             for f in fwds:
                 row = s.get(FedForward, f.task_id)
                 task = s.get(t.Task, f.task_id)
                 if row is None or row.state != "sent" or task is None:
                     continue  # confirmed meanwhile: the owner runs it
-                row.state, row.updated_at = "revoked", now
-                if task.state == TaskState.QUEUED.value:
+                if current_phase(s, task) is Phase.FORWARDED:
                     why = f"node {f.target} did not confirm within {self.timeout_s:.0f} s"
-                    task.pool_cpi = None
-                    task.reason = f"re-queued: {why}"
-                    add_event(s, task, TaskState.QUEUED, f"forward withdrawn: {why}", now)
+                    msg = f"forward withdrawn: {why}"
+                    move(
+                        s,
+                        task,
+                        Event.FORWARD_WITHDRAWN,
+                        now,
+                        msg,
+                        pool_cpi=None,
+                        reason=f"re-queued: {why}",
+                    )
+                step_forward(row, "revoked")
+                row.updated_at = now
                 log.warning("forward of %s to %s withdrawn (unconfirmed)", f.task_id, f.target)
 
     def _pull_state(self, to: Where, ids: list[str]) -> None:
@@ -212,7 +226,7 @@ class Forwarder:
     def handle_confirm(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """The owner asks whether to run forwarded tasks: yes unless we gave up on it."""
         go, drop = [], []
-        now = utcnow()
+        now = self.clock()
         with self.db.write() as s:
             for tid in list(body.get("task_ids", []))[:BATCH]:
                 fwd = s.get(FedForward, tid)
@@ -226,7 +240,8 @@ class Forwarder:
                     and not TaskState(task.state).terminal
                 )
                 if ok and fwd is not None:
-                    fwd.state, fwd.updated_at = "confirmed", now
+                    step_forward(fwd, "confirmed")
+                    fwd.updated_at = now
                     go.append(tid)
                 else:
                     drop.append(tid)
@@ -237,7 +252,7 @@ class Forwarder:
     def handle_forward(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """Hold forwarded tasks until their origin confirms them."""
         items = list(body.get("tasks", []))[:BATCH]
-        now = utcnow()
+        now = self.clock()
         accepted = []
         for item in items:
             tid = str(item.get("task_id", ""))
@@ -255,12 +270,13 @@ class Forwarder:
                             origin=sender.code,
                             origin_url=sender.url,
                             spec=item["spec"],
-                            state="pending",
+                            state=step_inbound(None, "pending"),
                             created_at=now,
                         )
                     )
                 elif row.state == "dropped":
-                    row.state, row.spec = "pending", item["spec"]
+                    step_inbound(row, "pending")
+                    row.spec = item["spec"]
                 accepted.append(tid)
         return {"accepted": accepted}
 
@@ -290,8 +306,8 @@ class Forwarder:
                 if row.task_id in go | drop:
                     with self.db.write() as s:
                         held = s.get(FedInbound, row.task_id)
-                        if held is not None:
-                            held.state = "confirmed" if row.task_id in go else "dropped"
+                        if held is not None and held.state == "pending":
+                            step_inbound(held, "confirmed" if row.task_id in go else "dropped")
         return queued
 
     def _inbound_from(self, sender: CertBody, ids: list[str]) -> list[str]:

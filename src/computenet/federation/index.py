@@ -17,12 +17,12 @@ from computenet.errors import InvalidInput
 from computenet.federation.keys import OutsidePrefix
 from computenet.model.cpi import CPI, node_code_within
 from computenet.model.pool import Capacity, PoolHealth, PoolSpec
-from computenet.node.placing import held_capacity
-from computenet.node.tasks import utcnow
 from computenet.sched.core import PoolView
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedPool
+from computenet.tasks.capacity import held_capacity
+from computenet.tasks.clock import utcnow
 
 UNAVAILABLE = "unavailable"
 PAGE_ROWS = 5000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from decimal import Decimal
@@ -11,10 +12,12 @@ from computenet.billing.settlement import book_remote, consistent
 from computenet.errors import ComputeNetError
 from computenet.federation.keys import CertBody, canonical, verify
 from computenet.model.task import TaskState
-from computenet.node.tasks import utcnow
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedForward, FedUsage
+from computenet.tasks.clock import utcnow
+from computenet.tasks.lifecycle import IllegalTransition, is_terminal, mirrored
+from computenet.tasks.transitions import current_phase, log_line, move, step_forward
 
 log = logging.getLogger("computenet.federation")
 
@@ -23,18 +26,28 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def mirror_task(db: Database, owner: CertBody, snap: dict[str, Any]) -> None:
-    """Apply the owner's snapshot of a task to our copy; usage only if its signature holds."""
+def mirror_task(
+    db: Database, owner: CertBody, snap: dict[str, Any], now: datetime | None = None
+) -> None:
+    """Apply the owner's snapshot of a task to our copy; usage only if its signature holds.
+
+    The state moves through the lifecycle: a task that ended here (canceled before the owner
+    confirmed, say) keeps its own final state whatever the owner reports.
+    """
     tid = str(snap["id"])
-    now = utcnow()
+    now = now or utcnow()
     with db.write() as s:
-        task = s.get(t.Task, tid)
+        task = s.get(t.Task, tid, with_for_update=True)
         fwd = s.get(FedForward, tid)
         if task is None or fwd is None or fwd.target != owner.code:
             return
         state = TaskState(snap["state"])
-        if not (TaskState(task.state).terminal and not state.terminal):
-            task.state = state.value
+        phase = current_phase(s, task)
+        if not is_terminal(phase) and state not in (TaskState.UNKNOWN, TaskState.PAUSED):
+            # Refused events are logged by the lifecycle; the rest of the snapshot still
+            # applies. The timeline rows come from the owner's events, copied below.
+            with contextlib.suppress(IllegalTransition):
+                move(s, task, mirrored(state), now, None)
         task.attempt = int(snap.get("attempt") or task.attempt)
         task.reason = str(snap.get("reason") or "")
         task.started_at = _time(snap.get("started_at")) or task.started_at
@@ -42,15 +55,8 @@ def mirror_task(db: Database, owner: CertBody, snap: dict[str, Any]) -> None:
         task.updated_at = now
         events = list(snap.get("events", []))
         for ev in events[fwd.events_seen :]:
-            s.add(
-                t.TaskEvent(
-                    task_id=tid,
-                    at=_time(ev["at"]) or now,
-                    attempt=int(ev["attempt"]),
-                    state=ev["state"],
-                    message=f"[{owner.code}] {ev['message']}",
-                )
-            )
+            at = _time(ev["at"]) or now
+            log_line(s, tid, int(ev["attempt"]), ev["state"], f"[{owner.code}] {ev['message']}", at)
         fwd.events_seen = max(fwd.events_seen, len(events))
         for att in snap.get("attempts", []):
             for ex in att.get("executors", []):
@@ -67,8 +73,9 @@ def mirror_task(db: Database, owner: CertBody, snap: dict[str, Any]) -> None:
                 log.end_time = _time(ex.get("end_time"))
         for signed in snap.get("signed_usage", []):
             _record_usage(s, owner, tid, signed, now)
-        if state.terminal:
-            fwd.state, fwd.updated_at = "done", now
+        if state.terminal and fwd.state == "confirmed":
+            step_forward(fwd, "done")
+            fwd.updated_at = now
 
 
 def _record_usage(s: Any, owner: CertBody, tid: str, signed: dict[str, Any], now: datetime) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from computenet.errors import Unavailable, error_for_status
+from computenet.errors import Unavailable, error_for_status, error_from_answer
 from computenet.federation.envelope import Envelope, open_envelope, seal
 from computenet.federation.keys import BadSignature, CertBody, Identity
 
@@ -48,11 +48,7 @@ class Peer:
         except httpx.HTTPError as exc:
             raise Unavailable(f"node at {url} does not answer: {exc}") from None
         if resp.status_code >= 400:
-            try:
-                message = str(resp.json().get("message", resp.text))
-            except ValueError:
-                message = resp.text[:200]
-            raise error_for_status(resp.status_code)(f"{url}: {message}")
+            raise error_from_answer(resp.status_code, resp.text, f"{url}: ")
         reply = Envelope.model_validate(resp.json())
         me = self.ident.code
         sender = open_envelope(reply, self.ident.root_key, None, me, kind=f"{kind}.reply")

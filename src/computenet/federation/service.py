@@ -17,14 +17,14 @@ from computenet.federation.envelope import Envelope, ReplayGuard, open_envelope,
 from computenet.federation.forward import Forwarder
 from computenet.federation.index import PoolIndex
 from computenet.federation.keys import CertBody, Identity
+from computenet.federation.messages import MESSAGES, check_body
 from computenet.federation.peer import Peer
+from computenet.federation.ports import FederationSettings, Tasks, Wakeup
 from computenet.federation.resolve import Resolver
 from computenet.federation.sync import Sync
-from computenet.node.settings import NodeSettings
-from computenet.node.signals import Signal
-from computenet.node.tasks import TaskService
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild, FedPool
+from computenet.tasks.clock import Clock, utcnow
 
 log = logging.getLogger("computenet.federation")
 WAKE_GAP_S = 0.05  # the fastest a woken federation loop runs again
@@ -38,10 +38,11 @@ class Federation:
     def __init__(
         self,
         db: Database,
-        settings: NodeSettings,
+        settings: FederationSettings,
         ident: Identity,
-        tasks: TaskService,
-        changed: Signal,
+        tasks: Tasks,
+        changed: Wakeup,
+        clock: Clock = utcnow,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -54,7 +55,7 @@ class Federation:
         self.index = PoolIndex(db, ident.code, ident.url)
         self.sync = Sync(db, ident, self.index, self.peer, settings.fed_timeout_s, settings.region)
         self.resolver = Resolver(db, ident, self.index, self.peer, settings.resolve_ttl_s)
-        self.forwarder = Forwarder(db, ident, self.peer, tasks, settings.fed_timeout_s)
+        self.forwarder = Forwarder(db, ident, self.peer, tasks, settings.fed_timeout_s, clock)
         self.index.on_change.append(lambda _cpis: changed.fire())
         self._handlers: dict[str, Handler] = {
             "sync.push": self.sync.handle_push,
@@ -66,6 +67,7 @@ class Federation:
             "task.cancel": self.forwarder.handle_cancel,
             "settlement.statement": self._handle_settlement,
         }
+        assert set(self._handlers) == set(MESSAGES)  # one model per kind handled
 
     def handle(self, kind: str, env: Envelope) -> Envelope:
         """Check a signed message, run its handler and sign the reply."""
@@ -74,6 +76,7 @@ class Federation:
             raise InvalidInput(f"unknown federation message {kind!r}")
         sender = open_envelope(env, self.ident.root_key, self.guard, self.ident.code, kind=kind)
         try:
+            check_body(kind, env.body)  # refuses a malformed body naming the field
             body = handler(sender, env.body)
         except ComputeNetError as exc:
             log.warning("refused %s message from %s: %s", kind, sender.code, exc.message)

@@ -28,10 +28,9 @@ from computenet.federation.index import PoolIndex
 from computenet.federation.keys import CertBody, Identity
 from computenet.federation.peer import Peer
 from computenet.model.pool import REGION_CODE
-from computenet.node.netmeasure import record_rtt
-from computenet.node.tasks import utcnow
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild
+from computenet.tasks.clock import utcnow
 
 log = logging.getLogger("computenet.federation")
 RTT_EVERY_S = 10.0
@@ -62,6 +61,8 @@ class Sync:
         self.region = region
         # Seconds since the last good exchange with a peer (the runtime sets the gauge).
         self.on_lag: Callable[[str, float], None] = lambda _peer, _s: None
+        # Keeps a measured round trip (link, from region, to region, ms); the node stores it.
+        self.on_rtt: Callable[[str, str, str, float], None] = lambda _l, _a, _b, _ms: None
         self._rtt: tuple[float, str] | None = None  # last RTT to the parent, not yet sent
         self._rtt_at = 0.0
         self._pushed_upto = 0  # local seq the parent has acknowledged
@@ -110,7 +111,7 @@ class Sync:
         self._rtt_at = now
         rtt_ms, parent_region = self.peer.ping(self.ident.parent_url)
         if REGION_CODE.fullmatch(parent_region):
-            record_rtt(self.db, link_id(self.ident.parent_code), self.region, parent_region, rtt_ms)
+            self.on_rtt(link_id(self.ident.parent_code), self.region, parent_region, rtt_ms)
             self._rtt = (rtt_ms, self.region)
 
     def _push(self) -> None:
@@ -184,7 +185,7 @@ class Sync:
         if not isinstance(rtt, int | float) or isinstance(rtt, bool) or not 0 <= rtt < 60_000:
             return
         if isinstance(region, str) and REGION_CODE.fullmatch(region):
-            record_rtt(self.db, link_id(child), region, self.region, float(rtt))
+            self.on_rtt(link_id(child), region, self.region, float(rtt))
 
     def handle_pull(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """Serve a page of the index to a child."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from computenet.errors import Conflict, NotFound, Unauthorized, Unavailable
+from computenet.errors import Conflict, InvalidInput, NotFound, Unauthorized, Unavailable
 from computenet.gateway.backends.base import Backend, BackendDown, BackendError, Job, JobStatus
 from computenet.gateway.client import NodeClient
 from computenet.gateway.metrics import GatewayMetrics
@@ -36,6 +36,7 @@ from computenet.model.protocol import (
     ReleaseRequest,
     TaskReport,
     UsageReport,
+    check_protocol,
 )
 from computenet.model.task import TaskState
 from computenet.model.urlpolicy import UrlPolicy
@@ -181,6 +182,13 @@ class GatewayAgent:
                     delay = backoff.next()
                     log.warning("node unavailable (%s); retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
+                except InvalidInput as exc:
+                    # A refused declaration or another protocol version: say so plainly and
+                    # keep trying, since the node may be upgraded or reconfigured meanwhile.
+                    self.connected.clear()
+                    delay = backoff.next()
+                    log.error("node refused this gateway (%s); retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
                 except Exception:
                     # A bug must not stop the gateway: its jobs keep running, so log it
                     # and start over as after a lost connection.
@@ -202,8 +210,13 @@ class GatewayAgent:
             cred.save(self._cred_path)
             log.info("enrolled as gateway %s of %s", cred.gateway_id, cred.provider_prefix)
         self.client.credential = cred.credential
-        specs = await asyncio.to_thread(self.backend.pools)
+        specs = [
+            # The scheduler keeps tasks a backend cannot run off its pools.
+            s.model_copy(update={"unsupported": {**self.backend.unsupported(), **s.unsupported}})
+            for s in await asyncio.to_thread(self.backend.pools)
+        ]
         reply = await self.client.declare(DeclarePools(pools=specs))
+        check_protocol(reply.protocol, f"node {self.client.base_url}")
         self.pools = {reply.cpis[s.label]: s for s in specs}
         self.heartbeat_s = reply.heartbeat_s
         self.connected.set()

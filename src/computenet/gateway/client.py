@@ -8,7 +8,7 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel
 
-from computenet.errors import ComputeNetError, Conflict, NotFound, Unauthorized, Unavailable
+from computenet.errors import Unavailable, error_from_answer
 from computenet.model.protocol import (
     DeclarePools,
     DeclareReply,
@@ -25,11 +25,6 @@ from computenet.model.protocol import (
 )
 
 R = TypeVar("R", bound=BaseModel)
-_BY_STATUS: dict[int, type[ComputeNetError]] = {
-    401: Unauthorized,
-    404: NotFound,
-    409: Conflict,
-}
 
 
 class NodeClient:
@@ -59,14 +54,9 @@ class NodeClient:
         except httpx.HTTPError as exc:
             raise Unavailable(f"node {self.base_url} unreachable: {exc}") from None
         if resp.status_code >= 400:
-            try:
-                message = str(resp.json().get("message", resp.text))
-            except ValueError:
-                message = resp.text[:200]
-            error = _BY_STATUS.get(resp.status_code)
-            if error is None:
-                error = Unavailable if resp.status_code >= 500 else ComputeNetError
-            raise error(f"{method} {path}: {resp.status_code} {message}")
+            raise error_from_answer(
+                resp.status_code, resp.text, f"{method} {path}: {resp.status_code} "
+            )
         return reply.model_validate_json(resp.content)
 
     async def enrol(self, token: str, name: str) -> EnrolReply:

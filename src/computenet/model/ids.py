@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -25,3 +26,8 @@ def ulid(now_ms: int | None = None) -> str:
 def task_id(node_code: str) -> str:
     """A task id that names the node it was submitted to: ``cn.31-01J...``."""
     return f"{node_code}-{ulid()}"
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token (API, gateway or enrolment): its SHA-256, in hex."""
+    return hashlib.sha256(token.encode()).hexdigest()

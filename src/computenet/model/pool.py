@@ -35,6 +35,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class Capability(StrEnum):
+    """Things a backend may or may not be able to do with a task. A pool declares the ones
+    its backend cannot do (:attr:`PoolSpec.unsupported`); the scheduler keeps tasks that
+    need one (:meth:`computenet.model.task.TaskSpec.needs`) off it."""
+
+    GPUS = "gpus"  # give a job exclusive accelerators
+    STAGING = "staging"  # put inputs (fetched or inline) in place, upload outputs
+    TIME_LIMIT = "time_limit"  # enforce resources.time_limit_s
+    CANCEL = "cancel"  # stop a running job and everything it started
+    WORKDIR = "workdir"  # run an executor in its workdir
+    STDIN = "stdin"  # feed an executor's stdin from a file
+    ENV = "env"  # set an executor's environment
+    MULTIPLE_EXECUTORS = "multiple_executors"  # run several executors in order
+    RECOVER = "recover"  # find its jobs again after a gateway restart
+    FULL_LOGS = "full_logs"  # read back an executor's whole output, however large
+
+
+Reason = Annotated[str, Field(max_length=512)]
+
+
 class Architecture(StrEnum):
     """CPU instruction set architecture of the machines in a pool."""
 
@@ -148,6 +168,8 @@ class PoolSpec(Strict):
     price_per_core_hour: Money = Decimal("0")
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     measured: MeasuredThroughput | None = None
+    # What the pool's backend cannot do, each with the reason (the gateway fills it in).
+    unsupported: dict[Capability, Reason] = Field(default_factory=dict, max_length=16)
 
     @model_validator(mode="after")
     def _measured(self) -> PoolSpec:

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
+from computenet.errors import InvalidInput
 from computenet.model.pool import PoolSpec, Strict
 from computenet.model.task import TaskSpec, TaskState
 
@@ -44,11 +45,20 @@ class EnrolReply(BaseModel):
     protocol: int = PROTOCOL_VERSION
 
 
+def check_protocol(version: int, who: str) -> None:
+    """Refuse a peer that speaks another version of this protocol, naming both."""
+    if version != PROTOCOL_VERSION:
+        raise InvalidInput(
+            f"{who} speaks gateway protocol {version}; this side speaks {PROTOCOL_VERSION}"
+        )
+
+
 class DeclarePools(Strict):
     """The pools a gateway serves. Pools it no longer declares stop being heartbeated and so
     turn unhealthy; they are not deleted (their identifiers stay stable)."""
 
     pools: list[PoolSpec] = Field(min_length=1, max_length=256)
+    protocol: int = PROTOCOL_VERSION  # checked by the node on every (re)connect
 
 
 class DeclareReply(BaseModel):
@@ -57,6 +67,7 @@ class DeclareReply(BaseModel):
     cpis: dict[str, str]
     heartbeat_s: float
     lease_ttl_s: float
+    protocol: int = PROTOCOL_VERSION  # checked by the gateway
 
 
 class PoolLive(Strict):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from computenet.model.pool import Capacity, Money, Strict, check_region
+from computenet.model.pool import Capability, Capacity, Money, Strict, check_region
 
 MAX_EXECUTORS = 64
 MAX_TIME_LIMIT_S = 30 * 24 * 3600
@@ -337,6 +337,26 @@ class TaskSpec(Strict):
         return self.model_copy(
             update={"resources": res, "placement": place, "executors": execs, "variants": []}
         )
+
+    def needs(self) -> frozenset[Capability]:
+        """What a pool's backend must be able to do to run this task (as written)."""
+        out = set()
+        if self.resources.need().accelerators:
+            out.add(Capability.GPUS)
+        if self.inputs or self.outputs:
+            out.add(Capability.STAGING)
+        if len(self.executors) > 1:
+            out.add(Capability.MULTIPLE_EXECUTORS)
+        for e in self.executors:
+            if e.workdir:
+                out.add(Capability.WORKDIR)
+            if e.stdin:
+                out.add(Capability.STDIN)
+            if e.env:
+                out.add(Capability.ENV)
+        if self.secrets:
+            out.add(Capability.ENV)
+        return frozenset(out)
 
     def max_price(self) -> Decimal | None:
         """The consumer's price cap per card-hour, if any."""

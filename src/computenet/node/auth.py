@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 import secrets
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from computenet.errors import Forbidden, NotFound, Unauthorized
-from computenet.model.ids import ulid
+from computenet.model.ids import hash_token, ulid
 from computenet.node.access import ROLE_SCOPES, TENANT_PATTERN, account_key, owner_key
 from computenet.store.db import Database
 from computenet.store.tables import Token
@@ -63,11 +62,6 @@ class Principal:
         """Refuse the call unless this principal is one of ``kinds``."""
         if self.kind not in kinds:
             raise Forbidden(f"a {self.kind} token may not do this (needs {' or '.join(kinds)})")
-
-
-def hash_token(token: str) -> str:
-    """The stored form of a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_token(

@@ -30,15 +30,18 @@ from computenet.model.protocol import (
     ReportReply,
     TaskReport,
     UsageReport,
+    check_protocol,
 )
 from computenet.model.task import TaskSpec, TaskState
 from computenet.model.usage import measure_usage
 from computenet.node.outputs import record_outputs
 from computenet.node.secrets import SecretStore, mask
 from computenet.node.settings import NodeSettings
-from computenet.node.tasks import ACTIVE, add_event, utcnow
 from computenet.store import tables as t
 from computenet.store.db import Database
+from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.lifecycle import HANDED_OUT_STATES, Event, Phase, apply, reported
+from computenet.tasks.transitions import current_phase, guard, log_line, move, move_by_id
 
 LOG_TAIL_CHARS = 1024 * 1024
 
@@ -79,8 +82,10 @@ class Dispatcher:
         settings: NodeSettings,
         on_change: Callable[[], None],
         ledger: Ledger | None = None,
+        clock: Clock = utcnow,
     ):
         self.db = db
+        self.clock = clock
         self.settings = settings
         self._on_change = on_change
         self.ledger = ledger or Ledger(db)
@@ -95,13 +100,16 @@ class Dispatcher:
             if s.get(t.Provider, provider_prefix) is None:
                 raise NotFound(f"provider {provider_prefix} is not enrolled here")
             s.add(
-                t.Gateway(id=gid, provider_prefix=provider_prefix, name=name, created_at=utcnow())
+                t.Gateway(
+                    id=gid, provider_prefix=provider_prefix, name=name, created_at=self.clock()
+                )
             )
         return gid
 
     def declare_pools(self, gateway_id: str, msg: DeclarePools) -> dict[str, str]:
         """Create or update the gateway's pools inside its provider prefix; return the CPIs."""
-        now = utcnow()
+        check_protocol(msg.protocol, f"gateway {gateway_id}")
+        now = self.clock()
         cpis: dict[str, str] = {}
         with self.db.write() as s:
             gw = self._gateway(s, gateway_id)
@@ -148,7 +156,7 @@ class Dispatcher:
 
     def heartbeat(self, gateway_id: str, msg: Heartbeat) -> HeartbeatReply:
         """Mark the gateway's pools alive, renew its leases, and say which tasks to cancel."""
-        now = utcnow()
+        now = self.clock()
         expires = now + timedelta(seconds=self.settings.lease_ttl_s)
         live = {p.label: p for p in msg.pools}
         renewed: list[str] = []
@@ -197,7 +205,7 @@ class Dispatcher:
 
     def lease(self, gateway_id: str, max_tasks: int) -> list[LeasedTask]:
         """Hand up to ``max_tasks`` tasks placed on this gateway's pools to it."""
-        now = utcnow()
+        now = self.clock()
         expires = now + timedelta(seconds=self.settings.lease_ttl_s)
         out: list[LeasedTask] = []
         with self.db.write() as s:
@@ -219,17 +227,19 @@ class Dispatcher:
                 secrets = self._secret_env(s, row)
                 if secrets is None:
                     continue  # it named a secret that is gone: failed, not leased
-                row.lease_id = ulid()
-                row.lease_gateway_id = gateway_id
-                row.lease_expires_at = expires
-                row.attempt += 1
-                add_event(
+                attempt = row.attempt + 1
+                move(
                     s,
                     row,
-                    TaskState.INITIALIZING,
-                    f"leased to gateway {gateway_id} on {row.pool_cpi} (attempt {row.attempt})",
+                    Event.LEASED,
                     now,
+                    f"leased to gateway {gateway_id} on {row.pool_cpi} (attempt {attempt})",
+                    lease_id=ulid(),
+                    lease_gateway_id=gateway_id,
+                    lease_expires_at=expires,
+                    attempt=attempt,
                 )
+                assert row.lease_id is not None  # set by the move
                 out.append(
                     LeasedTask(
                         task_id=row.id,
@@ -256,21 +266,22 @@ class Dispatcher:
         wanted: dict[str, str] = row.spec.get("secrets") or {}
         values = self._secret_values(s, row)
         if missing := sorted(set(wanted.values()) - set(values)):
-            row.ended_at = utcnow()
-            row.pool_cpi = None
-            add_event(
+            now = self.clock()
+            move(
                 s,
                 row,
-                TaskState.SYSTEM_ERROR,
+                Event.SETUP_FAILED,
+                now,
                 f"secret {', '.join(missing)} no longer exists",
-                row.ended_at,
+                ended_at=now,
+                pool_cpi=None,
             )
             return None
         return {env: values[name] for env, name in wanted.items()}
 
     def report(self, gateway_id: str, tid: str, rep: TaskReport) -> ReportReply:
         """Apply a gateway's report on a leased task. Resending the same report is harmless."""
-        now = utcnow()
+        now = self.clock()
         finished = False
         with self.db.write() as s:
             row = s.get(t.Task, tid, with_for_update=True)
@@ -288,26 +299,34 @@ class Dispatcher:
                 )
             self._apply_logs(s, row, rep, now)
             for line in rep.system_log:
-                s.add(
-                    t.TaskEvent(
-                        task_id=tid, at=now, attempt=row.attempt, state=row.state, message=line
-                    )
-                )
+                log_line(s, tid, row.attempt, row.state, line, now)
             row.lease_expires_at = now + timedelta(seconds=self.settings.lease_ttl_s)
             new = rep.state
             if new.terminal:
                 starts = [e.start_time for e in rep.executors if e.start_time is not None]
-                row.started_at = row.started_at or (min(starts) if starts else now)
-                row.ended_at = now
-                row.lease_expires_at = None
-                add_event(s, row, new, f"{new.value.lower()} on {row.pool_cpi}", now)
+                move(
+                    s,
+                    row,
+                    reported(new),
+                    now,
+                    f"{new.value.lower()} on {row.pool_cpi}",
+                    started_at=row.started_at or (min(starts) if starts else now),
+                    ended_at=now,
+                    lease_expires_at=None,
+                )
                 if rep.usage is not None:
                     self._record_usage(s, row, rep.usage, now)
                 record_outputs(s, row.id, row.attempt, rep.outputs)
                 finished = True
             elif new is TaskState.RUNNING and state is TaskState.INITIALIZING:
-                row.started_at = row.started_at or now
-                add_event(s, row, new, f"running on {row.pool_cpi}", now)
+                move(
+                    s,
+                    row,
+                    reported(new),
+                    now,
+                    f"running on {row.pool_cpi}",
+                    started_at=row.started_at or now,
+                )
             cancel = row.cancel_requested
         if finished:
             self._on_change()
@@ -368,7 +387,7 @@ class Dispatcher:
                 cards=row.accelerators,
             )
             self._record_usage(s, row, usage, now)
-        self._lease_lost(s, row, now, why)
+        self._lease_lost(s, row, now, why, Event.PREEMPTED)
 
     def _record_usage(self, s: Session, row: t.Task, u: UsageReport, now: datetime) -> None:
         assert row.pool_cpi is not None
@@ -416,14 +435,14 @@ class Dispatcher:
 
     def expire(self) -> int:
         """Re-queue tasks whose lease ran out, and mark silent pools unhealthy."""
-        now = utcnow()
+        now = self.clock()
         changed = 0
         with self.db.write() as s:
             rows = list(
                 s.scalars(
                     select(t.Task)
                     .where(
-                        t.Task.state.in_(ACTIVE),
+                        t.Task.state.in_(HANDED_OUT_STATES),
                         t.Task.lease_expires_at.is_not(None),
                         t.Task.lease_expires_at < now,
                     )
@@ -447,15 +466,14 @@ class Dispatcher:
                 pool.health = PoolHealth.UNHEALTHY.value
                 pool.updated_at = now
                 # Tasks placed there but not yet leased may go elsewhere.
-                s.execute(
-                    update(t.Task)
-                    .where(
-                        t.Task.pool_cpi == pool.cpi,
-                        t.Task.state == TaskState.QUEUED.value,
-                        t.Task.lease_id.is_(None),
-                    )
-                    .values(pool_cpi=None, reason="placed pool stopped heartbeating")
+                why = "placed pool stopped heartbeating"
+                placed = s.scalars(
+                    select(t.Task.id).where(t.Task.pool_cpi == pool.cpi, guard(Phase.PLACED))
                 )
+                for tid in list(placed):
+                    move_by_id(
+                        s, tid, Phase.PLACED, Event.UNPLACED, now, why, pool_cpi=None, reason=why
+                    )
                 changed += 1
         if changed:
             self._on_change()
@@ -463,7 +481,7 @@ class Dispatcher:
 
     def release(self, gateway_id: str, tid: str, lease_id: str, why: str) -> TaskState:
         """A gateway hands a leased task back; it is re-queued to be placed elsewhere."""
-        now = utcnow()
+        now = self.clock()
         with self.db.write() as s:
             row = s.get(t.Task, tid, with_for_update=True)
             if row is None:
@@ -477,42 +495,35 @@ class Dispatcher:
         return state
 
     def _lease_lost(
-        self, s: Session, row: t.Task, now: datetime, why: str = "expired (gateway lost?)"
+        self,
+        s: Session,
+        row: t.Task,
+        now: datetime,
+        why: str = "expired (gateway lost?)",
+        event: Event = Event.LEASE_LOST,
     ) -> None:
-        lost_on = row.pool_cpi
-        row.lease_id = None
-        row.lease_gateway_id = None
-        row.lease_expires_at = None
-        if row.cancel_requested:
-            row.ended_at = now
-            add_event(s, row, TaskState.CANCELED, f"lease on {lost_on} {why} while canceling", now)
-        elif row.attempt >= self.settings.max_attempts:
-            row.ended_at = now
-            add_event(
-                s,
-                row,
-                TaskState.SYSTEM_ERROR,
-                f"lease on {lost_on} {why}; gave up after {row.attempt} attempts",
-                now,
-            )
+        lost = f"lease on {row.pool_cpi} {why}"
+        phase = current_phase(s, row)
+        if phase is not Phase.CANCELING and row.attempt >= self.settings.max_attempts:
+            event = Event.GAVE_UP
+        unleased = {"lease_id": None, "lease_gateway_id": None, "lease_expires_at": None}
+        target = apply(phase, event)
+        if target is Phase.CANCELED:
+            move(s, row, event, now, f"{lost} while canceling", ended_at=now, **unleased)
+        elif target is Phase.SYSTEM_ERROR:
+            msg = f"{lost}; gave up after {row.attempt} attempts"
+            move(s, row, event, now, msg, ended_at=now, **unleased)
         else:
-            row.pool_cpi = None
-            row.reason = f"re-queued: lease on {lost_on} {why}"
-            add_event(
-                s,
-                row,
-                TaskState.QUEUED,
-                f"lease on {lost_on} {why}; re-queued after attempt {row.attempt}",
-                now,
-            )
+            msg = f"{lost}; re-queued after attempt {row.attempt}"
+            move(s, row, event, now, msg, pool_cpi=None, reason=f"re-queued: {lost}", **unleased)
 
     def extend_leases_after_restart(self) -> int:
         """Give every held lease one more TTL: gateways could not renew while we were down."""
-        expires = utcnow() + timedelta(seconds=self.settings.lease_ttl_s)
+        expires = self.clock() + timedelta(seconds=self.settings.lease_ttl_s)
         with self.db.write() as s:
             result = s.execute(
                 update(t.Task)
-                .where(t.Task.state.in_(ACTIVE), t.Task.lease_id.is_not(None))
+                .where(t.Task.state.in_(HANDED_OUT_STATES), t.Task.lease_id.is_not(None))
                 .values(lease_expires_at=expires)
             )
             return int(getattr(result, "rowcount", 0) or 0)

@@ -9,51 +9,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from computenet.model.pool import Capacity, PoolHealth, PoolSpec
-from computenet.model.task import TaskSpec, TaskState
+from computenet.model.task import TaskSpec
 from computenet.node.quality import record_queue_wait_estimate
 from computenet.node.sched_apply import LeaseLost, placed_message, preempt, spec_update
 from computenet.node.sched_inputs import ContextLoader, tenant_of
-from computenet.node.tasks import ACTIVE, utcnow
 from computenet.sched.core import PoolView, TaskView, schedule, shape_key
 from computenet.sched.types import Context
 from computenet.store import tables as t
 from computenet.store.db import Database
+from computenet.tasks.capacity import held_capacity
+from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.lifecycle import Event, Phase
+from computenet.tasks.transitions import guard, move_by_id
 
 SCHEDULE_BATCH = 2000
 SPEC_CACHE_MAX = 100_000
 NO_POOLS = "no pools are registered"
 
 
-def held_capacity(s: Session) -> dict[str, Capacity]:
-    """Per local pool, what placed and active tasks hold (pools with none are left out)."""
-    return {
-        cpi: Capacity(cpu_cores=c or 0, memory_mib=m or 0, accelerators=a or 0)
-        for cpi, c, m, a in s.execute(
-            select(
-                t.Task.pool_cpi,
-                func.sum(t.Task.cpu_cores),
-                func.sum(t.Task.memory_mib),
-                func.sum(t.Task.accelerators),
-            )
-            .where(
-                t.Task.pool_cpi.is_not(None),
-                t.Task.state.in_((TaskState.QUEUED.value, *ACTIVE)),
-            )
-            .group_by(t.Task.pool_cpi)
-        )
-        if cpi is not None  # by the query
-    }
-
-
 class Placer:
     """Places queued tasks on pools, one pass at a time (the leader runs it)."""
 
-    def __init__(self, db: Database, on_change: Callable[[], None], lease_lost: LeaseLost):
+    def __init__(
+        self,
+        db: Database,
+        on_change: Callable[[], None],
+        lease_lost: LeaseLost,
+        clock: Clock = utcnow,
+    ):
         self.db = db
+        self.clock = clock
         self._on_change = on_change
         # Preempting a leased task: bill what ran and re-queue it (the dispatcher's part).
         self._lease_lost = lease_lost
@@ -63,7 +52,7 @@ class Placer:
         # there are still none, so a long backlog is not rescanned on every pass.
         self._told_no_pools_seq = 0
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
-        self._context = ContextLoader(db)
+        self._context = ContextLoader(db, clock=clock)
         # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
         # forwarded to its owner by computenet.federation (the runtime sets this).
         self.remote_pools: Callable[[Session], list[PoolView]] = lambda _s: []
@@ -90,7 +79,7 @@ class Placer:
                         t.Task.owner,
                         t.Task.tenant,
                     )
-                    .where(t.Task.state == TaskState.QUEUED.value, t.Task.pool_cpi.is_(None))
+                    .where(guard(Phase.WAITING))
                     .order_by(t.Task.priority.desc(), t.Task.seq)
                     .limit(SCHEDULE_BATCH)
                 )
@@ -118,37 +107,24 @@ class Placer:
         reasons = [d for d in decisions if d.pool is None and d.reason != old_reason[d.task_id]]
         if not placements and not reasons:
             return 0
-        now = utcnow()
+        now = self.clock()
         placed = 0
         with self.db.write() as s:
             for d in placements:
                 for victim in d.preempt:
                     preempt(s, victim, d.task_id, now, self._lease_lost)
-                result = s.execute(
-                    update(t.Task)
-                    .where(
-                        t.Task.id == d.task_id,
-                        t.Task.state == TaskState.QUEUED.value,
-                        t.Task.pool_cpi.is_(None),
-                    )
-                    .values(
-                        pool_cpi=d.pool,
-                        reservation_id=d.reservation or None,
-                        reason="",
-                        updated_at=now,
-                        **spec_update(spec_of[d.task_id], d.variant),
-                    )
-                )
-                if getattr(result, "rowcount", 0):
-                    s.execute(
-                        insert(t.TaskEvent).values(
-                            task_id=d.task_id,
-                            at=now,
-                            attempt=0,
-                            state=TaskState.QUEUED.value,
-                            message=placed_message(d, spec_of[d.task_id]),
-                        )
-                    )
+                if move_by_id(
+                    s,
+                    d.task_id,
+                    Phase.WAITING,
+                    Event.PLACED,
+                    now,
+                    placed_message(d, spec_of[d.task_id]),
+                    pool_cpi=d.pool,
+                    reservation_id=d.reservation or None,
+                    reason="",
+                    **spec_update(spec_of[d.task_id], d.variant),
+                ):
                     if d.estimate is not None:
                         record_queue_wait_estimate(s, d.task_id, d.estimate.wait_s)
                     placed += 1
@@ -156,11 +132,7 @@ class Placer:
             for d in reasons:
                 s.execute(
                     update(t.Task)
-                    .where(
-                        t.Task.id == d.task_id,
-                        t.Task.state == TaskState.QUEUED.value,
-                        t.Task.pool_cpi.is_(None),
-                    )
+                    .where(t.Task.id == d.task_id, guard(Phase.WAITING))
                     .values(reason=d.reason)
                 )
         if placed:
@@ -175,8 +147,7 @@ class Placer:
         waiting = (
             t.Task.seq > self._told_no_pools_seq,
             t.Task.seq <= newest,
-            t.Task.state == TaskState.QUEUED.value,
-            t.Task.pool_cpi.is_(None),
+            guard(Phase.WAITING),
             t.Task.reason != NO_POOLS,
         )
         with self.db.write() as s:

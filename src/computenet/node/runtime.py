@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select
 
@@ -15,6 +16,7 @@ from computenet.federation.enrol import prepare_identity
 from computenet.federation.service import Federation
 from computenet.model.cpi import allocate_provider, validate_node_code
 from computenet.model.urlpolicy import UrlPolicy
+from computenet.node import netmeasure
 from computenet.node.atrest import secure_data_dir
 from computenet.node.audit import AuditLog
 from computenet.node.auth import Authenticator, new_token
@@ -27,10 +29,11 @@ from computenet.node.scheduling import SchedService
 from computenet.node.secrets import SecretStore, load_key
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
-from computenet.node.tasks import TaskService, utcnow
+from computenet.node.tasks import TaskService
 from computenet.store import tables as t
 from computenet.store.db import Database, sqlite_url
 from computenet.store.migrate import upgrade
+from computenet.tasks.clock import Clock, utcnow
 
 log = logging.getLogger("computenet.node")
 STOP_WAIT_S = 10.0  # how long a stopping node waits for its background loops
@@ -49,7 +52,8 @@ class Bootstrap:
 class NodeRuntime:
     """Everything a node process holds while it runs."""
 
-    def __init__(self, settings: NodeSettings) -> None:
+    def __init__(self, settings: NodeSettings, clock: Clock = utcnow) -> None:
+        """``clock`` tells every service the time; tests pass a fake one to move it."""
         key_file = settings.secrets_key_file or settings.data_dir / "secrets.key"
         secure_data_dir(settings.data_dir, (key_file,), sqlite=settings.db_url is None)
         identity = prepare_identity(settings)  # a child enrols here on its first start
@@ -58,7 +62,8 @@ class NodeRuntime:
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.auth = Authenticator(self.db)
         self.ledger = Ledger(self.db)
-        self.reservations = Reservations(self.db, self.ledger)
+        self.clock = clock
+        self.reservations = Reservations(self.db, self.ledger, clock)
         self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(
             self.db,
@@ -66,9 +71,10 @@ class NodeRuntime:
             self.changed.fire,
             UrlPolicy(settings.url_allow, settings.url_deny),
             self.ledger,
+            clock,
         )
-        self.dispatch = Dispatcher(self.db, settings, self.changed.fire, self.ledger)
-        self.placer = Placer(self.db, self.changed.fire, self.dispatch.preempted)
+        self.dispatch = Dispatcher(self.db, settings, self.changed.fire, self.ledger, clock)
+        self.placer = Placer(self.db, self.changed.fire, self.dispatch.preempted, clock)
         self.leader = LeaderElection(self.db, settings.node_code)
         self.audit = AuditLog(self.db)
         self.limiter = (
@@ -77,13 +83,14 @@ class NodeRuntime:
             else None
         )
         self.sched = SchedService(self.db, self.placer)
-        self.federation = Federation(self.db, settings, identity, self.tasks, self.changed)
+        self.federation = Federation(self.db, settings, identity, self.tasks, self.changed, clock)
         self.placer.remote_pools = self.federation.index.remote_pools
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)
         lag = self.monitor.metrics.sync_lag
         self.federation.sync.on_lag = lambda peer, s: lag.labels(peer).set(s)
+        self.federation.sync.on_rtt = partial(netmeasure.record_rtt, self.db)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
         self.ready = False  # set once the loops run: /readyz

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.tasks import add_event
 from computenet.sched.types import Decision
 from computenet.store import tables as t
+from computenet.tasks.lifecycle import Event, Phase
+from computenet.tasks.transitions import current_phase, move
 
 LeaseLost = Callable[[Session, t.Task, datetime, str], None]
 
@@ -61,7 +62,13 @@ def preempt(s: Session, victim: str, by: str, now: datetime, lease_lost: LeaseLo
     if row.lease_id is not None:
         lease_lost(s, row, now, why)
         return
-    if row.state == TaskState.QUEUED.value:
-        row.pool_cpi = None
-        row.reason = f"re-queued: {why}"
-        add_event(s, row, TaskState.QUEUED, f"{why}; re-queued", now)
+    if current_phase(s, row) is Phase.PLACED:
+        move(
+            s,
+            row,
+            Event.PREEMPTED,
+            now,
+            f"{why}; re-queued",
+            pool_cpi=None,
+            reason=f"re-queued: {why}",
+        )

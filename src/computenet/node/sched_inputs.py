@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,15 +36,12 @@ from computenet.store.db import Database
 from computenet.store.tables_billing import Reservation as ReservationRow
 from computenet.store.tables_sched import Dataset as DatasetRow
 from computenet.store.tables_sched import ShareSetting
+from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.lifecycle import LIVE_STATES
 
 HISTORY = 2000  # recent starts looked at for queue wait
 TELEMETRY_TTL_S = 5.0
-LIVE = (
-    TaskState.QUEUED.value,
-    TaskState.INITIALIZING.value,
-    TaskState.RUNNING.value,
-    TaskState.CANCELING.value,
-)
+LIVE = LIVE_STATES
 GOOD = (TaskState.COMPLETE.value, TaskState.EXECUTOR_ERROR.value)  # the pool did its part
 COUNTED = (*GOOD, TaskState.SYSTEM_ERROR.value, TaskState.PREEMPTED.value)
 
@@ -192,8 +189,14 @@ class ContextLoader:
     ways, keeping the model's bandwidth.
     """
 
-    def __init__(self, db: Database | None = None, telemetry_ttl_s: float = TELEMETRY_TTL_S):
+    def __init__(
+        self,
+        db: Database | None = None,
+        telemetry_ttl_s: float = TELEMETRY_TTL_S,
+        clock: Clock = utcnow,
+    ):
         self.db = db
+        self.clock = clock
         self.ttl_s = telemetry_ttl_s
         self._cached: tuple[float, dict[str, PoolTelemetry], dict[tuple[str, str], Link]] | None
         self._cached = None
@@ -210,7 +213,7 @@ class ContextLoader:
                     pools[cpi] = PoolTelemetry(queue_wait_s=wait, reliability=reliability)
                 network = measured_links(latency_matrix(self.db))
             self._cached = (now, pools, network)
-        context = load_context(s, self._cached[1])
+        context = load_context(s, self._cached[1], self.clock())
         return replace(context, network=self._cached[2])
 
 
@@ -227,13 +230,17 @@ def measured_links(rtt_ms: dict[tuple[str, str], float]) -> dict[tuple[str, str]
     return links
 
 
-def load_context(s: Session, pool_telemetry: dict[str, PoolTelemetry] | None = None) -> Context:
-    """The scheduler's context as the store knows it now."""
+def load_context(
+    s: Session,
+    pool_telemetry: dict[str, PoolTelemetry] | None = None,
+    now: datetime | None = None,
+) -> Context:
+    """The scheduler's context as the store knows it at ``now`` (the wall clock if None)."""
     work = running(s)
     return Context(
         telemetry=telemetry(s) if pool_telemetry is None else pool_telemetry,
         datasets=datasets(s),
         tenants=tenant_shares(s, work),
         running=work,
-        reservations=reservations(s, datetime.now(UTC)),
+        reservations=reservations(s, now or utcnow()),
     )

@@ -11,11 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from computenet.billing.ledger import Ledger
 from computenet.errors import BudgetExceeded, Conflict, Forbidden, InvalidInput, NotFound
@@ -28,25 +26,17 @@ from computenet.node.outputs import attach_outputs, load_outputs
 from computenet.node.views import TaskListOut, TaskOut, View, spec_json, task_out
 from computenet.store import tables as t
 from computenet.store.db import Database
+from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.lifecycle import HANDED_OUT_STATES, Event, Phase
+from computenet.tasks.transitions import create, current_phase, move
 
 MAX_PAGE_SIZE = 2047  # TES: "must be less than 2048"
 DEFAULT_PAGE_SIZE = 256
 
 
 # States of work that a gateway holds (QUEUED work holds its pool's capacity once placed).
-ACTIVE = (TaskState.INITIALIZING.value, TaskState.RUNNING.value, TaskState.CANCELING.value)
-
-
-def utcnow() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(UTC)
-
-
-def add_event(s: Session, task: t.Task, state: TaskState, message: str, now: datetime) -> None:
-    """Record a state change on the task's timeline and move the task to ``state``."""
-    task.state = state.value
-    task.updated_at = now
-    s.add(t.TaskEvent(task_id=task.id, at=now, attempt=task.attempt, state=state, message=message))
+ACTIVE = HANDED_OUT_STATES
+__all__ = ["ACTIVE", "utcnow"]
 
 
 class _SeqClock:
@@ -86,8 +76,10 @@ class TaskService:
         on_change: Callable[[], None],
         url_policy: UrlPolicy | None = None,
         ledger: Ledger | None = None,
+        clock: Clock = utcnow,
     ) -> None:
         self.db = db
+        self.clock = clock
         self.node_code = node_code
         self._on_change = on_change
         self.url_policy = url_policy or UrlPolicy()
@@ -132,7 +124,7 @@ class TaskService:
         self.url_policy.check_all(urls)
         stored = spec_json(spec)
         check_storable(stored)
-        now = utcnow()
+        now = self.clock()
         need = spec.resources.need()
         tid = tid or task_id(self.node_code)
         row = {
@@ -141,7 +133,6 @@ class TaskService:
             "owner": owner,
             "client_key": client_key,
             "name": spec.name,
-            "state": TaskState.QUEUED.value,
             "spec": stored,
             "priority": spec.placement.priority,
             "cpu_cores": need.cpu_cores,
@@ -155,14 +146,12 @@ class TaskService:
             "tags": spec.tags,
             "tenant": tenant,
         }
-        event = {"task_id": tid, "at": now, "attempt": 0, "state": "QUEUED", "message": "submitted"}
         try:
             # Insert first: the unique (owner, client_key) index decides repeats, so a new
             # task costs one write and no read, and concurrent repeats cannot both win.
             with self.db.write() as s:
                 row["max_charge"] = self.ledger.hold(s, spec, tenant or owner, now)
-                s.execute(insert(t.Task), row)
-                s.execute(insert(t.TaskEvent), event)
+                create(s, row, now)
         except BudgetExceeded:
             # A repeat of a task already held against the budget is that task, not a refusal.
             repeat = None if client_key is None else self._by_key(owner, client_key, stored)
@@ -271,7 +260,7 @@ class TaskService:
 
     def cancel(self, tid: str, scope: Visibility | None = None) -> TaskState:
         """Cancel a task: at once if not yet leased, else ask its gateway to stop it."""
-        now = utcnow()
+        now = self.clock()
         check_task_id(tid)
         with self.db.write() as s:
             row = s.get(t.Task, tid, with_for_update=True)
@@ -282,15 +271,28 @@ class TaskService:
                 return state
             if state.terminal:
                 raise Conflict(f"task {tid} already finished ({state.value})")
-            if state is TaskState.QUEUED and row.lease_id is None:
-                row.pool_cpi = None
-                row.ended_at = now
-                row.reason = ""
-                add_event(s, row, TaskState.CANCELED, "canceled before it was dispatched", now)
+            if current_phase(s, row) in (Phase.WAITING, Phase.PLACED, Phase.FORWARDED):
+                # A forwarded one is canceled here too; the forwarder tells the owner node.
+                move(
+                    s,
+                    row,
+                    Event.CANCEL_REQUESTED,
+                    now,
+                    "canceled before it was dispatched",
+                    ended_at=now,
+                    reason="",
+                    pool_cpi=None,
+                )
                 result = TaskState.CANCELED
             else:
-                row.cancel_requested = True
-                add_event(s, row, TaskState.CANCELING, "cancel requested; stopping on gateway", now)
+                move(
+                    s,
+                    row,
+                    Event.CANCEL_REQUESTED,
+                    now,
+                    "cancel requested; stopping on gateway",
+                    cancel_requested=True,
+                )
                 result = TaskState.CANCELING
         self._on_change()
         return result

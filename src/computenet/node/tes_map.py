@@ -22,21 +22,8 @@ from computenet.model.task import (
     Resources,
     TaskSpec,
 )
+from computenet.model.tes_params import BACKEND_PARAMETERS as BACKEND_PARAMETERS  # re-exported
 from computenet.node.views import TaskOut, View
-
-BACKEND_PARAMETERS: dict[str, str] = {
-    "accelerator_vendor": "accelerator vendor, e.g. nvidia, huawei",
-    "accelerator_model": "accelerator catalog id, e.g. nvidia-h100-sxm",
-    "accelerator_count": "cards, all in one pool",
-    "accelerator_min_memory_gib": "minimum memory per card",
-    "time_limit_s": "wall-clock limit in seconds",
-    "regions": "comma-separated GB/T 2260 codes the task may run in",
-    "regions_deny": "comma-separated GB/T 2260 codes the task must not run in",
-    "policy": "balanced, cheapest, fastest, greenest or nearest",
-    "max_price_per_card_hour": "price cap (decimal)",
-    "priority": "integer, higher first",
-    "pool": "pin to one CPI",
-}
 
 
 class TesResources(BaseModel):

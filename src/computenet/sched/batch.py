@@ -101,6 +101,7 @@ def shape_key(spec: TaskSpec) -> object:
         tuple(sorted(p.labels.items())),
         p.origin_region,
         tuple(v.model_dump_json() for v in spec.variants),
+        spec.needs(),
     )
 
 

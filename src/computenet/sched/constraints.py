@@ -28,6 +28,7 @@ RULES = (
     "region",
     "price",
     "labels",
+    "capability",
 )
 
 
@@ -143,6 +144,9 @@ def rule_masks(shape: Shape, t: PoolTable) -> dict[str, B]:
         for key, value in place.labels.items():
             bad |= ~t.label_mask(key, value)
         out["labels"] = bad
+    needs = frozenset(c.value for c in spec.needs())
+    if needs and any(t.unsupported):
+        out["capability"] = t.lacking(needs)
     return out
 
 

@@ -83,10 +83,23 @@ def describe(spec: TaskSpec, counts: dict[str, int], t: PoolTable) -> str:
             parts.append(f"{pools_n(n)} without {res.software.container_runtime}")
         elif rule == "labels":
             parts.append(f"{pools_n(n)} without the required labels")
+        elif rule == "capability":
+            parts.append(f"{pools_n(n)} cannot do what the task needs: {_lacking(spec, t)}")
     pinned = spec.placement.pool
     if pinned is not None and pinned not in t.index:
         parts.insert(0, f"pinned pool {pinned} is not registered")
     return "; ".join(parts) or "no pool satisfies the task's constraints"
+
+
+def _lacking(spec: TaskSpec, t: PoolTable) -> str:
+    """The capabilities the task needs that pools lack, each with its first reason."""
+    needs = {c.value for c in spec.needs()}
+    why: dict[str, str] = {}
+    for unsupported in t.unsupported:
+        for cap, reason in unsupported.items():
+            if cap in needs:
+                why.setdefault(cap, reason)
+    return ", ".join(f"{cap} ({reason})" for cap, reason in sorted(why.items()))
 
 
 Scored = tuple[list[tuple[Shape, B, dict[str, B]]], list[tuple[int, Estimates]], F64]

@@ -34,6 +34,7 @@ class Provinces:
     """Province-level regions: codes, coordinates and assumed grid carbon intensity."""
 
     codes: tuple[str, ...]
+    names: tuple[str, ...]
     index: dict[str, int]
     lat: npt.NDArray[np.float64]
     lon: npt.NDArray[np.float64]
@@ -52,6 +53,7 @@ def provinces() -> Provinces:
     codes = tuple(r["code"] for r in rows)
     return Provinces(
         codes=codes,
+        names=tuple(r["name"] for r in rows),
         index={c: i for i, c in enumerate(codes)},
         lat=np.array([float(r["lat"]) for r in rows]),
         lon=np.array([float(r["lon"]) for r in rows]),

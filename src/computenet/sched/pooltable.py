@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -116,6 +116,8 @@ class PoolTable:
     reliability: F64
     rtt: F64
     bandwidth: F64
+    # Per pool, what its backend cannot do (capability -> reason).
+    unsupported: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.cpis)
@@ -123,6 +125,12 @@ class PoolTable:
     def runtime_mask(self, runtime: str) -> B:
         """Pools that have container runtime ``runtime``."""
         return np.fromiter((runtime in r for r in self.runtimes), bool, len(self.cpis))
+
+    def lacking(self, capabilities: frozenset[str]) -> B:
+        """Pools whose backend cannot do one of ``capabilities``."""
+        return np.fromiter(
+            (not capabilities.isdisjoint(u) for u in self.unsupported), bool, len(self.cpis)
+        )
 
     def label_mask(self, key: str, value: str) -> B:
         """Pools whose label ``key`` equals ``value``."""
@@ -226,6 +234,7 @@ def build_table(pools: Sequence[PoolView], ctx: Context) -> PoolTable:
         reliability=f["rel"],
         rtt=rtt,
         bandwidth=bw,
+        unsupported=[{c.value: why for c, why in p.spec.unsupported.items()} for p in pools],
     )
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from computenet.errors import Unavailable
+from computenet.model.api import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.views import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.sdk.client import Waiter, attempt_logs, check, connection, submit_body
 
 

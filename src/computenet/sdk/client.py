@@ -18,21 +18,16 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from computenet.errors import NotFound, Unavailable, error_for_status
+from computenet.errors import NotFound, Unavailable, error_from_answer
+from computenet.model.api import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.model.task import TaskSpec, TaskState
-from computenet.node.views import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.sdk.config import load_config
 
 
 def check(resp: httpx.Response) -> None:
     """Raise the error of our small tree that an error response stands for."""
     if resp.status_code >= 400:
-        try:
-            message = resp.json().get("message") or resp.text
-        except ValueError:
-            message = resp.text[:200] or resp.reason_phrase
-        error = error_for_status(resp.status_code)
-        raise error(str(message))
+        raise error_from_answer(resp.status_code, resp.text or resp.reason_phrase)
 
 
 def submit_body(spec: TaskSpec | dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from computenet.errors import ComputeNetError, InvalidInput
+from computenet.model.pool import Capability as Capability  # re-exported for backends
 from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskSpec, TaskState
 
@@ -52,20 +52,6 @@ class BackendAuthError(BackendError):
     """The backend refused our credentials."""
 
     reason = "backend_auth"
-
-
-class Capability(StrEnum):
-    """Things a backend may or may not be able to do with a task."""
-
-    GPUS = "gpus"  # give a job exclusive accelerators
-    TIME_LIMIT = "time_limit"  # enforce resources.time_limit_s
-    CANCEL = "cancel"  # stop a running job and everything it started
-    WORKDIR = "workdir"  # run an executor in its workdir
-    STDIN = "stdin"  # feed an executor's stdin from a file
-    ENV = "env"  # set an executor's environment
-    MULTIPLE_EXECUTORS = "multiple_executors"  # run several executors in order
-    RECOVER = "recover"  # find its jobs again after a gateway restart
-    FULL_LOGS = "full_logs"  # read back an executor's whole output, however large
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from computenet.model.task import TaskState
 COMMAND_TIMEOUT_S = 60.0  # Slurm's clients retry a dead controller for about 20 s
 QUEUE_CACHE_S = 0.5
 INVENTORY_CACHE_S = 10.0
+NO_STAGING = "the slurm backend does not stage inputs or outputs yet"
 _PASS_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
 
 
@@ -147,8 +148,9 @@ class SlurmBackend(Backend):
         self._ping()
 
     def unsupported(self) -> dict[Capability, str]:
-        """Nothing in the contract is missing; docs/slurm.md lists the limits."""
-        return {}
+        """No data staging yet (docs/slurm.md lists the limits); the scheduler keeps tasks
+        with URL inputs or outputs off Slurm pools."""
+        return {Capability.STAGING: NO_STAGING}
 
     # --- pools --------------------------------------------------------------------------------
 
@@ -203,7 +205,7 @@ class SlurmBackend(Backend):
         """Write the batch script and ``sbatch`` it; once per ``job.key``."""
         if job.spec.inputs or job.spec.outputs:
             # Better a clear SYSTEM_ERROR than a task that runs without its data.
-            raise InvalidInput("the slurm backend does not stage inputs or outputs yet")
+            raise InvalidInput(NO_STAGING)
         jobdir = self._dir(job)
         if self._slurm_id(job) is not None:
             return

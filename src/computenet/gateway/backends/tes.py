@@ -42,6 +42,7 @@ from computenet.gateway.backends.base import (
 from computenet.gateway.backends.local_runner import write_json
 from computenet.model.pool import PoolSpec, Region
 from computenet.model.task import TaskState
+from computenet.model.tes_params import resource_parameters
 
 log = logging.getLogger("computenet.gateway.tes")
 
@@ -248,14 +249,7 @@ class TesBackend(Backend):
     def to_tes(self, job: Job) -> dict[str, Any]:
         """The TES task for a job; our extensions ride in ``resources.backend_parameters``."""
         spec, r = job.spec, job.spec.resources
-        params = dict(self.backend_parameters)
-        if r.accelerator is not None:
-            a = r.accelerator
-            params["accelerator_count"] = str(a.count)
-            extra = {"vendor": a.vendor, "model": a.model, "min_memory_gib": a.min_memory_gib}
-            params.update({f"accelerator_{k}": str(v) for k, v in extra.items() if v})
-        if r.time_limit_s is not None:
-            params["time_limit_s"] = str(r.time_limit_s)
+        params = {**self.backend_parameters, **resource_parameters(r)}
         optional: dict[str, Any] = {
             "disk_gb": r.disk_gb,
             "preemptible": r.preemptible,

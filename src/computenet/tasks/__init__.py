@@ -1,0 +1,1 @@
+"""The task domain shared by the node and the federation: lifecycle, transitions, clock."""
