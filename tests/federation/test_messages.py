@@ -41,7 +41,7 @@ def test_every_kind_has_a_malformed_case() -> None:
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_a_malformed_message_is_a_4xx_naming_the_field(world: World, kind: str) -> None:
     body, field = MALFORMED[kind]
-    env = seal(world.rt.federation.ident, kind, body)
+    env = seal(world.rt.federation.ident, kind, body, to=world.rt.federation.ident.code)
     r = world.client.post(f"/federation/v1/msg/{kind}", json=env.model_dump(mode="json"))
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "invalid_input"
@@ -50,6 +50,6 @@ def test_a_malformed_message_is_a_4xx_naming_the_field(world: World, kind: str) 
 
 def test_a_task_forward_with_a_bad_spec_names_the_spec_field(world: World) -> None:
     body = {"tasks": [{"task_id": "cn-01", "spec": {"executors": []}}]}
-    env = seal(world.rt.federation.ident, "task.forward", body)
+    env = seal(world.rt.federation.ident, "task.forward", body, to=world.rt.federation.ident.code)
     r = world.client.post("/federation/v1/msg/task.forward", json=env.model_dump(mode="json"))
     assert r.status_code == 400 and "tasks.0.spec.executors" in r.json()["message"]

@@ -20,6 +20,7 @@ from computenet.node.tes_map import (
 )
 from computenet.node.views import View
 from computenet.store import tables as t
+from computenet.tasks.transitions import log_line
 
 router = APIRouter(prefix="/ga4gh/tes/v1", tags=["tes"])
 
@@ -58,10 +59,7 @@ def create_task(
         with rt.db.write() as s:
             row = s.get(t.Task, tid)
             if row is not None:
-                note = t.TaskEvent(
-                    task_id=tid, at=utcnow(), attempt=row.attempt, state=row.state, message=warning
-                )
-                s.add(note)
+                log_line(s, tid, row.attempt, row.state, warning, utcnow())
     rt.monitor.task_submitted(tid, created)
     return {"id": tid}
 
