@@ -88,18 +88,21 @@ class Machines:
         return alloc
 
     def _take_whole(self, pool: int, cards: int, span: bool, lo: int, now: I32) -> Allocation:
-        fit = np.flatnonzero(now >= cards)
-        if len(fit):
-            m = int(fit[np.argmin(now[fit])])
-            self.free_cards[lo + m] -= cards
-            return Allocation(pool, ((lo + m, cards),))
+        free = now.tolist()  # a pool has few machines: plain lists beat NumPy calls here
+        best = -1
+        for m, k in enumerate(free):
+            if k >= cards and (best < 0 or k < free[best]):
+                best = m
+        if best >= 0:
+            self.free_cards[lo + best] -= cards
+            return Allocation(pool, ((lo + best, cards),))
         # Spanning: fullest machines first, so the job touches as few machines as it can.
         taken: list[tuple[int, int]] = []
         left = cards
-        for m in np.argsort(-now, kind="stable").tolist():
+        for m in sorted(range(len(free)), key=lambda m: -free[m]):
             if left == 0:
                 break
-            k = min(left, int(now[m]))
+            k = min(left, free[m])
             if k:
                 self.free_cards[lo + m] -= k
                 taken.append((lo + m, k))
@@ -114,8 +117,8 @@ class Machines:
                 best_key, best_left = key, left
         if best_key < 0:
             # Open a new shared card on the fullest machine that has a whole card free.
-            fit = np.flatnonzero(now >= 1)
-            m = lo + int(fit[np.argmin(now[fit])])
+            free = now.tolist()
+            m = lo + min((k, i) for i, k in enumerate(free) if k >= 1)[1]
             self.free_cards[m] -= 1
             best_key = self._next_key
             self._next_key += 1
@@ -139,10 +142,10 @@ class Machines:
         self._summarize(pool)
 
     def _summarize(self, pool: int) -> None:
-        now = self.free_cards[int(self.first[pool]) : int(self.first[pool + 1])]
-        gang = int(now.max())
+        now = self.free_cards[int(self.first[pool]) : int(self.first[pool + 1])].tolist()
+        gang = max(now)
         self.gang[pool] = gang
-        self.free[pool] = int(now.sum())
+        self.free[pool] = sum(now)
         best = max((left for _, left in self._shared[pool].values()), default=0)
         self.frac[pool] = MILLI if gang > 0 else best
 
