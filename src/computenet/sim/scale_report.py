@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -138,7 +139,9 @@ def text(summaries: list[ScaleSummary]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table)
 
 
-def write_scale(out: Path, summaries: list[ScaleSummary], facts: dict[str, object]) -> list[Path]:
+def write_scale(
+    out: Path, summaries: list[ScaleSummary], facts: Mapping[str, object]
+) -> list[Path]:
     """Write summary.txt, summary.md, summary.csv and national.json (every number, plus
     ``facts`` about the run: topology size, index delay, wall time, memory)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +154,6 @@ def write_scale(out: Path, summaries: list[ScaleSummary], facts: dict[str, objec
         w = csv.writer(fh)
         w.writerow(COLUMNS)
         w.writerows(rows(summaries))
-    body = {"run": facts, "policies": [asdict(s) for s in summaries]}
+    body = {"run": dict(facts), "policies": [asdict(s) for s in summaries]}
     paths[3].write_text(json.dumps(body, indent=2, default=str) + "\n")
     return paths

@@ -24,8 +24,14 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 # (share in milli-cards, weight): a tenth of the tasks want part of a card, most want one.
-SHARE_MIX = ((250, 0.05), (500, 0.05), (MILLI, 0.5), (2 * MILLI, 0.15), (4 * MILLI, 0.15))
-SHARE_MIX += ((8 * MILLI, 0.10),)
+SHARE_MIX: tuple[tuple[int, float], ...] = (
+    (250, 0.05),
+    (500, 0.05),
+    (MILLI, 0.5),
+    (2 * MILLI, 0.15),
+    (4 * MILLI, 0.15),
+    (8 * MILLI, 0.10),
+)
 MEDIAN_WORK_S = 1800.0  # declared run time on the reference card, log-normal
 WORK_SIGMA = 1.0
 MEAN_INPUT_GB = 5.0
