@@ -82,7 +82,7 @@ def test_federation_file_round_trip_and_errors(tmp_path: Path) -> None:
     raw = json.loads(path.read_text())
     raw["pools"][0]["region"] = "99"
     path.write_text(json.dumps(raw))
-    with pytest.raises(InvalidInput, match="pools.0.region"):
+    with pytest.raises(InvalidInput, match=r"pools\.0\.region"):
         load_federation(path)
 
 
