@@ -23,7 +23,12 @@ from computenet.sim.baselines import BASELINES, random_placer
 from computenet.sim.core_adapter import CORE_POLICIES, CorePlacer
 from computenet.sim.engine import SimResult, simulate
 from computenet.sim.metrics import summarize
-from computenet.sim.national import Federation, load_federation, national_topology
+from computenet.sim.national import (
+    Federation,
+    load_federation,
+    national_topology,
+    parse_national,
+)
 from computenet.sim.placers import Placer
 from computenet.sim.report import text, write_all
 from computenet.sim.scale_engine import POLICIES as SCALE_POLICIES
@@ -86,7 +91,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sim(
         trace: Annotated[str, typer.Option(help="trace: a .csv, a Gavel .trace, or synthetic:N")],
-        topology: Annotated[str, typer.Option(help="'default' or a topology JSON")] = "default",
+        topology: Annotated[
+            str, typer.Option(help="'default', 'national[:POOLS]', or a topology JSON")
+        ] = "default",
         policies: Annotated[str, typer.Option(help="'all' or a,b,...")] = "all",
         out: Annotated[Path, typer.Option(help="directory for the table and plots")] = Path(
             "sim-out"
@@ -142,8 +149,9 @@ def register(app: typer.Typer) -> None:
 def _federation(topology: str) -> Federation | None:
     """The federation named by ``--topology`` (``national`` or a file with nodes), or None
     for a flat topology."""
-    if topology == "national":
-        return national_topology()
+    pools = parse_national(topology)
+    if pools is not None:
+        return national_topology(pools=pools)
     path = Path(topology)
     if topology == "default" or not path.is_file():
         return None

@@ -308,6 +308,18 @@ def national_spec(
     return FederationIn(nodes=tuple(nodes), pools=tuple(out))
 
 
+def parse_national(name: str) -> int | None:
+    """Pools asked for by ``national`` (100,000) or ``national:N``; None for other names."""
+    if name == "national":
+        return 100_000
+    count = name.removeprefix("national:")
+    if count == name:
+        return None
+    if not count.isdigit() or not 300 <= int(count) <= 1_000_000:
+        raise InvalidInput(f"--topology national:N needs N between 300 and 1000000, got {count!r}")
+    return int(count)
+
+
 def national_topology(
     pools: int = 100_000, regional: int = 30, industry: int = 300, seed: int = 0
 ) -> Federation:
