@@ -153,3 +153,15 @@ def test_cli_runs_a_federation_file(tmp_path: Path) -> None:
     assert "JCT vs cheapest-first" in (out / "summary.txt").read_text()
     bad = CliRunner().invoke(app, ["sim", "--topology", str(topo), "--trace", "jobs.csv"])
     assert bad.exit_code == 2 and "synthetic:N" in bad.output
+
+
+def test_unknown_speed_runs_the_declared_time(small: Federation) -> None:
+    tasks = synthetic_tasks(3000, small, seed=5)
+    r = ScaleEngine(small, tasks, "random", seed=2).run()
+    held = r.end_s - r.start_s
+    unknown = small.tflops[r.pool] == 0
+    assert unknown.any() and (~unknown).any()
+    # Held = input transfer (under a minute here) + run; unknown speed runs the declared time.
+    extra = held - tasks.work_s / np.where(unknown, 1.0, small.tflops[r.pool] / 125)
+    assert (extra >= 0).all() and (extra < 600).all()
+    assert summarize_scale(small, tasks, r).unknown_speed == int(unknown.sum())
