@@ -44,6 +44,17 @@ REQUIRED_MODELS = [
     "cambricon-mlu590",
     "hygon-k100",
     "cpu-generic",
+    # Common in Chinese data centres (issue 17).
+    "nvidia-p100-pcie-16g",
+    "nvidia-l20",
+    "nvidia-h20",
+    "nvidia-a800-sxm-80g",
+    "nvidia-h800-sxm",
+    "huawei-ascend-910b",
+    "huawei-ascend-910c",
+    "kunlunxin-r200",
+    "mthreads-mtt-s4000",
+    "biren-br100",
 ]
 
 HEADER = ",".join(COLUMNS)
@@ -95,6 +106,18 @@ def test_empty_figures_are_explained(catalog: Catalog) -> None:
             assert info.notes, f"{info.model} leaves a figure empty without saying why"
 
 
+def test_unsure_rows_estimate_but_never_bill(catalog: Catalog) -> None:
+    a800 = catalog.get("nvidia-a800-sxm-80g")
+    assert a800.unsure and a800.fp16_dense_tflops == Decimal(312)
+    assert a800.billable_fp16_tflops is None
+    h100 = catalog.get("nvidia-h100-sxm")
+    assert not h100.unsure and h100.billable_fp16_tflops == Decimal(989)
+    # Every UNSURE row keeps its caveat in the notes, so explain and docs can repeat it.
+    assert {"nvidia-a800-sxm-80g", "nvidia-h800-sxm", "huawei-ascend-910b"} <= {
+        i.model for i in catalog.all() if i.unsure
+    }
+
+
 def test_cpu_generic_has_no_accelerator_figures(catalog: Catalog) -> None:
     cpu = catalog.get("cpu-generic")
     assert cpu.vendor == "cpu"
@@ -131,6 +154,11 @@ def test_known_figures(catalog: Catalog) -> None:
         ("910B3", "huawei-ascend-910b3"),
         ("310P3", "huawei-ascend-310p"),
         ("MLU370-X8", "cambricon-mlu370-x8"),
+        ("A800", "nvidia-a800-sxm-80g"),
+        ("NVIDIA H800", "nvidia-h800-sxm"),
+        ("H20", "nvidia-h20"),
+        ("Tesla P100-PCIE-16GB", "nvidia-p100-pcie-16g"),
+        ("Ascend910B", "huawei-ascend-910b"),
         # Case, spaces and hyphens do not matter.
         ("nvidia h100 80gb hbm3", "nvidia-h100-sxm"),
         ("  tesla-t4  ", "nvidia-t4"),

@@ -189,3 +189,17 @@ def test_measured_figure_without_a_model_is_refused() -> None:
             memory_mib=0,
             measured_fp16_tflops=Decimal(100),
         )
+
+
+def test_unsure_catalog_figure_bills_no_pflops_hours() -> None:
+    # A800's FP16 is derived from the A100's (UNSURE in the catalog): card-hours only,
+    # until a gateway measures the pool.
+    usage = measure_usage(
+        wall_s=Decimal(3600),
+        cards=1,
+        accelerator_model="nvidia-a800-sxm-80g",
+        cpu_cores=0,
+        memory_mib=0,
+    )
+    assert usage.card_hours == Decimal(1)
+    assert usage.pflops_hours_fp16 is None

@@ -110,3 +110,30 @@ def test_explain_a_placed_task_ranks_the_winner_first() -> None:
     assert ex.candidates[0].pool == "cn/a/v100"
     assert ex.candidates[0].score < ex.candidates[1].score
     assert ex.policy == "cheapest"
+
+
+def test_unknown_speed_is_the_declared_run_time_and_explain_says_so() -> None:
+    # Ascend 910B2 has no citable FP16 figure: its run time is the hint as declared, flagged,
+    # not the V100's speed in disguise; the A100 beside it is scaled by its catalog figure.
+    pools = [
+        gpu_pool("cn/e/910b2", "huawei-ascend-910b2", "5", "51", vendor="huawei", memory_gib=64),
+        gpu_pool("cn/c/a100", "nvidia-a100-sxm-80g", "20", "11"),
+    ]
+    task = gpu_task(runtime_hint_s=36000)
+    offers = {e.pool: e for e in rank_offers(task.spec, pools)}
+    ascend, a100 = offers["cn/e/910b2"], offers["cn/c/a100"]
+    assert ascend.run_s == pytest.approx(36000) and not ascend.speed_known
+    assert a100.run_s == pytest.approx(36000 * 125 / 312) and a100.speed_known
+    ex = explain("t", task.spec, pools)
+    assert ex.speed_note.startswith("speed unknown on 1 of 2 candidate pools")
+    assert "declared run time" in ex.speed_note
+    [d] = schedule([task], pools)
+    assert d.estimate is not None and d.estimate.speed_known == (d.pool == "cn/c/a100")
+
+
+def test_unknown_hint_card_leaves_every_speed_unknown() -> None:
+    # A hint measured on a card without a figure cannot be scaled to any other card.
+    task = gpu_task(runtime_hint_s=3600, hint_model="huawei-ascend-910b3")
+    offers = rank_offers(task.spec, POOLS)
+    assert {e.run_s for e in offers} == {3600} and not any(e.speed_known for e in offers)
+    assert explain("t", task.spec, POOLS).speed_note.startswith("speed unknown on 4 of 4")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import resource
 import time
 from pathlib import Path
 from typing import Annotated
@@ -21,8 +23,19 @@ from computenet.sim.baselines import BASELINES, random_placer
 from computenet.sim.core_adapter import CORE_POLICIES, CorePlacer
 from computenet.sim.engine import SimResult, simulate
 from computenet.sim.metrics import summarize
+from computenet.sim.national import (
+    Federation,
+    load_federation,
+    national_topology,
+    parse_national,
+)
 from computenet.sim.placers import Placer
 from computenet.sim.report import text, write_all
+from computenet.sim.scale_engine import POLICIES as SCALE_POLICIES
+from computenet.sim.scale_engine import ScaleEngine
+from computenet.sim.scale_report import summarize_scale, write_scale
+from computenet.sim.scale_report import text as scale_text
+from computenet.sim.tasks import DEFAULT_LOAD, synthetic_tasks
 from computenet.sim.topology import Topology, default_topology, load_topology
 from computenet.sim.trace import (
     Job,
@@ -78,7 +91,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sim(
         trace: Annotated[str, typer.Option(help="trace: a .csv, a Gavel .trace, or synthetic:N")],
-        topology: Annotated[str, typer.Option(help="'default' or a topology JSON")] = "default",
+        topology: Annotated[
+            str, typer.Option(help="'default', 'national[:POOLS]', or a topology JSON")
+        ] = "default",
         policies: Annotated[str, typer.Option(help="'all' or a,b,...")] = "all",
         out: Annotated[Path, typer.Option(help="directory for the table and plots")] = Path(
             "sim-out"
@@ -93,6 +108,9 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="write into --out even if it holds files")
         ] = False,
+        load: Annotated[
+            float, typer.Option(help="federations: offered work / capacity of the trace")
+        ] = DEFAULT_LOAD,
     ) -> None:
         """Run a trace through the scheduler's policies and the baselines in virtual time."""
         if out.exists() and not out.is_dir():
@@ -100,6 +118,10 @@ def register(app: typer.Typer) -> None:
         if not force and out.is_dir() and any(out.iterdir()):
             fail(f"--out {out} is not empty: choose another directory or add --force to overwrite")
         began = time.perf_counter()
+        fed = _federation(topology)
+        if fed is not None:
+            _national(fed, trace, policies, out, seed, load, began)
+            return
         topo = default_topology() if topology == "default" else load_topology(Path(topology))
         jobs = load_jobs(trace, topo, throughputs, seed)
         if arrival_scale != 1.0:
@@ -129,3 +151,64 @@ def register(app: typer.Typer) -> None:
         console.print(text(summaries), highlight=False, soft_wrap=True)
         elapsed = time.perf_counter() - began
         console.print(f"{len(jobs)} jobs, {len(topo.pools)} pools; wrote {out}/ in {elapsed:.1f} s")
+
+
+def _federation(topology: str) -> Federation | None:
+    """The federation named by ``--topology`` (``national`` or a file with nodes), or None
+    for a flat topology."""
+    pools = parse_national(topology)
+    if pools is not None:
+        return national_topology(pools=pools)
+    path = Path(topology)
+    if topology == "default" or not path.is_file():
+        return None
+    try:
+        head = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # load_topology reports the error in the flat format's words
+    return load_federation(path) if isinstance(head, dict) and "nodes" in head else None
+
+
+def _national(
+    fed: Federation, trace: str, policies: str, out: Path, seed: int, load: float, began: float
+) -> None:
+    """Run synthetic tasks over a federation with the national-scale engine."""
+    count = trace.removeprefix("synthetic:")
+    if not trace.startswith("synthetic:") or not count.isdigit():
+        fail("a federation topology replays synthetic:N traces only (docs/simulator.md)", 2)
+    if not 0 < int(count) <= 10_000_000:
+        fail(f"--trace synthetic:N needs N between 1 and 10000000, got {count}", 2)
+    wanted = list(SCALE_POLICIES) if policies == "all" else [p.strip() for p in policies.split(",")]
+    unknown = [p for p in wanted if p not in SCALE_POLICIES]
+    if unknown or not wanted:
+        fail(f"unknown policy {', '.join(unknown)!r}; choose from {', '.join(SCALE_POLICIES)}", 2)
+    tasks = synthetic_tasks(int(count), fed, load=load, seed=seed)
+    summaries = []
+    columns = (TextColumn("{task.description:>15}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        for name in wanted:
+            task = bar.add_task(name, total=len(tasks))
+
+            def advance(n: int, task: TaskID = task) -> None:
+                bar.advance(task, n)
+
+            result = ScaleEngine(fed, tasks, name, seed).run(advance)
+            summaries.append(summarize_scale(fed, tasks, result))
+    elapsed = time.perf_counter() - began
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    facts = {
+        "nodes": len(fed.nodes),
+        "pools": len(fed),
+        "cards": int(fed.cards.sum()),
+        "tasks": len(tasks),
+        "load": load,
+        "sync_delay_s": fed.sync_delay_s,
+        "wall_s": round(elapsed, 1),
+        "peak_rss_mib": round(peak_mib),
+    }
+    write_scale(out, summaries, facts)
+    console.print(scale_text(summaries), highlight=False, soft_wrap=True)
+    console.print(
+        f"{len(tasks)} tasks, {len(fed.nodes)} nodes, {len(fed)} pools; wrote {out}/ in "
+        f"{elapsed:.1f} s, peak memory {peak_mib:.0f} MiB"
+    )

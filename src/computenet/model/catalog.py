@@ -33,7 +33,25 @@ COLUMNS = (
     "source",
     "notes",
 )
-VENDORS = frozenset({"nvidia", "huawei", "cambricon", "hygon", "amd", "intel", "cpu"})
+VENDORS = frozenset(
+    {
+        "nvidia",
+        "huawei",
+        "cambricon",
+        "hygon",
+        "kunlunxin",
+        "mthreads",
+        "metax",
+        "iluvatar",
+        "biren",
+        "amd",
+        "intel",
+        "cpu",
+    }
+)
+# A row whose notes start with this carries figures its sources disagree on or derive from
+# another model: good enough to estimate speed, not to bill (docs/accelerators.md).
+UNSURE_MARK = "UNSURE"
 
 _MODEL_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _ALIAS_SEPARATOR = ";"
@@ -57,6 +75,16 @@ class AcceleratorInfo:
     fp64_tflops: Decimal | None
     source: str
     notes: str
+
+    @property
+    def unsure(self) -> bool:
+        """True when the row's figures are flagged UNSURE in its notes (estimates only)."""
+        return self.notes.startswith(UNSURE_MARK)
+
+    @property
+    def billable_fp16_tflops(self) -> Decimal | None:
+        """The FP16 figure that may price PFLOPS-hours: ``None`` for an UNSURE row."""
+        return None if self.unsure else self.fp16_dense_tflops
 
 
 def normalize_name(name: str) -> str:

@@ -107,7 +107,8 @@ def measure_usage(
             if tflops == 0:
                 raise InvalidInput("measured_fp16_tflops must be positive")
         else:
-            tflops = info.fp16_dense_tflops if info else None
+            # An UNSURE catalog figure never prices work; a measured one may.
+            tflops = info.billable_fp16_tflops if info else None
 
     hours = _CONTEXT.divide(wall, _SECONDS_PER_HOUR)
     card_hours = _CONTEXT.multiply(hours, cards)

@@ -37,6 +37,7 @@ class _Option:
     need: tuple[int, int, int] = (0, 0, 0)  # cards, cores, MiB
     columns: list[list[float]] = field(default_factory=list)  # estimates as lists, fast to index
     limit_s: float = 0.0  # how long it may run (inf without a time limit): for reservations
+    speed_known: list[bool] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = self.shape.need
@@ -47,6 +48,7 @@ class _Option:
             c.tolist()
             for c in (e.transfer_s, e.wait_s, e.run_s, e.cost, e.carbon_g, e.rtt_ms, e.reliability)
         ]
+        self.speed_known = e.speed_known.tolist()
 
     def estimate(self, cpi: str, i: int, value: float) -> Estimate:
         """The estimate for pool index ``i`` of this option."""
@@ -63,6 +65,7 @@ class _Option:
             c[5][j],
             c[6][j],
             value,
+            self.speed_known[j],
         )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from computenet.sched.constraints import Shape
 from computenet.sched.network import provinces
-from computenet.sched.pooltable import F64, I64, PoolTable, card_tflops, gpu_family
+from computenet.sched.pooltable import F64, I64, B, PoolTable, card_tflops, gpu_family
 from computenet.sched.pooltable import workload_throughputs as _throughputs
 from computenet.sched.types import Context
 
@@ -37,6 +37,7 @@ class Estimates:
     carbon_g: F64
     rtt_ms: F64
     reliability: F64
+    speed_known: B  # False: no speed figure, run_s is the task's declared run time
 
     @property
     def expected_finish_s(self) -> F64:
@@ -71,28 +72,40 @@ def transfer(shape: Shape, t: PoolTable, idx: I64, ctx: Context) -> tuple[F64, F
     return secs, egress
 
 
-def _speed_ratio(shape: Shape, t: PoolTable, idx: I64) -> F64:
-    """How many times faster each pool runs the task than the hint's reference card."""
+def _speed_ratio(shape: Shape, t: PoolTable, idx: I64) -> tuple[F64, B]:
+    """How many times faster each pool runs the task than the hint's reference card, and
+    whether that is known.
+
+    A ratio needs a figure on both sides (catalog or measured FP16 of the pool and of the
+    hint's card) or the workload's measured speeds on both families. Where either is missing
+    the speed is unknown and the ratio is 1: the task's declared run time is used as it is,
+    rather than pretending the card is as fast as the reference.
+    """
     place = shape.spec.placement
     if shape.cards == 0:
-        return np.ones(len(idx))
+        return np.ones(len(idx)), np.ones(len(idx), bool)
     ref_model = place.hint_model or REFERENCE_MODEL
-    ref_tflops = card_tflops(ref_model) or card_tflops(REFERENCE_MODEL)
-    ratio = np.where(t.tflops[idx] > 0, t.tflops[idx] / ref_tflops, 1.0)
+    ref_tflops = card_tflops(ref_model)
+    pool_tflops = t.tflops[idx]
+    known = (pool_tflops > 0) & (ref_tflops > 0)
+    ratio = np.where(known, pool_tflops / (ref_tflops or 1.0), 1.0)
     table = _throughputs().get(place.workload or "")
     ref_family = gpu_family(ref_model)
     if table is not None and ref_family is not None:
         fams = [t.family[i] for i in idx]
         measured = np.array([table[f] / table[ref_family] if f else np.nan for f in fams])
-        ratio = np.where(np.isnan(measured), ratio, measured)
-    return np.asarray(ratio, dtype=np.float64)
+        has = ~np.isnan(measured)
+        ratio = np.where(has, measured, ratio)
+        known = known | has
+    return np.asarray(ratio, dtype=np.float64), known
 
 
 def estimate(shape: Shape, t: PoolTable, idx: I64, ctx: Context, fits_now: F64 | None) -> Estimates:
     """Estimates for the pools ``idx``; ``fits_now`` (bool per idx) zeroes their queue wait."""
     spec = shape.spec
     hint = spec.placement.runtime_hint_s or spec.resources.time_limit_s or DEFAULT_RUNTIME_S
-    run_s = float(hint) / _speed_ratio(shape, t, idx)
+    ratio, speed_known = _speed_ratio(shape, t, idx)
+    run_s = float(hint) / ratio
     transfer_s, egress_gb = transfer(shape, t, idx, ctx)
     wait_s = t.wait_s[idx].copy()
     if fits_now is not None:
@@ -124,4 +137,5 @@ def estimate(shape: Shape, t: PoolTable, idx: I64, ctx: Context, fits_now: F64 |
         carbon_g=carbon,
         rtt_ms=rtt,
         reliability=t.reliability[idx],
+        speed_known=speed_known,
     )

@@ -19,7 +19,7 @@ from computenet.sched.constraints import (
     rule_masks,
     shape_of,
 )
-from computenet.sched.estimates import Estimates, estimate
+from computenet.sched.estimates import REFERENCE_MODEL, Estimates, estimate
 from computenet.sched.policies import score
 from computenet.sched.pooltable import F64, B, PoolTable, build_table
 from computenet.sched.types import Context, Estimate, Explanation, PoolView
@@ -167,6 +167,7 @@ def to_estimate(t: PoolTable, e: Estimates, j: int, variant: int, value: float) 
         float(e.rtt_ms[j]),
         float(e.reliability[j]),
         value,
+        bool(e.speed_known[j]),
     )
 
 
@@ -204,4 +205,17 @@ def explain(
     eligible = int(sum(int(x[1].sum()) for x in per_shape))
     reason = "" if eligible else describe(spec, counts, t)
     cands = _top(t, parts, scores, limit)
-    return Explanation(task_id, policy.value, len(t), counts, eligible, cands, reason)
+    note = speed_note(sum(int((~e.speed_known).sum()) for _, e in parts), len(scores), spec)
+    return Explanation(task_id, policy.value, len(t), counts, eligible, cands, reason, note)
+
+
+def speed_note(unknown: int, total: int, spec: TaskSpec) -> str:
+    """The sentence ``explain`` adds when some candidates' speed is unknown ('' when none)."""
+    if not unknown:
+        return ""
+    ref = spec.placement.hint_model or REFERENCE_MODEL
+    return (
+        f"speed unknown on {unknown} of {total} candidate pools (no catalog or measured "
+        f"FP16 figure for that card or for {ref}, no measured speed for the workload): "
+        "their run time is the task's declared run time, not an estimate"
+    )

@@ -133,6 +133,7 @@ class Estimate:
     rtt_ms: float
     reliability: float
     score: float
+    speed_known: bool = True  # False: no speed figure for this card, run_s is the declared time
 
     @property
     def start_s(self) -> float:
@@ -170,3 +171,4 @@ class Explanation:
     eligible: int
     candidates: list[Estimate]
     reason: str = ""
+    speed_note: str = ""  # says when run times are declared, not estimated (unknown speed)
