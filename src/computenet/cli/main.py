@@ -14,7 +14,11 @@ import typer
 from computenet.cli import billing, demo, federation, ops, reserve, sched, secrets, sim, tasks
 from computenet.cli.output import console, fail
 from computenet.errors import ComputeNetError
-from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
+from computenet.gateway.backends.sandbox import (
+    DEFAULT_SANDBOX_DIR,
+    DEFAULT_UID_RANGE,
+    choose_sandbox,
+)
 from computenet.model.urlpolicy import UrlPolicy
 
 app = typer.Typer(
@@ -41,6 +45,10 @@ RunAs = Annotated[
         envvar="COMPUTENET_RUN_AS",
         help="user local tasks run as when the gateway is root [default: nobody]",
     ),
+]
+UidRange = Annotated[
+    str,
+    typer.Option(help="uids a root gateway runs tasks as, one per running task (FIRST-LAST)"),
 ]
 SandboxDir = Annotated[
     Path, typer.Option(help="where local tasks get their own directories (gateway as root)")
@@ -79,6 +87,7 @@ def up(
     ] = None,
     run_as: RunAs = None,
     sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
+    uid_range: UidRange = DEFAULT_UID_RANGE,
     gateway_metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -113,7 +122,7 @@ def up(
         _money(price_per_core_hour, "--price-per-core-hour"),
         Decimal(0),
         40.0 if measure else None,
-        choose_sandbox(run_as, sandbox_dir),
+        choose_sandbox(run_as, sandbox_dir, uid_range),
     )
     _run(
         serve.serve_up(settings, host, port, backend, base / "gateway", _say, gateway_metrics_port)
@@ -238,6 +247,7 @@ def gateway(
     ] = None,
     run_as: RunAs = None,
     sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
+    uid_range: UidRange = DEFAULT_UID_RANGE,
     url_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -261,7 +271,7 @@ def gateway(
     chosen: Backend
     if pools_file is not None:
         chosen = serve.declared_local_backend(
-            state_dir, pools_file, choose_sandbox(run_as, sandbox_dir)
+            state_dir, pools_file, choose_sandbox(run_as, sandbox_dir, uid_range)
         )
     else:
         chosen = serve.make_backend(
@@ -278,7 +288,7 @@ def gateway(
             tes_url=tes_url,
             tes_token=tes_token,
             measure_budget_s=40.0 if measure else None,
-            sandbox=choose_sandbox(run_as, sandbox_dir) if backend == "local" else None,
+            sandbox=choose_sandbox(run_as, sandbox_dir, uid_range) if backend == "local" else None,
         )
     agent = GatewayAgent(
         node_url,

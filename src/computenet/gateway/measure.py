@@ -159,6 +159,7 @@ def measure_cpu(*, size: int = 2048, repeats: int = 3, budget_s: float = 10.0) -
     # Imported here, not at the top: NumPy takes a noticeable time to load and most
     # commands never measure.
     import numpy as np
+
     began = time.perf_counter()
     deadline = began + budget_s
 
