@@ -18,7 +18,7 @@ from backend_testing import unavailable
 from nodeproc import CLI, Proc, admin_token, free_port, spawn, start_node
 
 TERMINAL = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def require_isolation() -> str:
