@@ -252,3 +252,29 @@ def test_a_task_reaches_no_network_not_even_the_hosts_loopback(site: Site) -> No
     lines = stdout(task).splitlines()
     assert len(lines) == 3 and all(line.startswith("refused") for line in lines), lines
     assert accepted == []
+
+
+def test_an_image_runs_in_podman_with_the_same_guarantees(site: Site) -> None:
+    marker = f"cn-in-image-{os.getpid()}"
+    node_port = site.url.rsplit(":", 1)[1]
+    script = (
+        "id -u; cat /data/in.txt; echo; ls /usr/bin/python3 2>/dev/null || echo no-host-files; "
+        f"nc -w 2 127.0.0.1 {node_port} </dev/null && echo OPEN || echo refused; "
+        "ulimit -u; echo result > /data/out.txt; "
+        f"setsid sh -c 'sleep 300 # {marker}' & sleep 0.3"
+    )
+    spec = task_spec(
+        script,
+        inputs=[{"path": "/data/in.txt", "content": "staged"}],
+        outputs=[{"url": f"file://{site.dest}/img/out.txt", "path": "/data/out.txt"}],
+    )
+    spec["executors"][0]["image"] = site.image
+    task = site.run("globex", spec)
+    assert task["state"] == "COMPLETE", task
+    lines = stdout(task).splitlines()
+    assert int(lines[0]) >= 61000, lines  # the task's own uid, not root
+    assert lines[1:4] == ["staged", "no-host-files", "refused"], lines
+    assert int(lines[4]) == 512, lines  # the process limit
+    assert (site.dest / "img" / "out.txt").read_text() == "result\n"
+    time.sleep(2)
+    assert _live(marker) == []
