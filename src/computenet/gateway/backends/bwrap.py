@@ -98,9 +98,10 @@ def bwrap_command(
             for dev in sorted(glob.glob(pattern)):
                 argv += ["--dev-bind", dev, dev]
     resolved = work.resolve()
-    argv += ["--bind", str(resolved), str(resolved)]
     for root in roots:  # made and checked by the runner: real directories, not symlinks
         argv += ["--bind", str(resolved / root), "/" + root]
+    # Last, so that a root such as /tmp cannot cover it (a sandbox dir under /tmp).
+    argv += ["--bind", str(resolved), str(resolved)]
     argv += ["--chdir", chdir, "--"]
     drop = [
         "setpriv",
