@@ -136,6 +136,16 @@ class JobStatus:
     outputs: list[dict[str, Any]] = field(default_factory=list)  # stored files, final only
 
 
+def read_job_file(path: Path) -> str:
+    """The text of a file in a job's directory that the job itself may have written (Slurm,
+    Ray): never through a symlink, and only a regular file; raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path}: not a regular file")
+        return f.read().decode(errors="replace")
+
+
 def read_output(jobdir: Path, index: int, stream: str, offset: int, limit: int) -> bytes:
     """Bytes ``offset`` to ``offset + limit`` of executor ``index``'s ``stdout``/``stderr``
     file (``exec-<index>.<stream>``) in a job directory; empty when there is none (yet)."""
