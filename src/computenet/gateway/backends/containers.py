@@ -15,8 +15,10 @@ default ``crun`` refuses hybrid cgroups) and, without systemd, the ``cgroupfs`` 
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import shutil
+import subprocess
 from pathlib import Path
 
 from computenet.gateway.backends.cgroups import Limits, is_v2
@@ -123,3 +125,19 @@ def _isolation(sandbox: TaskSandbox, limits: Limits | None) -> list[str]:
     if limits and limits.cpu_cores:
         argv += ["--cpus", str(limits.cpu_cores)]
     return argv
+
+
+def container_name(job_key: str, index: int) -> str:
+    """The name of executor ``index``'s container for a job (found again by it)."""
+    return f"computenet-{job_key}-{index}".replace(".", "-")
+
+
+def remove_container(runtime: str, name: str) -> None:
+    """Kill and remove a container if it still exists (best effort, bounded)."""
+    if runtime not in ("podman", "docker"):
+        return
+    argv = [runtime, *podman_global_options(), "rm", "-f", "-t", "0", name]
+    if runtime == "docker":
+        argv = ["docker", "rm", "-f", name]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(argv, capture_output=True, timeout=30, check=False)

@@ -31,7 +31,11 @@ from computenet.gateway.backends.base import (
     read_output,
 )
 from computenet.gateway.backends.cgroups import TaskCgroup
-from computenet.gateway.backends.containers import choose_runtime
+from computenet.gateway.backends.containers import (
+    choose_runtime,
+    container_name,
+    remove_container,
+)
 from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
@@ -255,6 +259,11 @@ class LocalBackend(Backend):
             os.kill(int((jobdir / "runner.pid").read_text()), signal.SIGKILL)
         if self.sandbox is not None:
             TaskCgroup(job.key).kill()
+        runtime = self.image_runtime(job)
+        if runtime is not None:  # the runner died: its containers may still run
+            for index, ex in enumerate(job.spec.executors):
+                if ex.image:
+                    remove_container(runtime, container_name(job.key, index))
         progress.update(state="CANCELED", message="canceled (forced)")
         with contextlib.suppress(FileNotFoundError):  # the job was forgotten meanwhile
             write_json(jobdir / "result.json", progress)

@@ -26,7 +26,11 @@ from typing import Any
 
 from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_command
 from computenet.gateway.backends.cgroups import TaskCgroup, limits_for
-from computenet.gateway.backends.containers import container_command, podman_global_options
+from computenet.gateway.backends.containers import (
+    container_command,
+    container_name,
+    remove_container,
+)
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
 from computenet.gateway.backends.sandbox import TaskSandbox, limits
 from computenet.gateway.beneath import TaskDir
@@ -354,23 +358,12 @@ class Runner:
                 raise ValueError(f"/{root} was replaced by something other than a directory")
 
     def _container_name(self, index: int) -> str:
-        return f"computenet-{self.dir.name}-{index}".replace(".", "-")
+        return container_name(self.dir.name, index)
 
     def _remove_container(self, index: int) -> None:
         """Stop the container whatever happened to its client (a killed client leaves it)."""
-        if self.runtime not in ("podman", "docker"):
-            return
-        name = self._container_name(index)
-        argv = [self.runtime, *podman_global_options(), "rm", "-f", "-t", "0", name]
-        if self.runtime == "docker":
-            argv = ["docker", "rm", "-f", name]
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                argv,
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
+        if self.runtime:
+            remove_container(self.runtime, self._container_name(index))
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:
