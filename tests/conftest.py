@@ -14,3 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # start keep tasks as root; tests/gateway/test_sandbox.py runs the default (an unprivileged
 # user) on purpose.
 os.environ.setdefault("COMPUTENET_RUN_AS", "root")
+# Their TES tasks name images (alpine) that no registry here can give: the host runs them.
+# tests/security/ declares podman on purpose and runs a locally built image in it.
+os.environ.setdefault("COMPUTENET_CONTAINER_RUNTIMES", "")

@@ -1,11 +1,10 @@
-"""Sandboxed execution on the local backend: a gateway running as root runs tasks as an
-unprivileged user, in a directory of its own, under resource limits, with a scrubbed
-environment (issue 9)."""
+"""Sandboxed execution on the local backend: a gateway running as root runs each task as a
+uid of its own from its range, in bubblewrap, in a directory of its own, under resource
+limits, with a scrubbed environment and a clean PATH (issues 9, 14, 15)."""
 
 from __future__ import annotations
 
 import os
-import pwd
 import resource
 import shutil
 import tempfile
@@ -16,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend_testing import unavailable
 from computenet.errors import InvalidInput
+from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_path
 from computenet.gateway.backends.sandbox import choose_sandbox, limits
 from nodeproc import admin_token, free_port, start_node
 
@@ -37,15 +38,15 @@ def sandbox_dir() -> Iterator[Path]:
     "input_path",
     [
         "in.txt",  # relative: the task runs as nobody directly
-        "/tmp/cn-in.txt",  # under a host directory: bound in a private mount namespace as
-        # root, then setpriv drops to nobody
+        "/tmp/cn-in.txt",  # the task's private /tmp, bound from its directory
     ],
 )
-def test_a_root_gateway_runs_tasks_as_nobody_in_their_own_directory(
+def test_a_root_gateway_runs_tasks_as_their_own_uid_in_their_own_directory(
     tmp_path: Path, sandbox_dir: Path, input_path: str
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    require_bwrap()
     # No --run-as: the default. The empty variable overrides the test suite's "root".
     node = start_node(
         tmp_path / "node",
@@ -62,7 +63,7 @@ def test_a_root_gateway_runs_tasks_as_nobody_in_their_own_directory(
         "touch /root/cn-sandbox-probe 2>/dev/null && echo WROTE-ROOT || echo denied; "
         "ls /root >/dev/null 2>&1 && echo LISTED-ROOT || echo denied; "
         "ulimit -c; ulimit -n; ulimit -v; env | sort | cut -d= -f1 | tr '\\n' ' '; echo; "
-        f"cat {input_path}"
+        f"cat {input_path}; echo; echo $PATH; mkdir o && echo wrote-workdir"
     )
     spec = {
         "executors": [{"command": ["sh", "-c", script], "env": {"GREETING": "hi"}}],
@@ -81,10 +82,9 @@ def test_a_root_gateway_runs_tasks_as_nobody_in_their_own_directory(
             ):
                 assert time.monotonic() < deadline, task
                 time.sleep(0.2)
-        assert task["state"] == "COMPLETE", task
+        assert task["state"] == "COMPLETE", task["attempts"][0]
         lines = task["attempts"][0]["executors"][0]["stdout"].splitlines()
-        nobody = pwd.getpwnam("nobody")
-        assert lines[0] == str(nobody.pw_uid) and lines[1] == str(nobody.pw_gid)
+        assert 61000 <= int(lines[0]) <= 61999 and lines[1] == lines[0]
         home = Path(lines[2])
         assert home.parent == sandbox_dir and lines[3] == lines[2]
         assert lines[4] == "mine" and lines[5:7] == ["denied", "denied"]
@@ -108,6 +108,7 @@ def test_a_root_gateway_runs_tasks_as_nobody_in_their_own_directory(
         }, names
         assert "COMPUTENET_RUN_AS" not in names
         assert lines[11] == "staged as root"  # handed over to the task's user
+        assert lines[12] == TASK_PATH and lines[13] == "wrote-workdir"
         # Removed once the gateway knows the node has the result.
         deadline = time.monotonic() + 30
         while (sandbox_dir / home.name).exists():
@@ -117,20 +118,30 @@ def test_a_root_gateway_runs_tasks_as_nobody_in_their_own_directory(
         node.stop()
 
 
-def test_choosing_the_task_user() -> None:
+def require_bwrap() -> None:
+    if bwrap_path() is None:
+        unavailable("bubblewrap (bwrap) is not installed: scripts/isolation-up.sh installs it")
+
+
+def test_choosing_the_task_users() -> None:
     if os.geteuid() != 0:
         assert choose_sandbox(None) is None  # tasks run as the gateway's own user
         with pytest.raises(InvalidInput, match="needs the gateway to run as root"):
             choose_sandbox("nobody")
         return
+    require_bwrap()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         root = Path(tmp) / "tasks"
-        box = choose_sandbox(None, root)
-        assert box is not None and box.user == "nobody" and box.uid != 0
+        box = choose_sandbox(None, root, "62000-62009")
+        assert box is not None and list(box.uids()) == list(range(62000, 62010))
         assert root.stat().st_mode & 0o777 == 0o711
         assert choose_sandbox("root", root) is None  # explicit, and logged as a warning
-        with pytest.raises(InvalidInput, match="no such user"):
-            choose_sandbox("no-such-user-here", root)
+        with pytest.raises(InvalidInput, match="only takes 'root'"):
+            choose_sandbox("nobody", root)
+        with pytest.raises(InvalidInput, match="existing users"):
+            choose_sandbox(None, root, "1000-65534")
+        with pytest.raises(InvalidInput, match="expected FIRST-LAST"):
+            choose_sandbox(None, root, "many")
 
 
 def test_limits_for_cpu_and_accelerator_work() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
+from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import CHUNK_BYTES, StagingError, stage_input, stage_outputs
 from httpserve import serve_dir
 from s3 import require_s3
@@ -25,13 +26,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3fs.S3FileSystem]:
         fs = s3fs.S3FileSystem(endpoint_url=env["AWS_ENDPOINT_URL"], skip_instance_cache=True)
         fs.mkdir("staging-test")
         yield fs
-
-
-def _inside(root: Path):  # type: ignore[no-untyped-def]
-    def inside(path: str) -> Path:
-        return root / path.lstrip("/")
-
-    return inside
 
 
 def test_content_file_http_and_s3_inputs(tmp_path: Path, s3: s3fs.S3FileSystem) -> None:
@@ -80,7 +74,7 @@ def test_outputs_to_file_and_s3_with_checksums(tmp_path: Path, s3: s3fs.S3FileSy
     (work / "out" / "deep" / "q.log").write_text("q")
     (work / "out" / "skip.txt").write_text("no")
     dest = tmp_path / "dest"
-    inside = _inside(work)
+    inside = TaskDir(work)
     one = stage_outputs({"url": "s3://staging-test/r.txt", "path": "/result.txt"}, inside)
     assert one[0].sha256 == hashlib.sha256(b"result\n").hexdigest()
     assert one[0].size_bytes == 7 and s3.cat("staging-test/r.txt") == b"result\n"
@@ -100,7 +94,7 @@ def test_outputs_to_file_and_s3_with_checksums(tmp_path: Path, s3: s3fs.S3FileSy
 
 def test_missing_output_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StagingError, match="did not produce it"):
-        stage_outputs({"url": f"file://{tmp_path}/o", "path": "/nope"}, _inside(tmp_path))
+        stage_outputs({"url": f"file://{tmp_path}/o", "path": "/nope"}, TaskDir(tmp_path))
 
 
 def test_large_files_are_streamed(tmp_path: Path, s3: s3fs.S3FileSystem) -> None:
@@ -112,7 +106,7 @@ def test_large_files_are_streamed(tmp_path: Path, s3: s3fs.S3FileSystem) -> None
     tracemalloc.start()
     try:
         stored = stage_outputs(
-            {"url": "s3://staging-test/big.bin", "path": "/big.bin"}, _inside(tmp_path)
+            {"url": "s3://staging-test/big.bin", "path": "/big.bin"}, TaskDir(tmp_path)
         )
         stage_input({"url": "s3://staging-test/big.bin", "path": "/b"}, tmp_path / "back.bin")
         _, peak = tracemalloc.get_traced_memory()

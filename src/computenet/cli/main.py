@@ -19,7 +19,11 @@ from computenet.cli import billing, demo, federation, ops, reserve, sched, secre
 from computenet.cli.output import console, fail
 from computenet.cli.preflight import port_free
 from computenet.errors import ComputeNetError
-from computenet.gateway.backends.sandbox import DEFAULT_SANDBOX_DIR, choose_sandbox
+from computenet.gateway.backends.sandbox import (
+    DEFAULT_SANDBOX_DIR,
+    DEFAULT_UID_RANGE,
+    choose_sandbox,
+)
 from computenet.model.urlpolicy import UrlPolicy
 
 
@@ -70,6 +74,10 @@ RunAs = Annotated[
         envvar="COMPUTENET_RUN_AS",
         help="user local tasks run as when the gateway is root [default: nobody]",
     ),
+]
+UidRange = Annotated[
+    str,
+    typer.Option(help="uids a root gateway runs tasks as, one per running task (FIRST-LAST)"),
 ]
 SandboxDir = Annotated[
     Path, typer.Option(help="where local tasks get their own directories (gateway as root)")
@@ -130,6 +138,7 @@ def up(
     sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
     url_allow: UrlAllow = None,
     url_deny: UrlDeny = None,
+    uid_range: UidRange = DEFAULT_UID_RANGE,
     gateway_metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -169,7 +178,7 @@ def up(
         _money(price_per_core_hour, "--price-per-core-hour"),
         Decimal(0),
         40.0 if measure else None,
-        choose_sandbox(run_as, sandbox_dir),
+        choose_sandbox(run_as, sandbox_dir, uid_range),
     )
     _run(
         serve.serve_up(settings, host, port, backend, base / "gateway", _say, gateway_metrics_port)
@@ -299,6 +308,7 @@ def gateway(
     ] = None,
     run_as: RunAs = None,
     sandbox_dir: SandboxDir = DEFAULT_SANDBOX_DIR,
+    uid_range: UidRange = DEFAULT_UID_RANGE,
     url_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -336,7 +346,7 @@ def gateway(
         ray_address=ray_address,
         tes_url=tes_url,
         tes_token=tes_token,
-        sandbox=choose_sandbox(run_as, sandbox_dir) if backend == "local" else None,
+        sandbox=choose_sandbox(run_as, sandbox_dir, uid_range) if backend == "local" else None,
     )
     chosen = build_backend(backend, options)
     agent = GatewayAgent(

@@ -38,6 +38,7 @@ NVIDIA_SMI_QUERY: list[str] = [
 # The query fields above carry no CUDA version; the plain banner prints it.
 NVIDIA_SMI_BANNER = ["nvidia-smi"]
 CONTAINER_RUNTIMES: tuple[str, ...] = ("apptainer", "singularity", "podman", "docker")
+RUNTIMES_ENV = "COMPUTENET_CONTAINER_RUNTIMES"  # e.g. "podman": declare only these runtimes
 # Only flags that change where work can run; the full list is long and mostly noise.
 INTERESTING_CPU_FLAGS: tuple[str, ...] = (
     "avx", "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
@@ -259,6 +260,10 @@ def probe_host(*, run: Runner | None = None, root: Path = Path("/")) -> HostProb
         if runner([rt, "--version"]) is not None
         and (rt not in ("docker", "podman") or runner([rt, "info"]) is not None)
     )
+    chosen = os.environ.get(RUNTIMES_ENV)
+    if run is None and chosen is not None:
+        # The operator narrows what this host declares (empty: run every image on the host).
+        runtimes = tuple(rt for rt in runtimes if rt in chosen.split(","))
     return HostProbe(
         hostname=socket.gethostname(),
         architecture=architecture_of(platform.machine()),

@@ -11,15 +11,15 @@ with a reason meant for the task's system logs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from computenet.errors import ComputeNetError
+from computenet.gateway.beneath import TaskDir
 from computenet.gateway.safehttp import http_filesystem, refusal
 from computenet.model.task import INPUT_SCHEMES, OUTPUT_SCHEMES
 from computenet.model.urlpolicy import UrlPolicy
@@ -150,32 +150,27 @@ def _fetch(fs: fsspec.AbstractFileSystem, path: str, target: Path) -> None:
         raise StagingError(f"input {path}: got {size} bytes, the source says {expected}")
 
 
-def _matches(item: dict[str, Any], inside: Callable[[str], Path]) -> list[tuple[str, Path]]:
-    """(task path, host file) pairs for an output; a wildcard path is a glob (``**`` too)."""
+def _matches(item: dict[str, Any], task: TaskDir) -> list[str]:
+    """Task paths of the files an output names; a wildcard path is a glob (``**`` too).
+    Nothing is followed: a symlink the task made is never an output, nor a way out."""
     path = str(item["path"])
-    root = inside("/")
     if any(c in path for c in "*?["):
-        found = sorted(f for f in root.glob(path.lstrip("/")) if f.is_file())
-        return [("/" + str(f.relative_to(root)), f) for f in found]
-    host = inside(path)
+        return ["/" + f for f in task.glob(path)]
+    kind = task.kind(path)
     if item.get("type") == "DIRECTORY":
-        if not host.is_dir():
+        if kind != "dir":
             raise StagingError(f"output {path}: not a directory after the task ran")
-        return [
-            ("/" + str(f.relative_to(inside("/"))), f)
-            for f in sorted(host.rglob("*"))
-            if f.is_file()
-        ]
-    if not host.is_file():
-        raise StagingError(f"output {path}: the task did not produce it")
-    return [(path, host)]
+        return ["/" + f for f in task.files(path)]
+    if kind != "file":
+        raise StagingError(f"output {path}: the task did not produce it (as a regular file)")
+    return [path]
 
 
 def stage_outputs(
-    item: dict[str, Any], inside: Callable[[str], Path], policy: UrlPolicy | None = None
+    item: dict[str, Any], task: TaskDir, policy: UrlPolicy | None = None
 ) -> list[OutputFile]:
-    """Upload one TES output, if ``policy`` (when given) allows its URL; ``inside`` maps a
-    task path to the host file behind it."""
+    """Upload one TES output, if ``policy`` (when given) allows its URL, from the task's
+    directory ``task`` (whose root holds the task's ``/``)."""
     url = str(item["url"])
     allowed(url, policy, "output")
     fs, root = _fs(url, OUTPUT_SCHEMES)
@@ -184,10 +179,12 @@ def stage_outputs(
     base = "/" + str((item.get("path_prefix") or "") if wildcard else item["path"]).lstrip("/")
     stored = []
     try:
-        for task_path, host in _matches(item, inside):
+        for task_path in _matches(item, task):
             if wildcard or directory:
                 rel = (
-                    task_path[len(base) :].lstrip("/") if task_path.startswith(base) else host.name
+                    task_path[len(base) :].lstrip("/")
+                    if task_path.startswith(base)
+                    else PurePosixPath(task_path).name
                 )
                 dest, dest_url = root.rstrip("/") + "/" + rel, url.rstrip("/") + "/" + rel
             else:
@@ -196,7 +193,7 @@ def stage_outputs(
             if scheme(url) == "file" and parent:
                 fs.makedirs(parent, exist_ok=True)
             with (
-                host.open("rb") as src,
+                task.open_read(task_path) as src,
                 fs.open(dest, "wb", block_size=WRITE_BLOCK_BYTES) as dst,
             ):
                 size, sha = copy_stream(src, dst)

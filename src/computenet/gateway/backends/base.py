@@ -16,6 +16,9 @@ A task's own failure is not an error: it is a :class:`JobStatus` in ``EXECUTOR_E
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,17 +122,37 @@ class JobStatus:
     outputs: list[dict[str, Any]] = field(default_factory=list)  # stored files, final only
 
 
+def read_job_file(path: Path) -> str:
+    """The text of a file in a job's directory that the job itself may have written (Slurm,
+    Ray): never through a symlink, and only a regular file; raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path}: not a regular file")
+        return f.read().decode(errors="replace")
+
+
 def read_output(jobdir: Path, index: int, stream: str, offset: int, limit: int) -> bytes:
     """Bytes ``offset`` to ``offset + limit`` of executor ``index``'s ``stdout``/``stderr``
     file (``exec-<index>.<stream>``) in a job directory; empty when there is none (yet)."""
     if stream not in ("stdout", "stderr"):
         raise InvalidInput(f"unknown stream {stream!r}")
+    # On Slurm and Ray the job itself writes these files, so one may have been swapped for a
+    # symlink: never follow it, and read only a regular file.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with (jobdir / f"exec-{index}.{stream}").open("rb") as f:
-            f.seek(offset)
-            return f.read(limit)
+        fd = os.open(jobdir / f"exec-{index}.{stream}", flags)
     except FileNotFoundError:
         return b""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return b""
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        f.seek(offset)
+        return f.read(limit)
 
 
 class Backend(ABC):

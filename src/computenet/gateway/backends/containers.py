@@ -5,14 +5,28 @@ the gateway's probe). A task executor with an ``image`` runs in it with the firs
 pool declares, in the order of :data:`CONTAINER_RUNTIMES`; with none it runs on the host and
 the task's system logs say so. The task's directories (the job's ``work/<root>``) are bound at
 the task's paths, so inputs, outputs and ``workdir`` mean the same inside the container.
+
+With a sandbox (a root gateway) podman and docker run the image with the same guarantees as
+bubblewrap on the host: the task's own uid, no network, no capabilities, ``no-new-privileges``,
+a read-only image with a private ``/tmp``, and the task's limits on processes, memory and CPU
+(the runtime's own cgroup). On a cgroup v1 or hybrid host podman needs ``runc`` (Debian's
+default ``crun`` refuses hybrid cgroups) and, without systemd, the ``cgroupfs`` manager.
 """
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import shutil
+import subprocess
 from pathlib import Path
 
-from computenet.gateway.backends.sandbox import Sandbox
+from computenet.gateway.backends.cgroups import Limits, is_v2
+from computenet.gateway.backends.sandbox import TaskSandbox
 from computenet.gateway.probe import CONTAINER_RUNTIMES
+
+# Explicit limits: without them runc fails to set RLIMIT_NOFILE/RLIMIT_NPROC above the host's.
+CONTAINER_MAX_OPEN_FILES = 20000
 
 
 def choose_runtime(declared: list[str] | tuple[str, ...]) -> str | None:
@@ -28,11 +42,14 @@ def container_command(
     roots: list[str],
     workdir: str | None,
     env: dict[str, str],
-    sandbox: Sandbox | None = None,
+    sandbox: TaskSandbox | None = None,
+    limits: Limits | None = None,
+    name: str | None = None,
 ) -> list[str]:
     """The argv that runs ``command`` in ``image`` with ``runtime``; ``roots`` are the
     top-level task directories (``data`` for ``/data/x``) bound from ``work``; with a
-    ``sandbox``, as its unprivileged user."""
+    ``sandbox``, as its unprivileged user, isolated, under ``limits``; ``name`` names the
+    container so that it can be removed whatever happens to its client."""
     binds = [f"{(work / r).resolve()}:/{r}" for r in roots]
     if runtime in ("apptainer", "singularity"):
         argv = [runtime, "exec", "--cleanenv", "--containall"]
@@ -44,11 +61,20 @@ def container_command(
             argv += ["--env", f"{k}={v}"]
         source = image if "://" in image or image.endswith(".sif") else f"docker://{image}"
         # Apptainer runs the container as whoever starts it.
-        drop = sandbox.drop_command() if sandbox else []
+        drop = (
+            ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.gid}", "--clear-groups", "--"]
+            if sandbox
+            else []
+        )
         return [*drop, *argv, source, *command]
-    argv = [runtime, "run", "--rm", "-i"]
+    argv = [runtime]
+    if runtime == "podman":
+        argv += podman_global_options()
+    argv += ["run", "--rm", "-i"]
+    if name:
+        argv += ["--name", name]
     if sandbox is not None:
-        argv += ["--user", f"{sandbox.uid}:{sandbox.gid}"]
+        argv += _isolation(sandbox, limits)
     for b in binds:
         argv += ["-v", b]
     if workdir:
@@ -56,3 +82,62 @@ def container_command(
     for k, v in sorted(env.items()):
         argv += ["-e", f"{k}={v}"]
     return [*argv, image, *command]
+
+
+def podman_global_options() -> list[str]:
+    """Options podman needs on this host: ``runc`` where cgroups are v1 or hybrid, and the
+    ``cgroupfs`` manager where systemd does not run."""
+    argv = []
+    if not is_v2() and shutil.which("runc"):
+        argv += ["--runtime", "runc"]
+    if not Path("/run/systemd/system").is_dir():
+        argv += ["--cgroup-manager", "cgroupfs"]
+    return argv
+
+
+def _isolation(sandbox: TaskSandbox, limits: Limits | None) -> list[str]:
+    nofile = CONTAINER_MAX_OPEN_FILES
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY:
+        nofile = min(nofile, hard)
+    pids = limits.max_pids if limits else sandbox.max_pids
+    argv = [
+        "--user",
+        f"{sandbox.uid}:{sandbox.gid}",
+        "--network",
+        "none",
+        "--cap-drop",
+        "all",
+        "--security-opt",
+        "no-new-privileges",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,mode=1777",
+        "--pids-limit",
+        str(pids),
+        "--ulimit",
+        f"nofile={nofile}:{nofile}",
+        "--ulimit",
+        f"nproc={pids}:{pids}",
+    ]
+    if limits and limits.memory_bytes:
+        argv += ["--memory", str(limits.memory_bytes)]
+    if limits and limits.cpu_cores:
+        argv += ["--cpus", str(limits.cpu_cores)]
+    return argv
+
+
+def container_name(job_key: str, index: int) -> str:
+    """The name of executor ``index``'s container for a job (found again by it)."""
+    return f"computenet-{job_key}-{index}".replace(".", "-")
+
+
+def remove_container(runtime: str, name: str) -> None:
+    """Kill and remove a container if it still exists (best effort, bounded)."""
+    if runtime not in ("podman", "docker"):
+        return
+    argv = [runtime, *podman_global_options(), "rm", "-f", "-t", "0", name]
+    if runtime == "docker":
+        argv = ["docker", "rm", "-f", name]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(argv, capture_output=True, timeout=30, check=False)

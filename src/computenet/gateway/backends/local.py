@@ -2,7 +2,9 @@
 
 Each attempt gets a directory under the gateway's state dir holding the job, its working
 directory, executor output and outcome. A detached runner process does the work, so the
-gateway can crash and come back without losing or repeating a task.
+gateway can crash and come back without losing or repeating a task. With a sandbox each job
+holds a uid of its own from the gateway's range until it is forgotten; the uid is written in
+the job file, so a restarted gateway reads back which uids are taken.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from computenet.gateway.backends.base import (
     JobStatus,
     read_output,
 )
-from computenet.gateway.backends.containers import choose_runtime
+from computenet.gateway.backends.cgroups import TaskCgroup
+from computenet.gateway.backends.containers import (
+    choose_runtime,
+    container_name,
+    remove_container,
+)
 from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
@@ -68,6 +75,7 @@ class LocalBackend(Backend):
             raise InvalidInput("the local backend needs at least one pool")
         self.jobs_dir = state_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir.chmod(0o700)  # jobs' files (logs, outcomes) are the gateway's alone
         self._pools = pools
         # Free GPU indices per pool label; a job holds its cards until it is forgotten.
         self._free_devices = {label: set(ids) for label, ids in (devices or {}).items()}
@@ -76,6 +84,12 @@ class LocalBackend(Backend):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancel_at: dict[str, float] = {}
         self.sandbox = sandbox  # None: tasks run as the gateway's own (unprivileged) user
+        self._uids: dict[str, int] = {}  # job key -> the uid it holds
+        if sandbox is not None:
+            for job_file in self.jobs_dir.glob("*/job.json"):
+                held = (self._read(job_file) or {}).get("sandbox")
+                if isinstance(held, dict) and isinstance(held.get("uid"), int):
+                    self._uids[job_file.parent.name] = held["uid"]
 
     def image_runtime(self, job: Job) -> str | None:
         """The first runtime the job's pool declares (docs/tes.md, Containers)."""
@@ -96,6 +110,9 @@ class LocalBackend(Backend):
         if (jobdir / "runner.pid").exists():
             return  # already started: a resent lease must not run the task twice
         jobdir.mkdir(parents=True, exist_ok=True)
+        task_box = None
+        if self.sandbox is not None:
+            task_box = self.sandbox.for_task(self._take_uid(job.key))
         devices = self._take_devices(job)
         vendor = self._vendor.get(job.pool_cpi.rsplit("/", 1)[-1])
         devices_env = (
@@ -108,7 +125,7 @@ class LocalBackend(Backend):
                 "devices": devices,
                 "devices_env": devices_env,
                 "container_runtime": self.image_runtime(job),
-                "sandbox": self.sandbox.to_json() if self.sandbox else None,
+                "sandbox": task_box.to_json() if task_box else None,
             },
         )
         env = dict(os.environ)
@@ -126,6 +143,24 @@ class LocalBackend(Backend):
             )
         (jobdir / "runner.pid").write_text(str(proc.pid))
         self._children[job.key] = proc
+
+    def _take_uid(self, key: str) -> int:
+        """A uid from the range that no other job holds and no process runs as (one left
+        by a crash would otherwise share it)."""
+        assert self.sandbox is not None
+        if key in self._uids:
+            return self._uids[key]
+        held = set(self._uids.values())
+        running = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    running.add(entry.stat().st_uid)
+        for uid in self.sandbox.uids():
+            if uid not in held and uid not in running:
+                self._uids[key] = uid
+                return uid
+        raise CapacityUnavailable(f"every task uid ({self.sandbox.first_uid}-...) is in use")
 
     def _take_devices(self, job: Job) -> list[int]:
         """Reserve the job's cards: distinct GPU indices of its pool."""
@@ -222,6 +257,13 @@ class LocalBackend(Backend):
                 os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(OSError, ValueError):
             os.kill(int((jobdir / "runner.pid").read_text()), signal.SIGKILL)
+        if self.sandbox is not None:
+            TaskCgroup(job.key).kill()
+        runtime = self.image_runtime(job)
+        if runtime is not None:  # the runner died: its containers may still run
+            for index, ex in enumerate(job.spec.executors):
+                if ex.image:
+                    remove_container(runtime, container_name(job.key, index))
         progress.update(state="CANCELED", message="canceled (forced)")
         with contextlib.suppress(FileNotFoundError):  # the job was forgotten meanwhile
             write_json(jobdir / "result.json", progress)
@@ -259,4 +301,7 @@ class LocalBackend(Backend):
             self._free_devices[held[0]].update(held[1])
         shutil.rmtree(self._dir(job), ignore_errors=True)
         if self.sandbox is not None:
+            TaskCgroup(job.key).remove()
+            # rmtree never follows a link, so what the task left can only remove itself.
             shutil.rmtree(self.sandbox.root / job.key, ignore_errors=True)
+            self._uids.pop(job.key, None)  # last: nothing of the task holds it any more

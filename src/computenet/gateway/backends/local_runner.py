@@ -3,7 +3,10 @@
 The runner is a separate session leader so that it outlives a gateway crash: it writes each
 executor's output to files and the outcome to ``result.json``, which a restarted gateway
 reads back. Each executor runs in its own process group so a cancel or a time limit kills
-everything it started.
+everything it started. With a sandbox (a root gateway) each executor runs in bubblewrap as
+the task's own uid, in the task's control group, which is emptied after every executor; the
+runner touches the task's directory only through :class:`~computenet.gateway.beneath.TaskDir`
+(no symlink followed) once the task's code has run.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import io
 import json
 import os
-import shutil
+import posixpath
 import signal
 import subprocess
 import sys
@@ -21,9 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from computenet.gateway.backends.containers import container_command
-from computenet.gateway.backends.host_paths import can_bind, task_roots, wrap
-from computenet.gateway.backends.sandbox import Sandbox, limits
+from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_command
+from computenet.gateway.backends.cgroups import TaskCgroup, limits_for
+from computenet.gateway.backends.containers import (
+    container_command,
+    container_name,
+    remove_container,
+)
+from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
+from computenet.gateway.backends.sandbox import TaskSandbox, limits
+from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 from computenet.model.urlpolicy import UrlPolicy
 
@@ -77,8 +87,14 @@ class Runner:
         # otherwise in the job's directory.
         # Secrets come through our environment, never a file; dropped from it at once.
         self.secrets: dict[str, str] = json.loads(os.environ.pop(SECRETS_ENV, "{}"))
-        self.sandbox = Sandbox.from_json(job.get("sandbox"))
+        self.sandbox = TaskSandbox.from_json(job.get("sandbox"))
         self.work = self.sandbox.workdir(jobdir.name) if self.sandbox else jobdir / "work"
+        box = self.sandbox
+        self.task = TaskDir(self.work, (box.uid, box.gid) if box else None)
+        resources: dict[str, Any] = self.spec.get("resources") or {}
+        self.resources = resources
+        self.cgroup = TaskCgroup(jobdir.name) if box else None
+        self.cgroup_limits = limits_for(resources, box.max_pids) if box else None
         self.canceled = False
         self.current: subprocess.Popen[bytes] | None = None
         self.executors: list[dict[str, Any]] = []
@@ -107,7 +123,10 @@ class Runner:
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         # A scrubbed environment: the gateway's own secrets never reach the task.
         env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
-        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env.setdefault("PATH", TASK_PATH)
+        if self.sandbox is not None:
+            # The gateway's PATH may name directories the task's uid cannot enter.
+            env["PATH"] = TASK_PATH
         env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
         if self.devices_env is not None or self.devices:
             # Only the cards leased to this task are visible to it.
@@ -132,12 +151,27 @@ class Runner:
             self._inside(volume).mkdir(parents=True, exist_ok=True)
         for item in self.spec.get("inputs", []):
             stage_input(item, self._inside(item["path"]), self.url_policy)
+        if self.sandbox is not None:
+            for root in self._sandbox_roots():
+                (self.work / root).mkdir(exist_ok=True)
+
+    def _sandbox_roots(self) -> list[str]:
+        """Top-level directories bound into the sandbox: those of the task's paths (a
+        ``workdir`` or volume directly under ``/`` counts too)."""
+        roots = set(task_roots(self.spec, on_host_only=False))
+        dirs = [str(v) for v in self.spec.get("volumes", [])]
+        dirs += [str(ex["workdir"]) for ex in self.spec["executors"] if ex.get("workdir")]
+        for d in dirs:
+            parts = [p for p in d.split("/") if p]
+            if d.startswith("/") and parts and parts[0] not in SYSTEM_DIRS:
+                roots.add(parts[0])
+        return sorted(roots)
 
     def _stage_outputs(self) -> str | None:
         """Upload every output; return why it failed, or None."""
         try:
             for item in self.spec.get("outputs", []):
-                staged = stage_outputs(item, self._inside, self.url_policy)
+                staged = stage_outputs(item, self.task, self.url_policy)
                 self.outputs.extend(f.to_json() for f in staged)
         except (StagingError, OSError, ValueError) as exc:
             return f"cannot store an output: {exc}"
@@ -153,6 +187,19 @@ class Runner:
         except (StagingError, OSError, ValueError) as exc:
             self._status("SYSTEM_ERROR", f"cannot stage an input: {exc}", final=True)
             return
+        if self.cgroup is not None and self.cgroup_limits is not None:
+            try:
+                self.cgroup.create(self.cgroup_limits)
+            except OSError as exc:
+                self._status("SYSTEM_ERROR", f"cannot make the task's cgroup: {exc}", final=True)
+                return
+        try:
+            self._run_all()
+        finally:
+            if self.cgroup is not None:
+                self.cgroup.remove()
+
+    def _run_all(self) -> None:
         limit = self.spec.get("resources", {}).get("time_limit_s")
         deadline = self.started + limit if limit else None
         self._status("RUNNING")
@@ -180,16 +227,28 @@ class Runner:
         self.executors.append(entry)
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
+        stdin: Any = subprocess.DEVNULL
         try:
-            cwd = self._inside(ex["workdir"]) if ex.get("workdir") else self.work
-            cwd.mkdir(parents=True, exist_ok=True)
-            stdin: Any = subprocess.DEVNULL
+            workdir = str(ex.get("workdir") or "")
+            if self.sandbox is not None:
+                self._check_roots()
+                # Made (or checked) without following links, owned by the task's user, so
+                # that a workdir that is not also a volume is writable by the task.
+                self.task.makedirs(workdir)
+                cwd = self.work
+            else:
+                cwd = self._inside(workdir) if workdir else self.work
+                cwd.mkdir(parents=True, exist_ok=True)
             if ex.get("stdin"):
-                stdin = self._inside(ex["stdin"], cwd).open("rb")
+                stdin = self.task.open_read(posixpath.join(workdir or "/", ex["stdin"]))
             command = list(ex["command"])
-            run_as: dict[str, Any] = {}
+            preexec = limits(self.resources)
             if self.runtime and ex.get("image"):
-                roots = task_roots(self.spec, on_host_only=False)
+                roots = (
+                    self._sandbox_roots()
+                    if self.sandbox
+                    else task_roots(self.spec, on_host_only=False)
+                )
                 command = container_command(
                     self.runtime,
                     ex["image"],
@@ -199,13 +258,31 @@ class Runner:
                     ex.get("workdir"),
                     ex.get("env") or {},
                     self.sandbox,
+                    self.cgroup_limits,
+                    self._container_name(index),
+                )
+                # The runtime (Go) reserves address space far beyond any memory request: its
+                # limits are the container's own cgroup, set by the flags above.
+                preexec = limits({**self.resources, "accelerator": True})
+            elif self.sandbox is not None:
+                command = bwrap_command(
+                    command,
+                    work=self.work,
+                    roots=self._sandbox_roots(),
+                    chdir=workdir or str(self.work.resolve()),
+                    uid=self.sandbox.uid,
+                    gid=self.sandbox.gid,
+                    devices=bool(self.devices),
+                )
+                cgroup = self.cgroup
+                preexec = limits(
+                    self.resources,
+                    self.sandbox.max_pids,
+                    cgroup.join if cgroup is not None else None,
                 )
             elif self.binds and can_bind():
-                # The mounts need root; the task gives it up inside the new namespace.
-                drop = self.sandbox.drop_command() if self.sandbox else []
-                command = wrap([*drop, *command], self.work, self.binds)
-            elif self.sandbox is not None:
-                run_as = {"user": self.sandbox.uid, "group": self.sandbox.gid, "extra_groups": []}
+                # Unisolated (--run-as root): the task's paths in a private mount namespace.
+                command = wrap(command, self.work, self.binds)
             self.current = subprocess.Popen(
                 command,
                 cwd=cwd,
@@ -214,8 +291,7 @@ class Runner:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=limits(self.spec.get("resources") or {}),
-                **run_as,
+                preexec_fn=preexec,
             )
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -240,11 +316,15 @@ class Runner:
         # Anything the executor left running in its group goes too.
         if self._group_alive(self.current.pid):
             _kill_group(self.current.pid)
+        if self.cgroup is not None:
+            self.cgroup.kill()  # and whatever left the group (setsid, double fork)
+        if self.runtime and ex.get("image"):
+            self._remove_container(index)
         out.close()
         err.close()
         if isinstance(stdin, io.IOBase):
             stdin.close()
-        self._copy_outputs(index, ex, cwd)
+        self._copy_outputs(index, ex)
         entry.update(end_time=_now(), exit_code=code)
         self.current = None
         self._status("RUNNING")
@@ -257,16 +337,33 @@ class Runner:
             return ("EXECUTOR_ERROR", f"executor {index} exited with code {code}")
         return None
 
-    def _copy_outputs(self, index: int, ex: dict[str, Any], cwd: Path) -> None:
-        """Also write the executor's output where its spec asks (TES stdout/stderr paths)."""
+    def _copy_outputs(self, index: int, ex: dict[str, Any]) -> None:
+        """Also write the executor's output where its spec asks (TES stdout/stderr paths),
+        beneath the task's directory and never through a link the task made."""
+        workdir = str(ex.get("workdir") or "/")
         for stream in ("stdout", "stderr"):
             if ex.get(stream):
-                with contextlib.suppress(OSError, ValueError):
-                    target = self._inside(ex[stream], cwd)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(self.dir / f"exec-{index}.{stream}", target)
-                    if self.sandbox is not None:
-                        self.sandbox.hand_over(target.parent)
+                with (
+                    contextlib.suppress(OSError, ValueError),
+                    (self.dir / f"exec-{index}.{stream}").open("rb") as src,
+                ):
+                    self.task.write_from(posixpath.join(workdir, ex[stream]), src)
+
+    def _check_roots(self) -> None:
+        """Before an executor starts (none of the task's processes is alive then), every
+        directory bubblewrap binds must still be a real directory: an earlier executor may
+        have swapped one for a symlink, which root would follow when binding it."""
+        for root in self._sandbox_roots():
+            if self.task.kind(root) != "dir":
+                raise ValueError(f"/{root} was replaced by something other than a directory")
+
+    def _container_name(self, index: int) -> str:
+        return container_name(self.dir.name, index)
+
+    def _remove_container(self, index: int) -> None:
+        """Stop the container whatever happened to its client (a killed client leaves it)."""
+        if self.runtime:
+            remove_container(self.runtime, self._container_name(index))
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:

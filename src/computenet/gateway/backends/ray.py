@@ -40,6 +40,7 @@ from computenet.gateway.backends.base import (
     CapacityUnavailable,
     Job,
     JobStatus,
+    read_job_file,
     read_output,
 )
 from computenet.gateway.backends.local import LocalBackend
@@ -67,7 +68,7 @@ def _boot_id() -> str:
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_job_file(path))  # the job writes here: no links followed
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

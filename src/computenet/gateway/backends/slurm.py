@@ -32,6 +32,7 @@ from computenet.gateway.backends.base import (
     CapacityUnavailable,
     Job,
     JobStatus,
+    read_job_file,
     read_output,
 )
 from computenet.model.pool import PoolSpec, Region
@@ -53,7 +54,7 @@ def _write(path: Path, text: str) -> None:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text()
+        return read_job_file(path)  # the job writes here: never follow its links
     except OSError:
         return None
 
