@@ -37,6 +37,7 @@ from computenet.model.task import TaskState
 from computenet.node.access import API_ROLES, require_scope
 from computenet.node.api.deps import Runtime, User, owner_scope, principal
 from computenet.node.auth import Principal
+from computenet.node.console_cube import live_cube
 from computenet.node.runtime import NodeRuntime
 from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
@@ -108,9 +109,11 @@ def _snapshot(rt: NodeRuntime, p: Principal) -> dict[str, Any]:
     """What the console shows live: the index's change number and counts, and the caller's
     tasks by state with a version that moves when any of them changes."""
     scope = owner_scope(p)
+    cells = live_cube(rt.db, rt.federation.index).current().cells  # no scan of the index
+    pools = sum(c.pools for c in cells.values())
+    healthy = sum(c.pools for (_o, _r, health), c in cells.items() if health == "healthy")
     with rt.db.read() as s:
-        seq, pools = s.execute(select(func.max(FedPool.seq), func.count())).one()
-        healthy = s.scalar(select(func.count()).where(FedPool.health == "healthy"))
+        seq = s.scalar(select(func.max(FedPool.seq)))
         q = select(t.Task.state, func.count(), func.max(t.Task.updated_at)).group_by(t.Task.state)
         if scope is not None:
             q = scope.where(q)
