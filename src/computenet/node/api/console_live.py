@@ -210,10 +210,12 @@ def usage_by(
     dim: Annotated[str, Query(pattern="^(tenant|provider|accelerator)$")] = "tenant",
     bucket_s: Annotated[int, Query(ge=60, le=7 * 86400)] = 3600,
     since_s: Annotated[int, Query(ge=60, le=366 * 86400)] = 7 * 86400,
+    node: Annotated[str | None, Query(max_length=140, pattern=r"^[a-z0-9.]*$")] = None,
 ) -> UsageBreakdown:
-    """The caller's visible usage (as ``/usage``) by tenant, provider or accelerator model;
-    the ``MAX_GROUPS - 1`` largest groups by cost then card- and core-hours, the rest as
-    ``other``."""
+    """The caller's visible usage (as ``/usage``) by tenant, provider or accelerator model,
+    of work that ran on ``node``'s subtree when given (usage this node holds: tasks
+    submitted here, wherever they ran, and tasks that ran here); the ``MAX_GROUPS - 1``
+    largest groups by cost then card- and core-hours, the rest as ``other``."""
     now = utcnow()
     first = (int((now - timedelta(seconds=since_s)).timestamp()) // bucket_s) * bucket_s
     count = (int(now.timestamp()) // bucket_s * bucket_s - first) // bucket_s + 1
@@ -233,6 +235,11 @@ def usage_by(
         .outerjoin(Charge, (Charge.task_id == u.task_id) & (Charge.attempt == u.attempt))
         .where(u.created_at >= datetime.fromtimestamp(first, UTC))
     )
+    if node:
+        q = q.where(
+            u.pool_cpi.startswith(node + "/", autoescape=True)
+            | u.pool_cpi.startswith(node + ".", autoescape=True)
+        )
     scope = owner_scope(p)
     if scope is not None:
         q = scope.where(q)
