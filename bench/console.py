@@ -10,9 +10,10 @@ node``, loopback, free port); then
   at a time, and prints p50/p99/max in milliseconds;
 - with Chromium (Debian's, through Playwright), opens the Overview, Pools and the map
   ``--browser-repeat`` times each, in a fresh browser profile and as a returning visitor
-  (the console's files in the HTTP cache), and times from navigation to the page drawn (Overview: counters filled and the map and doughnut inked; Pools: the first page of
-  the federation index listed; map: the map chart inked), and prints median and max. The
-  target is under 2 s each.
+  (the console's files in the HTTP cache), and times from navigation to the page drawn
+  (Overview: counters filled and the map and doughnut inked; Pools: the first page of the
+  federation index listed; map: the map chart inked), and prints median and max. The target
+  is under 2 s each.
 
 Needs nothing from ``../shared``.
 """
