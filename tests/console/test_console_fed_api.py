@@ -137,6 +137,9 @@ def test_usage_breakdown_by_tenant_provider_and_model(world: World) -> None:
         assert g["key"] == key and len(g["cost"]) == len(b["starts"])
         assert sum(Decimal(x) for x in g["cpu_core_hours"]) == core_hours
         assert sum(Decimal(x) for x in g["cost"]) > 0 and sum(g["tasks"]) == 1
+    # By node: the pool is this node's (cn); none of it ran below cn.31.
+    assert len(_get(world, "/api/v1/console/usage/by", world.admin, node="cn")["groups"]) == 1
+    assert _get(world, "/api/v1/console/usage/by", world.admin, node="cn.31")["groups"] == []
     # Alice sees her own; another user of the same tenant sees nothing of hers.
     carol = world.mint(role="user", subject="carol", tenant="other")["auth"]
     assert _get(world, "/api/v1/console/usage/by", carol)["groups"] == []

@@ -11,6 +11,7 @@ cells.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections import Counter
@@ -22,6 +23,7 @@ from computenet.federation.index import PoolIndex
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedPool
 
+log = logging.getLogger(__name__)
 CHUNK = 500  # CPIs per re-read of changed rows
 
 _REGION = func.coalesce(FedPool.record[("spec", "region", "code")].as_string(), "11")
@@ -171,4 +173,12 @@ def live_cube(db: Database, index: PoolIndex) -> LiveCube:
 def warm(db: Database, index: PoolIndex) -> None:
     """Build the cube in a background thread (the node calls this as it starts), so that the
     first console visitor does not wait for a full read of a large index."""
-    threading.Thread(target=live_cube(db, index).current, name="console-cube", daemon=True).start()
+    cube = live_cube(db, index)
+
+    def build() -> None:
+        try:
+            cube.current()
+        except Exception as exc:  # a node stopping at once: the first reader builds it
+            log.info("console sums not built at start: %s", exc)
+
+    threading.Thread(target=build, name="console-cube", daemon=True).start()

@@ -37,6 +37,7 @@ from computenet.model.task import TaskState
 from computenet.node.access import API_ROLES, require_scope
 from computenet.node.api.deps import Runtime, User, owner_scope, principal
 from computenet.node.auth import Principal
+from computenet.node.console_cube import live_cube
 from computenet.node.runtime import NodeRuntime
 from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
@@ -108,9 +109,11 @@ def _snapshot(rt: NodeRuntime, p: Principal) -> dict[str, Any]:
     """What the console shows live: the index's change number and counts, and the caller's
     tasks by state with a version that moves when any of them changes."""
     scope = owner_scope(p)
+    cells = live_cube(rt.db, rt.federation.index).current().cells  # no scan of the index
+    pools = sum(c.pools for c in cells.values())
+    healthy = sum(c.pools for (_o, _r, health), c in cells.items() if health == "healthy")
     with rt.db.read() as s:
-        seq, pools = s.execute(select(func.max(FedPool.seq), func.count())).one()
-        healthy = s.scalar(select(func.count()).where(FedPool.health == "healthy"))
+        seq = s.scalar(select(func.max(FedPool.seq)))
         q = select(t.Task.state, func.count(), func.max(t.Task.updated_at)).group_by(t.Task.state)
         if scope is not None:
             q = scope.where(q)
@@ -207,10 +210,12 @@ def usage_by(
     dim: Annotated[str, Query(pattern="^(tenant|provider|accelerator)$")] = "tenant",
     bucket_s: Annotated[int, Query(ge=60, le=7 * 86400)] = 3600,
     since_s: Annotated[int, Query(ge=60, le=366 * 86400)] = 7 * 86400,
+    node: Annotated[str | None, Query(max_length=140, pattern=r"^[a-z0-9.]*$")] = None,
 ) -> UsageBreakdown:
-    """The caller's visible usage (as ``/usage``) by tenant, provider or accelerator model;
-    the ``MAX_GROUPS - 1`` largest groups by cost then card- and core-hours, the rest as
-    ``other``."""
+    """The caller's visible usage (as ``/usage``) by tenant, provider or accelerator model,
+    of work that ran on ``node``'s subtree when given (usage this node holds: tasks
+    submitted here, wherever they ran, and tasks that ran here); the ``MAX_GROUPS - 1``
+    largest groups by cost then card- and core-hours, the rest as ``other``."""
     now = utcnow()
     first = (int((now - timedelta(seconds=since_s)).timestamp()) // bucket_s) * bucket_s
     count = (int(now.timestamp()) // bucket_s * bucket_s - first) // bucket_s + 1
@@ -230,6 +235,11 @@ def usage_by(
         .outerjoin(Charge, (Charge.task_id == u.task_id) & (Charge.attempt == u.attempt))
         .where(u.created_at >= datetime.fromtimestamp(first, UTC))
     )
+    if node:
+        q = q.where(
+            u.pool_cpi.startswith(node + "/", autoescape=True)
+            | u.pool_cpi.startswith(node + ".", autoescape=True)
+        )
     scope = owner_scope(p)
     if scope is not None:
         q = scope.where(q)

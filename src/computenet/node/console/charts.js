@@ -1,27 +1,41 @@
-// Charts and the map, drawn with Apache ECharts (vendor/echarts-*.min.js, loaded by
-// index.html as the global ``echarts``). Every chart made here is disposed on page change.
+// Charts and the map, drawn with Apache ECharts (vendor/echarts-*.min.js, the global
+// ``echarts``, loaded on the first page that draws a chart: pages without charts do not pay
+// for parsing it). Every chart made here is disposed on page change.
 import { h, ms, num } from "./lib.js";
 
+const ECHARTS = "vendor/echarts-6.1.0.min.js";
 const made = new Set();
-let mapReady = null;
+let mapReady = null, libReady = null;
+
+export function loadECharts() {
+  if (!libReady) {
+    libReady = new Promise((resolve, reject) => {
+      const tag = h("script", { src: ECHARTS });
+      tag.addEventListener("load", resolve);
+      tag.addEventListener("error", () => { libReady = null; reject(new Error("could not load ECharts")); });
+      document.head.append(tag);
+    });
+  }
+  return libReady;
+}
 
 const PALETTE = ["#0969da", "#1a7f37", "#bf8700", "#8250df", "#cf222e", "#1b7c83", "#953800", "#6e7781"];
 
 // A chart in a new panel element; ``name`` marks it (data-chart) for tests and styles.
 export function chart(name, option, { height = 320, cls = "" } = {}) {
   const el = h("div", { class: `chart ${cls}`, "data-chart": name, style: `height:${height}px` });
-  // Wait for the element to be in the page so ECharts can read its size.
-  requestAnimationFrame(() => {
+  // Wait for ECharts, and for the element to be in the page so ECharts can read its size.
+  loadECharts().then(() => requestAnimationFrame(() => {
     if (!el.isConnected) return;
     const c = echarts.init(el, null, { renderer: "canvas" });
     c.setOption({ color: PALETTE, animationDuration: 300, animationDurationUpdate: 200,
       textStyle: { fontFamily: "system-ui, sans-serif" }, ...option });
     made.add(c);
-  });
+  })).catch(() => el.replaceChildren(h("p", { class: "error" }, "could not load the charting library")));
   return el;
 }
 
-export function instance(el) { return el && el.isConnected ? echarts.getInstanceByDom(el) : null; }
+export function instance(el) { return el && el.isConnected && window.echarts ? echarts.getInstanceByDom(el) : null; }
 
 export function disposeCharts() {
   for (const c of made) c.dispose();
@@ -34,8 +48,9 @@ window.addEventListener("resize", () => { for (const c of made) c.resize(); });
 // under the name "china": ECharts adds shapes of its own to a map of that name.
 export function loadChinaMap() {
   if (!mapReady) {
-    mapReady = fetch("vendor/china-provinces.json").then((r) => r.json())
-      .then((geo) => { echarts.registerMap("cn-provinces", geo); });
+    mapReady = Promise.all([fetch("vendor/china-provinces.json").then((r) => r.json()), loadECharts()])
+      .then(([geo]) => { echarts.registerMap("cn-provinces", geo); })
+      .catch((e) => { mapReady = null; throw e; });
   }
   return mapReady;
 }

@@ -211,6 +211,8 @@ export function task(main, id) {
 }
 
 export async function usage(main) {
+  const fed = await api("/api/v1/console/fed/nodes");
+  let node = "";
   const dim = h("select", { id: "usage-dim", "aria-label": "group by" },
     h("option", { value: "tenant" }, "by tenant"), h("option", { value: "provider" }, "by provider"), h("option", { value: "accelerator" }, "by accelerator model"));
   const bucket = h("select", { id: "usage-bucket", "aria-label": "bucket" }, h("option", { value: "3600" }, "per hour"), h("option", { value: "86400" }, "per day"));
@@ -218,7 +220,7 @@ export async function usage(main) {
   const totals = h("div", { class: "cards" });
   const sinceS = 7 * 86400;
   const load = async () => {
-    const b = await api("/api/v1/console/usage/by", { params: { dim: dim.value, bucket_s: bucket.value, since_s: sinceS } });
+    const b = await api("/api/v1/console/usage/by", { params: { dim: dim.value, bucket_s: bucket.value, since_s: sinceS, node } });
     disposeCharts();
     const sumOf = (key) => b.groups.reduce((a, g) => a + g[key].reduce((x, v) => x + Number(v), 0), 0);
     fill(totals, [["cost (ledger charges)", money(sumOf("cost"))], ["card-hours", num(sumOf("card_hours"))],
@@ -231,9 +233,10 @@ export async function usage(main) {
   };
   dim.addEventListener("change", load);
   bucket.addEventListener("change", load);
+  const filter = nodeFilter(fed, (v) => { node = v; load(); });
   const reservations = h("div", {});
   fill(main, h("h1", {}, "Usage and cost, last 7 days"),
-    h("div", { class: "filters" }, dim, bucket, h("span", { class: "muted" }, "drag the slider or scroll on a chart to zoom; hover for values")),
+    h("div", { class: "filters" }, dim, filter, bucket, h("span", { class: "muted" }, "drag the slider or scroll on a chart to zoom; hover for values")),
     totals, charts, h("h2", {}, "Advance reservations"), reservations);
   await load();
   const rows = await api("/api/v1/reservations");
