@@ -117,6 +117,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"  {ex['eligible']} of {ex['pools_total']} pools pass every constraint")
         for rule, n in sorted(ex["excluded"].items(), key=lambda kv: -kv[1]):
             console.print(f"  constraint {rule}: excluded {n} pools", highlight=False)
+        if ex.get("speed_note"):  # nodes that report it: estimates from declared run times
+            console.print(f"  note: {ex['speed_note']}", highlight=False)
         if ex["candidates"]:
             console.print(_offer_table(ex["candidates"], "candidates (* = chosen)"))
 
