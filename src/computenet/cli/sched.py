@@ -175,6 +175,8 @@ def register(app: typer.Typer) -> None:
             pools = "1 pool" if n == 1 else f"{n} pools"
             what = RULE_NAMES.get(rule, rule.replace("_", " "))
             console.print(f"  {what}: excluded {pools}", highlight=False)
+        if ex.get("speed_note"):  # nodes that report it: estimates from declared run times
+            console.print(f"  note: {ex['speed_note']}", highlight=False)
         if ex["candidates"]:
             console.print(_offer_table(ex["candidates"], "candidates (* = chosen)"))
 
