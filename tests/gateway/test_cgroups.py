@@ -43,6 +43,9 @@ def test_a_task_group_limits_and_kills_everything_in_it() -> None:
         assert "fork" in bomb.stderr.lower() or "resource" in bomb.stderr.lower(), bomb
         group.kill()
         assert group.pids() == set()
+        group.kill()  # an empty group too (after an executor that left nothing)
+        # The group is usable again (not left frozen): the task's next executor joins it.
+        subprocess.run(["true"], preexec_fn=group.join, timeout=10, check=True)
         for pid in left:  # gone, or a zombie its new parent has yet to reap
             with contextlib.suppress(FileNotFoundError):
                 assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

@@ -66,7 +66,12 @@ def test_a_root_gateway_runs_tasks_as_their_own_uid_in_their_own_directory(
         f"cat {input_path}; echo; echo $PATH; mkdir o && echo wrote-workdir"
     )
     spec = {
-        "executors": [{"command": ["sh", "-c", script], "env": {"GREETING": "hi"}}],
+        "executors": [
+            {"command": ["sh", "-c", script], "env": {"GREETING": "hi"}},
+            # Issue 15: a missing command is "not found" (127), not "Permission denied".
+            {"command": ["no-such-command-here"], "ignore_error": True},
+            {"command": ["sh", "-c", "mkdir o && echo ok"], "workdir": "/outside-any-volume"},
+        ],
         "inputs": [{"path": input_path, "content": "staged as root"}],
         "resources": {"cpu_cores": 1, "ram_gb": 1},
     }
@@ -109,6 +114,10 @@ def test_a_root_gateway_runs_tasks_as_their_own_uid_in_their_own_directory(
         assert "COMPUTENET_RUN_AS" not in names
         assert lines[11] == "staged as root"  # handed over to the task's user
         assert lines[12] == TASK_PATH and lines[13] == "wrote-workdir"
+        missing = task["attempts"][0]["executors"][1]
+        assert missing["exit_code"] == 127, missing
+        assert "no-such-command-here: No such file or directory" in missing["stderr"], missing
+        assert task["attempts"][0]["executors"][2]["stdout"].strip() == "ok"
         # Removed once the gateway knows the node has the result.
         deadline = time.monotonic() + 30
         while (sandbox_dir / home.name).exists():

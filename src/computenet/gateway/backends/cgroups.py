@@ -148,6 +148,9 @@ class TaskCgroup:
                 with contextlib.suppress(OSError):  # frozen processes die only once thawed
                     (freezer / "freezer.state").write_text("THAWED")
             time.sleep(0.02)
+        if freezer is not None:
+            with contextlib.suppress(OSError):  # the task's next executor joins this group
+                (freezer / "freezer.state").write_text("THAWED")
 
     def remove(self) -> None:
         """Kill what is left, then delete the group."""
