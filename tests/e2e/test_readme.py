@@ -39,6 +39,8 @@ SKIPPED = {
     "computenet node --level regional": "a second node: tests/federation/",
     "computenet sim --trace ../shared/": "needs ../shared data and minutes of CPU; the "
     "synthetic run of the same command follows it",
+    "computenet sim --topology national": "minutes of CPU at national scale: "
+    "tests/sim/ runs the same engine on a small federation",
     "computenet settle": "needs a second node that owes this one: tests/federation/",
 }
 ID_PLACEHOLDER = re.compile(r"cn-01K[A-Z0-9]*\.\.\.|<id>")
