@@ -165,3 +165,22 @@ def test_datasets_register_validate_and_belong_to_their_owner(api: Api) -> None:
         r = api.client.post("/api/v1/datasets", json=bad, headers={**api.user, **JSON})
         assert_error(r, 400, needle)
     assert_error(api.client.get("/api/v1/datasets/none", headers=api.user), 404)
+
+
+def test_explain_says_when_a_card_has_no_speed_figure(api: Api) -> None:
+    # The Ascend 910B2 has no citable FP16 figure: the node's explain passes the core's note on,
+    # and the offer is flagged rather than scaled as if it were some other card.
+    pool = {
+        **ASCEND_POOL,
+        "accelerator": {**ASCEND_POOL["accelerator"], "model": "huawei-ascend-910b2"},
+    }
+    gw = api.gateway()
+    assert api.client.put("/gateway/v1/pools", json={"pools": [pool]}, headers=gw).is_success
+    tid = _submit(
+        api, {"resources": {"accelerator": {"count": 1}}, "placement": {"runtime_hint_s": 3600}}
+    )
+    wait_for(lambda: _explain(api, tid)["pool"] == "cn.31/acme/npu", 10, "placed")
+    ex = _explain(api, tid)
+    assert ex["speed_note"].startswith("speed unknown on 1 of 1 candidate pool")
+    assert ex["candidates"][0]["speed_known"] is False
+    assert ex["candidates"][0]["run_s"] == pytest.approx(3600)

@@ -88,6 +88,7 @@ class OfferOut(BaseModel):
     reliability: float
     score: float
     chosen: bool = False
+    speed_known: bool = True  # False: no speed figure for the card; run_s is the declared time
 
 
 class ExplainOut(BaseModel):
@@ -103,6 +104,7 @@ class ExplainOut(BaseModel):
     excluded: dict[str, int]
     candidates: list[OfferOut]
     placement: str = ""
+    speed_note: str = ""  # set when some run times are declared, not estimated
 
 
 def offer_out(e: Estimate, chosen: bool = False) -> OfferOut:
@@ -121,6 +123,7 @@ def offer_out(e: Estimate, chosen: bool = False) -> OfferOut:
         reliability=e.reliability,
         score=e.score,
         chosen=chosen,
+        speed_known=e.speed_known,
     )
 
 
@@ -185,6 +188,7 @@ class SchedService:
             excluded=ex.excluded,
             candidates=top,
             placement=event or "",
+            speed_note=ex.speed_note,
         )
 
     def add_dataset(self, body: DatasetIn, owner: str, admin: bool) -> DatasetOut:
