@@ -14,6 +14,7 @@ from computenet.node.audit import AuditQuery, as_dict, as_jsonl
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 MAX_AUDIT_PAGE = 5000
+MAX_ROW_ID = 2**63 - 1  # a row id is a signed 64-bit integer in both stores
 
 
 @router.get("/audit")
@@ -24,8 +25,8 @@ def audit_log(
     until: datetime | None = None,
     actor: Annotated[str | None, Query(max_length=300)] = None,
     path_prefix: Annotated[str | None, Query(max_length=1024)] = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ROW_ID)] = 0,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 100,
     format: Literal["json", "jsonl"] = "json",

@@ -75,7 +75,7 @@ def index(
     rt: Runtime,
     _p: User,
     owner: Annotated[str | None, Query(max_length=140)] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[IndexRowOut]:
     """The pools this node knows across the federation (own, subtree, learned from above)."""
