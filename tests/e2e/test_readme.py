@@ -116,7 +116,7 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
     }
     (base / "pools.json").write_text(json.dumps([pool]))
     gateway: Proc = start_gateway(
-        url, token, base / "acme-gw", "acme", 4, "--pools-file", str(base / "pools.json")
+        url, token, base / "acme-gw", "acme", None, "--pools-file", str(base / "pools.json")
     )
     work = base / "work"
     work.mkdir()
