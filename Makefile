@@ -24,6 +24,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 up: $(VENV)/.installed
+	@scripts/up-prereqs.sh
 	$(BIN)/computenet up $(UP_ARGS)
 
 test: $(VENV)/.installed-dev

@@ -53,6 +53,7 @@ EOF
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 export XDG_CONFIG_HOME="$scratch/config"  # the client config `up` writes stays in the scratch dir
+scripts/up-prereqs.sh  # as `make up` does: bubblewrap, which a root gateway needs
 step "computenet up on $url"
 "$venv/bin/computenet" up --port "$port" --data-dir "$scratch/data" --cpus 1 >"$scratch/node.log" 2>&1 &
 node_pid=$!
