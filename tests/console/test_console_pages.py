@@ -192,13 +192,20 @@ def test_every_page_for_every_role_and_screen(fed: Fed, role: str) -> None:
                         assert d and d["series"] >= 1 and d["inked"] > 0, (role, viewport, chart, d)
                     if name == "overview":
                         expect(page.locator("#counters")).to_contain_text("pools healthy")
-                        n = page.evaluate(
-                            """() => echarts.getInstanceByDom(
-                                document.querySelector('[data-chart="map"]')
-                            ).getOption().series.map((s) => (s.data || []).length)"""
-                        )
+                        # A live update may redraw the map: ask until a drawn one answers.
+                        series_sizes = """() => {
+                            const el = document.querySelector('[data-chart="map"]');
+                            const c = el && echarts.getInstanceByDom(el);
+                            return c ? c.getOption().series.map((s) => (s.data || []).length)
+                                     : null;
+                        }"""
+                        deadline = time.monotonic() + 10
+                        n = page.evaluate(series_sizes)
+                        while n != [34, 2, 3] and time.monotonic() < deadline:
+                            page.wait_for_timeout(200)
+                            n = page.evaluate(series_sizes)
                         provinces = fed.national.get("/api/v1/console/fed/provinces")
-                        assert n[0] == 34 and n[1] == 2 and n[2] == 3, (n, provinces)
+                        assert n == [34, 2, 3], (n, provinces)
                     if name == "pools":
                         expect(page.locator("#pool-total")).to_contain_text("pools match")
                     if shots and role == "admin":
