@@ -23,6 +23,7 @@ from sqlalchemy import case, func, select
 
 from computenet.model.task import TaskState
 from computenet.node import fedpools, netmeasure, quality
+from computenet.node.api.console_fed import Province as RegionPoint
 from computenet.node.api.console_fed import federation_nodes
 from computenet.node.api.deps import Runtime, User, owner_scope
 from computenet.node.quality import Quality
@@ -93,19 +94,6 @@ class Tree(BaseModel):
     parent: str | None = None
     children: list[ChildNode]
     federation: list[FedNode] = []
-
-
-class RegionPoint(BaseModel):
-    """Pools in one region, placed on the map."""
-
-    code: str
-    name: str
-    lat: float
-    lon: float
-    pools: int
-    healthy: int
-    cards: int
-    cpu_cores: int
 
 
 class PoolRow(BaseModel):

@@ -189,7 +189,8 @@ def fed_pools(
 
 
 class Province(BaseModel):
-    """Pools of the index in one province."""
+    """Pools in one province, placed on the map (the index's, or this node's own for
+    ``/console/map``)."""
 
     code: str
     name: str
