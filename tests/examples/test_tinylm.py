@@ -5,6 +5,7 @@ Python client, and its service file."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from typing import Any
@@ -15,7 +16,8 @@ import pytest
 import yaml
 from bundle import SHIPPED, bundled
 
-from tinylmproc import TINYLM
+from nodeproc import free_port
+from tinylmproc import SYSTEM_PYTHON, TINYLM
 
 
 def sse_events(lines: list[str]) -> list[Any]:
@@ -224,3 +226,26 @@ def test_the_service_file_carries_the_files_beside_it() -> None:
         assert item["content"] == (TINYLM / item["path"]).read_text()
     assert spec["executor"]["command"][:2] == ["python3", "server.py"]
     assert spec["health"]["path"] == "/health"
+
+
+def test_the_load_generator_counts_requests_tokens_and_failures(tinylm: str) -> None:
+    loadgen = [SYSTEM_PYTHON, str(TINYLM / "loadgen.py")]
+    args = ["--requests", "20", "--concurrency", "3", "--max-tokens", "5"]
+    for extra in ([], ["--stream"]):
+        run = subprocess.run(
+            [*loadgen, "--url", f"{tinylm}/v1", *args, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.startswith("20 ok, 0 failed"), run.stdout
+        assert ("first streamed piece" in run.stdout) == bool(extra)
+    refused = subprocess.run(
+        [*loadgen, "--url", f"http://127.0.0.1:{free_port()}/v1", "--requests", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "0 ok, 2 failed" in refused.stdout
+    assert "first failure: URLError" in refused.stdout
