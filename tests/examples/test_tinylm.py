@@ -62,6 +62,14 @@ def test_completions(tinylm: str) -> None:
     ).json()
     assert [c["index"] for c in many["choices"]] == list(range(6))
     assert many["choices"][0]["text"] == choice["text"]  # the first choice keeps the seed
+    # top_p 0 keeps only the likeliest word: greedy, as temperature 0 is.
+    greedy = {"prompt": "The scheduler", "max_tokens": 12, "temperature": 0}
+    nucleus = {"prompt": "The scheduler", "max_tokens": 12, "top_p": 0, "seed": 9}
+    texts = [
+        httpx.post(f"{tinylm}/v1/completions", json=b).json()["choices"][0]["text"]
+        for b in (greedy, nucleus)
+    ]
+    assert texts[0] == texts[1]
 
 
 def test_chat_completions(tinylm: str) -> None:
