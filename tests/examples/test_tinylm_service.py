@@ -24,6 +24,8 @@ from tinylmproc import TINYLM
 # issue 18; until the branches meet, there is nothing to deploy to.
 pytest.importorskip("computenet.node.services.controller")
 
+LIVE = ("QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
+
 
 @pytest.fixture
 def sandbox_dir() -> Iterator[Path]:
@@ -54,6 +56,20 @@ def _no_failed_replica(api: httpx.Client) -> None:
         raise AssertionError(task["attempts"][-1]["executors"][-1]["stderr"])
 
 
+def _delete_and_wait(api: httpx.Client, timeout_s: float = 30) -> None:
+    """Delete the service and wait until its replica tasks have ended: a replica's runner
+    outlives its gateway by design (a gateway restart must not kill running work), so a
+    test that stopped the node with the service up would leave the server running."""
+    api.delete("/api/v1/services/tinylm")
+    deadline = time.monotonic() + timeout_s
+    params = {"name_prefix": "service/tinylm/"}
+    while live := [
+        t for t in api.get("/api/v1/tasks", params=params).json()["tasks"] if t["state"] in LIVE
+    ]:
+        assert time.monotonic() < deadline, f"replicas still live: {live}"
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's own task uids need root")
 @pytest.mark.xfail(
     strict=True,
@@ -77,35 +93,37 @@ def test_tinylm_deployed_as_a_service_answers_through_its_gateways_socket(
         up=True,
         env={"COMPUTENET_RUN_AS": ""},  # the default: each task a uid of its own
     )
+    auth = {"Authorization": f"Bearer {admin_token(node)}"}
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=10)
     try:
-        auth = {"Authorization": f"Bearer {admin_token(node)}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=10) as api:
-            spec = yaml.safe_load((TINYLM / "service.yaml").read_text())
-            deployed = api.post("/api/v1/services", json=spec)
-            assert deployed.status_code == 201, deployed.text
-            assert deployed.json()["key"]  # shown once
-            sock = _replica_socket(api, data_dir, timeout_s=60)
-            transport = httpx.HTTPTransport(uds=str(sock))
-            with httpx.Client(transport=transport, base_url="http://replica", timeout=10) as rep:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        health = rep.get("/health")
-                        break
-                    except httpx.TransportError:
-                        _no_failed_replica(api)
-                        assert time.monotonic() < deadline, "the replica never answered"
-                        time.sleep(0.2)
-                assert health.json() == {"status": "ok"}
-                body = {"messages": [{"role": "user", "content": "What is a gateway?"}]}
-                chat = rep.post("/v1/chat/completions", json={**body, "max_tokens": 8})
-                assert chat.json()["choices"][0]["message"]["content"].startswith("Gateway")
-                with rep.stream(
-                    "POST", "/v1/completions", json={"prompt": "A", "stream": True}
-                ) as stream:
-                    lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
-                assert lines[-1] == "data: [DONE]" and len(lines) >= 3
-            replicas = api.get("/api/v1/services/tinylm").json()["replicas"]
-            assert [r["state"] for r in replicas] == ["RUNNING"]
+        spec = yaml.safe_load((TINYLM / "service.yaml").read_text())
+        deployed = api.post("/api/v1/services", json=spec)
+        assert deployed.status_code == 201, deployed.text
+        assert deployed.json()["key"]  # shown once
+        sock = _replica_socket(api, data_dir, timeout_s=60)
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport, base_url="http://replica", timeout=10) as rep:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    health = rep.get("/health")
+                    break
+                except httpx.TransportError:
+                    _no_failed_replica(api)
+                    assert time.monotonic() < deadline, "the replica never answered"
+                    time.sleep(0.2)
+            assert health.json() == {"status": "ok"}
+            body = {"messages": [{"role": "user", "content": "What is a gateway?"}]}
+            chat = rep.post("/v1/chat/completions", json={**body, "max_tokens": 8})
+            assert chat.json()["choices"][0]["message"]["content"].startswith("Gateway")
+            with rep.stream(
+                "POST", "/v1/completions", json={"prompt": "A", "stream": True}
+            ) as stream:
+                lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
+            assert lines[-1] == "data: [DONE]" and len(lines) >= 3
+        replicas = api.get("/api/v1/services/tinylm").json()["replicas"]
+        assert [r["state"] for r in replicas] == ["RUNNING"]
     finally:
+        _delete_and_wait(api)
+        api.close()
         node.stop()
