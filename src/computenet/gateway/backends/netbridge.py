@@ -39,8 +39,8 @@ from computenet.errors import ComputeNetError
 READY_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 2.0
 _POLL_S = 0.002
-# socat's address syntax gives these characters a meaning; no gateway path holds them.
-_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
+# socat's address syntax gives these characters a meaning; no socket name holds them.
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9._+-]+$")
 _TCP_LISTEN = "0A"  # the state column of /proc/net/tcp for a listening socket
 
 
@@ -111,8 +111,10 @@ class Bridge:
 def _check(pid: int, port: int, socket: Path) -> str:
     if not 1 <= port <= 65535:
         raise BridgeError(f"port {port} is not a TCP port")
-    if not _PLAIN_PATH.match(str(socket)):
-        raise BridgeError(f"socket path {str(socket)!r}: only letters, digits and ._/+- please")
+    if not socket.is_absolute() or not _PLAIN_PATH.match(socket.name):
+        raise BridgeError(
+            f"socket {str(socket)!r}: an absolute path whose name has only letters, digits and ._+-"
+        )
     socat = socat_path()
     if socat is None:
         raise BridgeError("socat is not installed (scripts/isolation-up.sh installs it)")
@@ -124,12 +126,14 @@ def _check(pid: int, port: int, socket: Path) -> str:
 def _start(
     pid: int,
     argv: list[str],
+    cwd: Path,
     stderr: IO[Any] | int | None,
     preexec: Callable[[], None] | None,
 ) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             ["nsenter", f"--net=/proc/{pid}/ns/net", *argv],
+            cwd=cwd,  # the socket is named relative to it: a unix socket's path is short
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr if stderr is not None else subprocess.DEVNULL,
@@ -183,9 +187,10 @@ def bridge_out(
     argv = [
         socat,
         f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
-        f"UNIX-CONNECT:{to_socket}",
+        f"UNIX-CONNECT:{to_socket.name}",
     ]
-    bridge = Bridge(_start(pid, argv, stderr, preexec), to_socket, port, owns_socket=False)
+    process = _start(pid, argv, to_socket.parent, stderr, preexec)
+    bridge = Bridge(process, to_socket, port, owns_socket=False)
     _wait_ready(
         bridge,
         lambda: _listening(bridge.process.pid, pid, port),
@@ -211,9 +216,10 @@ def bridge_in(
     socat = _check(pid, port, at_socket)
     argv = [
         socat,
-        f"UNIX-LISTEN:{at_socket},fork,unlink-early,mode=600",
+        f"UNIX-LISTEN:{at_socket.name},fork,unlink-early,mode=600",
         f"TCP:127.0.0.1:{port}",
     ]
-    bridge = Bridge(_start(pid, argv, stderr, preexec), at_socket, port, owns_socket=True)
+    process = _start(pid, argv, at_socket.parent, stderr, preexec)
+    bridge = Bridge(process, at_socket, port, owns_socket=True)
     _wait_ready(bridge, at_socket.is_socket, f"ingress bridge at {at_socket}", ready_timeout_s)
     return bridge
