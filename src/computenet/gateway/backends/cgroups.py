@@ -89,7 +89,14 @@ class TaskCgroup:
         v1 = {
             "pids": {"pids.max": str(limits.max_pids)},
             "memory": (
-                {"memory.limit_in_bytes": str(limits.memory_bytes)} if limits.memory_bytes else {}
+                {
+                    "memory.limit_in_bytes": str(limits.memory_bytes),
+                    # No swap beyond it either, as v2's memory.swap.max=0 (where swap is
+                    # accounted at all: the file exists with swapaccount=1).
+                    "memory.memsw.limit_in_bytes": str(limits.memory_bytes),
+                }
+                if limits.memory_bytes
+                else {}
             ),
             "cpu": (
                 {
@@ -151,6 +158,23 @@ class TaskCgroup:
         if freezer is not None:
             with contextlib.suppress(OSError):  # the task's next executor joins this group
                 (freezer / "freezer.state").write_text("THAWED")
+
+    def oom_kills(self) -> int:
+        """How many of the group's processes the kernel has killed for reaching its memory
+        limit (v2 ``memory.events``, v1 ``memory.oom_control``; 0 where neither is there)."""
+        if is_v2(self.root):
+            path = self.root / PARENT / self.key / "memory.events"
+        else:
+            path = self.root / "memory" / PARENT / self.key / "memory.oom_control"
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return 0
+        for line in lines:
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+        return 0
 
     def remove(self) -> None:
         """Kill what is left, then delete the group."""

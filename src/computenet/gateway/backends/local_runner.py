@@ -247,6 +247,7 @@ class Runner:
         self.executors.append(entry)
         gate: SandboxGate | None = None
         bridge: Bridge | None = None
+        oom_before = self.cgroup.oom_kills() if self.cgroup is not None else 0
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
         stdin: Any = subprocess.DEVNULL
@@ -377,6 +378,13 @@ class Runner:
             limit = self.spec["resources"]["time_limit_s"]
             return ("EXECUTOR_ERROR", f"time limit of {limit} s exceeded")
         if code != 0 and not ex.get("ignore_error"):
+            if self.cgroup is not None and self.cgroup.oom_kills() > oom_before:
+                ram_gb = self.resources.get("ram_gb")
+                return (
+                    "EXECUTOR_ERROR",
+                    f"executor {index} ran out of memory: killed at its limit of {ram_gb} GB "
+                    f"(exit code {code})",
+                )
             return ("EXECUTOR_ERROR", f"executor {index} exited with code {code}")
         return None
 
