@@ -124,6 +124,7 @@ def test_a_pool_egress_list_opens_exactly_what_it_lists(
     tmp_path: Path, remote_host: tuple[str, int, Path, str]
 ) -> None:
     remote, port, served, host_ip = remote_host
+    image = require_isolation()
     port_node = free_port()
     url = f"http://127.0.0.1:{port_node}"
     pools = [
@@ -134,6 +135,7 @@ def test_a_pool_egress_list_opens_exactly_what_it_lists(
             # The gateway's own host and a name for loopback are listed on purpose: neither
             # is ever reached.
             "egress": [f"{remote}:{port}", f"localhost:{port_node}", f"{host_ip}:{port_node}"],
+            "software": {"container_runtimes": ["podman"]},
         }
     ]
     (tmp_path / "pools.json").write_text(json.dumps(pools))
@@ -162,9 +164,28 @@ def test_a_pool_egress_list_opens_exactly_what_it_lists(
                 assert time.monotonic() < deadline, resp.text  # until the gateway has enrolled
                 time.sleep(0.2)
             tid = resp.json()["id"]
-            while (task := http.get(f"/api/v1/tasks/{tid}").json())["state"] not in TERMINAL:
-                assert time.monotonic() < deadline, gateway.output()[-3000:]
-                time.sleep(0.1)
+            # The same in an image, run by podman (busybox: nc, no python).
+            in_image = (
+                "echo proxy $HTTPS_PROXY; "
+                f"printf 'GET http://{remote}:{port}/image HTTP/1.0\\r\\n\\r\\n' "
+                "| nc -w 5 127.0.0.1 3128 | tail -n 1; echo; "
+                f"printf 'CONNECT 127.0.0.1:{port_node} HTTP/1.1\\r\\n\\r\\n' "
+                "| nc -w 5 127.0.0.1 3128 | head -n 1; "
+                f"nc -w 2 {remote} {port} </dev/null && echo direct OPEN || echo direct refused"
+            )
+            image_spec = {
+                "executors": [{"image": image, "command": ["sh", "-c", in_image]}],
+                "resources": {"cpu_cores": 1, "ram_gb": 0.5},
+            }
+            resp = http.post("/api/v1/tasks", json=image_spec)
+            assert resp.status_code == 201, resp.text
+            iid = resp.json()["id"]
+            for one in (tid, iid):
+                while (task := http.get(f"/api/v1/tasks/{one}").json())["state"] not in TERMINAL:
+                    assert time.monotonic() < deadline, gateway.output()[-3000:]
+                    time.sleep(0.1)
+            task = http.get(f"/api/v1/tasks/{tid}").json()
+            in_podman = http.get(f"/api/v1/tasks/{iid}").json()
     finally:
         if gateway is not None:
             gateway.stop()
@@ -179,8 +200,15 @@ def test_a_pool_egress_list_opens_exactly_what_it_lists(
     assert all(" 403 " in line for line in refused), refused
     assert all(line.startswith("direct refused") for line in lines[8:]), lines
     assert len(lines) == 11, lines
-    # The server saw the two requests through the proxy, and nothing else.
-    assert served.read_text().split() == ["served", "/plain", "served", "/tunnel"]
+    assert in_podman["state"] == "COMPLETE", in_podman.get("attempts")
+    assert stdout(in_podman).splitlines() == [
+        "proxy http://127.0.0.1:3128",
+        "hello-egress",
+        "HTTP/1.1 403 Forbidden",
+        "direct refused",
+    ], stdout(in_podman)
+    # The server saw the three requests through the proxy, and nothing else.
+    assert sorted(served.read_text().split()) == ["/image", "/plain", "/tunnel", *["served"] * 3]
     stderr = task["attempts"][-1]["executors"][0].get("stderr") or ""
     for why in ("not on this pool's egress allow-list", "loopback", "this gateway or its node"):
         assert why in stderr, stderr

@@ -105,6 +105,21 @@ def copy_refusals(log: Path, offset: int, err: IO[bytes]) -> int:
     return offset + len(data)
 
 
+def egress_bridge(
+    pid: int, proxy: subprocess.Popen[bytes], jobdir: Path, cgroup: TaskCgroup | None
+) -> Bridge:
+    """Bridge ``127.0.0.1:3128`` in ``pid``'s network namespace (a sandbox's, a
+    container's) to the task's proxy, once the proxy listens. The bridge joins the task's
+    control group, so that killing the group ends it too."""
+    _wait_for_proxy(proxy, jobdir / EGRESS_SOCKET)
+    return bridge_out(
+        pid,
+        TASK_PROXY_PORT,
+        jobdir / EGRESS_SOCKET,
+        preexec=cgroup.join if cgroup is not None else None,
+    )
+
+
 class SandboxGate:
     """The two pipes that make bubblewrap tell the sandbox's pid (``--info-fd``) and hold
     the sandbox (``--block-fd``) until its bridge is up."""
@@ -131,20 +146,13 @@ class SandboxGate:
         cgroup: TaskCgroup | None,
     ) -> Bridge:
         """Once ``sandbox`` (bwrap) is started: bridge its namespace to the proxy, then let
-        the task's command run. The bridge joins the task's control group, so that killing
-        the group ends it too."""
+        the task's command run."""
         self._close(self.info_w)
         self._close(self.block_r)
         with os.fdopen(os.dup(self.info_r), "rb") as info:
             pid = read_sandbox_pid(info)  # bwrap closes it once written; EOF if it failed
         self._close(self.info_r)
-        _wait_for_proxy(proxy, jobdir / EGRESS_SOCKET)
-        bridge = bridge_out(
-            pid,
-            TASK_PROXY_PORT,
-            jobdir / EGRESS_SOCKET,
-            preexec=cgroup.join if cgroup is not None else None,
-        )
+        bridge = egress_bridge(pid, proxy, jobdir, cgroup)
         os.write(self.block_w, b"1")
         self._close(self.block_w)
         return bridge

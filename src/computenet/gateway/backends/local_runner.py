@@ -27,14 +27,17 @@ from typing import Any
 from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_command
 from computenet.gateway.backends.cgroups import TaskCgroup, limits_for
 from computenet.gateway.backends.containers import (
+    HOLDING_RUNTIMES,
     container_command,
     container_name,
+    hold_container,
     remove_container,
 )
 from computenet.gateway.backends.egress import (
     EGRESS_LOG,
     SandboxGate,
     copy_refusals,
+    egress_bridge,
     proxy_env,
     start_proxy,
     stop_proxy,
@@ -272,6 +275,8 @@ class Runner:
                     if self.sandbox
                     else task_roots(self.spec, on_host_only=False)
                 )
+                # With egress, the container is made first and bridged before it runs.
+                held = bool(self.egress) and self.runtime in HOLDING_RUNTIMES
                 command = container_command(
                     self.runtime,
                     ex["image"],
@@ -279,11 +284,18 @@ class Runner:
                     self.work,
                     roots,
                     ex.get("workdir"),
-                    ex.get("env") or {},
+                    {**(ex.get("env") or {}), **(proxy_env() if held else {})},
                     self.sandbox,
                     self.cgroup_limits,
                     self._container_name(index),
+                    held,
                 )
+                if held:
+                    assert self.proxy is not None
+                    pid, command = hold_container(
+                        self.runtime, command, self._container_name(index)
+                    )
+                    bridge = egress_bridge(pid, self.proxy, self.dir, self.cgroup)
                 # The runtime (Go) reserves address space far beyond any memory request: its
                 # limits are the container's own cgroup, set by the flags above.
                 preexec = limits({**self.resources, "accelerator": True})
@@ -329,6 +341,10 @@ class Runner:
             if gate is not None:
                 gate.abort(self.current)
                 self.current = None
+            if bridge is not None:
+                bridge.close()
+            if self.runtime and ex.get("image"):
+                self._remove_container(index)  # a held one was made before it could fail
             if isinstance(exc, BridgeError):
                 out.close()
                 err.close()
