@@ -23,7 +23,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT = "computenet"
 V1_CONTROLLERS = ("pids", "memory", "cpu", "freezer")
 CPU_PERIOD_US = 100_000
-KILL_ROUNDS = 50
+KILL_TIMEOUT_S = 1.0
+# The first checks come soon: a sandbox's last process is usually just exiting (bwrap's
+# outer process returns before its PID 1 is reaped), so waiting long would be waste.
+KILL_FIRST_WAIT_S = 0.0005
+KILL_MAX_WAIT_S = 0.02
 _GIB = 1024**3
 
 
@@ -136,6 +140,10 @@ class TaskCgroup:
         groups = self.dirs()
         if not groups or not any(d.exists() for d in groups):
             return
+        if not self.pids():
+            # Empty (the usual case after an executor): nothing in it can fork, so there is
+            # nothing to freeze; freezing and thawing cost milliseconds per task start.
+            return
         v2 = is_v2(self.root)
         freezer = None if v2 else self.root / "freezer" / PARENT / self.key
         if v2:
@@ -144,7 +152,9 @@ class TaskCgroup:
         elif freezer is not None and freezer.exists():
             with contextlib.suppress(OSError):
                 (freezer / "freezer.state").write_text("FROZEN")
-        for _ in range(KILL_ROUNDS):
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        wait_s = KILL_FIRST_WAIT_S
+        while time.monotonic() < deadline:
             left = self.pids()
             if not left:
                 break
@@ -154,7 +164,8 @@ class TaskCgroup:
             if freezer is not None:
                 with contextlib.suppress(OSError):  # frozen processes die only once thawed
                     (freezer / "freezer.state").write_text("THAWED")
-            time.sleep(0.02)
+            time.sleep(wait_s)
+            wait_s = min(wait_s * 2, KILL_MAX_WAIT_S)
         if freezer is not None:
             with contextlib.suppress(OSError):  # the task's next executor joins this group
                 (freezer / "freezer.state").write_text("THAWED")
