@@ -122,10 +122,13 @@ class TaskCgroup:
     def join(self) -> None:
         """Move the calling process into the group (called in the child before exec, so
         everything it starts is in the group from the first instruction)."""
-        me = str(os.getpid())
+        self.add(os.getpid())
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` into the group (what it starts from then on is in it too)."""
         for d in self.dirs():
             with contextlib.suppress(OSError):
-                (d / "cgroup.procs").write_text(me)
+                (d / "cgroup.procs").write_text(str(pid))
 
     def pids(self) -> set[int]:
         """Every process in the group now."""

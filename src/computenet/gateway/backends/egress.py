@@ -2,7 +2,7 @@
 
 For a sandboxed task on a pool that lists endpoints, the runner starts the task's egress proxy
 (:mod:`computenet.gateway.egress_proxy`) on a unix socket in the job's directory, and each
-executor's sandbox is held (bubblewrap's ``--block-fd``) until a bridge
+executor's sandbox is held (:class:`.bwrap.SandboxGate`) until a bridge
 (:func:`.netbridge.bridge_out`) listens on ``127.0.0.1:3128`` in its network namespace: the
 task's first instruction already finds its proxy. The task's network namespace stays its own
 and empty otherwise, so a program that ignores the proxy variables reaches nothing at all.
@@ -10,9 +10,6 @@ and empty otherwise, so a program that ignores the proxy variables reaches nothi
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,12 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from computenet.gateway.backends.cgroups import TaskCgroup
-from computenet.gateway.backends.netbridge import (
-    Bridge,
-    BridgeError,
-    bridge_out,
-    read_sandbox_pid,
-)
+from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_out
 from computenet.gateway.egress_proxy import TASK_PROXY_PORT
 
 EGRESS_SOCKET = "egress.sock"
@@ -118,50 +110,3 @@ def egress_bridge(
         jobdir / EGRESS_SOCKET,
         preexec=cgroup.join if cgroup is not None else None,
     )
-
-
-class SandboxGate:
-    """The two pipes that make bubblewrap tell the sandbox's pid (``--info-fd``) and hold
-    the sandbox (``--block-fd``) until its bridge is up."""
-
-    def __init__(self) -> None:
-        self.info_r, self.info_w = os.pipe()
-        self.block_r, self.block_w = os.pipe()
-        self._open = {self.info_r, self.info_w, self.block_r, self.block_w}
-
-    def child_fds(self) -> tuple[int, int]:
-        """The descriptors bubblewrap inherits (keep their numbers: ``pass_fds``)."""
-        return (self.info_w, self.block_r)
-
-    def _close(self, fd: int) -> None:
-        if fd in self._open:
-            self._open.discard(fd)
-            os.close(fd)
-
-    def open(
-        self,
-        sandbox: subprocess.Popen[bytes],
-        proxy: subprocess.Popen[bytes],
-        jobdir: Path,
-        cgroup: TaskCgroup | None,
-    ) -> Bridge:
-        """Once ``sandbox`` (bwrap) is started: bridge its namespace to the proxy, then let
-        the task's command run."""
-        self._close(self.info_w)
-        self._close(self.block_r)
-        with os.fdopen(os.dup(self.info_r), "rb") as info:
-            pid = read_sandbox_pid(info)  # bwrap closes it once written; EOF if it failed
-        self._close(self.info_r)
-        bridge = egress_bridge(pid, proxy, jobdir, cgroup)
-        os.write(self.block_w, b"1")
-        self._close(self.block_w)
-        return bridge
-
-    def abort(self, sandbox: subprocess.Popen[bytes] | None) -> None:
-        """The bridge failed: kill the held sandbox and close what is left."""
-        for fd in list(self._open):
-            self._close(fd)
-        if sandbox is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(sandbox.pid, signal.SIGKILL)
-            sandbox.wait()

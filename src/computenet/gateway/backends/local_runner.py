@@ -20,11 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_command
+from computenet.gateway.backends.bwrap import TASK_PATH, SandboxGate, bwrap_command
 from computenet.gateway.backends.cgroups import TaskCgroup, limits_for
 from computenet.gateway.backends.containers import (
     HOLDING_RUNTIMES,
@@ -35,7 +36,6 @@ from computenet.gateway.backends.containers import (
 )
 from computenet.gateway.backends.egress import (
     EGRESS_LOG,
-    SandboxGate,
     copy_refusals,
     egress_bridge,
     proxy_env,
@@ -44,7 +44,7 @@ from computenet.gateway.backends.egress import (
 )
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
 from computenet.gateway.backends.netbridge import Bridge, BridgeError
-from computenet.gateway.backends.sandbox import TaskSandbox, limits
+from computenet.gateway.backends.sandbox import TaskSandbox, limits, rlimits, set_rlimits
 from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 from computenet.model.urlpolicy import UrlPolicy
@@ -268,7 +268,7 @@ class Runner:
             if ex.get("stdin"):
                 stdin = self.task.open_read(posixpath.join(workdir or "/", ex["stdin"]))
             command = list(ex["command"])
-            preexec = limits(self.resources)
+            preexec: Callable[[], None] | None = limits(self.resources)
             if self.runtime and ex.get("image"):
                 roots = (
                     self._sandbox_roots()
@@ -300,8 +300,7 @@ class Runner:
                 # limits are the container's own cgroup, set by the flags above.
                 preexec = limits({**self.resources, "accelerator": True})
             elif self.sandbox is not None:
-                if self.egress:
-                    gate = SandboxGate()
+                gate = SandboxGate()
                 command = bwrap_command(
                     command,
                     work=self.work,
@@ -310,15 +309,10 @@ class Runner:
                     uid=self.sandbox.uid,
                     gid=self.sandbox.gid,
                     devices=bool(self.devices),
-                    info_fd=gate.info_w if gate else None,
-                    block_fd=gate.block_r if gate else None,
+                    info_fd=gate.info_w,
+                    block_fd=gate.block_r,
                 )
-                cgroup = self.cgroup
-                preexec = limits(
-                    self.resources,
-                    self.sandbox.max_pids,
-                    cgroup.join if cgroup is not None else None,
-                )
+                preexec = None  # the gate below: limits and cgroup set from outside
             elif self.binds and can_bind():
                 # Unisolated (--run-as root): the task's paths in a private mount namespace.
                 command = wrap(command, self.work, self.binds)
@@ -334,9 +328,8 @@ class Runner:
                 pass_fds=gate.child_fds() if gate else (),
             )
             if gate is not None:
-                # The sandbox exists and waits: open its way out before the command runs.
-                assert self.proxy is not None  # started with the runner when egress is set
-                bridge = gate.open(self.current, self.proxy, self.dir, self.cgroup)
+                bridge = self._prepare(gate.sandbox_pid())
+                gate.release()
         except (OSError, ValueError, BridgeError) as exc:
             if gate is not None:
                 gate.abort(self.current)
@@ -403,6 +396,18 @@ class Runner:
                 )
             return ("EXECUTOR_ERROR", f"executor {index} exited with code {code}")
         return None
+
+    def _prepare(self, pid: int) -> Bridge | None:
+        """The sandbox ``pid`` exists and waits, nothing of the task's code has run: put it
+        in the task's control group, set its limits, open its egress if the pool has one."""
+        assert self.sandbox is not None
+        if self.cgroup is not None:
+            self.cgroup.add(pid)
+        set_rlimits(pid, rlimits(self.resources, self.sandbox.max_pids))
+        if not self.egress:
+            return None
+        assert self.proxy is not None  # started with the runner when egress is set
+        return egress_bridge(pid, self.proxy, self.dir, self.cgroup)
 
     def _copy_outputs(self, index: int, ex: dict[str, Any]) -> None:
         """Also write the executor's output where its spec asks (TES stdout/stderr paths),
