@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskState
 
 CANCEL_FORCE_AFTER_S = 10.0
+log = logging.getLogger("computenet.gateway")
 
 
 def _alive(pid: int) -> bool:
@@ -84,6 +86,11 @@ class LocalBackend(Backend):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancel_at: dict[str, float] = {}
         self.sandbox = sandbox  # None: tasks run as the gateway's own (unprivileged) user
+        if sandbox is None and any(p.egress for p in pools):
+            log.warning(
+                "a pool lists egress endpoints, but tasks here are not sandboxed: they share "
+                "the host's network, the list does not bound it (run the gateway as root)"
+            )
         self._uids: dict[str, int] = {}  # job key -> the uid it holds
         if sandbox is not None:
             for job_file in self.jobs_dir.glob("*/job.json"):
