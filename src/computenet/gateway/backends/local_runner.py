@@ -198,6 +198,16 @@ class Runner:
 
     def run(self) -> None:
         """Run every executor in order and write the outcome."""
+        if self.egress:
+            # Started first: its Python start overlaps the staging of inputs.
+            self.proxy = start_proxy(self.dir, self.egress, self.egress_forbid)
+        try:
+            self._prepare_and_run()
+        finally:
+            if self.proxy is not None:
+                stop_proxy(self.proxy)
+
+    def _prepare_and_run(self) -> None:
         self.work.mkdir(exist_ok=True)
         try:
             self._stage_inputs()
@@ -213,12 +223,8 @@ class Runner:
                 self._status("SYSTEM_ERROR", f"cannot make the task's cgroup: {exc}", final=True)
                 return
         try:
-            if self.egress:
-                self.proxy = start_proxy(self.dir, self.egress, self.egress_forbid)
             self._run_all()
         finally:
-            if self.proxy is not None:
-                stop_proxy(self.proxy)
             if self.cgroup is not None:
                 self.cgroup.remove()
 
