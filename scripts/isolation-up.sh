@@ -5,9 +5,9 @@
 #
 # Usage: scripts/isolation-up.sh
 #
-# Binaries come from the Debian packages bubblewrap, podman, runc, socat and busybox-static. When
-# one is missing and COMPUTENET_INSTALL_ISOLATION=1, running as root with apt-get, they are
-# installed; otherwise the script exits 3 with one line saying why. The image
+# Binaries come from the Debian packages bubblewrap, podman, runc, socat, iproute2 (ip, for the
+# egress test's network namespace) and busybox-static. When one is missing and
+# COMPUTENET_INSTALL_ISOLATION=1, running as root with apt-get, they are installed; otherwise the script exits 3 with one line saying why. The image
 # localhost/computenet-busybox:1 (BusyBox and links to its applets; no registry is needed) is
 # imported into podman's store when missing. Its last line on stdout is the image's name.
 #
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 readonly PROG=isolation-up.sh
-readonly PACKAGES=(bubblewrap podman runc socat busybox-static)
+readonly PACKAGES=(bubblewrap podman runc socat iproute2 busybox-static)
 readonly IMAGE=localhost/computenet-busybox:1
 readonly APPLETS=(sh ash echo cat ls id sleep ps mkdir rm ln mv touch true false wc nc env
     pwd kill head tail grep sed test expr seq nohup setsid)
@@ -32,6 +32,7 @@ missing() {
     command -v bwrap >/dev/null 2>&1 || out+=(bwrap)
     command -v podman >/dev/null 2>&1 || out+=(podman)
     command -v socat >/dev/null 2>&1 || out+=(socat)
+    command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]] || out+=(ip)
     command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || out+=(runc)
     [[ -x /bin/busybox || -x /usr/bin/busybox ]] || out+=(busybox)
     echo "${out[*]:-}"
