@@ -7,9 +7,10 @@
 #
 # Binaries come from the Debian packages bubblewrap, podman, runc, socat, iproute2 (ip, for the
 # egress test's network namespace) and busybox-static. When one is missing and
-# COMPUTENET_INSTALL_ISOLATION=1, running as root with apt-get, they are installed; otherwise the script exits 3 with one line saying why. The image
-# localhost/computenet-busybox:1 (BusyBox and links to its applets; no registry is needed) is
-# imported into podman's store when missing. Its last line on stdout is the image's name.
+# COMPUTENET_INSTALL_ISOLATION=1, running as root with apt-get, they are installed; otherwise
+# the script exits 3 with one line saying why. The image localhost/computenet-busybox:1
+# (BusyBox and links to its applets; no registry is needed) is imported into podman's store
+# when missing. Its last line on stdout is the image's name.
 #
 # Exit status: 0 ok; 3 not available here (one line on stderr says why); 1 other failure.
 set -euo pipefail
