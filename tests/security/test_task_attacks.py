@@ -213,7 +213,7 @@ def test_a_fork_bomb_leaves_the_gateway_and_another_task_working(site: Site) -> 
 
 def test_a_task_reaches_no_network_not_even_the_hosts_loopback(site: Site) -> None:
     accepted: list[str] = []
-    listener = socket.create_server(("127.0.0.1", 0))
+    listener = socket.create_server(("0.0.0.0", 0))  # every address of the host
     listener.settimeout(0.2)
     port = listener.getsockname()[1]
     stop = threading.Event()
@@ -232,6 +232,24 @@ def test_a_task_reaches_no_network_not_even_the_hosts_loopback(site: Site) -> No
     node_port = int(site.url.rsplit(":", 1)[1])
     host_ip = socket.gethostbyname(socket.gethostname())
     targets = [("127.0.0.1", port), ("127.0.0.1", node_port), (host_ip, node_port)]
+    # The gateway's own /metrics listener, and the host's outward address (the one its
+    # default route leaves from; no packet is sent to find it), where our listener answers
+    # every other process on the host.
+    targets += [("127.0.0.1", site.metrics_port), ("::1", site.metrics_port)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.123", 9))
+            outward = probe.getsockname()[0]
+        except OSError:
+            outward = None
+    if outward and not outward.startswith("127."):
+        targets.append((outward, port))
+        socket.create_connection((outward, port), timeout=5).close()  # live from the host
+        deadline = time.monotonic() + 5
+        while not accepted:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        accepted.clear()
     code = (
         "import socket\n"
         f"for host, port in {targets!r}:\n"
@@ -250,7 +268,8 @@ def test_a_task_reaches_no_network_not_even_the_hosts_loopback(site: Site) -> No
         listener.close()
     assert task["state"] == "COMPLETE", task
     lines = stdout(task).splitlines()
-    assert len(lines) == 3 and all(line.startswith("refused") for line in lines), lines
+    assert len(lines) == len(targets), lines
+    assert all(line.startswith("refused") for line in lines), lines
     assert accepted == []
 
 
