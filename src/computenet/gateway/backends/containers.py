@@ -25,8 +25,10 @@ from computenet.gateway.backends.cgroups import Limits, is_v2
 from computenet.gateway.backends.sandbox import TaskSandbox
 from computenet.gateway.probe import CONTAINER_RUNTIMES
 
-# Runtimes whose containers can be made, bridged into, then started (an egress allow-list).
-HOLDING_RUNTIMES = ("podman", "docker")
+# Runtimes whose containers can be made, bridged into, then started (an egress allow-list):
+# podman's ``init`` makes the namespaces without starting the command; docker has no ``init``,
+# so its containers keep ``--network none`` and nothing else.
+HOLDING_RUNTIMES = ("podman",)
 # Explicit limits: without them runc fails to set RLIMIT_NOFILE/RLIMIT_NPROC above the host's.
 CONTAINER_MAX_OPEN_FILES = 20000
 
@@ -52,8 +54,8 @@ def container_command(
     """The argv that runs ``command`` in ``image`` with ``runtime``; ``roots`` are the
     top-level task directories (``data`` for ``/data/x``) bound from ``work``; with a
     ``sandbox``, as its unprivileged user, isolated, under ``limits``; ``name`` names the
-    container so that it can be removed whatever happens to its client; ``held`` (podman or
-    docker, with a ``name``): ``create`` it rather than run it, for :func:`hold_container`."""
+    container so that it can be removed whatever happens to its client; ``held`` (podman, with a
+    ``name``): ``create`` it rather than run it, for :func:`hold_container`."""
     binds = [f"{(work / r).resolve()}:/{r}" for r in roots]
     if runtime in ("apptainer", "singularity"):
         argv = [runtime, "exec", "--cleanenv", "--containall"]
@@ -136,7 +138,7 @@ def hold_container(runtime: str, create: list[str], name: str) -> tuple[int, lis
     and initialise it: its namespaces exist but its command has not started. Return the pid
     of its first process (whose network namespace a bridge may enter) and the command that
     starts it attached (stdin, stdout, stderr), the executor's process."""
-    base = [runtime, *(podman_global_options() if runtime == "podman" else [])]
+    base = [runtime, *podman_global_options()]
     inspect = [*base, "inspect", "--format", "{{.State.Pid}}", name]
     try:
         for argv in (create, [*base, "init", name]):
