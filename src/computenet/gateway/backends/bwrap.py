@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import shutil
 import signal
 import subprocess
 from functools import cache
 from pathlib import Path
+
+from computenet.gateway.backends.netbridge import BridgeError, sandbox_pid
 
 # Read-only from the host: programs, libraries, configuration. /etc holds no secret a task
 # user can read (``/etc/shadow`` is 0640 root:shadow).
@@ -159,8 +160,8 @@ class SandboxGate:
             data = info.read()  # bwrap closes it once written; EOF at once if it failed
         self._close(self.info_r)
         try:
-            return int(json.loads(data)["child-pid"])
-        except (ValueError, KeyError, TypeError):
+            return sandbox_pid(data)
+        except BridgeError:
             raise OSError(f"bubblewrap did not start the sandbox (info: {data!r})") from None
 
     def release(self) -> None:

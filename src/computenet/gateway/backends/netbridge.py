@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -90,12 +91,12 @@ class Bridge:
         """Stop socat (and the connections it forked) and remove the socket it made."""
         with contextlib.suppress(ProcessLookupError):
             # socat forks a child per connection, in its own process group with it.
-            os.killpg(self.process.pid, 15)
+            os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, 9)
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=timeout_s)
         if self.owns_socket:
             with contextlib.suppress(FileNotFoundError):
