@@ -1,6 +1,8 @@
 """What isolating a task adds to its start: p50/p99 of running ``true`` on the host as the
-runner does without a sandbox, and with the sandbox (a fresh cgroup with its limits, then
-bubblewrap as a uid of its own, then the cgroup emptied and removed), and in podman.
+runner does without a sandbox, and with the sandbox as the runner does it (a fresh cgroup
+with its limits, bubblewrap as a uid of its own held until the runner has put it in the
+cgroup and set its rlimits, then the cgroup emptied and removed), the same with the rlimits
+and cgroup set in a Python ``preexec_fn`` (the way before), and in podman.
 
 Run as root: ``.venv/bin/python bench/isolation.py [--runs 200] [--podman-runs 20]``.
 """
@@ -19,10 +21,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_command
+from computenet.gateway.backends.bwrap import TASK_PATH, SandboxGate, bwrap_command
 from computenet.gateway.backends.cgroups import TaskCgroup, limits_for
 from computenet.gateway.backends.containers import container_command
-from computenet.gateway.backends.sandbox import TASK_MAX_PIDS, TaskSandbox, limits
+from computenet.gateway.backends.sandbox import (
+    TASK_MAX_PIDS,
+    TaskSandbox,
+    limits,
+    rlimits,
+    set_rlimits,
+)
 
 UID = 61998
 RESOURCES = {"cpu_cores": 1, "ram_gb": 1}
@@ -41,6 +49,16 @@ def _time(run: Callable[[int], None], runs: int) -> list[float]:
         start = time.perf_counter()
         run(i)
         out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _interleaved(runs: list[Callable[[int], None]], n: int) -> list[list[float]]:
+    out: list[list[float]] = [[] for _ in runs]
+    for i in range(n):
+        for samples, run in zip(out, runs, strict=True):
+            start = time.perf_counter()
+            run(i)
+            samples.append((time.perf_counter() - start) * 1000)
     return out
 
 
@@ -64,7 +82,33 @@ def main() -> int:
         subprocess.run(["true"], env=env, cwd=work, preexec_fn=limits(RESOURCES), check=True)
 
     def sandboxed(i: int) -> None:
+        # As the runner does: bwrap holds the sandbox (SandboxGate) while the runner puts it
+        # in the task's cgroup and sets its rlimits from outside, then lets it run.
         cgroup = TaskCgroup(f"bench-{os.getpid()}-{i}")
+        cgroup.create(limits_for(RESOURCES, TASK_MAX_PIDS))
+        gate = SandboxGate()
+        argv = bwrap_command(
+            ["true"],
+            work=work,
+            roots=[],
+            chdir=str(work),
+            uid=UID,
+            gid=UID,
+            info_fd=gate.info_w,
+            block_fd=gate.block_r,
+        )
+        proc = subprocess.Popen(argv, env=env, cwd=work, pass_fds=gate.child_fds())
+        pid = gate.sandbox_pid()
+        cgroup.add(pid)
+        set_rlimits(pid, rlimits(RESOURCES, TASK_MAX_PIDS))
+        gate.release()
+        assert proc.wait() == 0
+        cgroup.kill()
+        cgroup.remove()
+
+    def preexec(i: int) -> None:
+        # The way before: rlimits and cgroup joined in a Python preexec_fn (fork, not vfork).
+        cgroup = TaskCgroup(f"bench-{os.getpid()}-p{i}")
         cgroup.create(limits_for(RESOURCES, TASK_MAX_PIDS))
         argv = bwrap_command(["true"], work=work, roots=[], chdir=str(work), uid=UID, gid=UID)
         subprocess.run(
@@ -74,6 +118,7 @@ def main() -> int:
             preexec_fn=limits(RESOURCES, TASK_MAX_PIDS, cgroup.join),
             check=True,
         )
+        cgroup.kill()
         cgroup.remove()
 
     def podman(_i: int) -> None:
@@ -83,12 +128,14 @@ def main() -> int:
         subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, check=True)
 
     try:
-        plain_ms = _time(plain, args.runs)
-        sandbox_ms = _time(sandboxed, args.runs)
+        # Interleaved, so that the machine's load (shared, noisy) weighs on each alike.
+        plain_ms, sandbox_ms, preexec_ms = _interleaved([plain, sandboxed, preexec], args.runs)
         report: dict[str, object] = {
             "runs": args.runs,
+            "load_avg_1m": os.getloadavg()[0],
             "host": _percentiles(plain_ms),
             "sandbox": _percentiles(sandbox_ms),
+            "sandbox_preexec": _percentiles(preexec_ms),
             "added_p50_ms": round(statistics.median(sandbox_ms) - statistics.median(plain_ms), 2),
             "cpus": os.cpu_count(),
         }

@@ -48,6 +48,7 @@ class Site:
     image: str
     tokens: dict[str, str]  # tenant -> a consumer's token
     admin: str
+    metrics_port: int = 0  # the gateway's own /metrics listener
 
     def client(self, tenant: str) -> httpx.Client:
         """An HTTP client with ``tenant``'s consumer token."""
@@ -120,11 +121,23 @@ def start_site(base: Path) -> Iterator[Site]:
         state = base / "gateway"
         args = [*CLI, "gateway", "--node", url, "--state-dir", str(state), "--cpus", "4"]
         args += ["--token", enrol["enrolment_token"], "--url-allow", allow]
-        args += ["--sandbox-dir", str(sandbox), "--metrics-port", str(free_port())]
+        metrics_port = free_port()
+        args += ["--sandbox-dir", str(sandbox), "--metrics-port", str(metrics_port)]
         env = {"COMPUTENET_RUN_AS": "", "COMPUTENET_CONTAINER_RUNTIMES": "podman"}
         gateway = spawn(args, base / "gateway.log", env)
         yield Site(
-            url, node, gateway, node_dir, state, sandbox, dest, victim_dir, image, tokens, admin
+            url,
+            node,
+            gateway,
+            node_dir,
+            state,
+            sandbox,
+            dest,
+            victim_dir,
+            image,
+            tokens,
+            admin,
+            metrics_port,
         )
     finally:
         if gateway is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -53,3 +55,39 @@ def test_a_task_group_limits_and_kills_everything_in_it() -> None:
         group.remove()
     assert not any(d.exists() for d in group.dirs())
     print("cgroup v2" if is_v2() else "cgroup v1")
+
+
+def _throttled(group: TaskCgroup) -> int:
+    """How many CPU periods the group was held back in (``cpu.stat``, v1 and v2)."""
+    for d in group.dirs():
+        with contextlib.suppress(OSError):
+            for line in (d / "cpu.stat").read_text().splitlines():
+                if line.startswith("nr_throttled "):
+                    return int(line.split()[1])
+    return 0
+
+
+def test_a_task_group_gets_no_more_cpu_than_its_quota() -> None:
+    # A fifth of a core: below any fair share a spinner gets on this 2-core machine, however
+    # busy, so the bound shows even under others' load.
+    if os.geteuid() != 0:
+        unavailable("making cgroups needs root")
+    group = TaskCgroup(f"test-{uuid.uuid4().hex[:8]}")
+    missing = group.create(Limits(max_pids=16, memory_bytes=None, cpu_cores=0.2))
+    try:
+        assert not any(m.startswith("cpu") for m in missing), missing
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.monotonic()
+        subprocess.run(
+            ["timeout", "2", "python3", "-c", "while True: pass"],
+            preexec_fn=group.join,
+            timeout=30,
+            check=False,
+        )
+        wall = time.monotonic() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert used / wall <= 0.2 * 1.3, (used, wall)
+        assert _throttled(group) > 0  # the quota, not the machine's load, held it back
+    finally:
+        group.remove()

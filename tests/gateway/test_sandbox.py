@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ import pytest
 
 from backend_testing import unavailable
 from computenet.errors import InvalidInput
-from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_path
-from computenet.gateway.backends.sandbox import choose_sandbox, limits
+from computenet.gateway.backends.bwrap import TASK_PATH, SandboxGate, bwrap_command, bwrap_path
+from computenet.gateway.backends.cgroups import TaskCgroup, limits_for
+from computenet.gateway.backends.sandbox import choose_sandbox, limits, rlimits, set_rlimits
 from nodeproc import admin_token, free_port, start_node
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
@@ -176,3 +178,55 @@ def test_limits_for_cpu_and_accelerator_work() -> None:
         finally:
             os._exit(0 if ok else 1)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+@as_root
+def test_a_held_sandbox_gets_its_cgroup_and_limits_before_its_command_runs(
+    sandbox_dir: Path,
+) -> None:
+    require_bwrap()
+    uid = 62960
+    work = sandbox_dir / "w"
+    work.mkdir(mode=0o700)
+    os.chown(work, uid, uid)
+    group = TaskCgroup(f"test-held-{os.getpid()}")
+    group.create(limits_for({"ram_gb": 1}, 64))
+    gate = SandboxGate()
+    # What the command sees first: its limits, and that it is in the group (a child of it
+    # shows up in the group's process list, read from outside).
+    script = (
+        "grep -E '^Max (open files|processes)' /proc/self/limits | tr -s ' ' | cut -d' ' -f4; "
+        "sleep 5 & wait"
+    )
+    argv = bwrap_command(
+        ["sh", "-c", script],
+        work=work,
+        roots=[],
+        chdir=str(work),
+        uid=uid,
+        gid=uid,
+        info_fd=gate.info_w,
+        block_fd=gate.block_r,
+    )
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, pass_fds=gate.child_fds(), text=True)
+    try:
+        pid = gate.sandbox_pid()
+        group.add(pid)
+        set_rlimits(pid, rlimits({"ram_gb": 1}, 64))
+        assert group.pids() == {pid}  # held: nothing of the task has started yet
+        gate.release()
+        assert proc.stdout is not None
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        files = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        # /proc/self/limits lists processes before open files.
+        assert [proc.stdout.readline().strip() for _ in range(2)] == ["64", str(files)]
+        deadline = time.monotonic() + 10
+        while len(group.pids()) < 3:  # pid 1, the shell, its sleep
+            assert time.monotonic() < deadline, group.pids()
+            time.sleep(0.02)
+        group.kill()
+        assert proc.wait(timeout=10) != 0 and group.pids() == set()
+    finally:
+        proc.kill()
+        proc.wait()
+        group.remove()

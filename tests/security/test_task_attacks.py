@@ -213,7 +213,7 @@ def test_a_fork_bomb_leaves_the_gateway_and_another_task_working(site: Site) -> 
 
 def test_a_task_reaches_no_network_not_even_the_hosts_loopback(site: Site) -> None:
     accepted: list[str] = []
-    listener = socket.create_server(("127.0.0.1", 0))
+    listener = socket.create_server(("0.0.0.0", 0))  # every address of the host
     listener.settimeout(0.2)
     port = listener.getsockname()[1]
     stop = threading.Event()
@@ -232,6 +232,24 @@ def test_a_task_reaches_no_network_not_even_the_hosts_loopback(site: Site) -> No
     node_port = int(site.url.rsplit(":", 1)[1])
     host_ip = socket.gethostbyname(socket.gethostname())
     targets = [("127.0.0.1", port), ("127.0.0.1", node_port), (host_ip, node_port)]
+    # The gateway's own /metrics listener, and the host's outward address (the one its
+    # default route leaves from; no packet is sent to find it), where our listener answers
+    # every other process on the host.
+    targets += [("127.0.0.1", site.metrics_port), ("::1", site.metrics_port)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.123", 9))
+            outward = probe.getsockname()[0]
+        except OSError:
+            outward = None
+    if outward and not outward.startswith("127."):
+        targets.append((outward, port))
+        socket.create_connection((outward, port), timeout=5).close()  # live from the host
+        deadline = time.monotonic() + 5
+        while not accepted:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        accepted.clear()
     code = (
         "import socket\n"
         f"for host, port in {targets!r}:\n"
@@ -250,7 +268,8 @@ def test_a_task_reaches_no_network_not_even_the_hosts_loopback(site: Site) -> No
         listener.close()
     assert task["state"] == "COMPLETE", task
     lines = stdout(task).splitlines()
-    assert len(lines) == 3 and all(line.startswith("refused") for line in lines), lines
+    assert len(lines) == len(targets), lines
+    assert all(line.startswith("refused") for line in lines), lines
     assert accepted == []
 
 
@@ -278,3 +297,51 @@ def test_an_image_runs_in_podman_with_the_same_guarantees(site: Site) -> None:
     assert (site.dest / "img" / "out.txt").read_text() == "result\n"
     time.sleep(2)
     assert _live(marker) == []
+
+
+def test_a_task_over_its_memory_limit_is_killed_and_others_keep_working(site: Site) -> None:
+    # 1.5 GiB of distinct, written pages (not lazily zeroed ones) against a 256 MiB limit;
+    # under the address-space limit (2 GiB), so it is the cgroup that stops it.
+    hog = "chunks = [b'x' * (32 << 20) for _ in range(48)]; print('NOT KILLED')"
+    spec = task_spec("", resources={"cpu_cores": 1, "ram_gb": 0.25})
+    spec["executors"] = [{"command": ["python3", "-c", hog]}]
+    hid = site.submit("acme", spec)
+    other = site.run("globex", task_spec("echo still-here"))
+    assert other["state"] == "COMPLETE" and stdout(other).strip() == "still-here", other
+    task = site.wait("acme", hid)
+    assert task["state"] == "EXECUTOR_ERROR", task
+    assert "NOT KILLED" not in stdout(task)
+    executor = task["attempts"][-1]["executors"][0]
+    assert executor["exit_code"] == 137, executor  # SIGKILL, from the kernel's OOM killer
+    events = " ".join(
+        [task.get("reason") or "", *(e.get("message") or "" for e in task.get("events") or [])]
+    )
+    assert "ran out of memory: killed at its limit of 0.25 GB" in events, task
+    assert httpx.get(f"{site.url}/healthz", timeout=5).status_code == 200
+
+
+def test_a_task_uses_no_more_cores_than_it_leased(site: Site) -> None:
+    # Two busy processes for 3 s of wall time in a task that leased one core: together they
+    # get at most about one core's worth of CPU time (the cgroup's quota), not two. The
+    # machine has two cores, so without the quota the ratio approaches 2 when it is otherwise
+    # idle; on a busy machine they get less anyway, so test_cgroups.py also shows the quota
+    # throttling a spinner (a fraction of a core, below any fair share).
+    burn = (
+        "import os, time\n"
+        "def spin():\n"
+        "    end = time.monotonic() + 3\n"
+        "    while time.monotonic() < end: pass\n"
+        "start = time.monotonic()\n"
+        "kids = [os.fork() for _ in range(2)]\n"
+        "if 0 in kids:\n"
+        "    spin(); os._exit(0)\n"
+        "for k in kids: os.waitpid(k, 0)\n"
+        "t = os.times()\n"
+        "print((t.children_user + t.children_system) / (time.monotonic() - start))\n"
+    )
+    spec = task_spec("", resources={"cpu_cores": 1, "ram_gb": 0.5})
+    spec["executors"] = [{"command": ["python3", "-c", burn]}]
+    task = site.run("acme", spec)
+    assert task["state"] == "COMPLETE", task
+    cores_used = float(stdout(task).strip())
+    assert 0 < cores_used <= 1.15, cores_used

@@ -15,11 +15,16 @@ task's own uid with no capabilities and ``no_new_privs`` before the task's comma
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
+import subprocess
 from functools import cache
 from pathlib import Path
+
+from computenet.gateway.backends.netbridge import BridgeError, sandbox_pid
 
 # Read-only from the host: programs, libraries, configuration. /etc holds no secret a task
 # user can read (``/etc/shadow`` is 0640 root:shadow).
@@ -57,11 +62,18 @@ def bwrap_command(
     uid: int,
     gid: int,
     devices: bool = False,
+    info_fd: int | None = None,
+    block_fd: int | None = None,
 ) -> list[str]:
     """``command`` run in a sandbox as ``uid``:``gid``, with the task directory ``work``
     bound at its own path and each TES root (``data`` for ``/data/x``) bound from
     ``work/<root>``; ``chdir`` is the working directory inside; ``devices`` binds the host's
-    GPU device files (the task's environment says which cards it may use)."""
+    GPU device files (the task's environment says which cards it may use).
+
+    ``info_fd``: bwrap writes ``{"child-pid": N}`` there once the sandbox exists (the pid a
+    :mod:`.netbridge` enters); ``block_fd``: the sandbox waits, namespaces made, until that
+    descriptor has data (or is closed) before the command runs, so that a bridge can be
+    ready before the task's first instruction."""
     bwrap = bwrap_path()
     if bwrap is None:
         raise FileNotFoundError("bwrap")
@@ -76,6 +88,8 @@ def bwrap_command(
         "--new-session",  # no ioctl(TIOCSTI) into a terminal outside
         "--hostname",
         "computenet-task",
+        *(["--info-fd", str(info_fd)] if info_fd is not None else []),
+        *(["--block-fd", str(block_fd)] if block_fd is not None else []),
         "--cap-add",
         "CAP_SETUID,CAP_SETGID",  # for setpriv below only; it drops them for good
         *_system_mounts(),
@@ -114,3 +128,52 @@ def bwrap_command(
         "--",
     ]
     return [*argv, *drop, *command]
+
+
+class SandboxGate:
+    """The two pipes that make bubblewrap tell its sandbox's pid (``--info-fd``) and hold
+    the sandbox, namespaces made, before the task's command runs (``--block-fd``): the runner
+    then puts the sandbox in the task's control group and sets its resource limits from
+    outside (so the executor is started without a Python ``preexec_fn``, by the cheaper
+    vfork), opens its egress bridge if any, and lets it go."""
+
+    def __init__(self) -> None:
+        self.info_r, self.info_w = os.pipe()
+        self.block_r, self.block_w = os.pipe()
+        self._open = {self.info_r, self.info_w, self.block_r, self.block_w}
+
+    def child_fds(self) -> tuple[int, int]:
+        """The descriptors bubblewrap inherits (keep their numbers: ``pass_fds``)."""
+        return (self.info_w, self.block_r)
+
+    def _close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.discard(fd)
+            os.close(fd)
+
+    def sandbox_pid(self) -> int:
+        """Once bwrap is started: the pid of the sandbox's first process, every task
+        process's ancestor (it waits until :meth:`release`)."""
+        self._close(self.info_w)
+        self._close(self.block_r)
+        with os.fdopen(os.dup(self.info_r), "rb") as info:
+            data = info.read()  # bwrap closes it once written; EOF at once if it failed
+        self._close(self.info_r)
+        try:
+            return sandbox_pid(data)
+        except BridgeError:
+            raise OSError(f"bubblewrap did not start the sandbox (info: {data!r})") from None
+
+    def release(self) -> None:
+        """Let the sandbox run the task's command."""
+        os.write(self.block_w, b"1")
+        self._close(self.block_w)
+
+    def abort(self, sandbox: subprocess.Popen[bytes] | None) -> None:
+        """Something failed before :meth:`release`: kill the held sandbox, close the rest."""
+        for fd in list(self._open):
+            self._close(fd)
+        if sandbox is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sandbox.pid, signal.SIGKILL)
+            sandbox.wait()

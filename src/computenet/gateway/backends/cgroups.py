@@ -23,7 +23,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT = "computenet"
 V1_CONTROLLERS = ("pids", "memory", "cpu", "freezer")
 CPU_PERIOD_US = 100_000
-KILL_ROUNDS = 50
+KILL_TIMEOUT_S = 1.0
+# The first checks come soon: a sandbox's last process is usually just exiting (bwrap's
+# outer process returns before its PID 1 is reaped), so waiting long would be waste.
+KILL_FIRST_WAIT_S = 0.0005
+KILL_MAX_WAIT_S = 0.02
 _GIB = 1024**3
 
 
@@ -89,7 +93,14 @@ class TaskCgroup:
         v1 = {
             "pids": {"pids.max": str(limits.max_pids)},
             "memory": (
-                {"memory.limit_in_bytes": str(limits.memory_bytes)} if limits.memory_bytes else {}
+                {
+                    "memory.limit_in_bytes": str(limits.memory_bytes),
+                    # No swap beyond it either, as v2's memory.swap.max=0 (where swap is
+                    # accounted at all: the file exists with swapaccount=1).
+                    "memory.memsw.limit_in_bytes": str(limits.memory_bytes),
+                }
+                if limits.memory_bytes
+                else {}
             ),
             "cpu": (
                 {
@@ -111,10 +122,13 @@ class TaskCgroup:
     def join(self) -> None:
         """Move the calling process into the group (called in the child before exec, so
         everything it starts is in the group from the first instruction)."""
-        me = str(os.getpid())
+        self.add(os.getpid())
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` into the group (what it starts from then on is in it too)."""
         for d in self.dirs():
             with contextlib.suppress(OSError):
-                (d / "cgroup.procs").write_text(me)
+                (d / "cgroup.procs").write_text(str(pid))
 
     def pids(self) -> set[int]:
         """Every process in the group now."""
@@ -129,6 +143,10 @@ class TaskCgroup:
         groups = self.dirs()
         if not groups or not any(d.exists() for d in groups):
             return
+        if not self.pids():
+            # Empty (the usual case after an executor): nothing in it can fork, so there is
+            # nothing to freeze; freezing and thawing cost milliseconds per task start.
+            return
         v2 = is_v2(self.root)
         freezer = None if v2 else self.root / "freezer" / PARENT / self.key
         if v2:
@@ -137,7 +155,9 @@ class TaskCgroup:
         elif freezer is not None and freezer.exists():
             with contextlib.suppress(OSError):
                 (freezer / "freezer.state").write_text("FROZEN")
-        for _ in range(KILL_ROUNDS):
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        wait_s = KILL_FIRST_WAIT_S
+        while time.monotonic() < deadline:
             left = self.pids()
             if not left:
                 break
@@ -147,10 +167,28 @@ class TaskCgroup:
             if freezer is not None:
                 with contextlib.suppress(OSError):  # frozen processes die only once thawed
                     (freezer / "freezer.state").write_text("THAWED")
-            time.sleep(0.02)
+            time.sleep(wait_s)
+            wait_s = min(wait_s * 2, KILL_MAX_WAIT_S)
         if freezer is not None:
             with contextlib.suppress(OSError):  # the task's next executor joins this group
                 (freezer / "freezer.state").write_text("THAWED")
+
+    def oom_kills(self) -> int:
+        """How many of the group's processes the kernel has killed for reaching its memory
+        limit (v2 ``memory.events``, v1 ``memory.oom_control``; 0 where neither is there)."""
+        if is_v2(self.root):
+            path = self.root / PARENT / self.key / "memory.events"
+        else:
+            path = self.root / "memory" / PARENT / self.key / "memory.oom_control"
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return 0
+        for line in lines:
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+        return 0
 
     def remove(self) -> None:
         """Kill what is left, then delete the group."""

@@ -25,6 +25,10 @@ from computenet.gateway.backends.cgroups import Limits, is_v2
 from computenet.gateway.backends.sandbox import TaskSandbox
 from computenet.gateway.probe import CONTAINER_RUNTIMES
 
+# Runtimes whose containers can be made, bridged into, then started (an egress allow-list):
+# podman's ``init`` makes the namespaces without starting the command; docker has no ``init``,
+# so its containers keep ``--network none`` and nothing else.
+HOLDING_RUNTIMES = ("podman",)
 # Explicit limits: without them runc fails to set RLIMIT_NOFILE/RLIMIT_NPROC above the host's.
 CONTAINER_MAX_OPEN_FILES = 20000
 
@@ -45,11 +49,13 @@ def container_command(
     sandbox: TaskSandbox | None = None,
     limits: Limits | None = None,
     name: str | None = None,
+    held: bool = False,
 ) -> list[str]:
     """The argv that runs ``command`` in ``image`` with ``runtime``; ``roots`` are the
     top-level task directories (``data`` for ``/data/x``) bound from ``work``; with a
     ``sandbox``, as its unprivileged user, isolated, under ``limits``; ``name`` names the
-    container so that it can be removed whatever happens to its client."""
+    container so that it can be removed whatever happens to its client; ``held`` (podman, with a
+    ``name``): ``create`` it rather than run it, for :func:`hold_container`."""
     binds = [f"{(work / r).resolve()}:/{r}" for r in roots]
     if runtime in ("apptainer", "singularity"):
         argv = [runtime, "exec", "--cleanenv", "--containall"]
@@ -70,7 +76,7 @@ def container_command(
     argv = [runtime]
     if runtime == "podman":
         argv += podman_global_options()
-    argv += ["run", "--rm", "-i"]
+    argv += ["create", "-i"] if held else ["run", "--rm", "-i"]
     if name:
         argv += ["--name", name]
     if sandbox is not None:
@@ -125,6 +131,24 @@ def _isolation(sandbox: TaskSandbox, limits: Limits | None) -> list[str]:
     if limits and limits.cpu_cores:
         argv += ["--cpus", str(limits.cpu_cores)]
     return argv
+
+
+def hold_container(runtime: str, create: list[str], name: str) -> tuple[int, list[str]]:
+    """Create a container with ``create`` (from :func:`container_command` with ``held``)
+    and initialise it: its namespaces exist but its command has not started. Return the pid
+    of its first process (whose network namespace a bridge may enter) and the command that
+    starts it attached (stdin, stdout, stderr), the executor's process."""
+    base = [runtime, *podman_global_options()]
+    inspect = [*base, "inspect", "--format", "{{.State.Pid}}", name]
+    try:
+        for argv in (create, [*base, "init", name]):
+            subprocess.run(argv, capture_output=True, timeout=120, check=True)
+        done = subprocess.run(inspect, capture_output=True, text=True, timeout=60, check=True)
+        pid = int(done.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        why = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else exc
+        raise OSError(f"cannot prepare the container: {why}") from None
+    return pid, [*base, "start", "--attach", "--interactive", name]
 
 
 def container_name(job_key: str, index: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskState
 
 CANCEL_FORCE_AFTER_S = 10.0
+log = logging.getLogger("computenet.gateway")
 
 
 def _alive(pid: int) -> bool:
@@ -84,6 +86,11 @@ class LocalBackend(Backend):
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._cancel_at: dict[str, float] = {}
         self.sandbox = sandbox  # None: tasks run as the gateway's own (unprivileged) user
+        if sandbox is None and any(p.egress for p in pools):
+            log.warning(
+                "a pool lists egress endpoints, but tasks here are not sandboxed: they share "
+                "the host's network, the list does not bound it (run the gateway as root)"
+            )
         self._uids: dict[str, int] = {}  # job key -> the uid it holds
         if sandbox is not None:
             for job_file in self.jobs_dir.glob("*/job.json"):
@@ -91,10 +98,13 @@ class LocalBackend(Backend):
                 if isinstance(held, dict) and isinstance(held.get("uid"), int):
                     self._uids[job_file.parent.name] = held["uid"]
 
+    def _pool(self, job: Job) -> PoolSpec | None:
+        label = job.pool_cpi.rsplit("/", 1)[-1]
+        return next((p for p in self._pools if p.label == label), None)
+
     def image_runtime(self, job: Job) -> str | None:
         """The first runtime the job's pool declares (docs/tes.md, Containers)."""
-        label = job.pool_cpi.rsplit("/", 1)[-1]
-        pool = next((p for p in self._pools if p.label == label), None)
+        pool = self._pool(job)
         return choose_runtime(pool.software.container_runtimes) if pool else None
 
     def pools(self) -> list[PoolSpec]:
@@ -126,6 +136,8 @@ class LocalBackend(Backend):
                 "devices_env": devices_env,
                 "container_runtime": self.image_runtime(job),
                 "sandbox": task_box.to_json() if task_box else None,
+                "egress": pool.egress if (pool := self._pool(job)) else [],
+                "egress_forbid": list(self.egress_forbid),
             },
         )
         env = dict(os.environ)

@@ -20,19 +20,31 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from computenet.gateway.backends.bwrap import TASK_PATH, bwrap_command
+from computenet.gateway.backends.bwrap import TASK_PATH, SandboxGate, bwrap_command
 from computenet.gateway.backends.cgroups import TaskCgroup, limits_for
 from computenet.gateway.backends.containers import (
+    HOLDING_RUNTIMES,
     container_command,
     container_name,
+    hold_container,
     remove_container,
 )
+from computenet.gateway.backends.egress import (
+    EGRESS_LOG,
+    copy_refusals,
+    egress_bridge,
+    proxy_env,
+    start_proxy,
+    stop_proxy,
+)
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
-from computenet.gateway.backends.sandbox import TaskSandbox, limits
+from computenet.gateway.backends.netbridge import Bridge, BridgeError
+from computenet.gateway.backends.sandbox import TaskSandbox, limits, rlimits, set_rlimits
 from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 from computenet.model.urlpolicy import UrlPolicy
@@ -101,6 +113,11 @@ class Runner:
         self.outputs: list[dict[str, Any]] = []
         self.binds = task_roots(self.spec)
         self.runtime: str | None = job.get("container_runtime")
+        # The pool's egress allow-list: empty, no network at all (and no proxy).
+        self.egress: list[str] = list(job.get("egress") or []) if box else []
+        self.egress_forbid: list[str] = list(job.get("egress_forbid") or [])
+        self.proxy: subprocess.Popen[bytes] | None = None
+        self.egress_seen = 0  # how much of egress.log is already in an executor's stderr
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -128,6 +145,8 @@ class Runner:
             # The gateway's PATH may name directories the task's uid cannot enter.
             env["PATH"] = TASK_PATH
         env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
+        if self.egress:
+            env.update(proxy_env())
         if self.devices_env is not None or self.devices:
             # Only the cards leased to this task are visible to it.
             name = self.devices_env or "CUDA_VISIBLE_DEVICES"
@@ -179,6 +198,16 @@ class Runner:
 
     def run(self) -> None:
         """Run every executor in order and write the outcome."""
+        if self.egress:
+            # Started first: its Python start overlaps the staging of inputs.
+            self.proxy = start_proxy(self.dir, self.egress, self.egress_forbid)
+        try:
+            self._prepare_and_run()
+        finally:
+            if self.proxy is not None:
+                stop_proxy(self.proxy)
+
+    def _prepare_and_run(self) -> None:
         self.work.mkdir(exist_ok=True)
         try:
             self._stage_inputs()
@@ -225,6 +254,9 @@ class Runner:
         """Run one executor; return a final (state, message) to stop early, else None."""
         entry: dict[str, Any] = {"index": index, "start_time": _now()}
         self.executors.append(entry)
+        gate: SandboxGate | None = None
+        bridge: Bridge | None = None
+        oom_before = self.cgroup.oom_kills() if self.cgroup is not None else 0
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
         stdin: Any = subprocess.DEVNULL
@@ -242,13 +274,15 @@ class Runner:
             if ex.get("stdin"):
                 stdin = self.task.open_read(posixpath.join(workdir or "/", ex["stdin"]))
             command = list(ex["command"])
-            preexec = limits(self.resources)
+            preexec: Callable[[], None] | None = limits(self.resources)
             if self.runtime and ex.get("image"):
                 roots = (
                     self._sandbox_roots()
                     if self.sandbox
                     else task_roots(self.spec, on_host_only=False)
                 )
+                # With egress, the container is made first and bridged before it runs.
+                held = bool(self.egress) and self.runtime in HOLDING_RUNTIMES
                 command = container_command(
                     self.runtime,
                     ex["image"],
@@ -256,15 +290,23 @@ class Runner:
                     self.work,
                     roots,
                     ex.get("workdir"),
-                    ex.get("env") or {},
+                    {**(ex.get("env") or {}), **(proxy_env() if held else {})},
                     self.sandbox,
                     self.cgroup_limits,
                     self._container_name(index),
+                    held,
                 )
+                if held:
+                    assert self.proxy is not None
+                    pid, command = hold_container(
+                        self.runtime, command, self._container_name(index)
+                    )
+                    bridge = egress_bridge(pid, self.proxy, self.dir, self.cgroup)
                 # The runtime (Go) reserves address space far beyond any memory request: its
                 # limits are the container's own cgroup, set by the flags above.
                 preexec = limits({**self.resources, "accelerator": True})
             elif self.sandbox is not None:
+                gate = SandboxGate()
                 command = bwrap_command(
                     command,
                     work=self.work,
@@ -273,13 +315,10 @@ class Runner:
                     uid=self.sandbox.uid,
                     gid=self.sandbox.gid,
                     devices=bool(self.devices),
+                    info_fd=gate.info_w,
+                    block_fd=gate.block_r,
                 )
-                cgroup = self.cgroup
-                preexec = limits(
-                    self.resources,
-                    self.sandbox.max_pids,
-                    cgroup.join if cgroup is not None else None,
-                )
+                preexec = None  # the gate below: limits and cgroup set from outside
             elif self.binds and can_bind():
                 # Unisolated (--run-as root): the task's paths in a private mount namespace.
                 command = wrap(command, self.work, self.binds)
@@ -292,8 +331,24 @@ class Runner:
                 stderr=err,
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=gate.child_fds() if gate else (),
             )
-        except (OSError, ValueError) as exc:
+            if gate is not None:
+                bridge = self._prepare(gate.sandbox_pid())
+                gate.release()
+        except (OSError, ValueError, BridgeError) as exc:
+            if gate is not None:
+                gate.abort(self.current)
+                self.current = None
+            if bridge is not None:
+                bridge.close()
+            if self.runtime and ex.get("image"):
+                self._remove_container(index)  # a held one was made before it could fail
+            if isinstance(exc, BridgeError):
+                out.close()
+                err.close()
+                entry.update(end_time=_now())
+                return ("SYSTEM_ERROR", f"cannot open the task's egress proxy: {exc.message}")
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             err.write(f"cannot start {ex['command'][0]!r}: {why}\n".encode())
             code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -318,6 +373,10 @@ class Runner:
             _kill_group(self.current.pid)
         if self.cgroup is not None:
             self.cgroup.kill()  # and whatever left the group (setsid, double fork)
+        if bridge is not None:
+            bridge.close()
+        if self.egress:
+            self.egress_seen = copy_refusals(self.dir / EGRESS_LOG, self.egress_seen, err)
         if self.runtime and ex.get("image"):
             self._remove_container(index)
         out.close()
@@ -334,8 +393,27 @@ class Runner:
             limit = self.spec["resources"]["time_limit_s"]
             return ("EXECUTOR_ERROR", f"time limit of {limit} s exceeded")
         if code != 0 and not ex.get("ignore_error"):
+            if self.cgroup is not None and self.cgroup.oom_kills() > oom_before:
+                ram_gb = self.resources.get("ram_gb")
+                return (
+                    "EXECUTOR_ERROR",
+                    f"executor {index} ran out of memory: killed at its limit of {ram_gb} GB "
+                    f"(exit code {code})",
+                )
             return ("EXECUTOR_ERROR", f"executor {index} exited with code {code}")
         return None
+
+    def _prepare(self, pid: int) -> Bridge | None:
+        """The sandbox ``pid`` exists and waits, nothing of the task's code has run: put it
+        in the task's control group, set its limits, open its egress if the pool has one."""
+        assert self.sandbox is not None
+        if self.cgroup is not None:
+            self.cgroup.add(pid)
+        set_rlimits(pid, rlimits(self.resources, self.sandbox.max_pids))
+        if not self.egress:
+            return None
+        assert self.proxy is not None  # started with the runner when egress is set
+        return egress_bridge(pid, self.proxy, self.dir, self.cgroup)
 
     def _copy_outputs(self, index: int, ex: dict[str, Any]) -> None:
         """Also write the executor's output where its spec asks (TES stdout/stderr paths),

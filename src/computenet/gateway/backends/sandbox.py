@@ -146,12 +146,9 @@ def choose_sandbox(
     return Sandbox(root, first, last)
 
 
-def limits(
-    resources: dict[str, Any], max_pids: int | None = None, then: Callable[[], None] | None = None
-) -> Callable[[], None]:
-    """The resource limits for one executor of a task with these ``resources``, as a
-    function the child process calls before it runs the command (then ``then``);
-    ``max_pids`` also bounds the processes of the (task's own) uid."""
+def rlimits(resources: dict[str, Any], max_pids: int | None = None) -> list[tuple[int, int]]:
+    """The resource limits (``RLIMIT_*``, value) for one executor of a task with these
+    ``resources``; ``max_pids`` also bounds the processes of the (task's own) uid."""
     caps: list[tuple[int, int]] = [
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_NOFILE, MAX_OPEN_FILES),
@@ -164,6 +161,24 @@ def limits(
     if not resources.get("accelerator"):
         ram_gb = float(resources.get("ram_gb") or 1.0)
         caps.append((resource.RLIMIT_AS, int(ram_gb * _GIB * ADDRESS_SPACE_FACTOR) + _GIB))
+    return caps
+
+
+def set_rlimits(pid: int, caps: list[tuple[int, int]]) -> None:
+    """Set ``caps`` on the running process ``pid`` (``prlimit(2)``; what it starts inherits
+    them), never above its hard limits."""
+    for which, value in caps:
+        _soft, hard = resource.prlimit(pid, which)
+        limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.prlimit(pid, which, (limit, limit))
+
+
+def limits(
+    resources: dict[str, Any], max_pids: int | None = None, then: Callable[[], None] | None = None
+) -> Callable[[], None]:
+    """The resource limits of :func:`rlimits`, as a function the child process calls before
+    it runs the command (then ``then``)."""
+    caps = rlimits(resources, max_pids)
 
     def apply() -> None:
         for which, value in caps:
