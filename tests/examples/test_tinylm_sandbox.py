@@ -32,14 +32,6 @@ def sandbox_dir() -> Iterator[Path]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's own task uids need root")
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (reported with issue 18): bwrap makes the directories above a task's "
-    "own with mode 0700, so its uid cannot open its files by absolute path, and python3 opens "
-    "its script that way ('python3 server.py': Permission denied). Fix: in bwrap_command, "
-    "'--perms 0711 --dir P' for each parent P of the task directory before binding it; then "
-    "drop this mark (strict: the test fails once the bug is fixed, as a reminder)",
-)
 def test_the_service_file_payload_trains_and_answers_inside_the_sandbox(
     tmp_path: Path, sandbox_dir: Path
 ) -> None:

@@ -71,11 +71,6 @@ def _delete_and_wait(api: httpx.Client, timeout_s: float = 30) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's own task uids need root")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bwrap bug test_tinylm_sandbox.py names ('python3 server.py': Permission "
-    "denied in the default sandbox); drop this mark with that one",
-)
 def test_tinylm_deployed_as_a_service_answers_through_its_gateways_socket(
     sandbox_dir: Path,
 ) -> None:

@@ -114,6 +114,10 @@ def bwrap_command(
     resolved = work.resolve()
     for root in roots:  # made and checked by the runner: real directories, not symlinks
         argv += ["--bind", str(resolved / root), "/" + root]
+    # bwrap makes the directories above the task's own directory 0700 (root's), so the task
+    # could open its files only by relative path; 0711 lets it traverse them, not list them.
+    for above in reversed(resolved.parents[:-1]):
+        argv += ["--perms", "0711", "--dir", str(above)]
     # Last, so that a root such as /tmp cannot cover it (a sandbox dir under /tmp).
     argv += ["--bind", str(resolved), str(resolved)]
     argv += ["--chdir", chdir, "--"]
