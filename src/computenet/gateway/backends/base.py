@@ -162,6 +162,8 @@ class Backend(ABC):
     runs_images: bool = False  # executors run in their container image (else on the host)
     # Injects task secrets into executors at run time without writing them down anywhere.
     injects_secrets: bool = False
+    # The node's addresses, which a pool's egress allow-list never opens (set by the agent).
+    egress_forbid: tuple[str, ...] = ()
 
     def image_runtime(self, job: Job) -> str | None:
         """The container runtime this job's images run with here, if any."""

@@ -91,10 +91,13 @@ class LocalBackend(Backend):
                 if isinstance(held, dict) and isinstance(held.get("uid"), int):
                     self._uids[job_file.parent.name] = held["uid"]
 
+    def _pool(self, job: Job) -> PoolSpec | None:
+        label = job.pool_cpi.rsplit("/", 1)[-1]
+        return next((p for p in self._pools if p.label == label), None)
+
     def image_runtime(self, job: Job) -> str | None:
         """The first runtime the job's pool declares (docs/tes.md, Containers)."""
-        label = job.pool_cpi.rsplit("/", 1)[-1]
-        pool = next((p for p in self._pools if p.label == label), None)
+        pool = self._pool(job)
         return choose_runtime(pool.software.container_runtimes) if pool else None
 
     def pools(self) -> list[PoolSpec]:
@@ -126,6 +129,8 @@ class LocalBackend(Backend):
                 "devices_env": devices_env,
                 "container_runtime": self.image_runtime(job),
                 "sandbox": task_box.to_json() if task_box else None,
+                "egress": pool.egress if (pool := self._pool(job)) else [],
+                "egress_forbid": list(self.egress_forbid),
             },
         )
         env = dict(os.environ)

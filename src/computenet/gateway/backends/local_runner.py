@@ -31,7 +31,16 @@ from computenet.gateway.backends.containers import (
     container_name,
     remove_container,
 )
+from computenet.gateway.backends.egress import (
+    EGRESS_LOG,
+    SandboxGate,
+    copy_refusals,
+    proxy_env,
+    start_proxy,
+    stop_proxy,
+)
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
+from computenet.gateway.backends.netbridge import Bridge, BridgeError
 from computenet.gateway.backends.sandbox import TaskSandbox, limits
 from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
@@ -101,6 +110,11 @@ class Runner:
         self.outputs: list[dict[str, Any]] = []
         self.binds = task_roots(self.spec)
         self.runtime: str | None = job.get("container_runtime")
+        # The pool's egress allow-list: empty, no network at all (and no proxy).
+        self.egress: list[str] = list(job.get("egress") or []) if box else []
+        self.egress_forbid: list[str] = list(job.get("egress_forbid") or [])
+        self.proxy: subprocess.Popen[bytes] | None = None
+        self.egress_seen = 0  # how much of egress.log is already in an executor's stderr
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -128,6 +142,8 @@ class Runner:
             # The gateway's PATH may name directories the task's uid cannot enter.
             env["PATH"] = TASK_PATH
         env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
+        if self.egress:
+            env.update(proxy_env())
         if self.devices_env is not None or self.devices:
             # Only the cards leased to this task are visible to it.
             name = self.devices_env or "CUDA_VISIBLE_DEVICES"
@@ -194,8 +210,12 @@ class Runner:
                 self._status("SYSTEM_ERROR", f"cannot make the task's cgroup: {exc}", final=True)
                 return
         try:
+            if self.egress:
+                self.proxy = start_proxy(self.dir, self.egress, self.egress_forbid)
             self._run_all()
         finally:
+            if self.proxy is not None:
+                stop_proxy(self.proxy)
             if self.cgroup is not None:
                 self.cgroup.remove()
 
@@ -225,6 +245,8 @@ class Runner:
         """Run one executor; return a final (state, message) to stop early, else None."""
         entry: dict[str, Any] = {"index": index, "start_time": _now()}
         self.executors.append(entry)
+        gate: SandboxGate | None = None
+        bridge: Bridge | None = None
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
         stdin: Any = subprocess.DEVNULL
@@ -265,6 +287,8 @@ class Runner:
                 # limits are the container's own cgroup, set by the flags above.
                 preexec = limits({**self.resources, "accelerator": True})
             elif self.sandbox is not None:
+                if self.egress:
+                    gate = SandboxGate()
                 command = bwrap_command(
                     command,
                     work=self.work,
@@ -273,6 +297,8 @@ class Runner:
                     uid=self.sandbox.uid,
                     gid=self.sandbox.gid,
                     devices=bool(self.devices),
+                    info_fd=gate.info_w if gate else None,
+                    block_fd=gate.block_r if gate else None,
                 )
                 cgroup = self.cgroup
                 preexec = limits(
@@ -292,8 +318,21 @@ class Runner:
                 stderr=err,
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=gate.child_fds() if gate else (),
             )
-        except (OSError, ValueError) as exc:
+            if gate is not None:
+                # The sandbox exists and waits: open its way out before the command runs.
+                assert self.proxy is not None  # started with the runner when egress is set
+                bridge = gate.open(self.current, self.proxy, self.dir, self.cgroup)
+        except (OSError, ValueError, BridgeError) as exc:
+            if gate is not None:
+                gate.abort(self.current)
+                self.current = None
+            if isinstance(exc, BridgeError):
+                out.close()
+                err.close()
+                entry.update(end_time=_now())
+                return ("SYSTEM_ERROR", f"cannot open the task's egress proxy: {exc.message}")
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             err.write(f"cannot start {ex['command'][0]!r}: {why}\n".encode())
             code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -318,6 +357,10 @@ class Runner:
             _kill_group(self.current.pid)
         if self.cgroup is not None:
             self.cgroup.kill()  # and whatever left the group (setsid, double fork)
+        if bridge is not None:
+            bridge.close()
+        if self.egress:
+            self.egress_seen = copy_refusals(self.dir / EGRESS_LOG, self.egress_seen, err)
         if self.runtime and ex.get("image"):
             self._remove_container(index)
         out.close()
