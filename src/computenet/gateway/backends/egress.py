@@ -113,6 +113,7 @@ class SandboxGate:
         self.info_r, self.info_w = os.pipe()
         self.block_r, self.block_w = os.pipe()
         self._open = {self.info_r, self.info_w, self.block_r, self.block_w}
+        self.pid: int | None = None  # the sandbox's first process, once bwrap told it
 
     def child_fds(self) -> tuple[int, int]:
         """The descriptors bubblewrap inherits (keep their numbers: ``pass_fds``)."""
@@ -138,6 +139,7 @@ class SandboxGate:
         with os.fdopen(os.dup(self.info_r), "rb") as info:
             pid = read_sandbox_pid(info)  # bwrap closes it once written; EOF if it failed
         self._close(self.info_r)
+        self.pid = pid
         _wait_for_proxy(proxy, jobdir / EGRESS_SOCKET)
         bridge = bridge_out(
             pid,
@@ -148,6 +150,18 @@ class SandboxGate:
         os.write(self.block_w, b"1")
         self._close(self.block_w)
         return bridge
+
+    def read_pid(self) -> int:
+        """Without egress: learn the sandbox's pid (for an ingress bridge) and let the
+        task's command run."""
+        self._close(self.info_w)
+        self._close(self.block_r)
+        with os.fdopen(os.dup(self.info_r), "rb") as info:
+            self.pid = read_sandbox_pid(info)
+        self._close(self.info_r)
+        os.write(self.block_w, b"1")
+        self._close(self.block_w)
+        return self.pid
 
     def abort(self, sandbox: subprocess.Popen[bytes] | None) -> None:
         """The bridge failed: kill the held sandbox and close what is left."""

@@ -36,6 +36,7 @@ from computenet.gateway.backends.containers import (
     container_name,
     remove_container,
 )
+from computenet.gateway.backends.ingress import REPLICA_SOCKET
 from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
@@ -200,6 +201,13 @@ class LocalBackend(Backend):
         except (OSError, ValueError):
             return None
         return data
+
+    def replica_socket(self, job: Job) -> Path | None:
+        """``replica.sock`` in the job's directory, while the runner's bridge holds it."""
+        if job.spec.service is None:
+            return None
+        path = self._dir(job) / REPLICA_SOCKET
+        return path if path.is_socket() else None
 
     def status(self, job: Job) -> JobStatus:
         """Read the runner's outcome, or its progress while it runs."""

@@ -40,7 +40,13 @@ from computenet.gateway.backends.egress import (
     stop_proxy,
 )
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
-from computenet.gateway.backends.netbridge import Bridge, BridgeError
+from computenet.gateway.backends.ingress import (
+    REPLICA_SOCKET,
+    free_port,
+    host_bridge,
+    replica_port,
+)
+from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_in
 from computenet.gateway.backends.sandbox import TaskSandbox, limits
 from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
@@ -115,6 +121,11 @@ class Runner:
         self.egress_forbid: list[str] = list(job.get("egress_forbid") or [])
         self.proxy: subprocess.Popen[bytes] | None = None
         self.egress_seen = 0  # how much of egress.log is already in an executor's stderr
+        # A service replica: its server's port in the sandbox, or a free one on the host
+        # when there is no sandbox (the host's network is shared then).
+        self.replica_port = replica_port(self.spec)
+        if self.replica_port is not None and box is None:
+            self.replica_port = free_port()
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -150,6 +161,8 @@ class Runner:
             env[name] = ",".join(str(d) for d in self.devices)
         env.update(extra)
         env.update(self.secrets)
+        if self.replica_port is not None:
+            env["PORT"] = str(self.replica_port)
         return env
 
     def _inside(self, path: str, base: Path | None = None) -> Path:
@@ -182,6 +195,18 @@ class Runner:
             if d.startswith("/") and parts and parts[0] not in SYSTEM_DIRS:
                 roots.add(parts[0])
         return sorted(roots)
+
+    def _open_ingress(self, gate: SandboxGate | None) -> Bridge | None:
+        """For a service replica: the gateway's socket to its server (see ``ingress``)."""
+        if self.replica_port is None:
+            return None
+        at = self.dir / REPLICA_SOCKET
+        if gate is not None:
+            assert gate.pid is not None  # read before the sandboxed command was let run
+            cgroup = self.cgroup
+            join = cgroup.join if cgroup is not None else None
+            return bridge_in(gate.pid, at, self.replica_port, preexec=join)
+        return host_bridge(self.replica_port, at)
 
     def _stage_outputs(self) -> str | None:
         """Upload every output; return why it failed, or None."""
@@ -247,6 +272,7 @@ class Runner:
         self.executors.append(entry)
         gate: SandboxGate | None = None
         bridge: Bridge | None = None
+        ingress: Bridge | None = None
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
         stdin: Any = subprocess.DEVNULL
@@ -265,6 +291,8 @@ class Runner:
                 stdin = self.task.open_read(posixpath.join(workdir or "/", ex["stdin"]))
             command = list(ex["command"])
             preexec = limits(self.resources)
+            if self.runtime and ex.get("image") and self.replica_port is not None:
+                raise ValueError("a service replica in a container image is not supported yet")
             if self.runtime and ex.get("image"):
                 roots = (
                     self._sandbox_roots()
@@ -287,7 +315,7 @@ class Runner:
                 # limits are the container's own cgroup, set by the flags above.
                 preexec = limits({**self.resources, "accelerator": True})
             elif self.sandbox is not None:
-                if self.egress:
+                if self.egress or self.replica_port is not None:
                     gate = SandboxGate()
                 command = bwrap_command(
                     command,
@@ -320,19 +348,27 @@ class Runner:
                 preexec_fn=preexec,
                 pass_fds=gate.child_fds() if gate else (),
             )
-            if gate is not None:
+            if gate is not None and self.egress:
                 # The sandbox exists and waits: open its way out before the command runs.
                 assert self.proxy is not None  # started with the runner when egress is set
                 bridge = gate.open(self.current, self.proxy, self.dir, self.cgroup)
+            elif gate is not None:
+                gate.read_pid()
+            ingress = self._open_ingress(gate)
         except (OSError, ValueError, BridgeError) as exc:
             if gate is not None:
                 gate.abort(self.current)
                 self.current = None
             if isinstance(exc, BridgeError):
+                if self.current is not None:
+                    _kill_group(self.current.pid)  # a replica nobody can reach serves no one
+                    self.current.wait()
+                    self.current = None
                 out.close()
                 err.close()
                 entry.update(end_time=_now())
-                return ("SYSTEM_ERROR", f"cannot open the task's egress proxy: {exc.message}")
+                what = "egress proxy" if bridge is None and self.egress else "replica socket"
+                return ("SYSTEM_ERROR", f"cannot open the task's {what}: {exc.message}")
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             err.write(f"cannot start {ex['command'][0]!r}: {why}\n".encode())
             code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -359,6 +395,8 @@ class Runner:
             self.cgroup.kill()  # and whatever left the group (setsid, double fork)
         if bridge is not None:
             bridge.close()
+        if ingress is not None:
+            ingress.close()
         if self.egress:
             self.egress_seen = copy_refusals(self.dir / EGRESS_LOG, self.egress_seen, err)
         if self.runtime and ex.get("image"):
