@@ -1,8 +1,9 @@
 """How the gateway reaches a service replica's server: through a unix socket it owns.
 
 A replica is a task whose spec carries a ``service`` binding; its server listens on
-``$PORT``. The runner makes ``replica.sock`` in the job's directory (under the gateway's state
-directory, mode 0700: never inside the task's own directory) and bridges it to the server:
+``$PORT``. The runner makes a socket in the gateway's ``sockets`` directory (under its state
+directory, mode 0700: never inside the task's own directory; a short name, as a unix
+socket's path must fit 108 bytes) and bridges it to the server:
 
 - sandboxed (a root gateway): into the task's own network namespace, to ``127.0.0.1:PORT``
   there (:func:`.netbridge.bridge_in`); the task's network stays empty otherwise;
@@ -14,6 +15,7 @@ The routing plane's tunnel connects to the socket (``GatewayAgent.replica_socket
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import time
@@ -22,8 +24,31 @@ from typing import Any
 
 from computenet.gateway.backends.netbridge import Bridge, BridgeError, socat_path
 
-REPLICA_SOCKET = "replica.sock"
+SOCKETS_DIR = "sockets"
 READY_TIMEOUT_S = 5.0
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with its NUL: longer paths cannot connect
+
+
+def replica_socket_path(state_dir: Path, job_key: str) -> Path:
+    """Where the socket of job ``job_key``'s replica lives: a short name in the gateway's
+    ``sockets`` directory, so the whole path fits a unix socket address."""
+    name = hashlib.sha256(job_key.encode()).hexdigest()[:16]
+    return state_dir / SOCKETS_DIR / f"{name}.sock"
+
+
+def sockets_dir(state_dir: Path) -> Path:
+    """The gateway's directory of replica sockets (0700: the gateway's alone), made if
+    needed; ``BridgeError`` when its paths would be too long to connect to."""
+    path = state_dir / SOCKETS_DIR
+    longest = len(str(replica_socket_path(state_dir, "x")).encode())
+    if longest > MAX_SOCKET_PATH:
+        raise BridgeError(
+            f"the gateway's state directory {state_dir} is too long a path for a unix socket "
+            f"({longest} > {MAX_SOCKET_PATH} bytes): give the gateway a shorter --state-dir"
+        )
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 def replica_port(spec: dict[str, Any]) -> int | None:

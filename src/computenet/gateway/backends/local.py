@@ -36,7 +36,7 @@ from computenet.gateway.backends.containers import (
     container_name,
     remove_container,
 )
-from computenet.gateway.backends.ingress import REPLICA_SOCKET
+from computenet.gateway.backends.ingress import replica_socket_path
 from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
@@ -203,10 +203,11 @@ class LocalBackend(Backend):
         return data
 
     def replica_socket(self, job: Job) -> Path | None:
-        """``replica.sock`` in the job's directory, while the runner's bridge holds it."""
+        """The job's socket in the gateway's ``sockets`` directory, while the runner's
+        bridge holds it."""
         if job.spec.service is None:
             return None
-        path = self._dir(job) / REPLICA_SOCKET
+        path = replica_socket_path(self.jobs_dir.parent, job.key)
         return path if path.is_socket() else None
 
     def status(self, job: Job) -> JobStatus:

@@ -41,10 +41,11 @@ from computenet.gateway.backends.egress import (
 )
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
 from computenet.gateway.backends.ingress import (
-    REPLICA_SOCKET,
     free_port,
     host_bridge,
     replica_port,
+    replica_socket_path,
+    sockets_dir,
 )
 from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_in
 from computenet.gateway.backends.sandbox import TaskSandbox, limits
@@ -200,7 +201,9 @@ class Runner:
         """For a service replica: the gateway's socket to its server (see ``ingress``)."""
         if self.replica_port is None:
             return None
-        at = self.dir / REPLICA_SOCKET
+        state_dir = self.dir.parent.parent  # jobs live in <state dir>/jobs/<key>
+        sockets_dir(state_dir)
+        at = replica_socket_path(state_dir, self.dir.name)
         if gate is not None:
             assert gate.pid is not None  # read before the sandboxed command was let run
             cgroup = self.cgroup
