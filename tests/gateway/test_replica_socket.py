@@ -52,7 +52,7 @@ SERVER = (
 def _replica(n: int = 1) -> Job:
     spec = ServiceSpec.model_validate(
         {"name": "echo", "executor": {"command": ["sh", "-c", SERVER]}}
-    ).replica_task(0, [], "cn", max_time_limit_s=600)
+    ).replica_task(0, [], "cn", default_time_limit_s=600)
     return Job(f"cn-R{n}", 1, f"lease{n}", "cn/local/host", spec)
 
 

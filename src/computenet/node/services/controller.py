@@ -46,6 +46,12 @@ KEY_PREFIX = "cnsk_"  # service keys are told apart from node tokens at a glance
 MAX_KEYS = 16
 SPREAD_OFFERS = 64  # pools looked at when steering a new replica to a fresh region
 MAX_STARTS_PER_PASS = 16  # a service asking for many replicas starts them over a few passes
+# A replica task runs at most this long (unless the service sets resources.time_limit_s):
+# then it ends and is billed like any task, and a successor has taken its place. So a
+# long-lived service is on the bill day by day, and a budget holds one segment per replica.
+DEFAULT_SEGMENT_S = 24 * 3600
+ROTATE_BEFORE_S = 600  # its successor starts this long before a replica's limit...
+ROTATE_FRACTION = 0.1  # ...or this fraction of the limit before, for short limits
 SPREAD_WAIT_S = 10.0  # how long new replicas wait for an unplaced one, to spread past it
 
 
@@ -101,10 +107,12 @@ class ServiceController:
         clock: Clock,
         sched: SchedService,
         plane: Callable[[], MetricPlane | None],
-        max_time_limit_s: int = MAX_TIME_LIMIT_S,
+        segment_s: int = DEFAULT_SEGMENT_S,
     ) -> None:
         """``sched`` offers the pools a replica could go to (for spreading); ``plane``
-        returns the metric plane once the routing layer is up."""
+        returns the metric plane once the routing layer is up; ``segment_s`` is how long a
+        replica task runs (unless the service sets ``time_limit_s``) before a fresh one
+        takes its place, so that long-lived services are billed segment by segment."""
         self.db = db
         self.node_code = node_code
         self.tasks = tasks
@@ -113,7 +121,7 @@ class ServiceController:
         self.clock = clock
         self.sched = sched
         self.plane = plane
-        self.max_time_limit_s = max_time_limit_s
+        self.segment_s = min(segment_s, MAX_TIME_LIMIT_S)
         self.scaler = Autoscaler()
         self.notes: dict[str, str] = {}  # the last thing that stopped a pass, per service
 
@@ -297,7 +305,13 @@ class ServiceController:
                 s.delete(row)
                 self.scaler.forget(name)
                 return 0
-            current = [r for r in live if r[0].version == row.version]
+            # A replica near its time limit is replaced like an old version: its successor
+            # starts, and it goes once the successor is healthy.
+            current = [
+                (r, task)
+                for r, task in live
+                if r.version == row.version and not self._expiring(task, now)
+            ]
             if row.state == "active":
                 row.desired = self._autoscale(s, row, len(current), now)
             spec = ServiceSpec.model_validate(row.spec)
@@ -318,7 +332,7 @@ class ServiceController:
         if missing == 0:
             return changed
         keys = self._key_hashes(name)
-        offered = self._offered(spec.replica_task(0, keys, self.node_code, self.max_time_limit_s))
+        offered = self._offered(spec.replica_task(0, keys, self.node_code, self.segment_s))
         spreading = len(set(offered.values())) > 1
         young = (
             unplaced_since is not None and (now - unplaced_since).total_seconds() < SPREAD_WAIT_S
@@ -330,7 +344,7 @@ class ServiceController:
         for _ in range(1 if spreading else missing):
             index = next(i for i in range(len(taken) + 1) if i not in taken)
             taken.add(index)
-            task = spec.replica_task(index, keys, self.node_code, self.max_time_limit_s)
+            task = spec.replica_task(index, keys, self.node_code, self.segment_s)
             task.placement = spread(task.placement, offered, used_regions)
             self._start(task, spec, index, owner, tenant, now)
             changed += 1
@@ -349,6 +363,15 @@ class ServiceController:
                 continue
             out.append((rep, task))
         return out
+
+    @staticmethod
+    def _expiring(task: t.Task, now: datetime) -> bool:
+        """Whether a running replica is within ``ROTATE_BEFORE`` of its time limit."""
+        limit = (task.spec.get("resources") or {}).get("time_limit_s")
+        if task.state != TaskState.RUNNING.value or task.started_at is None or not limit:
+            return False
+        lead_s = min(ROTATE_BEFORE_S, limit * ROTATE_FRACTION)
+        return bool((now - task.started_at).total_seconds() >= limit - lead_s)
 
     def _regions(self, s: Session, tasks: list[t.Task]) -> set[str]:
         out = set()
