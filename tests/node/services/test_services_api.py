@@ -47,6 +47,7 @@ class Load:
     in_flight: int = 0
     requests_per_s: float = 0.0
     tokens_per_s: float | None = None
+    per_replica: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
