@@ -302,3 +302,27 @@ def test_a_replica_near_its_time_limit_is_replaced_and_billed(
     with w.rt.db.read() as s:
         charge = s.query(Charge).filter(Charge.task_id == old).one()
     assert charge.amount > 0
+
+
+def test_a_crash_looping_replica_backs_off(world: tuple[World, Clock]) -> None:
+    w, clock = world
+    gw = w.gateway("north", cpu_cores=8)
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 201
+    ctl = w.rt.service_controller
+    for _ in range(3):  # three replicas die at once: each is replaced straight away
+        wait_placed(w, 1)
+        lease = w.lease(gw)
+        w.report(gw, lease, "RUNNING")
+        w.report(gw, lease, "EXECUTOR_ERROR")
+        clock.advance(1)
+        ctl.reconcile_all()
+    assert w.rt.services.replicas("echo") == []  # the fourth waits...
+    status = w.client.get("/api/v1/services/echo", headers=w.admin).json()
+    assert "keep failing" in status["note"] and "starts in 9 s" in status["note"]
+    clock.advance(8)
+    ctl.reconcile_all()
+    assert w.rt.services.replicas("echo") == []
+    clock.advance(1)
+    ctl.reconcile_all()
+    assert len(w.rt.services.replicas("echo")) == 1  # ...then starts

@@ -13,7 +13,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -28,6 +28,7 @@ from computenet.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    Unavailable,
 )
 from computenet.model.ids import ulid
 from computenet.model.service import Access, ReplicaPolicy, ServiceSpec, key_hash
@@ -53,6 +54,10 @@ DEFAULT_SEGMENT_S = 24 * 3600
 ROTATE_BEFORE_S = 600  # its successor starts this long before a replica's limit...
 ROTATE_FRACTION = 0.1  # ...or this fraction of the limit before, for short limits
 SPREAD_WAIT_S = 10.0  # how long new replicas wait for an unplaced one, to spread past it
+CRASH_LIMIT = 3  # failed replicas of one version in CRASH_WINDOW_S before backing off
+CRASH_WINDOW_S = 300.0
+CRASH_BACKOFF_S = 10.0
+_FAILED = (TaskState.EXECUTOR_ERROR.value, TaskState.SYSTEM_ERROR.value)
 
 
 class MetricPlane(Protocol):
@@ -331,6 +336,12 @@ class ServiceController:
         missing = min(max(0, desired - len(current)), MAX_STARTS_PER_PASS)
         if missing == 0:
             return changed
+        wait_s = self._crash_backoff_s(name, spec.version, now)
+        if wait_s > 0:
+            raise Unavailable(
+                f"replicas of version {spec.version} keep failing (see `computenet service "
+                f"logs {name}`): the next starts in {wait_s:.0f} s"
+            )
         keys = self._key_hashes(name)
         offered = self._offered(spec.replica_task(0, keys, self.node_code, self.segment_s))
         spreading = len(set(offered.values())) > 1
@@ -363,6 +374,31 @@ class ServiceController:
                 continue
             out.append((rep, task))
         return out
+
+    def _crash_backoff_s(self, name: str, version: str, now: datetime) -> float:
+        """How long to wait before starting another replica of a version whose replicas
+        keep failing: none for the first ``CRASH_LIMIT`` failures in ``CRASH_WINDOW_S``, then
+        doubling from ``CRASH_BACKOFF_S`` (a server that cannot start must not turn into a
+        task a second)."""
+        since = now - timedelta(seconds=CRASH_WINDOW_S)
+        with self.db.read() as s:
+            ended = list(
+                s.scalars(
+                    select(t.Task.ended_at)
+                    .join(ServiceReplica, ServiceReplica.task_id == t.Task.id)
+                    .where(
+                        ServiceReplica.service == name,
+                        ServiceReplica.version == version,
+                        t.Task.state.in_(_FAILED),
+                        t.Task.ended_at >= since,
+                    )
+                )
+            )
+        failures = [at for at in ended if at is not None]
+        if len(failures) < CRASH_LIMIT:
+            return 0.0
+        pause_s = min(CRASH_WINDOW_S, CRASH_BACKOFF_S * 2 ** (len(failures) - CRASH_LIMIT))
+        return float(max(0.0, pause_s - (now - max(failures)).total_seconds()))
 
     @staticmethod
     def _expiring(task: t.Task, now: datetime) -> bool:
