@@ -181,3 +181,54 @@ def http_node_code(url: str, token: str) -> str:
     """The node's code, from its API."""
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
         return str(http.get("/api/v1/node").json()["code"])
+
+
+def test_the_tinylm_example_serves_completions_through_the_gateways_socket(
+    tmp_path: Path,
+) -> None:
+    """The example service as shipped, deployed on `computenet up` (an unsandboxed gateway:
+    the replica gets a free host port behind the same kind of socket)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    node = start_node(tmp_path / "node", port, "--cpus", "2", up=True)
+    gw_dir = tmp_path / "node" / "gateway"
+    try:
+        env = {"COMPUTENET_URL": url, "COMPUTENET_TOKEN": admin_token(node)}
+        example = Path(__file__).resolve().parents[2] / "examples/services/tinylm/service.yaml"
+        r = cli("service", "deploy", "-f", str(example), "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["key"].startswith("cnsk_")
+        deadline = time.monotonic() + 60
+        while True:
+            r = cli("service", "status", "tinylm", "--json", env=env)
+            reps = [x for x in json.loads(r.stdout).get("replicas", []) if x["state"] == "RUNNING"]
+            if reps:
+                break
+            assert time.monotonic() < deadline, r.stdout
+            time.sleep(0.3)
+        sock = _socket(gw_dir, reps[0]["task_id"])
+        deadline = time.monotonic() + 30
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport, base_url="http://replica", timeout=10) as http:
+            while True:
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "tinylm never became healthy"
+                time.sleep(0.1)
+            models = http.get("/v1/models").json()
+            assert [m["id"] for m in models["data"]] == ["tinylm"]
+            body = {"model": "tinylm", "prompt": "The node", "max_tokens": 8, "seed": 1}
+            out = http.post("/v1/completions", json=body).json()
+            assert out["choices"][0]["text"] and out["usage"]["completion_tokens"] > 0
+        r = cli("service", "delete", "tinylm", env=env)
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 60
+        while cli("service", "status", "tinylm", env=env).returncode == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    finally:
+        node.stop()
+        _stop_runners(gw_dir)
