@@ -326,3 +326,23 @@ def test_a_crash_looping_replica_backs_off(world: tuple[World, Clock]) -> None:
     clock.advance(1)
     ctl.reconcile_all()
     assert len(w.rt.services.replicas("echo")) == 1  # ...then starts
+
+
+def test_no_scale_up_once_the_budget_is_spent(world: tuple[World, Clock]) -> None:
+    w, clock = world
+    plane = Plane(load=Load(in_flight=50))
+    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.gateway("north", cpu_cores=8)
+    user = w.mint(role="user", subject="ann", tenant="acme")
+    svc = {**SERVICE, "replicas": {"min": 1, "max": 3, "scale_up_window_s": 2}}
+    svc["resources"] = {"time_limit_s": 3600}
+    assert w.client.post("/api/v1/services", json=svc, headers=user["auth"]).status_code == 201
+    w.rt.ledger.set_budget("acme", Decimal(0))
+    for _ in range(4):
+        clock.advance(1)
+        w.rt.service_controller.reconcile("echo")
+    status = w.client.get("/api/v1/services/echo", headers=user["auth"]).json()
+    assert status["desired"] == 1 and "spent its budget" in status["note"], status
+    # Raising min is a scale-up too.
+    r = w.client.post("/api/v1/services/echo/scale", json={"min": 2}, headers=user["auth"])
+    assert r.status_code == 402, r.text

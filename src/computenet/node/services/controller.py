@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -129,6 +130,7 @@ class ServiceController:
         self.segment_s = min(segment_s, MAX_TIME_LIMIT_S)
         self.scaler = Autoscaler()
         self.notes: dict[str, str] = {}  # the last thing that stopped a pass, per service
+        self._lock = threading.Lock()
 
     # ---- the API's operations -------------------------------------------------------
 
@@ -287,16 +289,19 @@ class ServiceController:
 
     def reconcile(self, name: str) -> int:
         """Bring one service's replica tasks to what it wants now."""
-        try:
-            changed = self._reconcile(name)
+        # One pass at a time here: an API call's pass and the loop's must not both start
+        # the one missing replica.
+        with self._lock:
             self.notes.pop(name, None)
-        except ComputeNetError as exc:
-            # Budget spent, no pool at all...: shown on the service's status, tried again.
-            self.notes[name] = exc.message
-            log.warning("service %s: %s", name, exc.message)
-            changed = 0
-        self.directory.invalidate()
-        return changed
+            try:
+                changed = self._reconcile(name)
+            except ComputeNetError as exc:
+                # Budget spent, a crash loop...: shown on the service's status, tried again.
+                self.notes[name] = exc.message
+                log.warning("service %s: %s", name, exc.message)
+                changed = 0
+            self.directory.invalidate()
+            return changed
 
     def _reconcile(self, name: str) -> int:
         now = self.clock()
@@ -455,12 +460,16 @@ class ServiceController:
         at_s = now.timestamp()
         if plane is None:
             return min(max(row.desired, policy.min), policy.max)
-        self.scaler.observe(row.name, plane.service_load(row.name), at_s)
-        want = self.scaler.step(row.name, policy, row.desired, at_s)
-        if want > row.desired and self._spent(s, row.tenant, now):
-            self.notes[row.name] = f"not scaling up: tenant {row.tenant!r} has spent its budget"
-            return row.desired
-        return want
+        load = plane.service_load(row.name)
+        self.scaler.observe(row.name, load, at_s)
+        if self._spent(s, row.tenant, now):
+            # No more replicas than now: the autoscaler may still scale down.
+            policy = policy.model_copy(
+                update={"max": max(policy.min, min(row.desired, policy.max))}
+            )
+            if load.in_flight > row.desired * policy.target_inflight:
+                self.notes[row.name] = f"not scaling up: tenant {row.tenant!r} has spent its budget"
+        return self.scaler.step(row.name, policy, row.desired, at_s)
 
     def _start(
         self, task: TaskSpec, spec: ServiceSpec, index: int, owner: str, tenant: str, now: datetime
