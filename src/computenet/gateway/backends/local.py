@@ -208,7 +208,8 @@ class LocalBackend(Backend):
         if job.spec.service is None:
             return None
         path = replica_socket_path(self.jobs_dir.parent, job.key)
-        return path if path.is_socket() else None
+        # A runner killed outright leaves the file of a socket nothing listens on.
+        return path if path.is_socket() and self._runner_alive(job) else None
 
     def status(self, job: Job) -> JobStatus:
         """Read the runner's outcome, or its progress while it runs."""
@@ -278,6 +279,8 @@ class LocalBackend(Backend):
             for index, ex in enumerate(job.spec.executors):
                 if ex.image:
                     remove_container(runtime, container_name(job.key, index))
+        if job.spec.service is not None:  # its bridge died with the cgroup: no one listens
+            replica_socket_path(self.jobs_dir.parent, job.key).unlink(missing_ok=True)
         progress.update(state="CANCELED", message="canceled (forced)")
         with contextlib.suppress(FileNotFoundError):  # the job was forgotten meanwhile
             write_json(jobdir / "result.json", progress)
