@@ -173,6 +173,17 @@ class GatewayAgent:
         self._wake = asyncio.Event()
         self.metrics = GatewayMetrics()
 
+    def replica_sockets(self) -> dict[str, Path]:
+        """Task id -> the unix socket reaching its server, for running service replicas."""
+        out = {}
+        for tr in self.tracked.values():
+            if tr.job.spec.service is None or tr.reported != TaskState.RUNNING:
+                continue
+            path = self.backend.replica_socket(tr.job)
+            if path is not None:
+                out[tr.job.task_id] = path
+        return out
+
     @property
     def _cred_path(self) -> Path:
         return self.state_dir / "credential.json"

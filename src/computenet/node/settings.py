@@ -20,6 +20,8 @@ class NodeSettings:
     heartbeat_timeout_s: float = 20.0
     max_attempts: int = 3
     housekeeping_s: float = 1.0
+    services_reconcile_s: float = 1.0  # how often the service controller reconciles
+    service_segment_s: int = 24 * 3600  # a replica task's run before a fresh one replaces it
     leader_check_s: float = 1.0  # how often a standby replica tries to become the leader
     max_body_bytes: int = 8 * 1024 * 1024
     rate_limit_per_s: float = 1000.0  # requests a second per token (0: no limit)

@@ -185,6 +185,11 @@ class Backend(ABC):
         """Start a job; idempotent per ``job.key``. Raises a :class:`BackendError` if it
         cannot start; the job's own failure shows later in :meth:`status`."""
 
+    def replica_socket(self, job: Job) -> Path | None:
+        """The unix socket (the gateway's own) that reaches a service replica's server, once
+        it exists; None for a backend that cannot reach its jobs (``Capability.SERVICES``)."""
+        return None
+
     @abstractmethod
     def status(self, job: Job) -> JobStatus:
         """The job's current state."""

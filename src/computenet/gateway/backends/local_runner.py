@@ -43,7 +43,15 @@ from computenet.gateway.backends.egress import (
     stop_proxy,
 )
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
-from computenet.gateway.backends.netbridge import Bridge, BridgeError
+from computenet.gateway.backends.ingress import (
+    container_pid,
+    free_port,
+    host_bridge,
+    replica_port,
+    replica_socket_path,
+    sockets_dir,
+)
+from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_in
 from computenet.gateway.backends.sandbox import TaskSandbox, limits, rlimits, set_rlimits
 from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
@@ -118,6 +126,11 @@ class Runner:
         self.egress_forbid: list[str] = list(job.get("egress_forbid") or [])
         self.proxy: subprocess.Popen[bytes] | None = None
         self.egress_seen = 0  # how much of egress.log is already in an executor's stderr
+        # A service replica: its server's port in the sandbox, or a free one on the host
+        # when there is no sandbox (the host's network is shared then).
+        self.replica_port = replica_port(self.spec)
+        if self.replica_port is not None and box is None:
+            self.replica_port = free_port()
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -153,6 +166,8 @@ class Runner:
             env[name] = ",".join(str(d) for d in self.devices)
         env.update(extra)
         env.update(self.secrets)
+        if self.replica_port is not None:
+            env["PORT"] = str(self.replica_port)
         return env
 
     def _inside(self, path: str, base: Path | None = None) -> Path:
@@ -185,6 +200,30 @@ class Runner:
             if d.startswith("/") and parts and parts[0] not in SYSTEM_DIRS:
                 roots.add(parts[0])
         return sorted(roots)
+
+    def _open_ingress(self, sandbox_pid: int | None, container: str | None) -> Bridge | None:
+        """For a service replica: the gateway's socket to its server (see ``ingress``);
+        ``container`` names the container it runs in, if any."""
+        if self.replica_port is None:
+            return None
+        state_dir = self.dir.parent.parent  # jobs live in <state dir>/jobs/<key>
+        sockets_dir(state_dir)
+        at = replica_socket_path(state_dir, self.dir.name)
+        if container is not None:
+            if self.sandbox is None or self.runtime not in ("podman", "docker"):
+                raise BridgeError(
+                    "a replica in a container image needs a root gateway with podman or docker"
+                )
+            assert self.current is not None  # the runtime's client, just started
+            pid = container_pid(self.runtime, container, self.current)
+            # In the task's cgroup: a forced cancel, which kills that, ends the bridge too.
+            cg = self.cgroup
+            return bridge_in(pid, at, self.replica_port, preexec=cg.join if cg else None)
+        if sandbox_pid is not None:
+            cgroup = self.cgroup
+            join = cgroup.join if cgroup is not None else None
+            return bridge_in(sandbox_pid, at, self.replica_port, preexec=join)
+        return host_bridge(self.replica_port, at)
 
     def _stage_outputs(self) -> str | None:
         """Upload every output; return why it failed, or None."""
@@ -257,6 +296,8 @@ class Runner:
         gate: SandboxGate | None = None
         bridge: Bridge | None = None
         oom_before = self.cgroup.oom_kills() if self.cgroup is not None else 0
+        ingress: Bridge | None = None
+        sandbox_pid: int | None = None
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
         stdin: Any = subprocess.DEVNULL
@@ -334,8 +375,13 @@ class Runner:
                 pass_fds=gate.child_fds() if gate else (),
             )
             if gate is not None:
-                bridge = self._prepare(gate.sandbox_pid())
+                sandbox_pid = gate.sandbox_pid()
+                bridge = self._prepare(sandbox_pid)
                 gate.release()
+            in_container = bool(self.runtime and ex.get("image"))
+            ingress = self._open_ingress(
+                sandbox_pid, self._container_name(index) if in_container else None
+            )
         except (OSError, ValueError, BridgeError) as exc:
             if gate is not None:
                 gate.abort(self.current)
@@ -345,10 +391,15 @@ class Runner:
             if self.runtime and ex.get("image"):
                 self._remove_container(index)  # a held one was made before it could fail
             if isinstance(exc, BridgeError):
+                if self.current is not None:
+                    _kill_group(self.current.pid)  # a replica nobody can reach serves no one
+                    self.current.wait()
+                    self.current = None
                 out.close()
                 err.close()
                 entry.update(end_time=_now())
-                return ("SYSTEM_ERROR", f"cannot open the task's egress proxy: {exc.message}")
+                what = "egress proxy" if bridge is None and self.egress else "replica socket"
+                return ("SYSTEM_ERROR", f"cannot open the task's {what}: {exc.message}")
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             err.write(f"cannot start {ex['command'][0]!r}: {why}\n".encode())
             code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -375,6 +426,8 @@ class Runner:
             self.cgroup.kill()  # and whatever left the group (setsid, double fork)
         if bridge is not None:
             bridge.close()
+        if ingress is not None:
+            ingress.close()
         if self.egress:
             self.egress_seen = copy_refusals(self.dir / EGRESS_LOG, self.egress_seen, err)
         if self.runtime and ex.get("image"):
