@@ -38,7 +38,7 @@ def sandbox_dir() -> Iterator[Path]:
 
 def _replica_socket(api: httpx.Client, data_dir: Path, timeout_s: float) -> Path:
     deadline = time.monotonic() + timeout_s
-    while not (found := sorted(data_dir.glob("gateway/jobs/*/replica.sock"))):
+    while not (found := sorted(data_dir.glob("gateway/sockets/*.sock"))):
         _no_failed_replica(api)
         assert time.monotonic() < deadline, "no replica socket appeared"
         time.sleep(0.2)
