@@ -1,0 +1,344 @@
+"""The round's sequential part as one compiled loop over arrays (Numba).
+
+A round has a part that is the same for every task of a shape (constraints, estimates,
+static scores: NumPy, once per shape, in :mod:`computenet.sched.fastround`) and a part that
+is inherently sequential: tasks are tried one at a time in fair-share order, and each
+placement consumes capacity that the next task sees and adds to its tenant's share, which
+decides who goes next. This module is that second part, written over plain arrays so that
+Numba compiles it: no Python object is touched per task.
+
+It does exactly what :mod:`computenet.sched.batch` does for a round without reservations or
+preemptible running work (the reference, kept for those and for tests): the same order
+(priority, then the tenant with the smallest weighted share, then submission order), the same
+lazy per-option heaps of ``(score + load weight x utilization, pool version, pool)`` and
+the same heap algorithm as Python's ``heapq``, so ties and even unusual values (NaN scores)
+resolve the same way. Capacity only shrinks within a round, so an entry whose pool no longer
+fits is dropped for good, and one whose pool changed is re-scored when it reaches the top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+PLACED = 0
+NO_OPTIONS = 1  # no healthy pool is eligible: the group's reason
+AT_QUOTA = 2
+WAITING = 3  # eligible pools exist, none has room now
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def _compiled(fn: Fn) -> Fn:
+    """Compile ``fn`` with Numba (cached on disk next to this module), same signature."""
+    return cast(Fn, numba.njit(cache=True, nogil=True)(fn))
+
+
+
+@_compiled
+def _lt(v1: float, a1: int, b1: int, v2: float, a2: int, b2: int) -> bool:
+    """``(v1, a1, b1) < (v2, a2, b2)`` as Python compares tuples (first unequal item)."""
+    if v1 != v2:
+        return v1 < v2
+    if a1 != a2:
+        return a1 < a2
+    return b1 < b2
+
+
+@_compiled
+def _sift_down(hv: F64, ha: I64, hb: I64, base: int, start: int, pos: int) -> None:
+    """heapq._siftdown on the heap stored at ``base`` in three parallel arrays."""
+    v, a, b = hv[base + pos], ha[base + pos], hb[base + pos]
+    while pos > start:
+        parent = (pos - 1) >> 1
+        pv, pa, pb = hv[base + parent], ha[base + parent], hb[base + parent]
+        if _lt(v, a, b, pv, pa, pb):
+            hv[base + pos], ha[base + pos], hb[base + pos] = pv, pa, pb
+            pos = parent
+            continue
+        break
+    hv[base + pos], ha[base + pos], hb[base + pos] = v, a, b
+
+
+@_compiled
+def _sift_up(hv: F64, ha: I64, hb: I64, base: int, size: int, pos: int) -> None:
+    """heapq._siftup: move the hole at ``pos`` to a leaf, then sift the item back down."""
+    start = pos
+    v, a, b = hv[base + pos], ha[base + pos], hb[base + pos]
+    child = 2 * pos + 1
+    while child < size:
+        right = child + 1
+        if right < size and not _lt(
+            hv[base + child],
+            ha[base + child],
+            hb[base + child],
+            hv[base + right],
+            ha[base + right],
+            hb[base + right],
+        ):
+            child = right
+        hv[base + pos], ha[base + pos], hb[base + pos] = (
+            hv[base + child],
+            ha[base + child],
+            hb[base + child],
+        )
+        pos = child
+        child = 2 * pos + 1
+    hv[base + pos], ha[base + pos], hb[base + pos] = v, a, b
+    _sift_down(hv, ha, hb, base, start, pos)
+
+
+@_compiled
+def _util(i: int, cards: F64, cpu: F64, total_cards: F64, total_cpu: F64) -> float:
+    if total_cards[i] > 0:
+        return 1.0 - cards[i] / total_cards[i]
+    return 1.0 - cpu[i] / max(total_cpu[i], 1.0)
+
+
+@_compiled
+def run_round(
+    order: I64,
+    band_end: I64,
+    task_group: I64,
+    task_tenant: I64,
+    task_seq: I64,
+    group_first: I64,
+    group_last: I64,
+    group_lw: F64,
+    group_units: F64,
+    opt_start: I64,
+    opt_end: I64,
+    opt_need: I64,
+    opt_units: F64,
+    cand_pool: I64,
+    cand_static: F64,
+    cards: F64,
+    cpu: F64,
+    mem: F64,
+    total_cards: F64,
+    total_cpu: F64,
+    held: F64,
+    weight: F64,
+    quota: F64,
+    has_quota: npt.NDArray[np.bool_],
+    n_tenants: int,
+    out_task: I64,
+    out_status: I64,
+    out_cand: I64,
+    out_value: F64,
+) -> None:
+    """Place the tasks of ``order`` (sorted by priority, then seq; bands of equal priority end
+    at ``band_end``). Per decision ``k`` (in the order tried) it writes the task, its status,
+    the chosen candidate (index into ``cand_*``, -1 if none) and its score. ``cards``, ``cpu``,
+    ``mem`` and ``held`` are updated in place."""
+    n_pools = len(cards)
+    version = np.zeros(n_pools, np.int64)
+    # Per option: its lazy heap lives in hv/ha/hb at the option's candidate range.
+    hv = np.empty(len(cand_pool), np.float64)
+    ha = np.empty(len(cand_pool), np.int64)
+    hb = np.empty(len(cand_pool), np.int64)
+    hsize = np.zeros(len(opt_start), np.int64)
+    built = np.zeros(len(group_first), np.bool_)
+    # Per tenant queue within a band, and the fair-share heap over tenants.
+    q_count = np.zeros(n_tenants, np.int64)
+    q_start = np.zeros(n_tenants, np.int64)
+    q_pos = np.zeros(n_tenants, np.int64)
+    queued = np.empty(len(order), np.int64)
+    tv = np.empty(n_tenants, np.float64)
+    ta = np.empty(n_tenants, np.int64)
+    tb = np.empty(n_tenants, np.int64)
+    k = 0
+    band_start = 0
+    for band in range(len(band_end)):
+        end = band_end[band]
+        # Stable counting sort of the band by tenant: each tenant's queue in seq order.
+        q_count[:] = 0
+        for r in range(band_start, end):
+            q_count[task_tenant[order[r]]] += 1
+        acc = band_start
+        for u in range(n_tenants):
+            q_start[u] = acc
+            q_pos[u] = acc
+            acc += q_count[u]
+        for r in range(band_start, end):
+            x = order[r]
+            u = task_tenant[x]
+            queued[q_pos[u]] = x
+            q_pos[u] += 1
+        size = 0
+        for u in range(n_tenants):
+            q_pos[u] = q_start[u]
+            if q_count[u]:
+                tv[size] = held[u] / max(weight[u], 1e-9)
+                ta[size] = task_seq[queued[q_start[u]]]
+                tb[size] = u
+                size += 1
+        for p in range(size // 2 - 1, -1, -1):
+            _sift_up(tv, ta, tb, 0, size, p)
+        while size:
+            # heappop
+            u = tb[0]
+            size -= 1
+            if size:
+                tv[0], ta[0], tb[0] = tv[size], ta[size], tb[size]
+                _sift_up(tv, ta, tb, 0, size, 0)
+            x = queued[q_pos[u]]
+            q_pos[u] += 1
+            _decide(
+                x,
+                u,
+                k,
+                task_group,
+                group_first,
+                group_last,
+                group_lw,
+                group_units,
+                opt_start,
+                opt_end,
+                opt_need,
+                opt_units,
+                cand_pool,
+                cand_static,
+                cards,
+                cpu,
+                mem,
+                total_cards,
+                total_cpu,
+                held,
+                quota,
+                has_quota,
+                version,
+                hv,
+                ha,
+                hb,
+                hsize,
+                built,
+                out_task,
+                out_status,
+                out_cand,
+                out_value,
+            )
+            k += 1
+            if q_pos[u] < q_start[u] + q_count[u]:
+                # heappush
+                tv[size] = held[u] / max(weight[u], 1e-9)
+                ta[size] = task_seq[queued[q_pos[u]]]
+                tb[size] = u
+                size += 1
+                _sift_down(tv, ta, tb, 0, 0, size - 1)
+        band_start = end
+
+
+@_compiled
+def _decide(
+    x: int,
+    u: int,
+    k: int,
+    task_group: I64,
+    group_first: I64,
+    group_last: I64,
+    group_lw: F64,
+    group_units: F64,
+    opt_start: I64,
+    opt_end: I64,
+    opt_need: I64,
+    opt_units: F64,
+    cand_pool: I64,
+    cand_static: F64,
+    cards: F64,
+    cpu: F64,
+    mem: F64,
+    total_cards: F64,
+    total_cpu: F64,
+    held: F64,
+    quota: F64,
+    has_quota: npt.NDArray[np.bool_],
+    version: I64,
+    hv: F64,
+    ha: I64,
+    hb: I64,
+    hsize: I64,
+    built: npt.NDArray[np.bool_],
+    out_task: I64,
+    out_status: I64,
+    out_cand: I64,
+    out_value: F64,
+) -> None:
+    """One task ``x`` of tenant ``u``: decision number ``k``."""
+    out_task[k] = x
+    out_cand[k] = -1
+    out_value[k] = 0.0
+    g = task_group[x]
+    lw = group_lw[g]
+    if not built[g]:
+        # As the reference builds a group on its first task: scores with the load now.
+        built[g] = True
+        for o in range(group_first[g], group_last[g]):
+            base = opt_start[o]
+            n = opt_end[o] - base
+            for j in range(n):
+                i = cand_pool[base + j]
+                hv[base + j] = cand_static[base + j] + lw * _util(
+                    i, cards, cpu, total_cards, total_cpu
+                )
+                ha[base + j] = version[i]
+                hb[base + j] = j
+            hsize[o] = n
+            for p in range(n // 2 - 1, -1, -1):
+                _sift_up(hv, ha, hb, base, n, p)
+    if group_first[g] == group_last[g]:
+        out_status[k] = NO_OPTIONS
+        return
+    if has_quota[u] and not held[u] + group_units[g] <= quota[u] + 1e-9:
+        out_status[k] = AT_QUOTA
+        return
+    best_o = -1
+    best_j = -1
+    best_v = 0.0
+    for o in range(group_first[g], group_last[g]):
+        base = opt_start[o]
+        need_cards = opt_need[3 * o]
+        need_cpu = opt_need[3 * o + 1]
+        need_mem = opt_need[3 * o + 2]
+        while hsize[o]:
+            value, ver, j = hv[base], ha[base], hb[base]
+            i = cand_pool[base + j]
+            if cards[i] < need_cards or cpu[i] < need_cpu or mem[i] < need_mem:
+                # heappop: capacity only shrinks within a round
+                hsize[o] -= 1
+                last = base + hsize[o]
+                if hsize[o]:
+                    hv[base], ha[base], hb[base] = hv[last], ha[last], hb[last]
+                    _sift_up(hv, ha, hb, base, hsize[o], 0)
+                continue
+            if ver != version[i]:
+                # heapreplace with the pool's current load
+                hv[base] = cand_static[base + j] + lw * _util(
+                    i, cards, cpu, total_cards, total_cpu
+                )
+                ha[base] = version[i]
+                _sift_up(hv, ha, hb, base, hsize[o], 0)
+                continue
+            if best_o < 0 or value < best_v:
+                best_o, best_j, best_v = o, j, value
+            break
+    if best_o < 0:
+        out_status[k] = WAITING
+        return
+    base = opt_start[best_o]
+    i = cand_pool[base + best_j]
+    cards[i] -= opt_need[3 * best_o]
+    cpu[i] -= opt_need[3 * best_o + 1]
+    mem[i] -= opt_need[3 * best_o + 2]
+    version[i] += 1
+    held[u] += opt_units[best_o]
+    out_status[k] = PLACED
+    out_cand[k] = base + best_j
+    out_value[k] = best_v
