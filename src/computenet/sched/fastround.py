@@ -17,8 +17,10 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from computenet.model.task import Policy, TaskSpec
 from computenet.sched import batch, kernel
@@ -115,7 +117,8 @@ class _Shapes:
     cand_pool: I64
     cand_static: F64
     cand_opt: I64
-    columns: dict[str, F64 | B]
+    columns: dict[str, F64]  # estimates per candidate, by Estimate field
+    speed_known: B
     reasons: list[str]
 
 
@@ -131,7 +134,8 @@ def _shapes(specs: list[TaskSpec], t: PoolTable, ctx: Context, policy: Policy | 
     sizes: list[int] = []
     pools: list[I64] = []
     static: list[F64] = []
-    cols: dict[str, list[F64 | B]] = {c: [] for c in _ESTIMATE_COLUMNS}
+    cols: dict[str, list[F64]] = {c: [] for c in _ESTIMATE_COLUMNS}
+    known: list[B] = []
     reasons: list[str] = []
     for g, spec in enumerate(specs):
         found = batch.candidates(spec, t, ctx, policy)
@@ -154,6 +158,7 @@ def _shapes(specs: list[TaskSpec], t: PoolTable, ctx: Context, policy: Policy | 
             static.append(scores)
             for c in _ESTIMATE_COLUMNS:
                 cols[c].append(getattr(e, c))
+            known.append(e.speed_known)
         group_last[g] = len(sizes)
     ends = np.cumsum(np.array(sizes, np.int64))
     return _Shapes(
@@ -169,7 +174,8 @@ def _shapes(specs: list[TaskSpec], t: PoolTable, ctx: Context, policy: Policy | 
         cand_pool=_joined(pools, np.int64),
         cand_static=_joined(static, np.float64),
         cand_opt=np.repeat(np.arange(len(sizes), dtype=np.int64), sizes),
-        columns={c: _joined(v, bool if c == "speed_known" else np.float64) for c, v in cols.items()},
+        columns={c: _joined(v, np.float64) for c, v in cols.items()},
+        speed_known=_joined(known, np.bool_),
         reasons=reasons,
     )
 
@@ -182,17 +188,14 @@ _ESTIMATE_COLUMNS = (
     "carbon_g",
     "rtt_ms",
     "reliability",
-    "speed_known",
 )
 
 
-def _joined(parts: Sequence[np.ndarray], dtype: type) -> np.ndarray:  # type: ignore[type-arg]
+def _joined(parts: Sequence[npt.NDArray[Any]], dtype: type[Any]) -> npt.NDArray[Any]:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def place(
-    tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = None
-) -> Placements:
+def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = None) -> Placements:
     """Decide a round for ``tasks`` on a non-empty table (no reservations, no preemptible
     running work: see :func:`covered`). The free capacity in ``t`` is not changed."""
     sh = _shapes(tasks.specs, t, ctx, policy)
@@ -246,7 +249,8 @@ def place(
     cand = np.where(placed, out_cand, 0)
     pool = np.where(placed, sh.cand_pool[cand] if len(sh.cand_pool) else -1, -1)
     variant = np.where(placed, sh.opt_variant[sh.cand_opt[cand]] if len(sh.cand_opt) else -1, -1)
-    c = {k: v[cand] if len(v) else np.zeros(n, v.dtype) for k, v in sh.columns.items()}
+    c = {k: v[cand] if len(v) else np.zeros(n) for k, v in sh.columns.items()}
+    known = sh.speed_known[cand] if len(sh.speed_known) else np.zeros(n, bool)
     return Placements(
         task=out_task,
         status=out_status,
@@ -260,7 +264,7 @@ def place(
         carbon_g=c["carbon_g"],
         rtt_ms=c["rtt_ms"],
         reliability=c["reliability"],
-        speed_known=c["speed_known"].astype(bool),
+        speed_known=known,
         reasons=sh.reasons,
     )
 
@@ -273,7 +277,76 @@ def covered(t: PoolTable, ctx: Context) -> bool:
     return not any(r.preemptible and r.pool in t.index for r in ctx.running)
 
 
-def decisions(tasks: Sequence[TaskView], tb: TaskBatch, p: Placements, t: PoolTable) -> list[Decision]:
+_NEW = object.__new__
+_SET = object.__setattr__
+
+
+def _estimate(
+    pool: str,
+    variant: int,
+    transfer_s: float,
+    wait_s: float,
+    run_s: float,
+    cost: float,
+    carbon_g: float,
+    rtt_ms: float,
+    reliability: float,
+    score: float,
+    speed_known: bool,
+) -> Estimate:
+    """``Estimate(...)``, built the way a frozen dataclass cannot build itself quickly: its
+    ``__init__`` sets each field through ``object.__setattr__`` (3 us for 11 fields on a
+    2-core VM, most of a placement's budget); here the whole ``__dict__`` is set at once."""
+    e = _NEW(Estimate)
+    _SET(
+        e,
+        "__dict__",
+        {
+            "pool": pool,
+            "variant": variant,
+            "transfer_s": transfer_s,
+            "wait_s": wait_s,
+            "run_s": run_s,
+            "cost": cost,
+            "carbon_g": carbon_g,
+            "rtt_ms": rtt_ms,
+            "reliability": reliability,
+            "score": score,
+            "speed_known": speed_known,
+        },
+    )
+    return e
+
+
+def _placed(task_id: str, pool: str, variant: int, estimate: Estimate) -> Decision:
+    """``Decision(task_id, pool, "", variant, (), estimate)``, as :func:`_estimate` builds."""
+    d = _NEW(Decision)
+    _SET(
+        d,
+        "__dict__",
+        {
+            "task_id": task_id,
+            "pool": pool,
+            "reason": "",
+            "variant": variant,
+            "preempt": (),
+            "estimate": estimate,
+            "reservation": "",
+        },
+    )
+    return d
+
+
+# The two builders above name every field; a field added to either class must be added there.
+if tuple(Estimate.__dataclass_fields__) != tuple(_estimate.__code__.co_varnames[:11]) or tuple(
+    Decision.__dataclass_fields__
+) != ("task_id", "pool", "reason", "variant", "preempt", "estimate", "reservation"):
+    raise ImportError("fastround's Estimate/Decision builders are out of date")
+
+
+def decisions(
+    tasks: Sequence[TaskView], tb: TaskBatch, p: Placements, t: PoolTable
+) -> list[Decision]:
     """The :class:`Decision` of every task, in the order they were tried."""
     cpis = t.cpis
     reasons = p.reasons
@@ -299,8 +372,9 @@ def decisions(tasks: Sequence[TaskView], tb: TaskBatch, p: Placements, t: PoolTa
         tv = tasks[x]
         if status == kernel.PLACED:
             cpi = cpis[i]
-            est = Estimate(cpi, v, a, b, c, d, e, f, g, value, known)
-            append(Decision(tv.task_id, cpi, "", v, (), est))
+            append(
+                _placed(tv.task_id, cpi, v, _estimate(cpi, v, a, b, c, d, e, f, g, value, known))
+            )
         elif status == kernel.AT_QUOTA:
             append(Decision(tv.task_id, None, f"tenant {tv.tenant or 'default'} is at its quota"))
         else:

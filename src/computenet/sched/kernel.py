@@ -41,7 +41,6 @@ def _compiled(fn: Fn) -> Fn:
     return cast(Fn, numba.njit(cache=True, nogil=True)(fn))
 
 
-
 @_compiled
 def _lt(v1: float, a1: int, b1: int, v2: float, a2: int, b2: int) -> bool:
     """``(v1, a1, b1) < (v2, a2, b2)`` as Python compares tuples (first unequal item)."""
@@ -98,8 +97,8 @@ def _sift_up(hv: F64, ha: I64, hb: I64, base: int, size: int, pos: int) -> None:
 @_compiled
 def _util(i: int, cards: F64, cpu: F64, total_cards: F64, total_cpu: F64) -> float:
     if total_cards[i] > 0:
-        return 1.0 - cards[i] / total_cards[i]
-    return 1.0 - cpu[i] / max(total_cpu[i], 1.0)
+        return float(1.0 - cards[i] / total_cards[i])
+    return float(1.0 - cpu[i] / max(total_cpu[i], 1.0))
 
 
 @_compiled
@@ -320,9 +319,7 @@ def _decide(
                 continue
             if ver != version[i]:
                 # heapreplace with the pool's current load
-                hv[base] = cand_static[base + j] + lw * _util(
-                    i, cards, cpu, total_cards, total_cpu
-                )
+                hv[base] = cand_static[base + j] + lw * _util(i, cards, cpu, total_cards, total_cpu)
                 ha[base] = version[i]
                 _sift_up(hv, ha, hb, base, hsize[o], 0)
                 continue
