@@ -210,6 +210,13 @@ def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = 
     has_quota = np.array([s is not None and s.quota is not None for s in shares], bool)
     remap = np.array([names.index(name) for name in tasks.tenants], np.int64)
     n = len(tasks)
+    if n >= 1 << (kernel.VERSION_SHIFT - 1) or len(t) >= 1 << kernel.VERSION_SHIFT:
+        raise ValueError("a round takes under 2**31 tasks on under 2**32 pools")
+    tenant = remap[tasks.tenant] if n else tasks.tenant
+    # The fair-share heap breaks ties in share by the queue head's seq, then tenant name.
+    by_rank = np.lexsort((np.arange(n), tenant, tasks.seq)).astype(np.int64)
+    rank = np.empty(n, np.int64)
+    rank[by_rank] = np.arange(n)
     out_task = np.empty(n, np.int64)
     out_status = np.empty(n, np.int64)
     out_cand = np.empty(n, np.int64)
@@ -218,8 +225,9 @@ def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = 
         order.astype(np.int64),
         band_end,
         tasks.shape,
-        remap[tasks.tenant] if n else tasks.tenant,
-        tasks.seq,
+        tenant,
+        rank,
+        by_rank,
         sh.group_first,
         sh.group_last,
         sh.group_lw,

@@ -41,57 +41,56 @@ def _compiled(fn: Fn) -> Fn:
     return cast(Fn, numba.njit(cache=True, nogil=True)(fn))
 
 
+# A heap entry: a score and an integer that breaks its ties. Option heaps hold
+# (score, pool version, candidate) as the reference does, the last two packed into ``k`` (a
+# version below 2**31 and a candidate below 2**32 compare as the pair does); the tenant heap
+# holds (share, rank of the queue head by submission order, then tenant name). One record per
+# entry keeps a heap step to one cache line: the heaps of a national round are megabytes.
+ENTRY = np.dtype([("v", np.float64), ("k", np.int64)])
+VERSION_SHIFT = 32
+Heap = npt.NDArray[np.void]
+
+
 @_compiled
-def _lt(v1: float, a1: int, b1: int, v2: float, a2: int, b2: int) -> bool:
-    """``(v1, a1, b1) < (v2, a2, b2)`` as Python compares tuples (first unequal item)."""
+def _lt(v1: float, k1: int, v2: float, k2: int) -> bool:
+    """``(v1, k1) < (v2, k2)`` as Python compares tuples (the first unequal item decides)."""
     if v1 != v2:
         return v1 < v2
-    if a1 != a2:
-        return a1 < a2
-    return b1 < b2
+    return k1 < k2
 
 
 @_compiled
-def _sift_down(hv: F64, ha: I64, hb: I64, base: int, start: int, pos: int) -> None:
-    """heapq._siftdown on the heap stored at ``base`` in three parallel arrays."""
-    v, a, b = hv[base + pos], ha[base + pos], hb[base + pos]
+def _sift_down(h: Heap, base: int, start: int, pos: int) -> None:
+    """heapq._siftdown on the heap stored from ``base``."""
+    v, k = h[base + pos].v, h[base + pos].k
     while pos > start:
         parent = (pos - 1) >> 1
-        pv, pa, pb = hv[base + parent], ha[base + parent], hb[base + parent]
-        if _lt(v, a, b, pv, pa, pb):
-            hv[base + pos], ha[base + pos], hb[base + pos] = pv, pa, pb
+        pv, pk = h[base + parent].v, h[base + parent].k
+        if _lt(v, k, pv, pk):
+            h[base + pos].v, h[base + pos].k = pv, pk
             pos = parent
             continue
         break
-    hv[base + pos], ha[base + pos], hb[base + pos] = v, a, b
+    h[base + pos].v, h[base + pos].k = v, k
 
 
 @_compiled
-def _sift_up(hv: F64, ha: I64, hb: I64, base: int, size: int, pos: int) -> None:
+def _sift_up(h: Heap, base: int, size: int, pos: int) -> None:
     """heapq._siftup: move the hole at ``pos`` to a leaf, then sift the item back down."""
     start = pos
-    v, a, b = hv[base + pos], ha[base + pos], hb[base + pos]
+    v, k = h[base + pos].v, h[base + pos].k
     child = 2 * pos + 1
     while child < size:
         right = child + 1
         if right < size and not _lt(
-            hv[base + child],
-            ha[base + child],
-            hb[base + child],
-            hv[base + right],
-            ha[base + right],
-            hb[base + right],
+            h[base + child].v, h[base + child].k, h[base + right].v, h[base + right].k
         ):
             child = right
-        hv[base + pos], ha[base + pos], hb[base + pos] = (
-            hv[base + child],
-            ha[base + child],
-            hb[base + child],
-        )
+        h[base + pos].v, h[base + pos].k = h[base + child].v, h[base + child].k
         pos = child
         child = 2 * pos + 1
-    hv[base + pos], ha[base + pos], hb[base + pos] = v, a, b
-    _sift_down(hv, ha, hb, base, start, pos)
+    h[base + pos].v, h[base + pos].k = v, k
+    _sift_down(h, base, start, pos)
 
 
 @_compiled
@@ -107,7 +106,8 @@ def run_round(
     band_end: I64,
     task_group: I64,
     task_tenant: I64,
-    task_seq: I64,
+    task_rank: I64,
+    by_rank: I64,
     group_first: I64,
     group_last: I64,
     group_lw: F64,
@@ -139,10 +139,8 @@ def run_round(
     ``mem`` and ``held`` are updated in place."""
     n_pools = len(cards)
     version = np.zeros(n_pools, np.int64)
-    # Per option: its lazy heap lives in hv/ha/hb at the option's candidate range.
-    hv = np.empty(len(cand_pool), np.float64)
-    ha = np.empty(len(cand_pool), np.int64)
-    hb = np.empty(len(cand_pool), np.int64)
+    # Per option: its lazy heap lives at the option's candidate range.
+    heaps = np.empty(len(cand_pool), ENTRY)
     hsize = np.zeros(len(opt_start), np.int64)
     built = np.zeros(len(group_first), np.bool_)
     # Per tenant queue within a band, and the fair-share heap over tenants.
@@ -150,9 +148,7 @@ def run_round(
     q_start = np.zeros(n_tenants, np.int64)
     q_pos = np.zeros(n_tenants, np.int64)
     queued = np.empty(len(order), np.int64)
-    tv = np.empty(n_tenants, np.float64)
-    ta = np.empty(n_tenants, np.int64)
-    tb = np.empty(n_tenants, np.int64)
+    th = np.empty(n_tenants, ENTRY)
     k = 0
     band_start = 0
     for band in range(len(band_end)):
@@ -175,19 +171,18 @@ def run_round(
         for u in range(n_tenants):
             q_pos[u] = q_start[u]
             if q_count[u]:
-                tv[size] = held[u] / max(weight[u], 1e-9)
-                ta[size] = task_seq[queued[q_start[u]]]
-                tb[size] = u
+                th[size].v = held[u] / max(weight[u], 1e-9)
+                th[size].k = task_rank[queued[q_start[u]]]
                 size += 1
         for p in range(size // 2 - 1, -1, -1):
-            _sift_up(tv, ta, tb, 0, size, p)
+            _sift_up(th, 0, size, p)
         while size:
             # heappop
-            u = tb[0]
+            u = task_tenant[by_rank[th[0].k]]
             size -= 1
             if size:
-                tv[0], ta[0], tb[0] = tv[size], ta[size], tb[size]
-                _sift_up(tv, ta, tb, 0, size, 0)
+                th[0].v, th[0].k = th[size].v, th[size].k
+                _sift_up(th, 0, size, 0)
             x = queued[q_pos[u]]
             q_pos[u] += 1
             _decide(
@@ -214,9 +209,7 @@ def run_round(
                 quota,
                 has_quota,
                 version,
-                hv,
-                ha,
-                hb,
+                heaps,
                 hsize,
                 built,
                 out_task,
@@ -227,11 +220,10 @@ def run_round(
             k += 1
             if q_pos[u] < q_start[u] + q_count[u]:
                 # heappush
-                tv[size] = held[u] / max(weight[u], 1e-9)
-                ta[size] = task_seq[queued[q_pos[u]]]
-                tb[size] = u
+                th[size].v = held[u] / max(weight[u], 1e-9)
+                th[size].k = task_rank[queued[q_pos[u]]]
                 size += 1
-                _sift_down(tv, ta, tb, 0, 0, size - 1)
+                _sift_down(th, 0, 0, size - 1)
         band_start = end
 
 
@@ -260,9 +252,7 @@ def _decide(
     quota: F64,
     has_quota: npt.NDArray[np.bool_],
     version: I64,
-    hv: F64,
-    ha: I64,
-    hb: I64,
+    h: Heap,
     hsize: I64,
     built: npt.NDArray[np.bool_],
     out_task: I64,
@@ -284,14 +274,13 @@ def _decide(
             n = opt_end[o] - base
             for j in range(n):
                 i = cand_pool[base + j]
-                hv[base + j] = cand_static[base + j] + lw * _util(
+                h[base + j].v = cand_static[base + j] + lw * _util(
                     i, cards, cpu, total_cards, total_cpu
                 )
-                ha[base + j] = version[i]
-                hb[base + j] = j
+                h[base + j].k = (version[i] << VERSION_SHIFT) | j
             hsize[o] = n
             for p in range(n // 2 - 1, -1, -1):
-                _sift_up(hv, ha, hb, base, n, p)
+                _sift_up(h, base, n, p)
     if group_first[g] == group_last[g]:
         out_status[k] = NO_OPTIONS
         return
@@ -307,21 +296,24 @@ def _decide(
         need_cpu = opt_need[3 * o + 1]
         need_mem = opt_need[3 * o + 2]
         while hsize[o]:
-            value, ver, j = hv[base], ha[base], hb[base]
+            value, key = h[base].v, h[base].k
+            j = key & ((1 << VERSION_SHIFT) - 1)
             i = cand_pool[base + j]
             if cards[i] < need_cards or cpu[i] < need_cpu or mem[i] < need_mem:
                 # heappop: capacity only shrinks within a round
                 hsize[o] -= 1
                 last = base + hsize[o]
                 if hsize[o]:
-                    hv[base], ha[base], hb[base] = hv[last], ha[last], hb[last]
-                    _sift_up(hv, ha, hb, base, hsize[o], 0)
+                    h[base].v, h[base].k = h[last].v, h[last].k
+                    _sift_up(h, base, hsize[o], 0)
                 continue
-            if ver != version[i]:
+            if key >> VERSION_SHIFT != version[i]:
                 # heapreplace with the pool's current load
-                hv[base] = cand_static[base + j] + lw * _util(i, cards, cpu, total_cards, total_cpu)
-                ha[base] = version[i]
-                _sift_up(hv, ha, hb, base, hsize[o], 0)
+                h[base].v = cand_static[base + j] + lw * _util(
+                    i, cards, cpu, total_cards, total_cpu
+                )
+                h[base].k = (version[i] << VERSION_SHIFT) | j
+                _sift_up(h, base, hsize[o], 0)
                 continue
             if best_o < 0 or value < best_v:
                 best_o, best_j, best_v = o, j, value
