@@ -15,6 +15,7 @@ preemptible running work that an on-demand task could displace.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,7 @@ class Placements:
     reliability: F64
     speed_known: B
     reasons: list[str]  # per shape: why its tasks wait (no eligible pool, or no room)
+    loop_s: float  # of the round's time, seconds in the compiled loop (the rest is NumPy)
 
     @property
     def placed(self) -> int:
@@ -221,6 +223,7 @@ def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = 
     out_status = np.empty(n, np.int64)
     out_cand = np.empty(n, np.int64)
     out_value = np.empty(n, np.float64)
+    loop_start = time.perf_counter()
     kernel.run_round(
         order.astype(np.int64),
         band_end,
@@ -253,6 +256,7 @@ def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = 
         out_cand,
         out_value,
     )
+    loop_s = time.perf_counter() - loop_start
     placed = out_cand >= 0
     cand = np.where(placed, out_cand, 0)
     pool = np.where(placed, sh.cand_pool[cand] if len(sh.cand_pool) else -1, -1)
@@ -274,6 +278,7 @@ def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = 
         reliability=c["reliability"],
         speed_known=known,
         reasons=sh.reasons,
+        loop_s=loop_s,
     )
 
 
