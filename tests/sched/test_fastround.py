@@ -17,7 +17,7 @@ from sched_helpers import gpu_pool
 
 from computenet.model.pool import Capacity, PoolHealth, PoolSpec, Region, Software
 from computenet.model.task import Policy, TaskSpec
-from computenet.sched import batch, fastround, kernel
+from computenet.sched import batch, fastround
 from computenet.sched.core import (
     Context,
     PoolTelemetry,
@@ -198,7 +198,7 @@ def test_the_columns_say_what_the_decisions_say() -> None:
     assert [tasks[x].task_id for x in placed.task.tolist()] == [d.task_id for d in decisions]
     assert placed.placed == sum(1 for d in decisions if d.pool)
     for d, status, pool in zip(decisions, placed.status, placed.pool, strict=True):
-        assert (status == kernel.PLACED) == (d.pool is not None)
+        assert (status == fastround.PLACED) == (d.pool is not None)
         assert (table.cpis[pool] if pool >= 0 else None) == d.pool
     # the table's free capacity is the caller's: a round does not consume it
     assert np.array_equal(table.free_cards, build_table(pools, ctx).free_cards)

@@ -24,13 +24,20 @@ import numpy as np
 import numpy.typing as npt
 
 from computenet.model.task import Policy, TaskSpec
-from computenet.sched import batch, kernel
+from computenet.sched import batch
 from computenet.sched.fairshare import units
 from computenet.sched.pooltable import F64, I64, B, PoolTable, build_table
 from computenet.sched.reservations import Reserved
 from computenet.sched.types import Context, Decision, Estimate, PoolView, TaskView
 
 NO_POOLS = "no pools are registered"
+# What became of a task (Placements.status).
+PLACED = 0
+NO_OPTIONS = 1  # no healthy pool is eligible: the shape's reason says why
+AT_QUOTA = 2
+WAITING = 3  # eligible pools exist, none has room now
+# Option heap entries pack (pool version, candidate) into one int64: version << this | cand.
+VERSION_SHIFT = 32
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class Placements:
     @property
     def placed(self) -> int:
         """How many tasks were placed."""
-        return int((self.status == kernel.PLACED).sum())
+        return int((self.status == PLACED).sum())
 
 
 @dataclass
@@ -212,7 +219,7 @@ def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = 
     has_quota = np.array([s is not None and s.quota is not None for s in shares], bool)
     remap = np.array([names.index(name) for name in tasks.tenants], np.int64)
     n = len(tasks)
-    if n >= 1 << (kernel.VERSION_SHIFT - 1) or len(t) >= 1 << kernel.VERSION_SHIFT:
+    if n >= 1 << (VERSION_SHIFT - 1) or len(t) >= 1 << VERSION_SHIFT:
         raise ValueError("a round takes under 2**31 tasks on under 2**32 pools")
     tenant = remap[tasks.tenant] if n else tasks.tenant
     # The fair-share heap breaks ties in share by the queue head's seq, then tenant name.
@@ -223,8 +230,11 @@ def place(tasks: TaskBatch, t: PoolTable, ctx: Context, policy: Policy | None = 
     out_status = np.empty(n, np.int64)
     out_cand = np.empty(n, np.int64)
     out_value = np.empty(n, np.float64)
+    # Imported here: Numba (LLVM) costs 0.3 s and about 100 MiB, only for processes that place.
+    from computenet.sched.kernel import run_round
+
     loop_start = time.perf_counter()
-    kernel.run_round(
+    run_round(
         order.astype(np.int64),
         band_end,
         tasks.shape,
@@ -383,12 +393,12 @@ def decisions(
         strict=True,
     ):
         tv = tasks[x]
-        if status == kernel.PLACED:
+        if status == PLACED:
             cpi = cpis[i]
             append(
                 _placed(tv.task_id, cpi, v, _estimate(cpi, v, a, b, c, d, e, f, g, value, known))
             )
-        elif status == kernel.AT_QUOTA:
+        elif status == AT_QUOTA:
             append(Decision(tv.task_id, None, f"tenant {tv.tenant or 'default'} is at its quota"))
         else:
             append(Decision(tv.task_id, None, reasons[shape[x]]))
@@ -426,3 +436,13 @@ def schedule(
     finally:
         if collecting:
             gc.enable()
+
+
+def warm_up() -> float:
+    """Compile the round's loop now (or load it from Numba's on-disk cache), so that the
+    first real round does not wait for it; seconds taken. A fresh install compiles once
+    (several seconds on 2 cores); ``make`` calls this right after installing."""
+    t0 = time.perf_counter()
+    ctx = Context()
+    place(TaskBatch.of([]), build_table([], ctx), ctx)  # same argument types as any round
+    return time.perf_counter() - t0

@@ -25,13 +25,11 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from computenet.sched.fastround import AT_QUOTA, NO_OPTIONS, PLACED, VERSION_SHIFT, WAITING
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-PLACED = 0
-NO_OPTIONS = 1  # no healthy pool is eligible: the group's reason
-AT_QUOTA = 2
-WAITING = 3  # eligible pools exist, none has room now
 
 Fn = TypeVar("Fn", bound=Callable[..., Any])
 
@@ -47,7 +45,6 @@ def _compiled(fn: Fn) -> Fn:
 # holds (share, rank of the queue head by submission order, then tenant name). One record per
 # entry keeps a heap step to one cache line: the heaps of a national round are megabytes.
 ENTRY = np.dtype([("v", np.float64), ("k", np.int64)])
-VERSION_SHIFT = 32
 Heap = npt.NDArray[np.void]
 
 
