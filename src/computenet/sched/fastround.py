@@ -59,25 +59,22 @@ class TaskBatch:
     @classmethod
     def of(cls, tasks: Sequence[TaskView]) -> TaskBatch:
         """Group ``tasks`` by shape key (the cached ``TaskView.shape`` when present)."""
+        key = batch.shape_key
         ids: dict[object, int] = {}
-        specs: list[TaskSpec] = []
-        shape = np.empty(len(tasks), np.int64)
-        for k, tv in enumerate(tasks):
-            key = batch.shape_key(tv.spec) if tv.shape is None else tv.shape
-            s = ids.get(key)
-            if s is None:
-                s = ids[key] = len(specs)
-                specs.append(tv.spec)
-            shape[k] = s
+        # shape ids in order of first appearance
+        shape = [
+            ids.setdefault(key(tv.spec) if tv.shape is None else tv.shape, len(ids)) for tv in tasks
+        ]
+        first = np.unique(np.array(shape, np.int64), return_index=True)[1].tolist()
         names = sorted({tv.tenant for tv in tasks})
         pos = {name: u for u, name in enumerate(names)}
         return cls(
-            specs=specs,
-            shape=shape,
+            specs=[tasks[k].spec for k in first],
+            shape=np.array(shape, np.int64),
             tenants=names,
-            tenant=np.fromiter((pos[tv.tenant] for tv in tasks), np.int64, len(tasks)),
-            priority=np.fromiter((tv.priority for tv in tasks), np.int64, len(tasks)),
-            seq=np.fromiter((tv.seq for tv in tasks), np.int64, len(tasks)),
+            tenant=np.array([pos[tv.tenant] for tv in tasks], np.int64),
+            priority=np.array([tv.priority for tv in tasks], np.int64),
+            seq=np.array([tv.seq for tv in tasks], np.int64),
         )
 
 
@@ -341,8 +338,11 @@ def _estimate(
     return e
 
 
-def _placed(task_id: str, pool: str, variant: int, estimate: Estimate) -> Decision:
-    """``Decision(task_id, pool, "", variant, (), estimate)``, as :func:`_estimate` builds."""
+def _decision(
+    task_id: str, pool: str | None, reason: str, variant: int, estimate: Estimate | None
+) -> Decision:
+    """``Decision(task_id, pool, reason, variant, (), estimate)``, built as :func:`_estimate`
+    builds."""
     d = _NEW(Decision)
     _SET(
         d,
@@ -350,7 +350,7 @@ def _placed(task_id: str, pool: str, variant: int, estimate: Estimate) -> Decisi
         {
             "task_id": task_id,
             "pool": pool,
-            "reason": "",
+            "reason": reason,
             "variant": variant,
             "preempt": (),
             "estimate": estimate,
@@ -395,13 +395,13 @@ def decisions(
         tv = tasks[x]
         if status == PLACED:
             cpi = cpis[i]
-            append(
-                _placed(tv.task_id, cpi, v, _estimate(cpi, v, a, b, c, d, e, f, g, value, known))
-            )
+            est = _estimate(cpi, v, a, b, c, d, e, f, g, value, known)
+            append(_decision(tv.task_id, cpi, "", v, est))
         elif status == AT_QUOTA:
-            append(Decision(tv.task_id, None, f"tenant {tv.tenant or 'default'} is at its quota"))
+            quota = f"tenant {tv.tenant or 'default'} is at its quota"
+            append(_decision(tv.task_id, None, quota, -1, None))
         else:
-            append(Decision(tv.task_id, None, reasons[shape[x]]))
+            append(_decision(tv.task_id, None, reasons[shape[x]], -1, None))
     return out
 
 
