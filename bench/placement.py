@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
 import time
@@ -159,10 +160,11 @@ def make_reservations(
     return out
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn()``: on a shared machine the CPU time is the steadier."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_round(
@@ -203,10 +205,14 @@ def bench_round(
         "reference": lambda: batch.schedule(keyed, table, ctx),
     }
     times: dict[str, list[float]] = {name: [] for name in rounds}
+    cpu: dict[str, list[float]] = {name: [] for name in rounds}
     for _ in range(repeat):  # alternate, so all see the same (shared-machine) load
         for name, run in rounds.items():
-            times[name].append(_timed(run))
+            wall_s, cpu_s = _timed(run)
+            times[name].append(wall_s)
+            cpu[name].append(cpu_s)
     med = {name: statistics.median(ts) for name, ts in times.items()}
+    med_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
     return {
         "pools": n_pools,
         "tasks": n_tasks,
@@ -218,6 +224,10 @@ def bench_round(
         "round_columns_s": med["columns"],
         "round_columns_best_s": min(times["columns"]),
         "placements_per_s_columns": placed_columns / med["columns"],
+        "placements_per_cpu_s_columns": placed_columns / med_cpu["columns"],
+        "placements_per_cpu_s_cached_keys": placed / med_cpu["keyed"],
+        "placements_per_cpu_s": placed / med_cpu["plain"],
+        "placements_per_cpu_s_reference": placed_reference / med_cpu["reference"],
         "round_cached_keys_s": med["keyed"],
         "placements_per_s_cached_keys": placed / med["keyed"],
         "round_s": med["plain"],
@@ -257,6 +267,10 @@ def stages(tasks: list[TaskView], table: PoolTable, ctx: Context, repeat: int) -
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--find-pools", type=int, default=30_000)
@@ -280,6 +294,7 @@ def main() -> None:
         f"{find['table_build_s']:.2f} s): p50 {find['find_p50_ms']:.1f} ms, "
         f"p99 {find['find_p99_ms']:.1f} ms, max {find['find_max_ms']:.1f} ms"
     )
+    print(f"machine: {os.cpu_count()} CPUs, load average {_load()}")
     print(
         f"round: {rnd['tasks']:,} tasks ({rnd['shapes']} shapes, 10 tenants) on "
         f"{rnd['pools']:,} pools, {rnd['placed']:,} placed; pool table build "
@@ -290,17 +305,19 @@ def main() -> None:
     print(
         f"  columns (TaskBatch from cached shape keys -> Placements, no object per task): "
         f"{rnd['round_columns_s']:.2f} s (best {rnd['round_columns_best_s']:.2f} s) = "
-        f"{rnd['placements_per_s_columns']:,.0f} placements/s"
+        f"{rnd['placements_per_s_columns']:,.0f} placements/s "
+        f"({rnd['placements_per_cpu_s_columns']:,.0f} per CPU second)"
     )
     print(
         f"  schedule(), shape keys cached per task (the node's path), Decision objects: "
         f"{rnd['round_cached_keys_s']:.2f} s = {rnd['placements_per_s_cached_keys']:,.0f} "
-        "placements/s"
+        f"placements/s ({rnd['placements_per_cpu_s_cached_keys']:,.0f} per CPU second)"
     )
     print(
         f"  schedule(), shape keys computed in the round: {rnd['round_s']:.2f} s "
         f"(best {rnd['round_best_s']:.2f} s) = {rnd['placements_per_s']:,.0f} placements/s "
-        f"({rnd['decisions_per_s']:,.0f} decisions/s)"
+        f"({rnd['decisions_per_s']:,.0f} decisions/s; "
+        f"{rnd['placements_per_cpu_s']:,.0f} placements per CPU second)"
     )
     print(
         f"  schedule() honouring {rnd['reservations']} advance reservations (reference round): "
@@ -310,7 +327,8 @@ def main() -> None:
     print(
         f"  reference round (sched/batch.py, the previous core), cached keys: "
         f"{rnd['placed_reference']:,} placed in {rnd['round_reference_s']:.2f} s = "
-        f"{rnd['placements_per_s_reference']:,.0f} placements/s"
+        f"{rnd['placements_per_s_reference']:,.0f} placements/s "
+        f"({rnd['placements_per_cpu_s_reference']:,.0f} per CPU second)"
     )
     st = rnd["stages"]
     print(
