@@ -248,7 +248,8 @@ def bench_round(
 
 
 def stages(tasks: list[TaskView], table: PoolTable, ctx: Context, repeat: int) -> dict[str, float]:
-    """Median seconds of each stage of a cached-key round (the node's path)."""
+    """Median seconds of each stage of a cached-key round (shape keys cached as the node's
+    placer caches them)."""
     out: dict[str, list[float]] = {"group": [], "score": [], "loop": [], "decisions": []}
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -311,7 +312,7 @@ def main() -> None:
         f"({rnd['placements_per_cpu_s_columns']:,.0f} per CPU second)"
     )
     print(
-        f"  schedule(), shape keys cached per task (the node's path), Decision objects: "
+        f"  schedule(), shape keys cached per task (as the node caches them), Decision objects: "
         f"{rnd['round_cached_keys_s']:.2f} s = {rnd['placements_per_s_cached_keys']:,.0f} "
         f"placements/s ({rnd['placements_per_cpu_s_cached_keys']:,.0f} per CPU second)"
     )

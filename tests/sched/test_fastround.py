@@ -166,12 +166,12 @@ def test_the_compiled_round_decides_as_the_reference(seed: int) -> None:
     table = build_table(pools, ctx)
     assert fastround.covered(table, ctx)
     expected = batch.schedule(tasks, table, ctx, policy)
-    got = schedule(tasks, table, ctx, policy)
+    got = fastround.compiled_round(tasks, table, ctx, policy)
     assert got == expected
     assert {d.pool is not None for d in got} == {True, False} or len(tasks) < 50
     # the shape keys a caller caches give the same decisions
     keyed = [replace(tv, shape=shape_key(tv.spec)) for tv in tasks]
-    assert schedule(keyed, table, ctx, policy) == expected
+    assert fastround.compiled_round(keyed, table, ctx, policy) == expected
 
 
 def test_a_large_round_decides_as_the_reference() -> None:
@@ -182,7 +182,7 @@ def test_a_large_round_decides_as_the_reference() -> None:
     ctx = _context(rng, pools)
     table = build_table(pools, ctx)
     expected = batch.schedule(tasks, table, ctx)
-    assert schedule(tasks, table, ctx) == expected
+    assert fastround.compiled_round(tasks, table, ctx) == expected
     assert sum(1 for d in expected if d.pool) > 500
 
 
@@ -194,7 +194,7 @@ def test_the_columns_say_what_the_decisions_say() -> None:
     table = build_table(pools, ctx)
     tb = fastround.TaskBatch.of(tasks)
     placed = fastround.place(tb, table, ctx)
-    decisions = schedule(tasks, table, ctx)
+    decisions = fastround.compiled_round(tasks, table, ctx)
     assert [tasks[x].task_id for x in placed.task.tolist()] == [d.task_id for d in decisions]
     assert placed.placed == sum(1 for d in decisions if d.pool)
     for d, status, pool in zip(decisions, placed.status, placed.pool, strict=True):
@@ -224,8 +224,31 @@ def test_reservations_and_preemptible_work_take_the_reference_round() -> None:
     assert schedule(tasks, table, spot) == batch.schedule(tasks, table, spot)
 
 
+def test_large_rounds_run_compiled_and_small_ones_the_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(5)
+    pools = _pools(rng, 40)
+    tasks = _tasks(rng, pools, 300, 8)
+    table = build_table(pools, Context())
+    compiled: list[int] = []
+    place = fastround.place
+
+    def spy(tb: fastround.TaskBatch, *args: Any) -> fastround.Placements:
+        compiled.append(len(tb))
+        return place(tb, *args)
+
+    monkeypatch.setattr(fastround, "place", spy)
+    small = schedule(tasks, table)
+    assert compiled == []
+    monkeypatch.setattr(fastround, "COMPILED_FROM_TASKS", 300)
+    assert schedule(tasks, table) == small
+    assert compiled == [300]
+
+
 def test_an_empty_round() -> None:
     table = build_table([gpu_pool("cn.51/p/a")], Context())
     assert schedule([], table) == []
+    assert fastround.compiled_round([], table, Context()) == []
     tb = fastround.TaskBatch.of([])
     assert fastround.place(tb, table, Context()).placed == 0
