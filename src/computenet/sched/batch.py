@@ -1,8 +1,10 @@
-"""One scheduling round: place many pending tasks at once.
+"""One scheduling round, the reference: place many pending tasks at once, in Python.
 
 Tasks of the same shape share one vectorized constraint check, one set of estimates and
 one lazily-updated heap of candidate pools, so a round costs about one NumPy pass per shape
-plus a few heap operations per task.
+plus a few heap operations per task. :mod:`computenet.sched.fastround` runs large rounds
+through a compiled loop that decides exactly as this one; this one runs small rounds and
+those with advance reservations or preemptible running work, and is what tests compare with.
 """
 
 from __future__ import annotations

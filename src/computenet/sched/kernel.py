@@ -8,7 +8,7 @@ decides who goes next. This module is that second part, written over plain array
 Numba compiles it: no Python object is touched per task.
 
 It does exactly what :mod:`computenet.sched.batch` does for a round without reservations or
-preemptible running work (the reference, kept for those and for tests): the same order
+preemptible running work (the reference, which runs those rounds and small ones): the same order
 (priority, then the tenant with the smallest weighted share, then submission order), the same
 lazy per-option heaps of ``(score + load weight x utilization, pool version, pool)`` and
 the same heap algorithm as Python's ``heapq``, so ties and even unusual values (NaN scores)
