@@ -8,8 +8,9 @@ over arrays of free capacity, with no Python object per task. Decisions are buil
 resulting columns at the end.
 
 The decisions are exactly those of the reference round (:mod:`computenet.sched.batch`), which
-still runs the rounds this path does not cover: ones with advance reservations, and ones with
-preemptible running work that an on-demand task could displace.
+still runs the rounds this path does not cover (ones with advance reservations, and ones with
+preemptible running work that an on-demand task could displace) and rounds too small for the
+compiled loop to pay for loading it (:data:`COMPILED_FROM_TASKS`).
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ class TaskBatch:
 @dataclass(frozen=True)
 class Placements:
     """A round's outcome as columns, one row per decision in the order tasks were tried:
-    the task (row of the batch), :mod:`~computenet.sched.kernel` status, pool index (-1 when
-    none), variant and score, and for placed tasks their estimate's columns."""
+    the task (row of the batch), status (:data:`PLACED`, :data:`NO_OPTIONS`, :data:`AT_QUOTA`
+    or :data:`WAITING`), pool index (-1 when none), variant and score, and for placed tasks
+    their estimate's columns."""
 
     task: I64
     status: I64
