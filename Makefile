@@ -17,10 +17,12 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	@$(BIN)/python -c 'from computenet.sched.fastround import warm_up; warm_up()'  # compile the scheduler's loop once
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -c 'from computenet.sched.fastround import warm_up; warm_up()'  # compile the scheduler's loop once
 	@touch $@ $(VENV)/.installed
 
 up: $(VENV)/.installed

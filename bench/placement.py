@@ -2,11 +2,14 @@
 
 1. Discovery: ``rank_offers`` latency p50/p99 over ``--find-pools`` (30,000) pools, the pool
    table built once beforehand (as the node caches it), ``--queries`` mixed templates.
-2. Batch: one ``schedule`` round placing ``--tasks`` (100,000) pending tasks of mixed shapes
-   on ``--pools`` (10,000) pools: placements per second, the round's time, and where the time
-   goes (a cProfile of a second identical round, top functions by own time).
+2. Batch: one round placing ``--tasks`` (100,000) pending tasks of mixed shapes on
+   ``--pools`` (10,000) pools, placements per second through each way in: the columnar core
+   (``fastround.place``, no object per task), ``schedule`` with shape keys cached (the node's
+   path) and computed in the round, and the reference round (``sched/batch.py``, the previous
+   core); then where a round's time goes, stage by stage.
 3. The same round with ``--reservations`` (500) advance reservations on random card pools,
-   for random tenants, half under way and half starting later: what honouring them costs.
+   for random tenants, half under way and half starting later: what honouring them costs
+   (such rounds run the reference round).
 
 Synthetic pools and tasks come from a seeded generator: accelerator models from the catalog,
 provinces from the scheduler's region table, prices, software versions and labels.
@@ -16,19 +19,20 @@ Usage: ``.venv/bin/python bench/placement.py [--json]``.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
+import gc
 import json
-import pstats
+import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from computenet.model.pool import Accelerator, PoolHealth, PoolSpec, Region, Software
 from computenet.model.task import TaskSpec
+from computenet.sched import batch, fastround
 from computenet.sched.core import (
     Context,
     PoolTelemetry,
@@ -40,7 +44,7 @@ from computenet.sched.core import (
     shape_key,
 )
 from computenet.sched.network import provinces
-from computenet.sched.pooltable import build_table
+from computenet.sched.pooltable import PoolTable, build_table
 
 MODELS = [  # (vendor, catalog model, memory GiB, price per card-hour)
     ("nvidia", "nvidia-v100-sxm2-32g", 32, 6),
@@ -156,6 +160,13 @@ def make_reservations(
     return out
 
 
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn()``: on a shared machine the CPU time is the steadier."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def bench_round(
     n_pools: int, n_tasks: int, shapes: int, repeat: int, n_reserved: int, rng: random.Random
 ) -> dict[str, Any]:
@@ -177,48 +188,90 @@ def bench_round(
     t0 = time.perf_counter()
     table = build_table(pools, ctx)
     build_s = time.perf_counter() - t0
+    load_s = fastround.warm_up()  # import Numba, load the compiled loop (compile if not cached)
+    t0 = time.perf_counter()
     placed = sum(1 for d in schedule(tasks, table, ctx) if d.pool)  # warm-up round
+    first_s = time.perf_counter() - t0
     # as the node does: shape keys computed once when a task's spec is first parsed
     keyed = [replace(tv, shape=shape_key(tv.spec)) for tv in tasks]
     rctx = Context(reservations=make_reservations(pools, tenants, n_reserved, rng))
     placed_reserved = sum(1 for d in schedule(keyed, table, rctx) if d.pool)
-    times: dict[str, list[float]] = {"plain": [], "keyed": [], "reserved": []}
+    placed_columns = fastround.place(fastround.TaskBatch.of(keyed), table, ctx).placed
+    placed_reference = sum(1 for d in batch.schedule(keyed, table, ctx) if d.pool)
+    rounds: dict[str, Callable[[], object]] = {
+        "columns": lambda: fastround.place(fastround.TaskBatch.of(keyed), table, ctx),
+        "keyed": lambda: schedule(keyed, table, ctx),
+        "plain": lambda: schedule(tasks, table, ctx),
+        "reserved": lambda: schedule(keyed, table, rctx),
+        "reference": lambda: batch.schedule(keyed, table, ctx),
+    }
+    times: dict[str, list[float]] = {name: [] for name in rounds}
+    cpu: dict[str, list[float]] = {name: [] for name in rounds}
     for _ in range(repeat):  # alternate, so all see the same (shared-machine) load
-        for name, batch, c in (
-            ("plain", tasks, ctx),
-            ("keyed", keyed, ctx),
-            ("reserved", keyed, rctx),
-        ):
-            t0 = time.perf_counter()
-            schedule(batch, table, c)
-            times[name].append(time.perf_counter() - t0)
-    round_s, keyed_s = statistics.median(times["plain"]), statistics.median(times["keyed"])
-    reserved_s = statistics.median(times["reserved"])
-    prof = cProfile.Profile()
-    prof.enable()
-    schedule(tasks, table, ctx)
-    prof.disable()
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)
+        for name, run in rounds.items():
+            wall_s, cpu_s = _timed(run)
+            times[name].append(wall_s)
+            cpu[name].append(cpu_s)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    med_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
     return {
         "pools": n_pools,
         "tasks": n_tasks,
         "shapes": shapes,
         "placed": placed,
         "table_build_s": build_s,
-        "round_s": round_s,
-        "round_best_s": min(times["plain"]),
+        "loop_load_s": load_s,
+        "first_round_s": first_s,
         "repeat": repeat,
-        "placements_per_s": placed / round_s,
-        "decisions_per_s": n_tasks / round_s,
-        "round_cached_keys_s": keyed_s,
-        "placements_per_s_cached_keys": placed / keyed_s,
+        "round_columns_s": med["columns"],
+        "round_columns_best_s": min(times["columns"]),
+        "placements_per_s_columns": placed_columns / med["columns"],
+        "placements_per_cpu_s_columns": placed_columns / med_cpu["columns"],
+        "placements_per_cpu_s_cached_keys": placed / med_cpu["keyed"],
+        "placements_per_cpu_s": placed / med_cpu["plain"],
+        "placements_per_cpu_s_reference": placed_reference / med_cpu["reference"],
+        "round_cached_keys_s": med["keyed"],
+        "placements_per_s_cached_keys": placed / med["keyed"],
+        "round_s": med["plain"],
+        "round_best_s": min(times["plain"]),
+        "placements_per_s": placed / med["plain"],
+        "decisions_per_s": n_tasks / med["plain"],
         "reservations": n_reserved,
         "placed_with_reservations": placed_reserved,
-        "round_reserved_s": reserved_s,
-        "placements_per_s_reserved": placed_reserved / reserved_s,
-        "profile": buf.getvalue(),
+        "round_reserved_s": med["reserved"],
+        "placements_per_s_reserved": placed_reserved / med["reserved"],
+        "placed_reference": placed_reference,
+        "round_reference_s": med["reference"],
+        "placements_per_s_reference": placed_reference / med["reference"],
+        "stages": stages(keyed, table, ctx, repeat),
     }
+
+
+def stages(tasks: list[TaskView], table: PoolTable, ctx: Context, repeat: int) -> dict[str, float]:
+    """Median seconds of each stage of a cached-key round (shape keys cached as the node's
+    placer caches them)."""
+    out: dict[str, list[float]] = {"group": [], "score": [], "loop": [], "decisions": []}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        tb = fastround.TaskBatch.of(tasks)
+        t1 = time.perf_counter()
+        placed = fastround.place(tb, table, ctx)
+        t2 = time.perf_counter()
+        gc.disable()  # as schedule() does
+        try:
+            fastround.decisions(tasks, tb, placed, table)
+        finally:
+            gc.enable()
+        t3 = time.perf_counter()
+        out["group"].append(t1 - t0)
+        out["score"].append(t2 - t1 - placed.loop_s)
+        out["loop"].append(placed.loop_s)
+        out["decisions"].append(t3 - t2)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -237,33 +290,55 @@ def main() -> None:
     find = bench_find(args.find_pools, args.queries, rng)
     rnd = bench_round(args.pools, args.tasks, args.shapes, args.repeat, args.reservations, rng)
     if args.json:
-        print(json.dumps({"find": find, "round": {k: v for k, v in rnd.items() if k != "profile"}}))
+        print(json.dumps({"find": find, "round": rnd}))
         return
     print(
         f"find over {find['pools']:,} pools ({find['queries']} templates, table built once in "
         f"{find['table_build_s']:.2f} s): p50 {find['find_p50_ms']:.1f} ms, "
         f"p99 {find['find_p99_ms']:.1f} ms, max {find['find_max_ms']:.1f} ms"
     )
+    print(f"machine: {os.cpu_count()} CPUs, load average {_load()}")
     print(
         f"round: {rnd['tasks']:,} tasks ({rnd['shapes']} shapes, 10 tenants) on "
-        f"{rnd['pools']:,} pools: {rnd['placed']:,} placed in {rnd['round_s']:.2f} s "
-        f"(median of {rnd['repeat']}; best {rnd['round_best_s']:.2f} s) = "
-        f"{rnd['placements_per_s']:,.0f} placements/s "
-        f"({rnd['decisions_per_s']:,.0f} decisions/s); pool table build "
-        f"{rnd['table_build_s']:.2f} s (once per round, cached between rounds)"
+        f"{rnd['pools']:,} pools, {rnd['placed']:,} placed; pool table build "
+        f"{rnd['table_build_s']:.2f} s (cached between rounds); loading the compiled loop "
+        f"{rnd['loop_load_s']:.2f} s (once per process; compiling it, once per install, takes "
+        f"longer); first round {rnd['first_round_s']:.2f} s; medians of {rnd['repeat']}:"
     )
     print(
-        f"same round with shape keys cached per task (as the node's placer does): "
-        f"median {rnd['round_cached_keys_s']:.2f} s = {rnd['placements_per_s_cached_keys']:,.0f} "
-        "placements/s"
+        f"  columns (TaskBatch from cached shape keys -> Placements, no object per task): "
+        f"{rnd['round_columns_s']:.2f} s (best {rnd['round_columns_best_s']:.2f} s) = "
+        f"{rnd['placements_per_s_columns']:,.0f} placements/s "
+        f"({rnd['placements_per_cpu_s_columns']:,.0f} per CPU second)"
     )
     print(
-        f"same round honouring {rnd['reservations']} advance reservations: "
-        f"{rnd['placed_with_reservations']:,} placed, median "
-        f"{rnd['round_reserved_s']:.2f} s = {rnd['placements_per_s_reserved']:,.0f} placements/s"
+        f"  schedule(), shape keys cached per task (as the node caches them), Decision objects: "
+        f"{rnd['round_cached_keys_s']:.2f} s = {rnd['placements_per_s_cached_keys']:,.0f} "
+        f"placements/s ({rnd['placements_per_cpu_s_cached_keys']:,.0f} per CPU second)"
     )
-    print("where the time goes (cProfile of the same round, top by own time):")
-    print(rnd["profile"])
+    print(
+        f"  schedule(), shape keys computed in the round: {rnd['round_s']:.2f} s "
+        f"(best {rnd['round_best_s']:.2f} s) = {rnd['placements_per_s']:,.0f} placements/s "
+        f"({rnd['decisions_per_s']:,.0f} decisions/s; "
+        f"{rnd['placements_per_cpu_s']:,.0f} placements per CPU second)"
+    )
+    print(
+        f"  schedule() honouring {rnd['reservations']} advance reservations (reference round): "
+        f"{rnd['placed_with_reservations']:,} placed in {rnd['round_reserved_s']:.2f} s = "
+        f"{rnd['placements_per_s_reserved']:,.0f} placements/s"
+    )
+    print(
+        f"  reference round (sched/batch.py, the previous core), cached keys: "
+        f"{rnd['placed_reference']:,} placed in {rnd['round_reference_s']:.2f} s = "
+        f"{rnd['placements_per_s_reference']:,.0f} placements/s "
+        f"({rnd['placements_per_cpu_s_reference']:,.0f} per CPU second)"
+    )
+    st = rnd["stages"]
+    print(
+        "where a cached-key round's time goes (medians): grouping tasks by shape "
+        f"{st['group']:.3f} s, scoring shapes over the pool table {st['score']:.3f} s, "
+        f"the compiled loop {st['loop']:.3f} s, building Decision objects {st['decisions']:.3f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -345,7 +345,7 @@ class TaskSpec(Strict):
     def needs(self) -> frozenset[Capability]:
         """What a pool's backend must be able to do to run this task (as written)."""
         out = set()
-        if self.resources.need().accelerators:
+        if self.resources.accelerator is not None:  # its count is at least 1
             out.add(Capability.GPUS)
         if self.inputs or self.outputs:
             out.add(Capability.STAGING)

@@ -1,8 +1,10 @@
-"""One scheduling round: place many pending tasks at once.
+"""One scheduling round, the reference: place many pending tasks at once, in Python.
 
 Tasks of the same shape share one vectorized constraint check, one set of estimates and
 one lazily-updated heap of candidate pools, so a round costs about one NumPy pass per shape
-plus a few heap operations per task.
+plus a few heap operations per task. :mod:`computenet.sched.fastround` runs large rounds
+through a compiled loop that decides exactly as this one; this one runs small rounds and
+those with advance reservations or preemptible running work, and is what tests compare with.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from computenet.sched.estimates import Estimates, estimate
 from computenet.sched.explain import _concat, describe, shapes
 from computenet.sched.fairshare import FairShare, units
 from computenet.sched.policies import load_weight, score
-from computenet.sched.pooltable import PoolTable, build_table
+from computenet.sched.pooltable import F64, PoolTable, build_table
 from computenet.sched.reservations import Hold, Reserved, limit_of
 from computenet.sched.types import Context, Decision, Estimate, PoolView, RunningTask, TaskView
 
@@ -108,6 +110,47 @@ def shape_key(spec: TaskSpec) -> object:
     )
 
 
+Candidates = tuple[list[tuple[Shape, Estimates, F64]], float]
+
+
+def candidates(
+    spec: TaskSpec, t: PoolTable, ctx: Context, policy: Policy | None
+) -> Candidates | str:
+    """What a round needs of one shape, before any capacity is taken: per variant with
+    healthy eligible pools, its estimates and static scores over them, and the policy's load
+    weight; or, when no pool can take it, the reason."""
+    policy = policy or spec.placement.policy
+    parts: list[tuple[Shape, Estimates]] = []
+    counts: dict[str, int] = {}
+    eligible_any = 0
+    for sh in shapes(spec):
+        masks = rule_masks(sh, t)
+        ok = eligible_mask(masks, len(t))
+        if int(ok.sum()) >= eligible_any:
+            counts = {r: int(m.sum()) for r, m in masks.items() if m.any()}
+        eligible_any = max(eligible_any, int(ok.sum()))
+        idx = np.flatnonzero(ok & t.healthy)
+        if len(idx):
+            parts.append((sh, estimate(sh, t, idx, ctx, np.ones(len(idx)))))
+    if not eligible_any:
+        return describe(spec, counts, t)
+    if not parts:
+        return f"all {eligible_any} eligible pools are unhealthy"
+    scores = score(policy, _concat([e for _, e in parts]))
+    out = []
+    k = 0
+    for sh, e in parts:
+        out.append((sh, e, scores[k : k + len(e.idx)]))
+        k += len(e.idx)
+    return out, load_weight(policy)
+
+
+def waiting_reason(parts: list[tuple[Shape, Estimates, F64]]) -> str:
+    """Why a task with eligible healthy pools waits when none has room."""
+    pools = set().union(*(e.idx.tolist() for _, e, _ in parts))
+    return f"waiting for capacity on {len(pools)} eligible pools"
+
+
 class _Round:
     """Mutable state of one round: free capacity and per-pool versions for lazy heaps."""
 
@@ -137,41 +180,19 @@ class _Round:
         return g
 
     def _build(self, spec: TaskSpec) -> _Group:
-        t = self.t
-        policy = self.policy or spec.placement.policy
-        parts: list[tuple[Shape, Estimates]] = []
-        counts: dict[str, int] = {}
-        eligible_any = 0
-        healthy_idx: list[int] = []
-        for sh in shapes(spec):
-            masks = rule_masks(sh, t)
-            ok = eligible_mask(masks, len(t))
-            if int(ok.sum()) >= eligible_any:
-                counts = {r: int(m.sum()) for r, m in masks.items() if m.any()}
-            eligible_any = max(eligible_any, int(ok.sum()))
-            idx = np.flatnonzero(ok & t.healthy)
-            healthy_idx.extend(idx.tolist())
-            if len(idx):
-                parts.append((sh, estimate(sh, t, idx, self.ctx, np.ones(len(idx)))))
-        if not eligible_any:
-            return _Group([], describe(spec, counts, t))
-        if not parts:
-            return _Group([], f"all {eligible_any} eligible pools are unhealthy")
-        scores = score(policy, _concat([e for _, e in parts]))
-        lw = load_weight(policy)
+        found = candidates(spec, self.t, self.ctx, self.policy)
+        if isinstance(found, str):
+            return _Group([], found)
+        parts, lw = found
         options = []
-        k = 0
-        for sh, e in parts:
+        for sh, e, scores in parts:
             idx_list = e.idx.tolist()
-            s = scores[k : k + len(idx_list)].tolist()
-            k += len(idx_list)
-            static = dict(zip(idx_list, s, strict=True))
+            static = dict(zip(idx_list, scores.tolist(), strict=True))
             heap = [(v + lw * self.util(i), self.version[i], i) for i, v in static.items()]
             heapq.heapify(heap)
             pos = {i: j for j, i in enumerate(idx_list)}
             options.append(_Option(sh, e, static, pos, heap))
-        reason = f"waiting for capacity on {len(set(healthy_idx))} eligible pools"
-        return _Group(options, reason, lw)
+        return _Group(options, waiting_reason(parts), lw)
 
     def open_cards(self, i: int, opt: _Option) -> float:
         """Cards of pool ``i`` that ``opt`` may take outside any reservation."""

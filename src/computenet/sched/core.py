@@ -8,9 +8,10 @@ carbon), ``policies`` (scores), ``fairshare`` (order), ``batch`` (a round), ``ex
 
 from __future__ import annotations
 
-from computenet.sched.batch import schedule, shape_key
+from computenet.sched.batch import shape_key
 from computenet.sched.constraints import hard_reject
 from computenet.sched.explain import describe, explain, rank_offers
+from computenet.sched.fastround import schedule
 from computenet.sched.types import (
     Context,
     Dataset,

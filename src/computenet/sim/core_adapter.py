@@ -21,7 +21,15 @@ from computenet.model.task import (
     Resources,
     TaskSpec,
 )
-from computenet.sched.core import Context, Dataset, PoolView, TaskView, TenantShare, schedule
+from computenet.sched.core import (
+    Context,
+    Dataset,
+    PoolView,
+    TaskView,
+    TenantShare,
+    schedule,
+    shape_key,
+)
 from computenet.sched.estimates import REFERENCE_MODEL
 from computenet.sched.pooltable import workload_throughputs
 from computenet.sim.topology import SimPool, Topology
@@ -107,11 +115,11 @@ class CorePlacer:
         self.name = policy
         self._pools = {p.pool_id: p for p in topology.pools}
         self._specs = {p.pool_id: pool_spec(p) for p in topology.pools}
+        specs = [task_spec(j, Policy(policy), topology.pools) for j in jobs]
+        # Shape keys once per job, as the node's placer caches them, not once per round.
         self._tasks = {
-            j.job_id: TaskView(
-                j.job_id, task_spec(j, Policy(policy), topology.pools), j.priority, seq, j.tenant
-            )
-            for seq, j in enumerate(jobs)
+            j.job_id: TaskView(j.job_id, spec, j.priority, seq, j.tenant, shape_key(spec))
+            for seq, (j, spec) in enumerate(zip(jobs, specs, strict=True))
         }
         self._tenants = sorted({j.tenant for j in jobs})
         self._datasets = {
