@@ -27,7 +27,7 @@ from computenet.store.tables_federation import FedChild, FedPool
 from computenet.tasks.clock import Clock, utcnow
 
 log = logging.getLogger("computenet.federation")
-WAKE_GAP_S = 0.05  # the fastest a woken federation loop runs again
+WAKE_GAP_S = 0.05  # the fastest the forwarding loop runs again after a round with work
 CHILDREN_TTL_S = 5.0
 Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
 
@@ -50,6 +50,7 @@ class Federation:
         self.changed = changed
         self.guard = ReplayGuard()
         self._has_children = False
+        self._pulled_at = -1e9  # monotonic time of the last pull of forwarded tasks' state
         self._children_read_at = -CHILDREN_TTL_S
         self.peer = Peer(ident)
         self.index = PoolIndex(db, ident.code, ident.url)
@@ -65,6 +66,7 @@ class Federation:
             "task.confirm": self.forwarder.handle_confirm,
             "task.status": self.forwarder.handle_status,
             "task.cancel": self.forwarder.handle_cancel,
+            "task.update": self.forwarder.handle_update,
             "settlement.statement": self._handle_settlement,
         }
         assert set(self._handlers) == set(MESSAGES)  # one model per kind handled
@@ -143,11 +145,19 @@ class Federation:
             asyncio.create_task(self._every(period, self._tasks_tick, True), name="fed-tasks"),
         ]
 
-    def _tasks_tick(self) -> None:
+    def _tasks_tick(self) -> int:
+        """One round of forwarding; return how much it did (0: nothing to do)."""
         if not self._linked():
-            return  # a node with neither parent nor children forwards nothing
-        self.forwarder.confirm_inbound()
-        self.forwarder.tick()
+            return 0  # a node with neither parent nor children forwards nothing
+        # Owners push their changes (task.update), so pulling the state of every forwarded
+        # task is the safety net for a lost push: once a period, not on every wake-up.
+        now = time.monotonic()
+        pull = now - self._pulled_at >= self.settings.fed_sync_s
+        if pull:
+            self._pulled_at = now
+        done = self.forwarder.confirm_inbound()
+        done += self.forwarder.tick(pull)
+        return done + self.forwarder.push_updates()
 
     def _linked(self) -> bool:
         """Whether this node has a parent or a child (children are re-read every 5 s)."""
@@ -161,15 +171,25 @@ class Federation:
         return self._has_children
 
     async def _every(self, period_s: float, work: Callable[[], object], wake: bool) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            seen = self.changed.mark()  # a change while the work runs wakes the next round
+            began = loop.time()
+            done: object = None
             try:
-                await asyncio.to_thread(work)
+                done = await asyncio.to_thread(work)
             except Exception:
                 log.exception("federation loop %s failed", getattr(work, "__name__", work))
             if wake:
-                await self.changed.wait(period_s)
-                # A burst of submissions wakes this loop once, not once per submission.
-                await asyncio.sleep(WAKE_GAP_S)
+                ended = loop.time()
+                await self.changed.wait(period_s, since=seen)
+                # A change after an idle round is acted on at once (a placement is forwarded,
+                # a finished task pushed, without waiting); after a round that did work the
+                # rest of a burst waits a gap, to go in one message. Rounds are spaced by
+                # twice their time, so the loop keeps to a third of a core whatever wakes it.
+                took = ended - began
+                gap = max(WAKE_GAP_S, 2 * took) if done else 2 * took
+                await asyncio.sleep(max(0.0, ended + gap - loop.time()))
             else:
                 await asyncio.sleep(period_s)
 

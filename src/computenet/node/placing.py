@@ -51,6 +51,9 @@ class Placer:
         # Tasks up to this seq have been told "no pools"; only newer ones need telling while
         # there are still none, so a long backlog is not rescanned on every pass.
         self._told_no_pools_seq = 0
+        # Whether the last pass found waiting tasks: the scheduling loop then spaces the next
+        # pass to gather a burst; after an idle pass it runs the next one as soon as woken.
+        self.found_work = False
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
         self._context = ContextLoader(db, clock=clock)
         # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
@@ -63,10 +66,11 @@ class Placer:
         Reads and decides without holding the write lock, then applies the placements in
         one short transaction, each guarded so that a task cancelled meanwhile stays so.
         """
+        self.found_work = False
         with self.db.read() as s:
             views = self.pool_views(s)
             if not views:
-                self._explain_no_pools(s)
+                self.found_work = self._explain_no_pools(s)
                 return 0
             self._told_no_pools_seq = 0  # if the pools go away, every waiting task is told
             queued = list(
@@ -86,6 +90,7 @@ class Placer:
             )
             if not queued:
                 return 0
+            self.found_work = True
             missing = [r.id for r in queued if r.id not in self._specs]
             if missing:
                 if len(self._specs) > SPEC_CACHE_MAX:
@@ -139,11 +144,12 @@ class Placer:
             self._on_change()
         return placed
 
-    def _explain_no_pools(self, read: Session) -> None:
-        """Tell queued tasks there is nowhere to run, writing only when a reason changes."""
+    def _explain_no_pools(self, read: Session) -> bool:
+        """Tell queued tasks there is nowhere to run, writing only when a reason changes;
+        True when there were tasks newer than the last told."""
         newest = read.scalar(select(func.max(t.Task.seq))) or 0
         if newest <= self._told_no_pools_seq:
-            return
+            return False
         waiting = (
             t.Task.seq > self._told_no_pools_seq,
             t.Task.seq <= newest,
@@ -153,6 +159,7 @@ class Placer:
         with self.db.write() as s:
             s.execute(update(t.Task).where(*waiting).values(reason=NO_POOLS))
         self._told_no_pools_seq = newest
+        return True
 
     def pool_views(self, s: Session) -> list[PoolView]:
         """Every pool the scheduler may place on, here and (federated) elsewhere, with its

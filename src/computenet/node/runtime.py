@@ -177,6 +177,7 @@ class NodeRuntime:
             if not await self._lead():
                 await asyncio.sleep(self.settings.leader_check_s)
                 continue
+            seen = self.changed.mark()  # a submission during the pass wakes the next one
             began = loop.time()
             try:
                 placed = await asyncio.to_thread(self.placer.schedule_pass)
@@ -184,11 +185,16 @@ class NodeRuntime:
             except Exception:
                 self.monitor.error("scheduler")
                 log.exception("scheduling pass failed")
-            took = loop.time() - began
-            await self.changed.wait(1.0)
-            # Gather a burst of submissions into one pass, and keep the scheduler to about a
-            # third of a core however long a pass over a big backlog takes.
-            await asyncio.sleep(min(1.0, max(SCHEDULE_GAP_S, 2 * took)))
+            ended = loop.time()
+            await self.changed.wait(1.0, since=seen)
+            # The next pass starts at least twice this one's time after it, so the scheduler
+            # keeps to about a third of a core however long a pass over a big backlog takes;
+            # and, when this pass found tasks waiting, at least a gap after it, so the rest of
+            # a burst of submissions is placed in one pass rather than one pass each. After
+            # an idle pass, a submission is placed as soon as it wakes the loop.
+            took = ended - began
+            gap = min(1.0, max(SCHEDULE_GAP_S, 2 * took)) if self.placer.found_work else 2 * took
+            await asyncio.sleep(max(0.0, ended + gap - loop.time()))
 
     async def _housekeeping_loop(self) -> None:
         while True:

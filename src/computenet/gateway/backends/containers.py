@@ -23,8 +23,10 @@ from pathlib import Path
 
 from computenet.gateway.backends.cgroups import Limits, is_v2
 from computenet.gateway.backends.sandbox import TaskSandbox
-from computenet.gateway.probe import CONTAINER_RUNTIMES
 
+# In order of preference. Defined here, not in the probe, so that a task's runner (a fresh
+# process per task) need not import the probe and pydantic: that doubled a task's start.
+CONTAINER_RUNTIMES: tuple[str, ...] = ("apptainer", "singularity", "podman", "docker")
 # Explicit limits: without them runc fails to set RLIMIT_NOFILE/RLIMIT_NPROC above the host's.
 CONTAINER_MAX_OPEN_FILES = 20000
 

@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -85,11 +87,22 @@ class LocalBackend(Backend):
         self._cancel_at: dict[str, float] = {}
         self.sandbox = sandbox  # None: tasks run as the gateway's own (unprivileged) user
         self._uids: dict[str, int] = {}  # job key -> the uid it holds
+        self._wake: Callable[[], None] = lambda: None
         if sandbox is not None:
             for job_file in self.jobs_dir.glob("*/job.json"):
                 held = (self._read(job_file) or {}).get("sandbox")
                 if isinstance(held, dict) and isinstance(held.get("uid"), int):
                     self._uids[job_file.parent.name] = held["uid"]
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` as each runner started from now on exits."""
+        self._wake = wake
+
+    def _await_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        # A thread per running job: the agent learns of the end at once, not a poll later
+        # (most short tasks end within the first poll interval).
+        proc.wait()
+        self._wake()
 
     def image_runtime(self, job: Job) -> str | None:
         """The first runtime the job's pool declares (docs/tes.md, Containers)."""
@@ -143,6 +156,7 @@ class LocalBackend(Backend):
             )
         (jobdir / "runner.pid").write_text(str(proc.pid))
         self._children[job.key] = proc
+        threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
 
     def _take_uid(self, key: str) -> int:
         """A uid from the range that no other job holds and no process runs as (one left

@@ -34,7 +34,6 @@ from computenet.gateway.backends.containers import (
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
 from computenet.gateway.backends.sandbox import TaskSandbox, limits
 from computenet.gateway.beneath import TaskDir
-from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 from computenet.model.urlpolicy import UrlPolicy
 
 KILL_GRACE_S = 3.0
@@ -149,8 +148,17 @@ class Runner:
         for volume in self.spec.get("volumes", []):
             # Executors share the job's directory, so a TES volume is a directory in it.
             self._inside(volume).mkdir(parents=True, exist_ok=True)
-        for item in self.spec.get("inputs", []):
-            stage_input(item, self._inside(item["path"]), self.url_policy)
+        inputs = self.spec.get("inputs", [])
+        if inputs:
+            # Imported only when there is something to stage: it brings fsspec and aiohttp,
+            # which took longer to load than a no-op task takes to run.
+            from computenet.gateway.staging import StagingError, stage_input
+
+            try:
+                for item in inputs:
+                    stage_input(item, self._inside(item["path"]), self.url_policy)
+            except StagingError as exc:
+                raise ValueError(str(exc)) from exc
         if self.sandbox is not None:
             for root in self._sandbox_roots():
                 (self.work / root).mkdir(exist_ok=True)
@@ -169,8 +177,13 @@ class Runner:
 
     def _stage_outputs(self) -> str | None:
         """Upload every output; return why it failed, or None."""
+        outputs = self.spec.get("outputs", [])
+        if not outputs:
+            return None
+        from computenet.gateway.staging import StagingError, stage_outputs  # see _stage_inputs
+
         try:
-            for item in self.spec.get("outputs", []):
+            for item in outputs:
                 staged = stage_outputs(item, self.task, self.url_policy)
                 self.outputs.extend(f.to_json() for f in staged)
         except (StagingError, OSError, ValueError) as exc:
@@ -184,7 +197,7 @@ class Runner:
             self._stage_inputs()
             if self.sandbox is not None:
                 self.sandbox.hand_over(self.work)  # staged as root, used by the task
-        except (StagingError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             self._status("SYSTEM_ERROR", f"cannot stage an input: {exc}", final=True)
             return
         if self.cgroup is not None and self.cgroup_limits is not None:
