@@ -70,7 +70,7 @@ def _kill_group(pgid: int) -> None:
 class Runner:
     """Executes the job described in ``DIR/job.json``."""
 
-    def __init__(self, jobdir: Path) -> None:
+    def __init__(self, jobdir: Path, secrets: dict[str, str] | None = None) -> None:
         # First of all: a cancel that comes while we start must still be a clean cancel.
         signal.signal(signal.SIGTERM, self._on_term)
         self.dir = jobdir
@@ -84,8 +84,10 @@ class Runner:
         self.devices_env: str | None = job.get("devices_env")
         # As root, the task runs as an unprivileged user in a directory of its own elsewhere;
         # otherwise in the job's directory.
-        # Secrets come through our environment, never a file; dropped from it at once.
-        self.secrets: dict[str, str] = json.loads(os.environ.pop(SECRETS_ENV, "{}"))
+        # Secrets come down stdin (run by path: through our environment, dropped from it at
+        # once), never through a file.
+        from_env: dict[str, str] = json.loads(os.environ.pop(SECRETS_ENV, "{}"))
+        self.secrets = from_env if secrets is None else secrets
         self.sandbox = TaskSandbox.from_json(job.get("sandbox"))
         self.work = self.sandbox.workdir(jobdir.name) if self.sandbox else jobdir / "work"
         box = self.sandbox
@@ -388,11 +390,23 @@ class Runner:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: run the job in ``argv[1]``."""
-    if len(argv) != 2:
-        print("usage: python -m computenet.gateway.backends.local_runner JOBDIR", file=sys.stderr)
+    """Entry point: run the job in ``argv[1]``, or with no argument the job named on stdin
+    (one JSON line: ``dir`` and ``secrets``): the gateway may start a runner before it
+    has a job for it, and an empty stdin (the gateway went away) ends it quietly."""
+    if len(argv) == 2:
+        Runner(Path(argv[1])).run()
+        return 0
+    if len(argv) != 1:
+        print("usage: python -m computenet.gateway.backends.local_runner [JOBDIR]", file=sys.stderr)
         return 2
-    Runner(Path(argv[1])).run()
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0
+    order = json.loads(line)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # nothing more comes down the pipe
+    os.close(null)
+    Runner(Path(order["dir"]), dict(order.get("secrets") or {})).run()
     return 0
 
 
