@@ -1,4 +1,5 @@
-"""The one place the simulator meets the live scheduling core (``computenet.sched``).
+"""The one place the simulator meets the live scheduling core (``computenet.sched``),
+through the live node's pass decision (:func:`computenet.tasks.placement.plan_pass`).
 
 Jobs and pools are translated to the core's own inputs (TaskView, PoolView, Context) and
 its decisions back. Nothing here ranks or filters pools: every choice is the core's, made
@@ -21,11 +22,12 @@ from computenet.model.task import (
     Resources,
     TaskSpec,
 )
-from computenet.sched.core import Context, Dataset, PoolView, TaskView, TenantShare, schedule
+from computenet.sched.core import Context, Dataset, PoolView, TaskView, TenantShare
 from computenet.sched.estimates import REFERENCE_MODEL
 from computenet.sched.pooltable import workload_throughputs
 from computenet.sim.topology import SimPool, Topology
 from computenet.sim.trace import Job
+from computenet.tasks.placement import Waiting, plan_pass
 
 # The simulator tracks cards only; CPU and memory are sized so they never bind.
 _CORES_PER_CARD = 16
@@ -101,7 +103,7 @@ def task_spec(job: Job, policy: Policy, pools: Sequence[SimPool]) -> TaskSpec:
 
 
 class CorePlacer:
-    """Runs ``computenet.sched.core.schedule`` under one of its policies."""
+    """Runs the node's scheduling pass (the core's ``schedule``) under one of its policies."""
 
     def __init__(self, policy: str, topology: Topology, jobs: Sequence[Job]) -> None:
         self.name = policy
@@ -151,5 +153,6 @@ class CorePlacer:
             },
         )
         by_id = {j.job_id: j for j in pending}
-        decisions = schedule([self._tasks[j.job_id] for j in pending], views, ctx)
-        return [(by_id[d.task_id], self._pools[d.pool]) for d in decisions if d.pool is not None]
+        # The live node's pass decision, the same function (no store, virtual time).
+        plan = plan_pass([Waiting(self._tasks[j.job_id]) for j in pending], views, ctx)
+        return [(by_id[d.task_id], self._pools[str(d.pool)]) for d in plan.placements]
