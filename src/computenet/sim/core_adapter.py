@@ -123,16 +123,13 @@ class CorePlacer:
         }
         self._network = topology.network
 
-    def place(
-        self,
-        now_s: float,
-        pending: Sequence[Job],
-        free: Mapping[str, int],
-        held: Mapping[str, int],
-    ) -> list[tuple[Job, SimPool]]:
-        """One scheduling round of the core over ``pending``: equal tenant weights, usage =
-        cards each tenant holds now."""
-        views = [
+    def task_view(self, job_id: str) -> TaskView:
+        """The core's view of a job's task, as a user would have submitted it."""
+        return self._tasks[job_id]
+
+    def views(self, free: Mapping[str, int]) -> list[PoolView]:
+        """Every pool as the core sees it, with ``free`` cards (pool id -> cards)."""
+        return [
             PoolView(
                 cpi,
                 spec,
@@ -145,14 +142,28 @@ class CorePlacer:
             )
             for cpi, spec in self._specs.items()
         ]
-        ctx = Context(
+
+    def context(self, held: Mapping[str, int]) -> Context:
+        """The round's context: the network, the jobs' data, equal tenant weights with the
+        cards each tenant ``held`` as its usage."""
+        return Context(
             network=self._network,
             datasets=self._datasets,
             tenants={
                 t: TenantShare(weight=1.0, usage=float(held.get(t, 0))) for t in self._tenants
             },
         )
+
+    def place(
+        self,
+        now_s: float,
+        pending: Sequence[Job],
+        free: Mapping[str, int],
+        held: Mapping[str, int],
+    ) -> list[tuple[Job, SimPool]]:
+        """One scheduling round of the core over ``pending``."""
         by_id = {j.job_id: j for j in pending}
         # The live node's pass decision, the same function (no store, virtual time).
-        plan = plan_pass([Waiting(self._tasks[j.job_id]) for j in pending], views, ctx)
+        waiting = [Waiting(self._tasks[j.job_id]) for j in pending]
+        plan = plan_pass(waiting, self.views(free), self.context(held))
         return [(by_id[d.task_id], self._pools[str(d.pool)]) for d in plan.placements]
