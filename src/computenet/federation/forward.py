@@ -75,10 +75,9 @@ class Forwarder:
 
     # ---- origin side --------------------------------------------------------------
 
-    def tick(self, pull: bool = True) -> int:
+    def tick(self, pull: bool = True) -> None:
         """Forward newly placed tasks, resend or give up on unconfirmed ones, pass cancels
-        on and (with ``pull``) pull the state of confirmed ones; return how many forwards and
-        cancels it sent."""
+        on and (with ``pull``) pull the state of confirmed ones."""
         self._claim_new()
         with self.db.read() as s:
             active = list(
@@ -107,7 +106,6 @@ class Forwarder:
         for to, ids in confirmed.items() if pull else ():
             for i in range(0, len(ids), BATCH):
                 self._pull_state(to, ids[i : i + BATCH])
-        return sum(map(len, sent.values())) + sum(map(len, cancel.values()))
 
     def _claimable(self) -> Select[t.Task, str, str]:
         """Queued tasks placed on another node's pool and not (or no longer) forwarded."""

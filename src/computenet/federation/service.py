@@ -24,10 +24,9 @@ from computenet.federation.resolve import Resolver
 from computenet.federation.sync import Sync
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild, FedPool
-from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.clock import Clock, cpu_timed, utcnow
 
 log = logging.getLogger("computenet.federation")
-WAKE_GAP_S = 0.05  # the fastest the forwarding loop runs again after a round with work
 CHILDREN_TTL_S = 5.0
 Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
 
@@ -145,19 +144,19 @@ class Federation:
             asyncio.create_task(self._every(period, self._tasks_tick, True), name="fed-tasks"),
         ]
 
-    def _tasks_tick(self) -> int:
-        """One round of forwarding; return how much it did (0: nothing to do)."""
+    def _tasks_tick(self) -> None:
+        """One round of forwarding: confirm held tasks, forward placed ones, push changes."""
         if not self._linked():
-            return 0  # a node with neither parent nor children forwards nothing
+            return  # a node with neither parent nor children forwards nothing
         # Owners push their changes (task.update), so pulling the state of every forwarded
         # task is the safety net for a lost push: once a period, not on every wake-up.
         now = time.monotonic()
         pull = now - self._pulled_at >= self.settings.fed_sync_s
         if pull:
             self._pulled_at = now
-        done = self.forwarder.confirm_inbound()
-        done += self.forwarder.tick(pull)
-        return done + self.forwarder.push_updates()
+        self.forwarder.confirm_inbound()
+        self.forwarder.tick(pull)
+        self.forwarder.push_updates()
 
     def _linked(self) -> bool:
         """Whether this node has a parent or a child (children are re-read every 5 s)."""
@@ -174,22 +173,18 @@ class Federation:
         loop = asyncio.get_running_loop()
         while True:
             seen = self.changed.mark()  # a change while the work runs wakes the next round
-            began = loop.time()
-            done: object = None
+            cpu_s = 0.0
             try:
-                done = await asyncio.to_thread(work)
+                _, cpu_s = await asyncio.to_thread(cpu_timed, work)
             except Exception:
                 log.exception("federation loop %s failed", getattr(work, "__name__", work))
             if wake:
                 ended = loop.time()
                 await self.changed.wait(period_s, since=seen)
-                # A change after an idle round is acted on at once (a placement is forwarded,
-                # a finished task pushed, without waiting); after a round that did work the
-                # rest of a burst waits a gap, to go in one message. Rounds are spaced by
-                # twice their time, so the loop keeps to a third of a core whatever wakes it.
-                took = ended - began
-                gap = max(WAKE_GAP_S, 2 * took) if done else 2 * took
-                await asyncio.sleep(max(0.0, ended + gap - loop.time()))
+                # A change is acted on at once (a placement forwarded, a finished task pushed),
+                # but rounds are spaced by twice the CPU time the last one took, so the loop
+                # keeps to a third of a core whatever wakes it.
+                await asyncio.sleep(max(0.0, ended + 2 * cpu_s - loop.time()))
             else:
                 await asyncio.sleep(period_s)
 
