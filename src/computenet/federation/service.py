@@ -28,6 +28,9 @@ from computenet.tasks.clock import Clock, cpu_timed, utcnow
 
 log = logging.getLogger("computenet.federation")
 CHILDREN_TTL_S = 5.0
+# The least time between two woken rounds of the forwarding loop: a storm of submissions
+# (each wakes it) costs at most this many rounds a second, however cheap each is.
+WAKE_FLOOR_S = 0.005
 Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
 
 
@@ -184,7 +187,8 @@ class Federation:
                 # A change is acted on at once (a placement forwarded, a finished task pushed),
                 # but rounds are spaced by twice the CPU time the last one took, so the loop
                 # keeps to a third of a core whatever wakes it.
-                await asyncio.sleep(max(0.0, ended + 2 * cpu_s - loop.time()))
+                spacing = max(WAKE_FLOOR_S, 2 * cpu_s)
+                await asyncio.sleep(max(0.0, ended + spacing - loop.time()))
             else:
                 await asyncio.sleep(period_s)
 
