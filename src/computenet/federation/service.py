@@ -181,7 +181,9 @@ class Federation:
                 _, cpu_s = await asyncio.to_thread(cpu_timed, work)
             except Exception:
                 log.exception("federation loop %s failed", getattr(work, "__name__", work))
-            if wake:
+            # A node with neither parent nor children (as last read) forwards nothing: it
+            # need not run a round on every submission, only every period in case that changes.
+            if wake and (self.ident.parent_url is not None or self._has_children):
                 ended = loop.time()
                 await self.changed.wait(period_s, since=seen)
                 # A change is acted on at once (a placement forwarded, a finished task pushed),
