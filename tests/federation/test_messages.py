@@ -23,6 +23,7 @@ MALFORMED: dict[str, tuple[dict[str, Any], str]] = {
     "task.confirm": ({"task_ids": "cn-1"}, "task_ids"),
     "task.status": ({"task_ids": [7]}, "task_ids.0"),
     "task.cancel": ({}, "task_ids"),
+    "task.update": ({"tasks": "all"}, "tasks"),
     "settlement.statement": ({"period": {"from": 1}}, "period"),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -224,3 +225,32 @@ def test_data_urls_are_checked_again_where_they_are_fetched(
     assert _out(backend, allowed) == "local data\n"
     # The policy travels with the job, so a restarted gateway still applies it.
     assert Job.from_json(allowed.to_json()).url_policy == allowed.url_policy
+
+
+def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
+    tmp_path: Path,
+) -> None:
+    """With ``watch``, a job goes to the runner started ahead (its secrets down its stdin),
+    the agent is woken as the runner ends, and the next spare starts only then."""
+    backend = LocalBackend(tmp_path, [POOL])
+    woken = threading.Event()
+    backend.watch(woken.set)
+    spare = backend._spare
+    assert spare is not None and spare.poll() is None
+    spec = {"executors": [{"command": ["sh", "-c", 'echo "$TOKEN"']}]}
+    job = Job("cn-T1", 1, "lease1", "cn/local/host", TaskSpec.model_validate(spec), {"TOKEN": "s3"})
+    backend.submit(job)
+    assert int((tmp_path / "jobs" / job.key / "runner.pid").read_text()) == spare.pid
+    assert woken.wait(20), "no wake-up when the runner ended"
+    assert backend.status(job).state is TaskState.COMPLETE
+    assert _out(backend, job) == "s3\n"
+    assert "s3" not in (tmp_path / "jobs" / job.key / "job.json").read_text()
+    deadline = time.monotonic() + 10
+    while backend._spare is None or backend._spare is spare:
+        assert time.monotonic() < deadline, "no new spare after the job ended"
+        time.sleep(0.01)
+    backend.forget(job)
+    nxt = backend._spare
+    assert nxt.stdin is not None
+    nxt.stdin.close()  # as when the gateway goes away: the spare ends quietly
+    assert nxt.wait(10) == 0

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from computenet.errors import InvalidInput
+from computenet.gateway.backends.containers import CONTAINER_RUNTIMES
 from computenet.gateway.probe import (
-    CONTAINER_RUNTIMES,
     NVIDIA_SMI_BANNER,
     NVIDIA_SMI_QUERY,
     GpuInfo,

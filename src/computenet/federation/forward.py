@@ -5,7 +5,9 @@ Origin (where it was submitted): a task the scheduler placed on a remote pool ge
 Owner: a forwarded task is held in ``fed_inbound`` and queued only after the origin confirms
 it; the origin confirms only while it has not given up on that node. So a forward the origin
 retried elsewhere after a timeout is dropped by the owner, never run twice. Once confirmed,
-the origin pulls state, logs and signed usage from the owner and sends cancels to it.
+the owner pushes the task's state, logs and signed usage to the origin whenever it changes
+(``task.update``), the origin also pulls them each tick (the safety net for a lost push), and
+the origin sends cancels to the owner.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 
 from computenet.billing.settlement import charges_of
 from computenet.errors import ComputeNetError, Forbidden
@@ -66,12 +68,16 @@ class Forwarder:
         self.peer = peer
         self.tasks = tasks
         self.timeout_s = timeout_s
+        # Owner side: task events up to this id were pushed to the origins. None until the
+        # first push round, which starts from the newest: after a restart, what changed
+        # before reaches the origins through their pulls.
+        self._pushed_upto: int | None = None
 
     # ---- origin side --------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Forward newly placed tasks, resend or give up on unconfirmed ones, pull state of
-        confirmed ones, and pass cancels on."""
+    def tick(self, pull: bool = True) -> None:
+        """Forward newly placed tasks, resend or give up on unconfirmed ones, pass cancels
+        on and (with ``pull``) pull the state of confirmed ones."""
         self._claim_new()
         with self.db.read() as s:
             active = list(
@@ -97,7 +103,7 @@ class Forwarder:
             self._send(to, fwds)
         for to, ids in cancel.items():
             self._call_quietly(to, "task.cancel", {"task_ids": ids})
-        for to, ids in confirmed.items():
+        for to, ids in confirmed.items() if pull else ():
             for i in range(0, len(ids), BATCH):
                 self._pull_state(to, ids[i : i + BATCH])
 
@@ -324,8 +330,70 @@ class Forwarder:
 
     def handle_status(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """State, timeline, logs and signed usage of tasks the sender forwarded here."""
+        return {
+            "tasks": self._snapshots(self._inbound_from(sender, list(body.get("task_ids", []))))
+        }
+
+    def push_updates(self) -> int:
+        """Send each origin the snapshots of its forwarded tasks that changed here since the
+        last round (a new event in their timeline); return how many were sent.
+
+        A push can be missed (lost on the wire, or an event committed out of id order on
+        PostgreSQL): the origin's pull each tick still brings the change, later.
+        """
+        with self.db.read() as s:
+            newest = s.scalar(select(func.max(t.TaskEvent.id))) or 0
+            upto, self._pushed_upto = self._pushed_upto, newest
+            if upto is None or newest <= upto:
+                return 0
+            changed = s.execute(
+                select(FedInbound.task_id, FedInbound.origin, FedInbound.origin_url).where(
+                    FedInbound.state == "confirmed",
+                    FedInbound.task_id.in_(
+                        select(t.TaskEvent.task_id).where(
+                            t.TaskEvent.id > upto, t.TaskEvent.id <= newest
+                        )
+                    ),
+                )
+            )
+            by_origin: dict[Where, list[str]] = defaultdict(list)
+            for tid, origin, url in changed:
+                by_origin[(origin, url)].append(tid)
+        for to, ids in by_origin.items():
+            for i in range(0, len(ids), BATCH):
+                self._call_quietly(
+                    to, "task.update", {"tasks": self._snapshots(ids[i : i + BATCH])}
+                )
+        return sum(len(ids) for ids in by_origin.values())
+
+    def handle_update(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        """Mirror the snapshots the owner pushed, of tasks we forwarded to it and it runs
+        for us (confirmed); anything else in the message is ignored."""
+        snaps = {str(snap.get("id")): snap for snap in body.get("tasks", [])}
+        with self.db.read() as s:
+            ours = list(
+                s.scalars(
+                    select(FedForward.task_id).where(
+                        FedForward.task_id.in_(list(snaps)),
+                        FedForward.target == sender.code,
+                        FedForward.state == "confirmed",
+                    )
+                )
+            )
+        applied = []
+        for tid in ours:
+            try:
+                mirror_task(self.db, sender, snaps[tid], self.clock())
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("malformed snapshot of %s from %s: %r", tid, sender.code, exc)
+                continue
+            applied.append(tid)
+        return {"applied": sorted(applied)}
+
+    def _snapshots(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The owner's view of forwarded tasks, with their usage signed by this node."""
         out = []
-        for tid in self._inbound_from(sender, list(body.get("task_ids", []))):
+        for tid in ids:
             snap = self.tasks.get(tid, View.FULL).model_dump(mode="json", exclude_none=True)
             snap.pop("spec", None)
             charges = charges_of(self.db, tid)
@@ -338,7 +406,7 @@ class Forwarder:
                 {"record": u, "signature": b64(self.ident.key.sign(canonical(u)))} for u in records
             ]
             out.append(snap)
-        return {"tasks": out}
+        return out
 
     def handle_cancel(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """Cancel tasks the sender forwarded here."""

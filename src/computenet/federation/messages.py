@@ -63,6 +63,13 @@ class TaskIds(Body):
     task_ids: list[TaskId] = Field(max_length=100_000)
 
 
+class TaskUpdate(Body):
+    """Snapshots of tasks the receiver forwarded to the sender, which changed there (the
+    same form as a ``task.status`` reply), pushed so the origin need not wait for its pull."""
+
+    tasks: list[dict[str, Any]] = Field(max_length=1000)
+
+
 class SettlementAsk(Body):
     """Ask for the receiver's statement with the sender for a period."""
 
@@ -77,6 +84,7 @@ MESSAGES: dict[str, type[Body]] = {
     "task.confirm": TaskIds,
     "task.status": TaskIds,
     "task.cancel": TaskIds,
+    "task.update": TaskUpdate,
     "settlement.statement": SettlementAsk,
 }
 

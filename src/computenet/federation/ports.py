@@ -34,8 +34,12 @@ class Wakeup(Protocol):
     def fire(self) -> None:
         """Wake every waiter; safe from any thread."""
 
-    async def wait(self, timeout_s: float) -> bool:
-        """Wait for the next fire; True if fired, False on timeout."""
+    def mark(self) -> int:
+        """A count of firings so far, for ``wait``'s ``since``."""
+
+    async def wait(self, timeout_s: float, since: int | None = None) -> bool:
+        """Wait for the next fire (at once if fired after ``since``); True if fired,
+        False on timeout."""
 
 
 class Tasks(Protocol):

@@ -24,11 +24,13 @@ from computenet.federation.resolve import Resolver
 from computenet.federation.sync import Sync
 from computenet.store.db import Database
 from computenet.store.tables_federation import FedChild, FedPool
-from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.clock import Clock, cpu_timed, utcnow
 
 log = logging.getLogger("computenet.federation")
-WAKE_GAP_S = 0.05  # the fastest a woken federation loop runs again
 CHILDREN_TTL_S = 5.0
+# The least time between two woken rounds of the forwarding loop: a storm of submissions
+# (each wakes it) costs at most this many rounds a second, however cheap each is.
+WAKE_FLOOR_S = 0.005
 Handler = Callable[[CertBody, dict[str, Any]], dict[str, Any]]
 
 
@@ -50,6 +52,7 @@ class Federation:
         self.changed = changed
         self.guard = ReplayGuard()
         self._has_children = False
+        self._pulled_at = -1e9  # monotonic time of the last pull of forwarded tasks' state
         self._children_read_at = -CHILDREN_TTL_S
         self.peer = Peer(ident)
         self.index = PoolIndex(db, ident.code, ident.url)
@@ -65,6 +68,7 @@ class Federation:
             "task.confirm": self.forwarder.handle_confirm,
             "task.status": self.forwarder.handle_status,
             "task.cancel": self.forwarder.handle_cancel,
+            "task.update": self.forwarder.handle_update,
             "settlement.statement": self._handle_settlement,
         }
         assert set(self._handlers) == set(MESSAGES)  # one model per kind handled
@@ -144,10 +148,18 @@ class Federation:
         ]
 
     def _tasks_tick(self) -> None:
+        """One round of forwarding: confirm held tasks, forward placed ones, push changes."""
         if not self._linked():
             return  # a node with neither parent nor children forwards nothing
+        # Owners push their changes (task.update), so pulling the state of every forwarded
+        # task is the safety net for a lost push: once a period, not on every wake-up.
+        now = time.monotonic()
+        pull = now - self._pulled_at >= self.settings.fed_sync_s
+        if pull:
+            self._pulled_at = now
         self.forwarder.confirm_inbound()
-        self.forwarder.tick()
+        self.forwarder.tick(pull)
+        self.forwarder.push_updates()
 
     def _linked(self) -> bool:
         """Whether this node has a parent or a child (children are re-read every 5 s)."""
@@ -161,15 +173,24 @@ class Federation:
         return self._has_children
 
     async def _every(self, period_s: float, work: Callable[[], object], wake: bool) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            seen = self.changed.mark()  # a change while the work runs wakes the next round
+            cpu_s = 0.0
             try:
-                await asyncio.to_thread(work)
+                _, cpu_s = await asyncio.to_thread(cpu_timed, work)
             except Exception:
                 log.exception("federation loop %s failed", getattr(work, "__name__", work))
-            if wake:
-                await self.changed.wait(period_s)
-                # A burst of submissions wakes this loop once, not once per submission.
-                await asyncio.sleep(WAKE_GAP_S)
+            # A node with neither parent nor children (as last read) forwards nothing: it
+            # need not run a round on every submission, only every period in case that changes.
+            if wake and (self.ident.parent_url is not None or self._has_children):
+                ended = loop.time()
+                await self.changed.wait(period_s, since=seen)
+                # A change is acted on at once (a placement forwarded, a finished task pushed),
+                # but rounds are spaced by twice the CPU time the last one took, so the loop
+                # keeps to a third of a core whatever wakes it.
+                spacing = max(WAKE_FLOOR_S, 2 * cpu_s)
+                await asyncio.sleep(max(0.0, ended + spacing - loop.time()))
             else:
                 await asyncio.sleep(period_s)
 

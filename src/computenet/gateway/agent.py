@@ -190,6 +190,13 @@ class GatewayAgent:
 
     async def run(self) -> None:
         """Serve until cancelled, reconnecting with backoff whenever the node is away."""
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:  # from the backend's threads: look at the jobs now
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._wake.set)
+
+        self.backend.watch(wake)
         for job in await asyncio.to_thread(self.backend.recover):
             log.info("recovered job %s from an earlier run", job.key)
             self.tracked[job.key] = _Tracked(job, reported=TaskState.RUNNING)

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from computenet.errors import InvalidInput
+from computenet.gateway.backends.containers import CONTAINER_RUNTIMES
 from computenet.gateway.probe_vendors import AcceleratorDevice, probe_accelerators
 from computenet.model.cpi import validate_label
 from computenet.model.pool import Accelerator, Architecture, PoolSpec, Region, Software
@@ -37,7 +38,6 @@ NVIDIA_SMI_QUERY: list[str] = [
 ]
 # The query fields above carry no CUDA version; the plain banner prints it.
 NVIDIA_SMI_BANNER = ["nvidia-smi"]
-CONTAINER_RUNTIMES: tuple[str, ...] = ("apptainer", "singularity", "podman", "docker")
 RUNTIMES_ENV = "COMPUTENET_CONTAINER_RUNTIMES"  # e.g. "podman": declare only these runtimes
 # Only flags that change where work can run; the full list is long and mostly noise.
 INTERESTING_CPU_FLAGS: tuple[str, ...] = (

@@ -208,18 +208,23 @@ class Dispatcher:
         now = self.clock()
         expires = now + timedelta(seconds=self.settings.lease_ttl_s)
         out: list[LeasedTask] = []
-        with self.db.write() as s:
-            cpis = select(t.Pool.cpi).where(t.Pool.gateway_id == gateway_id)
-            q = (
-                select(t.Task)
-                .where(
-                    t.Task.state == TaskState.QUEUED.value,
-                    t.Task.pool_cpi.in_(cpis),
-                    t.Task.lease_id.is_(None),
-                )
-                .order_by(t.Task.priority.desc(), t.Task.seq)
-                .limit(max_tasks)
+        cpis = select(t.Pool.cpi).where(t.Pool.gateway_id == gateway_id)
+        q = (
+            select(t.Task)
+            .where(
+                t.Task.state == TaskState.QUEUED.value,
+                t.Task.pool_cpi.in_(cpis),
+                t.Task.lease_id.is_(None),
             )
+            .order_by(t.Task.priority.desc(), t.Task.seq)
+            .limit(max_tasks)
+        )
+        # Every change wakes every waiting long-poll: look without the write lock first, so
+        # a gateway with nothing placed on it does not queue behind submissions for it.
+        with self.db.read() as s:
+            if s.execute(q.with_only_columns(t.Task.id).limit(1)).first() is None:
+                return out
+        with self.db.write() as s:
             if not self.db.is_sqlite:
                 q = q.with_for_update(skip_locked=True)
             for row in s.scalars(q):

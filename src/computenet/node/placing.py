@@ -1,8 +1,9 @@
 """The scheduling pass: load the core's inputs from the store, decide, write placements.
 
-The scheduler core (:mod:`computenet.sched`) decides; this module reads queued tasks, pools
-with their free capacity and the context (telemetry, network, datasets, running work,
-reservations), and applies the decisions in one short, guarded transaction.
+The pass's pure decision (:func:`computenet.tasks.placement.plan_pass`, over the scheduler
+core) is the one the simulator makes; this module reads queued tasks, pools with their free
+capacity and the context (telemetry, network, datasets, running work, reservations) into
+its inputs, and applies the plan in one short, guarded transaction.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ from computenet.model.task import TaskSpec
 from computenet.node.quality import record_queue_wait_estimate
 from computenet.node.sched_apply import LeaseLost, placed_message, preempt, spec_update
 from computenet.node.sched_inputs import ContextLoader, tenant_of
-from computenet.sched.core import PoolView, TaskView, schedule, shape_key
+from computenet.sched.core import PoolView, TaskView, shape_key
 from computenet.sched.types import Context
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.tasks.capacity import held_capacity
 from computenet.tasks.clock import Clock, utcnow
 from computenet.tasks.lifecycle import Event, Phase
+from computenet.tasks.placement import NO_POOLS, Waiting, plan_pass
 from computenet.tasks.transitions import guard, move_by_id
 
 SCHEDULE_BATCH = 2000
 SPEC_CACHE_MAX = 100_000
-NO_POOLS = "no pools are registered"
 
 
 class Placer:
@@ -51,6 +52,9 @@ class Placer:
         # Tasks up to this seq have been told "no pools"; only newer ones need telling while
         # there are still none, so a long backlog is not rescanned on every pass.
         self._told_no_pools_seq = 0
+        # Whether the last pass found waiting tasks: the scheduling loop then spaces the next
+        # pass to gather a burst; after an idle pass it runs the next one as soon as woken.
+        self.found_work = False
         self._pool_specs: dict[str, tuple[int, PoolSpec]] = {}
         self._context = ContextLoader(db, clock=clock)
         # Federation: other nodes' pools, offered to the scheduler; a task placed on one is
@@ -63,10 +67,11 @@ class Placer:
         Reads and decides without holding the write lock, then applies the placements in
         one short transaction, each guarded so that a task cancelled meanwhile stays so.
         """
+        self.found_work = False
         with self.db.read() as s:
             views = self.pool_views(s)
             if not views:
-                self._explain_no_pools(s)
+                self.found_work = self._explain_no_pools(s)
                 return 0
             self._told_no_pools_seq = 0  # if the pools go away, every waiting task is told
             queued = list(
@@ -86,6 +91,7 @@ class Placer:
             )
             if not queued:
                 return 0
+            self.found_work = True
             missing = [r.id for r in queued if r.id not in self._specs]
             if missing:
                 if len(self._specs) > SPEC_CACHE_MAX:
@@ -95,16 +101,18 @@ class Placer:
                     parsed = TaskSpec.model_validate(spec)
                     self._specs[tid] = (parsed, shape_key(parsed))
             ctx = self.context(s)
-        tasks = [
-            TaskView(r.id, spec, r.priority, r.seq, tenant_of(r.owner, r.tenant), key)
+        waiting = [
+            Waiting(
+                TaskView(r.id, spec, r.priority, r.seq, tenant_of(r.owner, r.tenant), key), r.reason
+            )
             for r in queued
             for spec, key in (self._specs[r.id],)
         ]
-        old_reason = {r.id: r.reason for r in queued}
-        spec_of = {tv.task_id: tv.spec for tv in tasks}
-        decisions = schedule(tasks, views, ctx)
-        placements = [d for d in decisions if d.pool is not None]
-        reasons = [d for d in decisions if d.pool is None and d.reason != old_reason[d.task_id]]
+        spec_of = {w.view.task_id: w.view.spec for w in waiting}
+        # The decision is the pure one the simulator makes too (computenet.tasks.placement);
+        # what follows is its apply step, on the store.
+        plan = plan_pass(waiting, views, ctx)
+        placements, reasons = plan.placements, plan.reasons
         if not placements and not reasons:
             return 0
         now = self.clock()
@@ -139,11 +147,12 @@ class Placer:
             self._on_change()
         return placed
 
-    def _explain_no_pools(self, read: Session) -> None:
-        """Tell queued tasks there is nowhere to run, writing only when a reason changes."""
+    def _explain_no_pools(self, read: Session) -> bool:
+        """Tell queued tasks there is nowhere to run, writing only when a reason changes;
+        True when there were tasks newer than the last told."""
         newest = read.scalar(select(func.max(t.Task.seq))) or 0
         if newest <= self._told_no_pools_seq:
-            return
+            return False
         waiting = (
             t.Task.seq > self._told_no_pools_seq,
             t.Task.seq <= newest,
@@ -153,6 +162,7 @@ class Placer:
         with self.db.write() as s:
             s.execute(update(t.Task).where(*waiting).values(reason=NO_POOLS))
         self._told_no_pools_seq = newest
+        return True
 
     def pool_views(self, s: Session) -> list[PoolView]:
         """Every pool the scheduler may place on, here and (federated) elsewhere, with its

@@ -35,7 +35,7 @@ from computenet.node.tasks import TaskService
 from computenet.store import tables as t
 from computenet.store.db import Database, sqlite_url
 from computenet.store.migrate import upgrade
-from computenet.tasks.clock import Clock, utcnow
+from computenet.tasks.clock import Clock, cpu_timed, utcnow
 
 log = logging.getLogger("computenet.node")
 STOP_WAIT_S = 10.0  # how long a stopping node waits for its background loops
@@ -185,18 +185,26 @@ class NodeRuntime:
             if not await self._lead():
                 await asyncio.sleep(self.settings.leader_check_s)
                 continue
+            seen = self.changed.mark()  # a submission during the pass wakes the next one
             began = loop.time()
+            cpu_s = 0.0
             try:
-                placed = await asyncio.to_thread(self.placer.schedule_pass)
+                placed, cpu_s = await asyncio.to_thread(cpu_timed, self.placer.schedule_pass)
                 self.monitor.placement_pass(loop.time() - began, placed)
             except Exception:
                 self.monitor.error("scheduler")
                 log.exception("scheduling pass failed")
-            took = loop.time() - began
-            await self.changed.wait(1.0)
-            # Gather a burst of submissions into one pass, and keep the scheduler to about a
-            # third of a core however long a pass over a big backlog takes.
-            await asyncio.sleep(min(1.0, max(SCHEDULE_GAP_S, 2 * took)))
+            ended = loop.time()
+            await self.changed.wait(1.0, since=seen)
+            # The next pass starts at least twice this one's CPU time after it, so the
+            # scheduler keeps to about a third of a core however long a pass over a big
+            # backlog takes; and, when this pass found tasks waiting, at least a gap after
+            # it, so the rest of a burst of submissions is placed in one pass rather than one
+            # pass each. After an idle pass, a submission is placed as soon as it wakes the loop.
+            spacing = 2 * cpu_s
+            if self.placer.found_work:
+                spacing = min(1.0, max(SCHEDULE_GAP_S, spacing))
+            await asyncio.sleep(max(0.0, ended + spacing - loop.time()))
 
     async def _housekeeping_loop(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""The one place the simulator meets the live scheduling core (``computenet.sched``).
+"""The one place the simulator meets the live scheduling core (``computenet.sched``),
+through the live node's pass decision (:func:`computenet.tasks.placement.plan_pass`).
 
 Jobs and pools are translated to the core's own inputs (TaskView, PoolView, Context) and
 its decisions back. Nothing here ranks or filters pools: every choice is the core's, made
@@ -27,13 +28,13 @@ from computenet.sched.core import (
     PoolView,
     TaskView,
     TenantShare,
-    schedule,
     shape_key,
 )
 from computenet.sched.estimates import REFERENCE_MODEL
 from computenet.sched.pooltable import workload_throughputs
 from computenet.sim.topology import SimPool, Topology
 from computenet.sim.trace import Job
+from computenet.tasks.placement import Waiting, plan_pass
 
 # The simulator tracks cards only; CPU and memory are sized so they never bind.
 _CORES_PER_CARD = 16
@@ -109,7 +110,7 @@ def task_spec(job: Job, policy: Policy, pools: Sequence[SimPool]) -> TaskSpec:
 
 
 class CorePlacer:
-    """Runs ``computenet.sched.core.schedule`` under one of its policies."""
+    """Runs the node's scheduling pass (the core's ``schedule``) under one of its policies."""
 
     def __init__(self, policy: str, topology: Topology, jobs: Sequence[Job]) -> None:
         self.name = policy
@@ -129,16 +130,13 @@ class CorePlacer:
         }
         self._network = topology.network
 
-    def place(
-        self,
-        now_s: float,
-        pending: Sequence[Job],
-        free: Mapping[str, int],
-        held: Mapping[str, int],
-    ) -> list[tuple[Job, SimPool]]:
-        """One scheduling round of the core over ``pending``: equal tenant weights, usage =
-        cards each tenant holds now."""
-        views = [
+    def task_view(self, job_id: str) -> TaskView:
+        """The core's view of a job's task, as a user would have submitted it."""
+        return self._tasks[job_id]
+
+    def views(self, free: Mapping[str, int]) -> list[PoolView]:
+        """Every pool as the core sees it, with ``free`` cards (pool id -> cards)."""
+        return [
             PoolView(
                 cpi,
                 spec,
@@ -151,13 +149,28 @@ class CorePlacer:
             )
             for cpi, spec in self._specs.items()
         ]
-        ctx = Context(
+
+    def context(self, held: Mapping[str, int]) -> Context:
+        """The round's context: the network, the jobs' data, equal tenant weights with the
+        cards each tenant ``held`` as its usage."""
+        return Context(
             network=self._network,
             datasets=self._datasets,
             tenants={
                 t: TenantShare(weight=1.0, usage=float(held.get(t, 0))) for t in self._tenants
             },
         )
+
+    def place(
+        self,
+        now_s: float,
+        pending: Sequence[Job],
+        free: Mapping[str, int],
+        held: Mapping[str, int],
+    ) -> list[tuple[Job, SimPool]]:
+        """One scheduling round of the core over ``pending``."""
         by_id = {j.job_id: j for j in pending}
-        decisions = schedule([self._tasks[j.job_id] for j in pending], views, ctx)
-        return [(by_id[d.task_id], self._pools[d.pool]) for d in decisions if d.pool is not None]
+        # The live node's pass decision, the same function (no store, virtual time).
+        waiting = [Waiting(self._tasks[j.job_id]) for j in pending]
+        plan = plan_pass(waiting, self.views(free), self.context(held))
+        return [(by_id[d.task_id], self._pools[str(d.pool)]) for d in plan.placements]

@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -172,6 +173,10 @@ class Backend(ABC):
     def unsupported(self) -> dict[Capability, str]:
         """What this backend cannot do, each with the reason; empty when it does everything."""
         return {}
+
+    def watch(self, wake: Callable[[], None]) -> None:  # noqa: B027 - polled by default
+        """Call ``wake`` (from any thread) when a job may have changed state, so the agent
+        looks at once rather than at its next poll. Backends that cannot tell are polled."""
 
     def check(self) -> None:  # noqa: B027 - a no-op is the right default for a host
         """Raise :class:`BackendDown` (or :class:`BackendAuthError`) if it cannot serve now."""

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from computenet.gateway.backends.cgroups import Limits, is_v2
 from computenet.gateway.backends.sandbox import TaskSandbox
-from computenet.gateway.probe import CONTAINER_RUNTIMES
 
+# In order of preference. Defined here, not in the probe, so that a task's runner (a fresh
+# process per task) need not import the probe and pydantic: that doubled a task's start.
+CONTAINER_RUNTIMES: tuple[str, ...] = ("apptainer", "singularity", "podman", "docker")
 # Runtimes whose containers can be made, bridged into, then started (an egress allow-list):
 # podman's ``init`` makes the namespaces without starting the command; docker has no ``init``,
 # so its containers keep ``--network none`` and nothing else.

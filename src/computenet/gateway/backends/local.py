@@ -2,7 +2,8 @@
 
 Each attempt gets a directory under the gateway's state dir holding the job, its working
 directory, executor output and outcome. A detached runner process does the work, so the
-gateway can crash and come back without losing or repeating a task. With a sandbox each job
+gateway can crash and come back without losing or repeating a task; it is given its job
+(directory and secrets) on its stdin, so one can be started ahead of need. With a sandbox each job
 holds a uid of its own from the gateway's range until it is forgotten; the uid is written in
 the job file, so a restarted gateway reads back which uids are taken.
 """
@@ -17,7 +18,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -38,7 +41,7 @@ from computenet.gateway.backends.containers import (
     remove_container,
 )
 from computenet.gateway.backends.ingress import replica_socket_path
-from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
+from computenet.gateway.backends.local_runner import write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
 from computenet.model.pool import PoolSpec
@@ -46,6 +49,7 @@ from computenet.model.task import TaskState
 
 CANCEL_FORCE_AFTER_S = 10.0
 log = logging.getLogger("computenet.gateway")
+RUNNER = [sys.executable, "-m", "computenet.gateway.backends.local_runner"]
 
 
 def _alive(pid: int) -> bool:
@@ -93,6 +97,12 @@ class LocalBackend(Backend):
                 "the host's network, the list does not bound it (run the gateway as root)"
             )
         self._uids: dict[str, int] = {}  # job key -> the uid it holds
+        self._wake: Callable[[], None] = lambda: None
+        # A runner started ahead of need (Python and its imports take longer than a short
+        # task runs); kept only for an agent that watches (see ``watch``).
+        self._keep_spare = False
+        self._spare: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
         if sandbox is not None:
             for job_file in self.jobs_dir.glob("*/job.json"):
                 held = (self._read(job_file) or {}).get("sandbox")
@@ -102,6 +112,22 @@ class LocalBackend(Backend):
     def _pool(self, job: Job) -> PoolSpec | None:
         label = job.pool_cpi.rsplit("/", 1)[-1]
         return next((p for p in self._pools if p.label == label), None)
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` as each runner started from now on exits; and from now on keep one
+        runner started ahead, its interpreter and imports loaded, waiting for its job."""
+        self._wake = wake
+        self._keep_spare = True
+        self._refill()
+
+    def _await_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        # A thread per running job: the agent learns of the end at once, not a poll later
+        # (most short tasks end within the first poll interval).
+        proc.wait()
+        self._wake()
+        # The next spare starts once this job is over, not while it starts: on a small
+        # host the two would compete for the CPU.
+        self._refill()
 
     def image_runtime(self, job: Job) -> str | None:
         """The first runtime the job's pool declares (docs/tes.md, Containers)."""
@@ -141,21 +167,43 @@ class LocalBackend(Backend):
                 "egress_forbid": list(self.egress_forbid),
             },
         )
-        env = dict(os.environ)
-        if job.secrets:
-            env[SECRETS_ENV] = json.dumps(job.secrets)
-        with (jobdir / "runner.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "computenet.gateway.backends.local_runner", str(jobdir)],
-                stdin=subprocess.DEVNULL,
+        # Secrets go down the runner's stdin, never into a file or its command line.
+        order = json.dumps({"dir": str(jobdir), "secrets": job.secrets}).encode() + b"\n"
+        with self._lock:
+            spare, self._spare = self._spare, None
+        proc = spare if spare is not None and spare.poll() is None else self._spawn()
+        try:
+            self._hand(proc, order)
+        except OSError:  # the spare died meanwhile: start a runner for this job
+            proc = self._spawn()
+            self._hand(proc, order)
+        (jobdir / "runner.pid").write_text(str(proc.pid))
+        self._children[job.key] = proc
+        threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """A runner process, detached from the gateway, that waits for its job on stdin."""
+        with (self.jobs_dir / "runner.log").open("ab") as log:
+            return subprocess.Popen(
+                RUNNER,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
                 close_fds=True,
-                env=env,
             )
-        (jobdir / "runner.pid").write_text(str(proc.pid))
-        self._children[job.key] = proc
+
+    @staticmethod
+    def _hand(proc: subprocess.Popen[bytes], order: bytes) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(order)
+        proc.stdin.close()
+
+    def _refill(self) -> None:
+        """Start a spare runner if the agent wants one kept and there is none alive."""
+        with self._lock:
+            if self._keep_spare and (self._spare is None or self._spare.poll() is not None):
+                self._spare = self._spawn()
 
     def _take_uid(self, key: str) -> int:
         """A uid from the range that no other job holds and no process runs as (one left

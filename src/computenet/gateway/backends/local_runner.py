@@ -54,7 +54,6 @@ from computenet.gateway.backends.ingress import (
 from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_in
 from computenet.gateway.backends.sandbox import TaskSandbox, limits, rlimits, set_rlimits
 from computenet.gateway.beneath import TaskDir
-from computenet.gateway.staging import StagingError, stage_input, stage_outputs
 from computenet.model.urlpolicy import UrlPolicy
 
 KILL_GRACE_S = 3.0
@@ -91,7 +90,7 @@ def _kill_group(pgid: int) -> None:
 class Runner:
     """Executes the job described in ``DIR/job.json``."""
 
-    def __init__(self, jobdir: Path) -> None:
+    def __init__(self, jobdir: Path, secrets: dict[str, str] | None = None) -> None:
         # First of all: a cancel that comes while we start must still be a clean cancel.
         signal.signal(signal.SIGTERM, self._on_term)
         self.dir = jobdir
@@ -105,8 +104,10 @@ class Runner:
         self.devices_env: str | None = job.get("devices_env")
         # As root, the task runs as an unprivileged user in a directory of its own elsewhere;
         # otherwise in the job's directory.
-        # Secrets come through our environment, never a file; dropped from it at once.
-        self.secrets: dict[str, str] = json.loads(os.environ.pop(SECRETS_ENV, "{}"))
+        # Secrets come down stdin (run by path: through our environment, dropped from it at
+        # once), never through a file.
+        from_env: dict[str, str] = json.loads(os.environ.pop(SECRETS_ENV, "{}"))
+        self.secrets = from_env if secrets is None else secrets
         self.sandbox = TaskSandbox.from_json(job.get("sandbox"))
         self.work = self.sandbox.workdir(jobdir.name) if self.sandbox else jobdir / "work"
         box = self.sandbox
@@ -183,8 +184,17 @@ class Runner:
         for volume in self.spec.get("volumes", []):
             # Executors share the job's directory, so a TES volume is a directory in it.
             self._inside(volume).mkdir(parents=True, exist_ok=True)
-        for item in self.spec.get("inputs", []):
-            stage_input(item, self._inside(item["path"]), self.url_policy)
+        inputs = self.spec.get("inputs", [])
+        if inputs:
+            # Imported only when there is something to stage: it brings fsspec and aiohttp,
+            # which took longer to load than a no-op task takes to run.
+            from computenet.gateway.staging import StagingError, stage_input
+
+            try:
+                for item in inputs:
+                    stage_input(item, self._inside(item["path"]), self.url_policy)
+            except StagingError as exc:
+                raise ValueError(str(exc)) from exc
         if self.sandbox is not None:
             for root in self._sandbox_roots():
                 (self.work / root).mkdir(exist_ok=True)
@@ -227,8 +237,13 @@ class Runner:
 
     def _stage_outputs(self) -> str | None:
         """Upload every output; return why it failed, or None."""
+        outputs = self.spec.get("outputs", [])
+        if not outputs:
+            return None
+        from computenet.gateway.staging import StagingError, stage_outputs  # see _stage_inputs
+
         try:
-            for item in self.spec.get("outputs", []):
+            for item in outputs:
                 staged = stage_outputs(item, self.task, self.url_policy)
                 self.outputs.extend(f.to_json() for f in staged)
         except (StagingError, OSError, ValueError) as exc:
@@ -252,7 +267,7 @@ class Runner:
             self._stage_inputs()
             if self.sandbox is not None:
                 self.sandbox.hand_over(self.work)  # staged as root, used by the task
-        except (StagingError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             self._status("SYSTEM_ERROR", f"cannot stage an input: {exc}", final=True)
             return
         if self.cgroup is not None and self.cgroup_limits is not None:
@@ -506,11 +521,23 @@ class Runner:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: run the job in ``argv[1]``."""
-    if len(argv) != 2:
-        print("usage: python -m computenet.gateway.backends.local_runner JOBDIR", file=sys.stderr)
+    """Entry point: run the job in ``argv[1]``, or with no argument the job named on stdin
+    (one JSON line: ``dir`` and ``secrets``): the gateway may start a runner before it
+    has a job for it, and an empty stdin (the gateway went away) ends it quietly."""
+    if len(argv) == 2:
+        Runner(Path(argv[1])).run()
+        return 0
+    if len(argv) != 1:
+        print("usage: python -m computenet.gateway.backends.local_runner [JOBDIR]", file=sys.stderr)
         return 2
-    Runner(Path(argv[1])).run()
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0
+    order = json.loads(line)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # nothing more comes down the pipe
+    os.close(null)
+    Runner(Path(order["dir"]), dict(order.get("secrets") or {})).run()
     return 0
 
 
