@@ -401,11 +401,17 @@ def test_a_gpu_job_is_refused_where_the_remote_cannot_honour_it(
 def test_unsupported_follows_service_info(fake: tuple[FakeTes, str], tmp_path: Path) -> None:
     state, url = fake
     plain = _backend(tmp_path, url).unsupported()
-    assert set(plain) == {Capability.GPUS, Capability.TIME_LIMIT, Capability.FULL_LOGS}
+    assert set(plain) == {
+        Capability.GPUS,
+        Capability.TIME_LIMIT,
+        Capability.FULL_LOGS,
+        Capability.SERVICES,
+    }
     assert "no accelerators" in plain[Capability.GPUS]
     assert "time_limit_s" in plain[Capability.TIME_LIMIT]
     state.backend_parameters = OURS
-    assert set(_backend(tmp_path, url, pool=GPU_POOL).unsupported()) == {Capability.FULL_LOGS}
+    with_gpus = _backend(tmp_path, url, pool=GPU_POOL).unsupported()
+    assert set(with_gpus) == {Capability.FULL_LOGS, Capability.SERVICES}
 
 
 def test_pools_and_url_forms(fake: tuple[FakeTes, str], tmp_path: Path) -> None:
