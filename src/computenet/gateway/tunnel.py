@@ -1,0 +1,322 @@
+"""The gateway's outbound tunnel to its node: service requests in, replica responses out.
+
+Providers open no inbound port: the gateway dials its node (a WebSocket at
+``/gateway/v1/tunnel``, authenticated with its credential) and the node sends the HTTP requests
+for the replicas this gateway runs down it as frames (:mod:`computenet.model.tunnel`). Each
+request is passed to its replica's unix socket, which the gateway owns, and the response is
+streamed back chunk by chunk as the replica writes it.
+
+The gateway also checks each replica's health through the same socket and reports, about once
+a second, raw per-replica counters (in flight, requests, errors, tokens) and the health state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from computenet.model import tunnel as tf
+
+log = logging.getLogger("computenet.gateway.tunnel")
+# How a server reports what it generated (OpenAI's ``usage``); scanned in the response bytes.
+_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_TAIL_BYTES = 64  # kept between chunks so a match split across two is still seen
+
+
+@dataclass(frozen=True)
+class ReplicaTarget:
+    """Where a replica listens (a unix socket the gateway owns) and its health path."""
+
+    socket: Path
+    health_path: str = "/health"
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """How replicas are checked: every ``interval_s``, each check within ``timeout_s``;
+    ``failures`` checks failing in a row mark a replica unhealthy, one passing heals it."""
+
+    interval_s: float = 1.0
+    timeout_s: float = 2.0
+    failures: int = 2
+
+
+@dataclass
+class _Stats:
+    """Raw counters of one replica, reported as they are (the node derives rates)."""
+
+    in_flight: int = 0
+    requests: int = 0
+    errors: int = 0
+    tokens: int = 0
+    healthy: bool = False  # until a check passes
+    failed_in_row: int = 0
+    check_ms: float | None = None
+
+    def as_report(self) -> dict[str, object]:
+        return {
+            "in_flight": self.in_flight,
+            "requests": self.requests,
+            "errors": self.errors,
+            "tokens": self.tokens,
+            "healthy": self.healthy,
+            "check_ms": self.check_ms,
+        }
+
+
+@dataclass
+class _Stream:
+    """A request the node opened, while it is passed to its replica."""
+
+    task_id: str
+    body: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    window: int = tf.WINDOW_BYTES
+    credited: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task[None] | None = None
+
+
+class _Refused(Exception):
+    """A request this gateway will not pass on (no such replica, too many streams)."""
+
+
+class Tunnel:
+    """Keeps the tunnel to the node open and serves the requests that come down it."""
+
+    def __init__(
+        self,
+        node_url: str,
+        credential: Callable[[], str | None],
+        targets: Callable[[], dict[str, ReplicaTarget]],
+        *,
+        health: HealthPolicy | None = None,
+        report_s: float = 1.0,
+        max_streams: int = tf.MAX_STREAMS,
+        read_timeout_s: float = 600.0,
+    ) -> None:
+        """``credential`` gives the gateway's credential once enrolled; ``targets`` the
+        running replicas (task id -> socket and health path)."""
+        base = node_url.rstrip("/")
+        self.ws_url = "ws" + base.removeprefix("http") + tf.PATH
+        self.credential = credential
+        self.targets = targets
+        self.health = health or HealthPolicy()
+        self.report_s = report_s
+        self.max_streams = max_streams
+        self.read_timeout_s = read_timeout_s
+        self.stats: dict[str, _Stats] = {}
+        self.connected = asyncio.Event()
+        self._streams: dict[int, _Stream] = {}
+        self._clients: dict[Path, httpx.AsyncClient] = {}
+        self._send_lock = asyncio.Lock()
+
+    # ---- running --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Check health and keep the tunnel up until cancelled, reconnecting with backoff."""
+        from computenet.gateway.agent import Backoff  # the agent imports this module
+
+        checks = asyncio.create_task(self._health_loop(), name="replica-health")
+        backoff = Backoff(0.2, 5.0)
+        try:
+            while True:
+                cred = self.credential()
+                if cred:
+                    try:
+                        async with connect(
+                            self.ws_url,
+                            additional_headers={"Authorization": f"Bearer {cred}"},
+                            max_size=tf.MAX_FRAME_BYTES,
+                            ping_interval=5.0,
+                            ping_timeout=5.0,
+                            open_timeout=10.0,
+                            compression=None,
+                        ) as ws:
+                            backoff.reset()
+                            await self._serve(ws)
+                    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                        log.warning("tunnel to %s lost: %s", self.ws_url, exc)
+                    except tf.FrameError as exc:
+                        log.error("node sent a bad tunnel frame (%s); reconnecting", exc)
+                await asyncio.sleep(backoff.next())
+        finally:
+            checks.cancel()
+            for client in self._clients.values():
+                await client.aclose()
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        self.connected.set()
+        reporter = asyncio.create_task(self._report_loop(ws), name="tunnel-report")
+        try:
+            async for message in ws:
+                self._on_frame(ws, tf.decode(message))
+        finally:
+            self.connected.clear()
+            reporter.cancel()
+            for st in list(self._streams.values()):
+                if st.worker is not None:
+                    st.worker.cancel()
+            self._streams.clear()
+
+    def _on_frame(self, ws: ClientConnection, frame: tf.Frame) -> None:
+        st = self._streams.get(frame.stream)
+        if frame.kind is tf.Kind.OPEN:
+            opened = frame.json()
+            st = _Stream(str(opened.get("task_id", "")))
+            self._streams[frame.stream] = st
+            st.worker = asyncio.create_task(self._pass(ws, frame.stream, st, opened))
+        elif st is None:
+            return  # a stream that ended meanwhile
+        elif frame.kind is tf.Kind.BODY:
+            st.body.put_nowait(frame.payload)
+        elif frame.kind is tf.Kind.END:
+            st.body.put_nowait(None)
+        elif frame.kind is tf.Kind.CREDIT:
+            st.window += frame.credit()
+            st.credited.set()
+        elif frame.kind is tf.Kind.RESET and st.worker is not None:
+            st.worker.cancel()  # the client went away: stop reading from the replica
+
+    async def _send(self, ws: ClientConnection, data: bytes) -> None:
+        async with self._send_lock:
+            await ws.send(data)
+
+    # ---- one request ----------------------------------------------------------------
+
+    def _client(self, sock: Path) -> httpx.AsyncClient:
+        client = self._clients.get(sock)
+        if client is None:
+            client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(sock)),
+                base_url="http://replica",
+                timeout=httpx.Timeout(self.read_timeout_s, connect=5.0),
+            )
+            self._clients[sock] = client
+        return client
+
+    async def _pass(
+        self, ws: ClientConnection, sid: int, st: _Stream, opened: dict[str, object]
+    ) -> None:
+        stats = self.stats.setdefault(st.task_id, _Stats())
+        stats.in_flight += 1
+        stats.requests += 1
+        head_sent = False
+        try:
+            target = self.targets().get(st.task_id)
+            if target is None:
+                raise _Refused(f"replica {st.task_id} does not run on this gateway")
+            if len(self._streams) > self.max_streams:
+                raise _Refused(f"this gateway has {self.max_streams} requests open already")
+
+            # The node bounds request bodies, so a whole one is held: servers built on
+            # Python's http.server read a Content-Length, not a chunked upload.
+            parts = []
+            while (chunk := await st.body.get()) is not None:
+                parts.append(chunk)
+            headers = [(str(k), str(v)) for k, v in opened.get("headers", [])]  # type: ignore[attr-defined]
+            request = self._client(target.socket).build_request(
+                str(opened.get("method", "GET")),
+                str(opened.get("path", "/")),
+                headers=headers,
+                content=b"".join(parts),
+            )
+            resp = await self._client(target.socket).send(request, stream=True)
+            try:
+                await self._send(
+                    ws,
+                    tf.encode_json(
+                        sid,
+                        tf.Kind.HEAD,
+                        {
+                            "status": resp.status_code,
+                            "headers": tf.pass_headers(list(resp.headers.multi_items())),
+                        },
+                    ),
+                )
+                head_sent = True
+                tail = b""
+                async for chunk in resp.aiter_raw(tf.CHUNK_BYTES):
+                    while st.window < len(chunk):
+                        st.credited.clear()
+                        await st.credited.wait()
+                    st.window -= len(chunk)
+                    await self._send(ws, tf.encode(sid, tf.Kind.BODY, chunk))
+                    seen = tail + chunk
+                    stats.tokens += sum(int(m) for m in _TOKENS.findall(seen))
+                    tail = b"" if _TOKENS.search(seen[-_TAIL_BYTES:]) else seen[-_TAIL_BYTES:]
+                await self._send(ws, tf.encode(sid, tf.Kind.END))
+            finally:
+                await resp.aclose()
+        except asyncio.CancelledError:
+            pass  # the node reset the stream, or the tunnel closed
+        except (_Refused, httpx.HTTPError, OSError) as exc:
+            stats.errors += 1
+            reason = str(exc) or type(exc).__name__
+            with contextlib.suppress(websockets.WebSocketException):
+                await self._send(
+                    ws,
+                    tf.encode_json(
+                        sid, tf.Kind.RESET, {"reason": reason[:500], "before_head": not head_sent}
+                    ),
+                )
+        finally:
+            stats.in_flight -= 1
+            self._streams.pop(sid, None)
+
+    # ---- health and reports ---------------------------------------------------------
+
+    async def check_once(self) -> None:
+        """Check every running replica once, in parallel; forget replicas that are gone."""
+        targets = self.targets()
+        for gone in set(self.stats) - set(targets):
+            if self.stats[gone].in_flight == 0:
+                del self.stats[gone]
+        await asyncio.gather(*(self._check(tid, tg) for tid, tg in targets.items()))
+
+    async def _check(self, task_id: str, target: ReplicaTarget) -> None:
+        stats = self.stats.setdefault(task_id, _Stats())
+        began = time.perf_counter()
+        try:
+            resp = await self._client(target.socket).get(
+                target.health_path, timeout=self.health.timeout_s
+            )
+            ok = resp.status_code < 400
+        except (httpx.HTTPError, OSError):
+            ok = False
+        if ok:
+            stats.healthy = True
+            stats.failed_in_row = 0
+            stats.check_ms = round((time.perf_counter() - began) * 1000, 3)
+        else:
+            stats.failed_in_row += 1
+            if stats.failed_in_row >= self.health.failures:
+                stats.healthy = False
+
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:
+                log.exception("replica health checks failed")
+            await asyncio.sleep(self.health.interval_s)
+
+    def report(self) -> dict[str, object]:
+        """What the next REPORT frame says: per replica counters and health."""
+        return {
+            "at": time.time(),
+            "replicas": {tid: s.as_report() for tid, s in self.stats.items()},
+        }
+
+    async def _report_loop(self, ws: ClientConnection) -> None:
+        while True:
+            await self._send(ws, tf.encode_json(tf.REPORT_STREAM, tf.Kind.REPORT, self.report()))
+            await asyncio.sleep(self.report_s)
