@@ -50,6 +50,7 @@ class Capability(StrEnum):
     MULTIPLE_EXECUTORS = "multiple_executors"  # run several executors in order
     RECOVER = "recover"  # find its jobs again after a gateway restart
     FULL_LOGS = "full_logs"  # read back an executor's whole output, however large
+    SERVICES = "services"  # runs service replicas (the gateway reaches them through a socket)
 
 
 Reason = Annotated[str, Field(max_length=512)]

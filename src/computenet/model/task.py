@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from computenet.model.pool import Capability, Capacity, Money, Strict, check_region
+from computenet.model.service_binding import ServiceBinding
 
 MAX_EXECUTORS = 64
 MAX_TIME_LIMIT_S = 30 * 24 * 3600
@@ -315,6 +316,9 @@ class TaskSpec(Strict):
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
         Annotated[str, StringConstraints(pattern=SECRET_NAME)],
     ] = Field(default_factory=dict, max_length=64)
+    # Set only by a node's service controller: this task is a replica of a service. The
+    # native and TES APIs refuse a user's task that sets it.
+    service: ServiceBinding | None = None
 
     def with_variant(self, index: int) -> TaskSpec:
         """The task as variant ``index`` runs it (``-1``: the task as written, no variants)."""
@@ -356,6 +360,8 @@ class TaskSpec(Strict):
                 out.add(Capability.ENV)
         if self.secrets:
             out.add(Capability.ENV)
+        if self.service is not None:
+            out.add(Capability.SERVICES)
         return frozenset(out)
 
     def max_price(self) -> Decimal | None:

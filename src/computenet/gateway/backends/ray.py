@@ -37,6 +37,7 @@ from computenet.gateway.backends.base import (
     BackendAuthError,
     BackendDown,
     BackendError,
+    Capability,
     CapacityUnavailable,
     Job,
     JobStatus,
@@ -113,6 +114,11 @@ class RayBackend(Backend):
             transport=transport,
         )
         self._pools: tuple[float, PoolSpec] | None = None
+
+    def unsupported(self) -> dict[Capability, str]:
+        """Replicas need a socket the gateway owns on the machine they run on; a Ray job
+        runs wherever the cluster puts it."""
+        return {Capability.SERVICES: "a Ray job runs where the gateway cannot reach its port"}
 
     # ---- HTTP ------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ COMMAND_TIMEOUT_S = 60.0  # Slurm's clients retry a dead controller for about 20
 QUEUE_CACHE_S = 0.5
 INVENTORY_CACHE_S = 10.0
 NO_STAGING = "the slurm backend does not stage inputs or outputs yet"
+NO_SERVICES = "a Slurm job runs on a compute node the gateway cannot reach with a socket"
 _PASS_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
 
 
@@ -151,7 +152,7 @@ class SlurmBackend(Backend):
     def unsupported(self) -> dict[Capability, str]:
         """No data staging yet (docs/slurm.md lists the limits); the scheduler keeps tasks
         with URL inputs or outputs off Slurm pools."""
-        return {Capability.STAGING: NO_STAGING}
+        return {Capability.STAGING: NO_STAGING, Capability.SERVICES: NO_SERVICES}
 
     # --- pools --------------------------------------------------------------------------------
 

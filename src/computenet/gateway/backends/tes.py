@@ -237,6 +237,7 @@ class TesBackend(Backend):
             "TES 1.1 returns executor output only as text in the FULL view, which servers "
             "truncate (a ComputeNet node keeps the last 1 MiB of each stream)"
         )
+        out[Capability.SERVICES] = "a remote TES task has no port the gateway can reach"
         return out
 
     def pools(self) -> list[PoolSpec]:

@@ -107,6 +107,11 @@ def submit(
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Submitted:
     """Submit a task; send ``Idempotency-Key`` to make retries safe."""
+    if spec.service is not None:
+        raise InvalidInput(
+            "'service' is set by the node's service controller only: deploy a service "
+            "with POST /api/v1/services instead"
+        )
     known_models(spec, rt)
     rt.secrets.require(payer(p), spec.secrets.values())
     tid, created = rt.tasks.submit(spec, p.owner, idempotency_key, payer(p))

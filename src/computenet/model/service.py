@@ -1,0 +1,153 @@
+"""Inference services: the service file a user deploys, and the binding that marks a task
+as one of its replicas (a replica IS a task: placed, billed and isolated like one).
+
+The metric schemas of the routing plane (``ReplicaMetrics``, ``SiteMetrics``) sit at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from computenet.model.pool import Strict
+from computenet.model.service_binding import (
+    DEFAULT_PORT,
+    KEY_HASH,
+    SERVICE_NAME,
+    Access,
+    ServiceBinding,
+    ServiceName,
+    ServiceVersion,
+)
+from computenet.model.task import (
+    MAX_TIME_LIMIT_S,
+    Executor,
+    Input,
+    Placement,
+    Resources,
+    TaskSpec,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "KEY_HASH",
+    "MAX_REPLICAS",
+    "SERVICE_NAME",
+    "Access",
+    "HealthCheck",
+    "ReplicaPolicy",
+    "ServiceBinding",
+    "ServiceSpec",
+    "key_hash",
+]
+
+MAX_REPLICAS = 256
+
+
+class ReplicaPolicy(Strict):
+    """How many replicas run, and when the autoscaler adds or removes one."""
+
+    min: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    max: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    target_inflight: float = Field(
+        default=4.0, gt=0, le=100_000, description="in-flight requests per replica"
+    )
+    target_tokens_per_s: float | None = Field(
+        default=None, gt=0, le=10**9, description="per replica, where the server reports it"
+    )
+    scale_to_zero: bool = False
+    scale_up_window_s: int = Field(
+        default=30, ge=1, le=3600, description="load above target this long adds replicas"
+    )
+    scale_down_delay_s: int = Field(
+        default=300, ge=1, le=86400, description="load below target this long removes one"
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ReplicaPolicy:
+        if self.min > self.max:
+            raise ValueError(f"replicas.min ({self.min}) must not exceed replicas.max ({self.max})")
+        if self.min == 0 and not self.scale_to_zero:
+            raise ValueError("replicas.min 0 needs scale_to_zero: true")
+        return self
+
+
+class HealthCheck(Strict):
+    """The HTTP check a gateway runs against each replica through its socket."""
+
+    path: str = Field(default="/health", pattern=r"^/[^\x00-\x20]{0,255}$")
+    interval_s: float = Field(default=2.0, gt=0, le=3600)
+    timeout_s: float = Field(default=1.0, gt=0, le=600)
+    failures: int = Field(default=3, ge=1, le=100, description="in a row mark it unhealthy")
+
+
+class ServiceSpec(Strict):
+    """A service file (``service.yaml``): an HTTP server run as long-lived replicas.
+
+    The server listens on the port given in ``$PORT``; its requirements are a task's
+    (``resources``, ``placement``), so replicas are placed by the same scheduler.
+    """
+
+    name: ServiceName = Field(description="DNS label, 1-40 characters of [a-z0-9-]")
+    version: ServiceVersion = "1"
+    description: str | None = Field(default=None, max_length=4096)
+    executor: Executor
+    inputs: list[Input] = Field(default_factory=list, max_length=1024)
+    resources: Resources = Field(default_factory=Resources)
+    placement: Placement = Field(default_factory=Placement)
+    replicas: ReplicaPolicy = Field(default_factory=ReplicaPolicy)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    access: Access = Access.KEY
+    secrets: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")],
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")],
+    ] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("executor")
+    @classmethod
+    def _port_is_ours(cls, v: Executor) -> Executor:
+        if "PORT" in v.env:
+            raise ValueError("executor.env must not set PORT: each replica is given its own")
+        return v
+
+    def replica_task(
+        self, replica: int, key_hashes: list[str], home_node: str, max_time_limit_s: int
+    ) -> TaskSpec:
+        """The task that runs replica ``replica`` of this version.
+
+        ``PORT`` is set for the server; a replica runs until cancelled, bounded only by the
+        service's own ``time_limit_s`` or else the node's maximum.
+        """
+        binding = ServiceBinding(
+            name=self.name,
+            version=self.version,
+            replica=replica,
+            port=DEFAULT_PORT,
+            health_path=self.health.path,
+            key_hashes=key_hashes,
+            access=self.access,
+            home_node=home_node,
+        )
+        env = {**self.executor.env, "PORT": str(DEFAULT_PORT)}
+        limit = self.resources.time_limit_s or min(max_time_limit_s, MAX_TIME_LIMIT_S)
+        return TaskSpec(
+            name=f"service/{self.name}/{self.version}/{replica}",
+            description=self.description,
+            executors=[self.executor.model_copy(update={"env": env})],
+            inputs=self.inputs,
+            tags={"computenet.service": self.name, "computenet.service.version": self.version},
+            resources=self.resources.model_copy(update={"time_limit_s": limit}),
+            placement=self.placement,
+            secrets=self.secrets,
+            service=binding,
+        )
+
+
+def key_hash(key: str) -> str:
+    """The sha256 hex a binding stores for a service key (the key itself is never stored)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# --- Metric plane schemas (CATS terms; owned by the routing plane) ----------------------------
