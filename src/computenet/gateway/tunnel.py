@@ -244,13 +244,17 @@ class Tunnel:
                 )
                 head_sent = True
                 tail = b""
-                async for chunk in resp.aiter_raw(tf.CHUNK_BYTES):
-                    while st.window < len(chunk):
-                        st.credited.clear()
-                        await st.credited.wait()
-                    st.window -= len(chunk)
-                    await self._send(ws, tf.encode(sid, tf.Kind.BODY, chunk))
-                    seen = tail + chunk
+                # Without a chunk size httpx yields bytes as they arrive (with one it would
+                # gather them, holding back a stream's events).
+                async for read in resp.aiter_raw():
+                    for i in range(0, len(read), tf.CHUNK_BYTES):
+                        chunk = read[i : i + tf.CHUNK_BYTES]
+                        while st.window < len(chunk):
+                            st.credited.clear()
+                            await st.credited.wait()
+                        st.window -= len(chunk)
+                        await self._send(ws, tf.encode(sid, tf.Kind.BODY, chunk))
+                    seen = tail + read
                     stats.tokens += sum(int(m) for m in _TOKENS.findall(seen))
                     tail = b"" if _TOKENS.search(seen[-_TAIL_BYTES:]) else seen[-_TAIL_BYTES:]
                 await self._send(ws, tf.encode(sid, tf.Kind.END))

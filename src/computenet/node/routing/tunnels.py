@@ -37,7 +37,7 @@ class UpstreamError(Exception):
 @dataclass
 class _Stream:
     head: asyncio.Future[dict[str, Any]]
-    chunks: asyncio.Queue[bytes | None | UpstreamError] = field(default_factory=asyncio.Queue)
+    chunks: asyncio.Queue[bytes | UpstreamError | None] = field(default_factory=asyncio.Queue)
 
 
 class Upstream:
