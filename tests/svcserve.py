@@ -112,9 +112,9 @@ def replica(sock: Path, name: str) -> Iterator[_UnixHTTPServer]:
 
 
 @contextmanager
-def serve_node(rt: NodeRuntime) -> Iterator[str]:
+def serve_node(rt: NodeRuntime, port: int | None = None) -> Iterator[str]:
     """Serve a bootstrapped runtime over HTTP on loopback; yield its URL."""
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         create_app(rt), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )

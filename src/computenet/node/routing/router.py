@@ -169,7 +169,7 @@ async def route(name: str, path: str, request: Request) -> Response:
             last = str(exc)
             log.info("service %s: %s failed before its answer: %s", name, target, exc)
     plane.requests.labels(name, "-", "failed").inc()
-    return _refuse(502 if targets else 503, "no-replica", f"service {name!r}: {last}")
+    return _refuse(503, "no-replica", f"service {name!r}: {last}")
 
 
 async def _local(
