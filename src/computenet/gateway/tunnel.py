@@ -21,15 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from yarl import URL
 
 from computenet.model import tunnel as tf
 
 log = logging.getLogger("computenet.gateway.tunnel")
 # How a server reports what it generated (OpenAI's ``usage``); scanned in the response bytes.
 _TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 _TAIL_BYTES = 64  # kept between chunks so a match split across two is still seen
 
 
@@ -116,7 +118,7 @@ class Tunnel:
         self.stats: dict[str, _Stats] = {}
         self.connected = asyncio.Event()
         self._streams: dict[int, _Stream] = {}
-        self._clients: dict[Path, httpx.AsyncClient] = {}
+        self._clients: dict[Path, aiohttp.ClientSession] = {}
         self._send_lock = asyncio.Lock()
 
     # ---- running --------------------------------------------------------------------
@@ -151,7 +153,7 @@ class Tunnel:
         finally:
             checks.cancel()
             for client in self._clients.values():
-                await client.aclose()
+                await client.close()
 
     async def _serve(self, ws: ClientConnection) -> None:
         self.connected.set()
@@ -192,13 +194,15 @@ class Tunnel:
 
     # ---- one request ----------------------------------------------------------------
 
-    def _client(self, sock: Path) -> httpx.AsyncClient:
+    def _client(self, sock: Path) -> aiohttp.ClientSession:
         client = self._clients.get(sock)
-        if client is None:
-            client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(sock)),
-                base_url="http://replica",
-                timeout=httpx.Timeout(self.read_timeout_s, connect=5.0),
+        if client is None or client.closed:
+            client = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(sock), limit=self.max_streams),
+                timeout=aiohttp.ClientTimeout(sock_read=self.read_timeout_s, sock_connect=5.0),
+                # Bytes pass as the replica sent them: no decompression, no added headers.
+                auto_decompress=False,
+                skip_auto_headers=_NO_AUTO_HEADERS,
             )
             self._clients[sock] = client
         return client
@@ -223,30 +227,27 @@ class Tunnel:
             while (chunk := await st.body.get()) is not None:
                 parts.append(chunk)
             headers = [(str(k), str(v)) for k, v in opened.get("headers", [])]  # type: ignore[attr-defined]
-            request = self._client(target.socket).build_request(
+            path = str(opened.get("path", "/"))
+            async with self._client(target.socket).request(
                 str(opened.get("method", "GET")),
-                str(opened.get("path", "/")),
+                URL(
+                    "http://replica" + path, encoded=True
+                ),  # the path exactly as the client sent it
                 headers=headers,
-                content=b"".join(parts),
-            )
-            resp = await self._client(target.socket).send(request, stream=True)
-            try:
-                await self._send(
-                    ws,
-                    tf.encode_json(
-                        sid,
-                        tf.Kind.HEAD,
-                        {
-                            "status": resp.status_code,
-                            "headers": tf.pass_headers(list(resp.headers.multi_items())),
-                        },
+                data=b"".join(parts),
+                allow_redirects=False,
+            ) as resp:
+                head = {
+                    "status": resp.status,
+                    "headers": tf.pass_headers(
+                        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                     ),
-                )
+                }
+                await self._send(ws, tf.encode_json(sid, tf.Kind.HEAD, head))
                 head_sent = True
                 tail = b""
-                # Without a chunk size httpx yields bytes as they arrive (with one it would
-                # gather them, holding back a stream's events).
-                async for read in resp.aiter_raw():
+                # Bytes as they arrive, so a stream's events are not held back.
+                async for read in resp.content.iter_any():
                     for i in range(0, len(read), tf.CHUNK_BYTES):
                         chunk = read[i : i + tf.CHUNK_BYTES]
                         while st.window < len(chunk):
@@ -258,11 +259,9 @@ class Tunnel:
                     stats.tokens += sum(int(m) for m in _TOKENS.findall(seen))
                     tail = b"" if _TOKENS.search(seen[-_TAIL_BYTES:]) else seen[-_TAIL_BYTES:]
                 await self._send(ws, tf.encode(sid, tf.Kind.END))
-            finally:
-                await resp.aclose()
         except asyncio.CancelledError:
             pass  # the node reset the stream, or the tunnel closed
-        except (_Refused, httpx.HTTPError, OSError) as exc:
+        except (_Refused, aiohttp.ClientError, TimeoutError, OSError) as exc:
             stats.errors += 1
             reason = str(exc) or type(exc).__name__
             with contextlib.suppress(websockets.WebSocketException):
@@ -290,11 +289,13 @@ class Tunnel:
         stats = self.stats.setdefault(task_id, _Stats())
         began = time.perf_counter()
         try:
-            resp = await self._client(target.socket).get(
-                target.health_path, timeout=self.health.timeout_s
-            )
-            ok = resp.status_code < 400
-        except (httpx.HTTPError, OSError):
+            async with self._client(target.socket).get(
+                URL("http://replica" + target.health_path, encoded=True),
+                timeout=aiohttp.ClientTimeout(total=self.health.timeout_s),
+            ) as resp:
+                await resp.read()
+                ok = resp.status < 400
+        except (aiohttp.ClientError, TimeoutError, OSError):
             ok = False
         if ok:
             stats.healthy = True
