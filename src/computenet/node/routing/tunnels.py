@@ -51,6 +51,17 @@ class Upstream:
         self._st = st
         self._done = False
 
+    def complete(self) -> bytes | None:
+        """The whole body when it has already arrived (a small answer: its frames come
+        together), else None and nothing taken. Lets the router answer without streaming."""
+        items = self._st.chunks._queue  # type: ignore[attr-defined]  # peek, not take
+        if not items or items[-1] is not None or any(isinstance(i, UpstreamError) for i in items):
+            return None
+        parts = [self._st.chunks.get_nowait() for _ in range(len(items))]
+        self._done = True
+        self._conn.streams.pop(self._sid, None)
+        return b"".join(p for p in parts if isinstance(p, bytes))
+
     async def body(self) -> AsyncIterator[bytes]:
         """The body chunks as the replica sends them; raises UpstreamError when cut off."""
         owed = 0
