@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Make this host ready to isolate tasks: bubblewrap (bwrap) for tasks run on the host, podman
-# with runc for tasks that name an image, and a small local image for tests and demos.
+# with runc for tasks that name an image, socat for the bridges into a task's network namespace
+# (a pool's egress allow-list, service replicas), and a small local image for tests and demos.
 #
 # Usage: scripts/isolation-up.sh
 #
-# Binaries come from the Debian packages bubblewrap, podman, runc and busybox-static. When
+# Binaries come from the Debian packages bubblewrap, podman, runc, socat and busybox-static. When
 # one is missing and COMPUTENET_INSTALL_ISOLATION=1, running as root with apt-get, they are
 # installed; otherwise the script exits 3 with one line saying why. The image
 # localhost/computenet-busybox:1 (BusyBox and links to its applets; no registry is needed) is
@@ -14,7 +15,7 @@
 set -euo pipefail
 
 readonly PROG=isolation-up.sh
-readonly PACKAGES=(bubblewrap podman runc busybox-static)
+readonly PACKAGES=(bubblewrap podman runc socat busybox-static)
 readonly IMAGE=localhost/computenet-busybox:1
 readonly APPLETS=(sh ash echo cat ls id sleep ps mkdir rm ln mv touch true false wc nc env
     pwd kill head tail grep sed test expr seq nohup setsid)
@@ -30,6 +31,7 @@ missing() {
     local out=()
     command -v bwrap >/dev/null 2>&1 || out+=(bwrap)
     command -v podman >/dev/null 2>&1 || out+=(podman)
+    command -v socat >/dev/null 2>&1 || out+=(socat)
     command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || out+=(runc)
     [[ -x /bin/busybox || -x /usr/bin/busybox ]] || out+=(busybox)
     echo "${out[*]:-}"

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from computenet.errors import Conflict, InvalidInput, NotFound, Unauthorized, Unavailable
 from computenet.gateway.backends.base import Backend, BackendDown, BackendError, Job, JobStatus
@@ -39,7 +40,7 @@ from computenet.model.protocol import (
     check_protocol,
 )
 from computenet.model.task import TaskState
-from computenet.model.urlpolicy import UrlPolicy
+from computenet.model.urlpolicy import UrlPolicy, resolve_host
 
 log = logging.getLogger("computenet.gateway")
 LOG_READ_LIMIT = 256 * 1024
@@ -124,6 +125,17 @@ class Backoff:
         return delay * random.uniform(0.8, 1.2)
 
 
+def _node_addresses(node_url: str) -> tuple[str, ...]:
+    """The node's addresses (none when its name does not resolve now): a task's egress
+    never reaches them."""
+    host = urlsplit(node_url).hostname
+    if not host:
+        return ()
+    with contextlib.suppress(InvalidInput):
+        return tuple(resolve_host(host))
+    return ()
+
+
 class GatewayAgent:
     """Serves one backend to one node."""
 
@@ -144,6 +156,7 @@ class GatewayAgent:
         # Data URLs a task may fetch or write from here (None: as the node allowed).
         self.url_policy = url_policy
         self.backend = backend
+        backend.egress_forbid = _node_addresses(node_url)
         self.enrol_token = enrol_token
         self.name = name or socket.gethostname()
         self.poll_s = poll_s
@@ -159,6 +172,17 @@ class GatewayAgent:
         self.down_since: float | None = None
         self._wake = asyncio.Event()
         self.metrics = GatewayMetrics()
+
+    def replica_sockets(self) -> dict[str, Path]:
+        """Task id -> the unix socket reaching its server, for running service replicas."""
+        out = {}
+        for tr in self.tracked.values():
+            if tr.job.spec.service is None or tr.reported != TaskState.RUNNING:
+                continue
+            path = self.backend.replica_socket(tr.job)
+            if path is not None:
+                out[tr.job.task_id] = path
+        return out
 
     @property
     def _cred_path(self) -> Path:

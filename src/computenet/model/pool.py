@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from computenet.model.cpi import validate_label
+from computenet.model.egress import MAX_RULES, parse_rules
 
 REGION_CODE = re.compile(r"[0-9]{2}(?:[0-9]{2}(?:[0-9]{2})?)?")
 
@@ -171,12 +172,26 @@ class PoolSpec(Strict):
     measured: MeasuredThroughput | None = None
     # What the pool's backend cannot do, each with the reason (the gateway fills it in).
     unsupported: dict[Capability, Reason] = Field(default_factory=dict, max_length=16)
+    egress: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_RULES,
+        description="HOST:PORT endpoints its sandboxed tasks may reach (model/egress.py); "
+        "empty: no network at all",
+    )
 
     @model_validator(mode="after")
     def _measured(self) -> PoolSpec:
         if self.measured and self.measured.fp16_tflops is not None and self.accelerator is None:
             raise ValueError("a measured FP16 figure belongs to a pool with an accelerator")
         return self
+
+    @field_validator("egress")
+    @classmethod
+    def _egress(cls, v: list[str]) -> list[str]:
+        try:
+            return [str(rule) for rule in parse_rules(v)]
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("label")
     @classmethod

@@ -30,6 +30,7 @@ from computenet.node.console_http import ConsoleHeaders
 from computenet.node.metrics import MetricsMiddleware
 from computenet.node.routing import router as service_routing
 from computenet.node.runtime import NodeRuntime
+from computenet.node.services import api as services_api
 from computenet.node.tracing import TraceMiddleware
 
 
@@ -64,6 +65,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(billing.router)
     app.include_router(reservations.router)
     app.include_router(secrets.router)
+    app.include_router(services_api.router)
     app.include_router(federation.router)
     app.include_router(console.router)
     app.include_router(console_fed.router)

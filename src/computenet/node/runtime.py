@@ -28,6 +28,8 @@ from computenet.node.ratelimit import RateLimiter
 from computenet.node.routing.plane import MetricPlane
 from computenet.node.scheduling import SchedService
 from computenet.node.secrets import SecretStore, load_key
+from computenet.node.services.controller import ServiceController
+from computenet.node.services.directory import ServiceDirectory
 from computenet.node.settings import NodeSettings
 from computenet.node.signals import Signal
 from computenet.node.tasks import TaskService
@@ -96,6 +98,11 @@ class NodeRuntime:
         lag = self.monitor.metrics.sync_lag
         self.federation.sync.on_lag = lambda peer, s: lag.labels(peer).set(s)
         self.federation.sync.on_rtt = partial(netmeasure.record_rtt, self.db)
+        self.services = ServiceDirectory(self.db, settings.node_code)
+        self.service_controller = ServiceController(
+            self.db, settings.node_code, self.tasks, self.ledger, self.services, clock,
+            self.sched, lambda: getattr(self, "metric_plane", None),
+        )  # fmt: skip
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
         self.ready = False  # set once the loops run: /readyz
@@ -152,6 +159,7 @@ class NodeRuntime:
         self._loops = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+            asyncio.create_task(self._services_loop(), name="services"),
             *self.federation.loops(),
             asyncio.create_task(self.monitor.sample_loop(), name="quality-samples"),
             asyncio.create_task(self.monitor.flush_loop(), name="monitor-flush"),
@@ -208,3 +216,14 @@ class NodeRuntime:
             except Exception:
                 self.monitor.error("housekeeping")
                 log.exception("housekeeping failed")
+
+    async def _services_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.services_reconcile_s)
+            if not self.leader.is_leader:
+                continue
+            try:
+                await asyncio.to_thread(self.service_controller.reconcile_all)
+            except Exception:
+                self.monitor.error("services")
+                log.exception("service reconcile failed")

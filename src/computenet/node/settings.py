@@ -22,6 +22,7 @@ class NodeSettings:
     heartbeat_timeout_s: float = 20.0
     max_attempts: int = 3
     housekeeping_s: float = 1.0
+    services_reconcile_s: float = 1.0  # how often the service controller reconciles
     leader_check_s: float = 1.0  # how often a standby replica tries to become the leader
     max_body_bytes: int = 8 * 1024 * 1024
     routing: RoutingSettings = field(default_factory=RoutingSettings)  # services data plane

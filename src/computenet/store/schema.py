@@ -14,6 +14,7 @@ from computenet.store import (
     tables_monitoring,
     tables_sched,
     tables_secrets,
+    tables_services,
 )
 
 Base = tables.Base
@@ -27,4 +28,5 @@ __all__ = [
     "tables_monitoring",
     "tables_sched",
     "tables_secrets",
+    "tables_services",
 ]

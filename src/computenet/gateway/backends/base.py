@@ -162,6 +162,8 @@ class Backend(ABC):
     runs_images: bool = False  # executors run in their container image (else on the host)
     # Injects task secrets into executors at run time without writing them down anywhere.
     injects_secrets: bool = False
+    # The node's addresses, which a pool's egress allow-list never opens (set by the agent).
+    egress_forbid: tuple[str, ...] = ()
 
     def image_runtime(self, job: Job) -> str | None:
         """The container runtime this job's images run with here, if any."""
@@ -182,6 +184,11 @@ class Backend(ABC):
     def submit(self, job: Job) -> None:
         """Start a job; idempotent per ``job.key``. Raises a :class:`BackendError` if it
         cannot start; the job's own failure shows later in :meth:`status`."""
+
+    def replica_socket(self, job: Job) -> Path | None:
+        """The unix socket (the gateway's own) that reaches a service replica's server, once
+        it exists; None for a backend that cannot reach its jobs (``Capability.SERVICES``)."""
+        return None
 
     @abstractmethod
     def status(self, job: Job) -> JobStatus:

@@ -57,11 +57,18 @@ def bwrap_command(
     uid: int,
     gid: int,
     devices: bool = False,
+    info_fd: int | None = None,
+    block_fd: int | None = None,
 ) -> list[str]:
     """``command`` run in a sandbox as ``uid``:``gid``, with the task directory ``work``
     bound at its own path and each TES root (``data`` for ``/data/x``) bound from
     ``work/<root>``; ``chdir`` is the working directory inside; ``devices`` binds the host's
-    GPU device files (the task's environment says which cards it may use)."""
+    GPU device files (the task's environment says which cards it may use).
+
+    ``info_fd``: bwrap writes ``{"child-pid": N}`` there once the sandbox exists (the pid a
+    :mod:`.netbridge` enters); ``block_fd``: the sandbox waits, namespaces made, until that
+    descriptor has data (or is closed) before the command runs, so that a bridge can be
+    ready before the task's first instruction."""
     bwrap = bwrap_path()
     if bwrap is None:
         raise FileNotFoundError("bwrap")
@@ -76,6 +83,8 @@ def bwrap_command(
         "--new-session",  # no ioctl(TIOCSTI) into a terminal outside
         "--hostname",
         "computenet-task",
+        *(["--info-fd", str(info_fd)] if info_fd is not None else []),
+        *(["--block-fd", str(block_fd)] if block_fd is not None else []),
         "--cap-add",
         "CAP_SETUID,CAP_SETGID",  # for setpriv below only; it drops them for good
         *_system_mounts(),

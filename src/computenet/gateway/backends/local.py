@@ -36,6 +36,7 @@ from computenet.gateway.backends.containers import (
     container_name,
     remove_container,
 )
+from computenet.gateway.backends.ingress import REPLICA_SOCKET
 from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
@@ -91,10 +92,13 @@ class LocalBackend(Backend):
                 if isinstance(held, dict) and isinstance(held.get("uid"), int):
                     self._uids[job_file.parent.name] = held["uid"]
 
+    def _pool(self, job: Job) -> PoolSpec | None:
+        label = job.pool_cpi.rsplit("/", 1)[-1]
+        return next((p for p in self._pools if p.label == label), None)
+
     def image_runtime(self, job: Job) -> str | None:
         """The first runtime the job's pool declares (docs/tes.md, Containers)."""
-        label = job.pool_cpi.rsplit("/", 1)[-1]
-        pool = next((p for p in self._pools if p.label == label), None)
+        pool = self._pool(job)
         return choose_runtime(pool.software.container_runtimes) if pool else None
 
     def pools(self) -> list[PoolSpec]:
@@ -126,6 +130,8 @@ class LocalBackend(Backend):
                 "devices_env": devices_env,
                 "container_runtime": self.image_runtime(job),
                 "sandbox": task_box.to_json() if task_box else None,
+                "egress": pool.egress if (pool := self._pool(job)) else [],
+                "egress_forbid": list(self.egress_forbid),
             },
         )
         env = dict(os.environ)
@@ -195,6 +201,13 @@ class LocalBackend(Backend):
         except (OSError, ValueError):
             return None
         return data
+
+    def replica_socket(self, job: Job) -> Path | None:
+        """``replica.sock`` in the job's directory, while the runner's bridge holds it."""
+        if job.spec.service is None:
+            return None
+        path = self._dir(job) / REPLICA_SOCKET
+        return path if path.is_socket() else None
 
     def status(self, job: Job) -> JobStatus:
         """Read the runner's outcome, or its progress while it runs."""

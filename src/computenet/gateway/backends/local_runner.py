@@ -31,7 +31,22 @@ from computenet.gateway.backends.containers import (
     container_name,
     remove_container,
 )
+from computenet.gateway.backends.egress import (
+    EGRESS_LOG,
+    SandboxGate,
+    copy_refusals,
+    proxy_env,
+    start_proxy,
+    stop_proxy,
+)
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
+from computenet.gateway.backends.ingress import (
+    REPLICA_SOCKET,
+    free_port,
+    host_bridge,
+    replica_port,
+)
+from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_in
 from computenet.gateway.backends.sandbox import TaskSandbox, limits
 from computenet.gateway.beneath import TaskDir
 from computenet.gateway.staging import StagingError, stage_input, stage_outputs
@@ -101,6 +116,16 @@ class Runner:
         self.outputs: list[dict[str, Any]] = []
         self.binds = task_roots(self.spec)
         self.runtime: str | None = job.get("container_runtime")
+        # The pool's egress allow-list: empty, no network at all (and no proxy).
+        self.egress: list[str] = list(job.get("egress") or []) if box else []
+        self.egress_forbid: list[str] = list(job.get("egress_forbid") or [])
+        self.proxy: subprocess.Popen[bytes] | None = None
+        self.egress_seen = 0  # how much of egress.log is already in an executor's stderr
+        # A service replica: its server's port in the sandbox, or a free one on the host
+        # when there is no sandbox (the host's network is shared then).
+        self.replica_port = replica_port(self.spec)
+        if self.replica_port is not None and box is None:
+            self.replica_port = free_port()
         self.started = time.monotonic()
 
     def _status(self, state: str, message: str = "", final: bool = False) -> None:
@@ -128,12 +153,16 @@ class Runner:
             # The gateway's PATH may name directories the task's uid cannot enter.
             env["PATH"] = TASK_PATH
         env.update(HOME=str(self.work), TMPDIR=str(self.work), PWD=str(self.work))
+        if self.egress:
+            env.update(proxy_env())
         if self.devices_env is not None or self.devices:
             # Only the cards leased to this task are visible to it.
             name = self.devices_env or "CUDA_VISIBLE_DEVICES"
             env[name] = ",".join(str(d) for d in self.devices)
         env.update(extra)
         env.update(self.secrets)
+        if self.replica_port is not None:
+            env["PORT"] = str(self.replica_port)
         return env
 
     def _inside(self, path: str, base: Path | None = None) -> Path:
@@ -167,6 +196,18 @@ class Runner:
                 roots.add(parts[0])
         return sorted(roots)
 
+    def _open_ingress(self, gate: SandboxGate | None) -> Bridge | None:
+        """For a service replica: the gateway's socket to its server (see ``ingress``)."""
+        if self.replica_port is None:
+            return None
+        at = self.dir / REPLICA_SOCKET
+        if gate is not None:
+            assert gate.pid is not None  # read before the sandboxed command was let run
+            cgroup = self.cgroup
+            join = cgroup.join if cgroup is not None else None
+            return bridge_in(gate.pid, at, self.replica_port, preexec=join)
+        return host_bridge(self.replica_port, at)
+
     def _stage_outputs(self) -> str | None:
         """Upload every output; return why it failed, or None."""
         try:
@@ -194,8 +235,12 @@ class Runner:
                 self._status("SYSTEM_ERROR", f"cannot make the task's cgroup: {exc}", final=True)
                 return
         try:
+            if self.egress:
+                self.proxy = start_proxy(self.dir, self.egress, self.egress_forbid)
             self._run_all()
         finally:
+            if self.proxy is not None:
+                stop_proxy(self.proxy)
             if self.cgroup is not None:
                 self.cgroup.remove()
 
@@ -225,6 +270,9 @@ class Runner:
         """Run one executor; return a final (state, message) to stop early, else None."""
         entry: dict[str, Any] = {"index": index, "start_time": _now()}
         self.executors.append(entry)
+        gate: SandboxGate | None = None
+        bridge: Bridge | None = None
+        ingress: Bridge | None = None
         out = (self.dir / f"exec-{index}.stdout").open("wb")
         err = (self.dir / f"exec-{index}.stderr").open("wb")
         stdin: Any = subprocess.DEVNULL
@@ -243,6 +291,8 @@ class Runner:
                 stdin = self.task.open_read(posixpath.join(workdir or "/", ex["stdin"]))
             command = list(ex["command"])
             preexec = limits(self.resources)
+            if self.runtime and ex.get("image") and self.replica_port is not None:
+                raise ValueError("a service replica in a container image is not supported yet")
             if self.runtime and ex.get("image"):
                 roots = (
                     self._sandbox_roots()
@@ -265,6 +315,8 @@ class Runner:
                 # limits are the container's own cgroup, set by the flags above.
                 preexec = limits({**self.resources, "accelerator": True})
             elif self.sandbox is not None:
+                if self.egress or self.replica_port is not None:
+                    gate = SandboxGate()
                 command = bwrap_command(
                     command,
                     work=self.work,
@@ -273,6 +325,8 @@ class Runner:
                     uid=self.sandbox.uid,
                     gid=self.sandbox.gid,
                     devices=bool(self.devices),
+                    info_fd=gate.info_w if gate else None,
+                    block_fd=gate.block_r if gate else None,
                 )
                 cgroup = self.cgroup
                 preexec = limits(
@@ -292,8 +346,29 @@ class Runner:
                 stderr=err,
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=gate.child_fds() if gate else (),
             )
-        except (OSError, ValueError) as exc:
+            if gate is not None and self.egress:
+                # The sandbox exists and waits: open its way out before the command runs.
+                assert self.proxy is not None  # started with the runner when egress is set
+                bridge = gate.open(self.current, self.proxy, self.dir, self.cgroup)
+            elif gate is not None:
+                gate.read_pid()
+            ingress = self._open_ingress(gate)
+        except (OSError, ValueError, BridgeError) as exc:
+            if gate is not None:
+                gate.abort(self.current)
+                self.current = None
+            if isinstance(exc, BridgeError):
+                if self.current is not None:
+                    _kill_group(self.current.pid)  # a replica nobody can reach serves no one
+                    self.current.wait()
+                    self.current = None
+                out.close()
+                err.close()
+                entry.update(end_time=_now())
+                what = "egress proxy" if bridge is None and self.egress else "replica socket"
+                return ("SYSTEM_ERROR", f"cannot open the task's {what}: {exc.message}")
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             err.write(f"cannot start {ex['command'][0]!r}: {why}\n".encode())
             code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -318,6 +393,12 @@ class Runner:
             _kill_group(self.current.pid)
         if self.cgroup is not None:
             self.cgroup.kill()  # and whatever left the group (setsid, double fork)
+        if bridge is not None:
+            bridge.close()
+        if ingress is not None:
+            ingress.close()
+        if self.egress:
+            self.egress_seen = copy_refusals(self.dir / EGRESS_LOG, self.egress_seen, err)
         if self.runtime and ex.get("image"):
             self._remove_container(index)
         out.close()

@@ -1,0 +1,262 @@
+"""The service controller behind /api/v1/services on a real in-process node: replica tasks
+made, placed by the scheduler (spread over regions), scaled, rolled, deleted, keyed."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from computenet.node.app import create_app
+from computenet.node.runtime import NodeRuntime
+from computenet.node.settings import NodeSettings
+from nodeapi import World, auth
+
+SERVICE = {
+    "name": "echo",
+    "executor": {"command": ["python3", "-m", "http.server"]},
+    "replicas": {"min": 2, "max": 4},
+}
+
+
+class Clock:
+    """The controller's time, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 5, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, s: float) -> None:
+        self.now += timedelta(seconds=s)
+
+
+@dataclass
+class Load:
+    in_flight: int = 0
+    requests_per_s: float = 0.0
+    tokens_per_s: float | None = None
+
+
+@dataclass
+class Plane:
+    """Stands in for the routing layer's metric plane (another branch builds it)."""
+
+    load: Load = field(default_factory=Load)
+    healthy_ids: set[str] = field(default_factory=set)
+
+    def healthy(self, task_id: str) -> bool:
+        return task_id in self.healthy_ids
+
+    def service_load(self, name: str) -> Load:
+        return self.load
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[World, Clock]]:
+    clock = Clock()
+    settings = NodeSettings(
+        data_dir=tmp_path, node_code="cn", housekeeping_s=0.2, services_reconcile_s=3600
+    )
+    rt = NodeRuntime(settings, clock=clock)
+    admin = rt.bootstrap().admin_token
+    assert admin is not None
+    with TestClient(create_app(rt), raise_server_exceptions=False) as client:
+        yield World(client, rt, auth(admin)), clock
+
+
+def wait_placed(w: World, n: int) -> list[Any]:
+    """Until ``n`` replicas have a pool (the scheduler runs in the node's loop)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        w.rt.service_controller.reconcile_all()
+        reps = w.client.get("/api/v1/services/echo", headers=w.admin).json()["replicas"]
+        if len([r for r in reps if r.get("pool")]) >= n:
+            return list(reps)
+        time.sleep(0.05)
+    raise AssertionError(f"{n} replicas not placed: {reps}")
+
+
+def test_deploy_spreads_replicas_over_regions_and_binds_them(world: tuple[World, Clock]) -> None:
+    w, clock = world
+    w.gateway("north", region={"code": "11"})
+    w.gateway("east", region={"code": "31"})
+    user = w.mint(role="user", subject="ann")
+    r = w.client.post("/api/v1/services", json=SERVICE, headers=user["auth"])
+    assert r.status_code == 201, r.text
+    key = r.json()["key"]
+    assert key.startswith("cnsk_")
+    # The first replica goes out; the second waits to see where, then keeps off its region.
+    reps = wait_placed(w, 1)
+    clock.advance(1)
+    reps = wait_placed(w, 2)
+    assert sorted(r["region"] for r in reps) == ["11", "31"]
+    assert sorted(r["replica"] for r in reps) == [0, 1]
+    task = w.client.get(f"/api/v1/tasks/{reps[0]['task_id']}", headers=user["auth"]).json()
+    spec = task["spec"]
+    assert spec["service"]["key_hashes"] == [hashlib.sha256(key.encode()).hexdigest()]
+    assert spec["executors"][0]["env"]["PORT"] == str(spec["service"]["port"])
+    assert spec["resources"]["time_limit_s"] > 0
+    # The directory shows the same, as the router will read it.
+    found = w.rt.services.replicas("echo")
+    assert {p.task_id for p in found} == {r["task_id"] for r in reps}
+    view = w.rt.services.find("echo")
+    assert view is not None and view.desired == 2 and view.tenant.endswith("ann")
+    # Another user neither sees nor touches it.
+    bob = w.mint(role="user", subject="bob")
+    assert w.client.get("/api/v1/services/echo", headers=bob["auth"]).status_code == 404
+    assert w.client.get("/api/v1/services", headers=bob["auth"]).json() == []
+    assert w.client.delete("/api/v1/services/echo", headers=bob["auth"]).status_code == 404
+
+
+def test_scale_down_cancels_and_an_ended_replica_is_replaced(world: tuple[World, Clock]) -> None:
+    w, _clock = world
+    gw = w.gateway("north", cpu_cores=8)
+    r = w.client.post("/api/v1/services", json=SERVICE, headers=w.admin)
+    assert r.status_code == 201, r.text
+    reps = wait_placed(w, 1)
+    reps = wait_placed(w, 2)  # one region only: no waiting to spread
+    first = w.lease(gw)
+    w.report(gw, first, "RUNNING")
+    # The replica's task ends (its server died): the controller starts another.
+    w.report(gw, first, "EXECUTOR_ERROR")
+    w.rt.service_controller.reconcile_all()
+    live = w.client.get("/api/v1/services/echo", headers=w.admin).json()
+    assert live["live"] == 2
+    assert first["task_id"] not in {x["task_id"] for x in live["replicas"]}
+    # Scale to exactly one: the extra is cancelled.
+    r = w.client.post("/api/v1/services/echo/scale", json={"min": 1, "max": 1}, headers=w.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["desired"] == 1
+    left = [x for x in r.json()["replicas"] if x["state"] not in ("CANCELING", "CANCELED")]
+    assert len(left) == 1
+    # Bounds are checked like the service file's.
+    bad = w.client.post("/api/v1/services/echo/scale", json={"min": 3, "max": 2}, headers=w.admin)
+    assert bad.status_code == 400 and "must not exceed" in bad.json()["message"]
+    assert len(reps) == 2
+
+
+def test_rolling_update_retires_old_replicas_only_once_new_ones_are_healthy(
+    world: tuple[World, Clock],
+) -> None:
+    w, _clock = world
+    plane = Plane()
+    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    gw = w.gateway("north", cpu_cores=8)
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 201
+    old = wait_placed(w, 1)[0]["task_id"]
+    # Same version, other spec: refused with the way out.
+    other = {**one, "executor": {"command": ["python3", "other.py"]}}
+    r = w.client.post("/api/v1/services", json=other, headers=w.admin)
+    assert r.status_code == 409 and "new version" in r.json()["message"]
+    r = w.client.post("/api/v1/services", json={**other, "version": "2"}, headers=w.admin)
+    assert r.status_code == 200 and r.json()["rolling"], r.text
+    w.rt.service_controller.reconcile_all()
+    reps = w.client.get("/api/v1/services/echo", headers=w.admin).json()["replicas"]
+    new = next(x["task_id"] for x in reps if x["version"] == "2")
+    # Not healthy yet: the old one keeps serving.
+    assert {x["task_id"] for x in reps} == {old, new}
+    w.report(gw, w.lease(gw), "RUNNING")  # the old one, leased first
+    w.report(gw, w.lease(gw), "RUNNING")  # the new one
+    w.rt.service_controller.reconcile_all()
+    states = {
+        x["task_id"]: x["state"]
+        for x in w.client.get("/api/v1/services/echo", headers=w.admin).json()["replicas"]
+    }
+    assert states[old] not in ("CANCELED", "CANCELING")  # running but not yet healthy
+    plane.healthy_ids.add(new)
+    w.rt.service_controller.reconcile_all()
+    states = {
+        x["task_id"]: x["state"]
+        for x in w.client.get("/api/v1/services/echo", headers=w.admin).json()["replicas"]
+    }
+    assert old not in states or states[old] in ("CANCELED", "CANCELING")
+    assert states[new] == "RUNNING"
+
+
+def test_autoscaler_reads_the_metric_plane(world: tuple[World, Clock]) -> None:
+    w, clock = world
+    plane = Plane()
+    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.gateway("north", cpu_cores=8)
+    svc = {
+        **SERVICE,
+        "replicas": {
+            "min": 1,
+            "max": 3,
+            "target_inflight": 2,
+            "scale_up_window_s": 5,
+            "scale_down_delay_s": 20,
+        },
+    }
+    assert w.client.post("/api/v1/services", json=svc, headers=w.admin).status_code == 201
+    ctl = w.rt.service_controller
+    plane.load = Load(in_flight=6)  # 3x target on one replica
+    for _ in range(7):
+        clock.advance(1)
+        ctl.reconcile("echo")
+    status = w.client.get("/api/v1/services/echo", headers=w.admin).json()
+    assert status["desired"] == 3 and status["live"] == 3
+    assert status["load"]["in_flight"] == 6
+    plane.load = Load(in_flight=0)
+    for _ in range(25):
+        clock.advance(1)
+        ctl.reconcile("echo")
+    assert w.client.get("/api/v1/services/echo", headers=w.admin).json()["desired"] == 2
+
+
+def test_budget_spent_refuses_deploy(world: tuple[World, Clock]) -> None:
+    w, _clock = world
+    w.gateway("north")
+    user = w.mint(role="user", subject="ann", tenant="acme")
+    w.rt.ledger.set_budget("acme", Decimal(0))
+    r = w.client.post("/api/v1/services", json=SERVICE, headers=user["auth"])
+    assert r.status_code == 402, r.text
+    assert "budget" in r.json()["message"]
+
+
+def test_keys_delete_and_logs(world: tuple[World, Clock]) -> None:
+    w, _clock = world
+    gw = w.gateway("north", cpu_cores=8)
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    first = w.client.post("/api/v1/services", json=one, headers=w.admin).json()["key"]
+    made = w.client.post("/api/v1/services/echo/keys", headers=w.admin)
+    assert made.status_code == 201
+    second = made.json()["key"]
+    keys = w.client.get("/api/v1/services/echo/keys", headers=w.admin).json()
+    assert len(keys) == 2 and all("key" not in k for k in keys)
+    hashes = set(w.rt.services.find("echo").key_hashes)  # type: ignore[union-attr]
+    assert hashes == {hashlib.sha256(k.encode()).hexdigest() for k in (first, second)}
+    r = w.client.delete(f"/api/v1/services/echo/keys/{made.json()['id']}", headers=w.admin)
+    assert r.status_code == 204
+    wait_placed(w, 1)
+    binding = w.rt.services.replicas("echo")[0].binding
+    assert binding.key_hashes == [hashlib.sha256(first.encode()).hexdigest()]
+    lease = w.lease(gw)
+    w.report(
+        gw,
+        lease,
+        "RUNNING",
+        executors=[{"index": 0, "stdout": {"offset": 0, "data": "serving on 8080\n"}}],
+    )
+    logs = w.client.get("/api/v1/services/echo/logs?replica=0", headers=w.admin)
+    assert logs.status_code == 200, logs.text
+    assert "serving on 8080" in logs.json()["attempts"][0]["executors"][0]["stdout"]
+    # Delete: the replica is cancelled, and once its task ends the service is gone.
+    assert w.client.delete("/api/v1/services/echo", headers=w.admin).status_code == 202
+    again = w.client.post("/api/v1/services", json=one, headers=w.admin)
+    assert again.status_code == 409 and "being deleted" in again.json()["message"]
+    w.report(gw, lease, "CANCELED")
+    w.rt.service_controller.reconcile_all()
+    assert w.client.get("/api/v1/services/echo", headers=w.admin).status_code == 404
+    assert w.rt.services.replicas("echo") == []
