@@ -49,7 +49,7 @@ class HealthPolicy:
     ``failures`` checks failing in a row mark a replica unhealthy, one passing heals it."""
 
     interval_s: float = 1.0
-    timeout_s: float = 2.0
+    timeout_s: float = 1.0
     failures: int = 2
 
 
@@ -118,6 +118,7 @@ class Tunnel:
         self.stats: dict[str, _Stats] = {}
         self.connected = asyncio.Event()
         self._streams: dict[int, _Stream] = {}
+        self._known: dict[str, ReplicaTarget] = {}  # targets() as of the last health pass
         self._clients: dict[Path, aiohttp.ClientSession] = {}
         self._send_lock = asyncio.Lock()
 
@@ -132,23 +133,25 @@ class Tunnel:
         try:
             while True:
                 cred = self.credential()
-                if cred:
-                    try:
-                        async with connect(
-                            self.ws_url,
-                            additional_headers={"Authorization": f"Bearer {cred}"},
-                            max_size=tf.MAX_FRAME_BYTES,
-                            ping_interval=5.0,
-                            ping_timeout=5.0,
-                            open_timeout=10.0,
-                            compression=None,
-                        ) as ws:
-                            backoff.reset()
-                            await self._serve(ws)
-                    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-                        log.warning("tunnel to %s lost: %s", self.ws_url, exc)
-                    except tf.FrameError as exc:
-                        log.error("node sent a bad tunnel frame (%s); reconnecting", exc)
+                if not cred:  # not enrolled or connected yet: look again soon
+                    await asyncio.sleep(0.2)
+                    continue
+                try:
+                    async with connect(
+                        self.ws_url,
+                        additional_headers={"Authorization": f"Bearer {cred}"},
+                        max_size=tf.MAX_FRAME_BYTES,
+                        ping_interval=5.0,
+                        ping_timeout=5.0,
+                        open_timeout=10.0,
+                        compression=None,
+                    ) as ws:
+                        backoff.reset()
+                        await self._serve(ws)
+                except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                    log.warning("tunnel to %s lost: %s", self.ws_url, exc)
+                except tf.FrameError as exc:
+                    log.error("node sent a bad tunnel frame (%s); reconnecting", exc)
                 await asyncio.sleep(backoff.next())
         finally:
             checks.cancel()
@@ -215,7 +218,10 @@ class Tunnel:
         stats.requests += 1
         head_sent = False
         try:
-            target = self.targets().get(st.task_id)
+            target = self._known.get(st.task_id)
+            if target is None:  # started since the last health pass
+                self._known = self.targets()
+                target = self._known.get(st.task_id)
             if target is None:
                 raise _Refused(f"replica {st.task_id} does not run on this gateway")
             if len(self._streams) > self.max_streams:
@@ -279,7 +285,7 @@ class Tunnel:
 
     async def check_once(self) -> None:
         """Check every running replica once, in parallel; forget replicas that are gone."""
-        targets = self.targets()
+        targets = self._known = self.targets()
         for gone in set(self.stats) - set(targets):
             if self.stats[gone].in_flight == 0:
                 del self.stats[gone]

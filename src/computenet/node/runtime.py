@@ -99,6 +99,7 @@ class NodeRuntime:
         self.federation.sync.on_lag = lambda peer, s: lag.labels(peer).set(s)
         self.federation.sync.on_rtt = partial(netmeasure.record_rtt, self.db)
         self.services = ServiceDirectory(self.db, settings.node_code)
+        self.metric_plane.directory = self.services
         self.service_controller = ServiceController(
             self.db, settings.node_code, self.tasks, self.ledger, self.services, clock,
             self.sched, lambda: getattr(self, "metric_plane", None),

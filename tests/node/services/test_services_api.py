@@ -150,7 +150,7 @@ def test_rolling_update_retires_old_replicas_only_once_new_ones_are_healthy(
 ) -> None:
     w, _clock = world
     plane = Plane()
-    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.rt.service_controller.plane = lambda: plane  # the load and health this test sets
     gw = w.gateway("north", cpu_cores=8)
     one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
     assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 201
@@ -187,7 +187,7 @@ def test_rolling_update_retires_old_replicas_only_once_new_ones_are_healthy(
 def test_autoscaler_reads_the_metric_plane(world: tuple[World, Clock]) -> None:
     w, clock = world
     plane = Plane()
-    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.rt.service_controller.plane = lambda: plane  # the load and health this test sets
     w.gateway("north", cpu_cores=8)
     svc = {
         **SERVICE,

@@ -58,7 +58,7 @@ class Placement(Protocol):
     @property
     def region(self) -> str | None: ...
     @property
-    def price_per_card_hour(self) -> Decimal: ...
+    def price_per_card_hour(self) -> Decimal | None: ...
     @property
     def binding(self) -> ServiceBinding: ...
 
@@ -277,7 +277,7 @@ class MetricPlane:
                     local=local,
                     healthy_replicas=len(healthy),
                     in_flight=inflight,
-                    price_per_card_hour=float(min(p.price_per_card_hour for p in ps)),
+                    price_per_card_hour=float(min(p.price_per_card_hour or 0 for p in ps)),
                     rtt_ms=region_rtt_ms(client_region, region, measured),
                 )
             )
