@@ -90,6 +90,25 @@ class _Replica:
         return (r1 - r0) / span, ((k1 - k0) / span if k1 > 0 else None)
 
 
+@dataclass
+class _Rate:
+    """Events counted in one-second buckets over a window (requests forwarded to a node)."""
+
+    buckets: deque[list[int]] = field(default_factory=deque)  # [second, count]
+
+    def add(self, now: float, window_s: float) -> None:
+        second = int(now)
+        if self.buckets and self.buckets[-1][0] == second:
+            self.buckets[-1][1] += 1
+        else:
+            self.buckets.append([second, 1])
+        while self.buckets and self.buckets[0][0] < second - window_s:
+            self.buckets.popleft()
+
+    def per_s(self, now: float, window_s: float) -> float:
+        return sum(c for s, c in self.buckets if s >= now - window_s) / window_s
+
+
 class MetricPlane:
     """Per-replica reports from this node's gateways, the router's own counts, and scores."""
 
@@ -115,6 +134,8 @@ class MetricPlane:
         self._replicas: dict[str, _Replica] = {}
         self._routed: defaultdict[str, int] = defaultdict(int)  # task id or node -> in flight
         self._down_until: dict[str, float] = {}  # node code -> passed over until
+        self._forwarded: defaultdict[str, _Rate] = defaultdict(_Rate)  # node code -> rate
+        self._remote: dict[str, str] = {}  # replica task id -> the node it runs under
         self._cache: dict[str, tuple[float, list[Any]]] = {}
         self.requests = Counter(
             "computenet_service_requests",
@@ -180,6 +201,8 @@ class MetricPlane:
     def routed(self, key: str, delta: int) -> None:
         """Count a request this node sends to a replica (task id) or a node (its code)."""
         self._routed[key] += delta
+        if delta > 0 and key not in self._replicas:
+            self._forwarded[key].add(self.clock(), self.settings.window_s)
 
     def site_failed(self, code: str) -> None:
         """A forward to node ``code`` failed: pass it over for a while."""
@@ -192,7 +215,12 @@ class MetricPlane:
     # ---- questions ------------------------------------------------------------------
 
     def healthy(self, task_id: str) -> bool:
-        """A live tunnel to its gateway, a recent report, and passing health checks."""
+        """A live tunnel to its gateway, a recent report, and passing health checks. A
+        replica under another node is healthy while that node answers its forwards (that node
+        checks its replica; this one sees only whether it serves)."""
+        node = self._remote.get(task_id)
+        if node is not None:
+            return self.site_up(node)
         rep = self._replicas.get(task_id)
         if rep is None or not rep.healthy:
             return False
@@ -219,6 +247,12 @@ class MetricPlane:
             return hit[1]
         found = self.directory.replicas(name) if self.directory is not None else []
         live = [p for p in found if p.state in (TaskState.RUNNING, TaskState.INITIALIZING)]
+        for p in live:
+            if p.gateway_id is None and p.node_code != self.node_code:
+                if p.state == TaskState.RUNNING:
+                    self._remote[p.task_id] = p.node_code
+                else:
+                    self._remote.pop(p.task_id, None)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[name] = (now + self.settings.directory_ttl_s, live)
@@ -232,14 +266,29 @@ class MetricPlane:
         return await asyncio.to_thread(self.replicas, name)
 
     def service_load(self, name: str) -> ServiceLoad:
-        """In flight (all and per replica), requests/s and tokens/s of a service here."""
+        """In flight (all and per replica), requests/s and tokens/s of a service here.
+
+        Replicas on this node's gateways count what their gateways report; replicas under
+        other nodes share what this node forwards to that node."""
+        now, w = self.clock(), self.settings.window_s
         per: dict[str, int] = {}
         rps, tps, any_tokens = 0.0, 0.0, False
-        for p in self.replicas(name):
+        placed = self.replicas(name)
+        remote: defaultdict[str, int] = defaultdict(int)
+        for p in placed:
+            if p.task_id in self._remote:
+                remote[self._remote[p.task_id]] += 1
+        for node in remote:
+            rps += self._forwarded[node].per_s(now, w) if node in self._forwarded else 0.0
+        for p in placed:
+            node = self._remote.get(p.task_id)
+            if node is not None:
+                per[p.task_id] = -(-self._routed.get(node, 0) // remote[node])  # ceiling
+                continue
             per[p.task_id] = self.in_flight(p.task_id)
             rep = self._replicas.get(p.task_id)
             if rep is not None:
-                r, k = rep.rate(self.settings.window_s)
+                r, k = rep.rate(w)
                 rps += r
                 if k is not None:
                     tps, any_tokens = tps + k, True
@@ -249,7 +298,7 @@ class MetricPlane:
             per_replica=per,
             requests_per_s=round(rps, 3),
             tokens_per_s=round(tps, 3) if any_tokens else None,
-            window_s=self.settings.window_s,
+            window_s=w,
         )
 
     def sites(self, name: str, client_region: str | None) -> list[Site]:

@@ -40,6 +40,7 @@ SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 REGION = re.compile(r"^\d{2}(?:\d{2}){0,2}$")
 REGION_HEADER = "x-client-region"
 ROUTER_HEADER = "x-computenet-router"  # on the router's own answers: "no-replica", ...
+REPLICA_HEADER = "x-computenet-replica"  # on answers: the replica task that served it
 MAX_ATTEMPTS = 3
 _rng = random.Random()
 
@@ -199,6 +200,7 @@ async def _local(
         resp.raw_headers = [
             *((k.encode(), v.encode()) for k, v in up.headers),
             (b"content-length", b"%d" % len(whole)),
+            (REPLICA_HEADER.encode(), target.task_id.encode()),
         ]
         return resp
 
@@ -212,7 +214,7 @@ async def _local(
             assert target.task_id is not None
             plane.routed(target.task_id, -1)
 
-    return _streaming(up.status, up.headers, stream())
+    return _streaming(up.status, [*up.headers, (REPLICA_HEADER, target.task_id)], stream())
 
 
 async def _remote(
