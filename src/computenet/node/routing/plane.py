@@ -278,12 +278,12 @@ class MetricPlane:
         for p in placed:
             if p.task_id in self._remote:
                 remote[self._remote[p.task_id]] += 1
-        for node in remote:
-            rps += self._forwarded[node].per_s(now, w) if node in self._forwarded else 0.0
+        for code in remote:
+            rps += self._forwarded[code].per_s(now, w) if code in self._forwarded else 0.0
         for p in placed:
-            node = self._remote.get(p.task_id)
-            if node is not None:
-                per[p.task_id] = -(-self._routed.get(node, 0) // remote[node])  # ceiling
+            under = self._remote.get(p.task_id)
+            if under is not None:
+                per[p.task_id] = -(-self._routed.get(under, 0) // remote[under])  # ceiling
                 continue
             per[p.task_id] = self.in_flight(p.task_id)
             rep = self._replicas.get(p.task_id)
