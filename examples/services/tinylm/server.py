@@ -111,7 +111,8 @@ def sampling_of(body: dict[str, Any], default_max_tokens: int) -> Sampling:
     return Sampling(
         max_tokens=_integer(body, limit, default_max_tokens, 1, MAX_TOKENS_LIMIT),
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0) or 1.0,
+        # top_p 0 keeps only the likeliest word (a nucleus holds at least one).
+        top_p=max(_number(body, "top_p", 1.0, 0.0, 1.0), 1e-9),
         stop=stops,
         seed=seed,
     )
