@@ -105,6 +105,9 @@ def role_node(args: argparse.Namespace) -> None:
                 return [Placed(child_code, None)]
             return [Placed(rt.node_code, gid)]
 
+        def find(self, name: str) -> None:
+            return None
+
     info = {"code": rt.node_code, "gateway_id": gid, "credential": new_token(rt.db, "gateway", gid)}
     child_code = None
     if not args.parent:

@@ -150,6 +150,14 @@ def test_regional_routing_failover_and_autoscaling(tmp_path: Path) -> None:
         by_region = {n.name: n for n in nodes}
         admin = _auth(ntoken)
         n_url = national.url
+        children = {n.code for n in nodes[1:]}
+
+        def indexed() -> bool:
+            rows = httpx.get(f"{n_url}/federation/v1/index", headers=admin, timeout=10).json()
+            return {r["owner"] for r in rows if r["health"] == "healthy"} >= children
+
+        # Both regions' pools are in the national index before the service asks for them.
+        _wait("both regional pools in the national index", indexed)
         r = httpx.post(f"{n_url}/api/v1/services", json=_service(), headers=admin, timeout=10)
         assert r.status_code == 201, r.text
         key = r.json()["key"]

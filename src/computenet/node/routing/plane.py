@@ -68,6 +68,8 @@ class Directory(Protocol):
 
     def replicas(self, name: str) -> list[Any]: ...
 
+    def find(self, name: str) -> Any: ...
+
 
 @dataclass
 class _Replica:
@@ -137,6 +139,7 @@ class MetricPlane:
         self._forwarded: defaultdict[str, _Rate] = defaultdict(_Rate)  # node code -> rate
         self._remote: dict[str, str] = {}  # replica task id -> the node it runs under
         self._cache: dict[str, tuple[float, list[Any]]] = {}
+        self._tenants: dict[str, str] = {}  # service -> the tenant it bills (home node only)
         self.requests = Counter(
             "computenet_service_requests",
             "Service requests routed by this node, by service, tenant and outcome",
@@ -208,6 +211,14 @@ class MetricPlane:
         """A forward to node ``code`` failed: pass it over for a while."""
         self._down_until[code] = self.clock() + self.settings.site_down_s
 
+    def tenant(self, name: str) -> str:
+        """The tenant a service's requests are counted for (``-`` where unknown)."""
+        return self._tenants.get(name, "-")
+
+    def count(self, name: str, outcome: str) -> None:
+        """Count one request of a service by its tenant and outcome."""
+        self.requests.labels(name, self.tenant(name), outcome).inc()
+
     def site_up(self, code: str) -> bool:
         """Whether node ``code`` is not being passed over after a failed forward."""
         return self._down_until.get(code, 0.0) <= self.clock()
@@ -246,6 +257,10 @@ class MetricPlane:
         if hit is not None and hit[0] > now:
             return hit[1]
         found = self.directory.replicas(name) if self.directory is not None else []
+        if self.directory is not None and name not in self._tenants:
+            view = self.directory.find(name)
+            # Only the home node knows whose service it is; elsewhere requests count as "-".
+            self._tenants[name] = str(getattr(view, "tenant", "-")) if view is not None else "-"
         live = [p for p in found if p.state in (TaskState.RUNNING, TaskState.INITIALIZING)]
         for p in live:
             if p.gateway_id is None and p.node_code != self.node_code:
@@ -255,6 +270,7 @@ class MetricPlane:
                     self._remote.pop(p.task_id, None)
         if len(self._cache) > 10_000:
             self._cache.clear()
+            self._tenants.clear()
         self._cache[name] = (now + self.settings.directory_ttl_s, live)
         return live
 

@@ -169,7 +169,7 @@ async def route(name: str, path: str, request: Request) -> Response:
         except UpstreamError as exc:
             last = str(exc)
             log.info("service %s: %s failed before its answer: %s", name, target, exc)
-    plane.requests.labels(name, "-", "failed").inc()
+    plane.count(name, "failed")
     return _refuse(503, "no-replica", f"service {name!r}: {last}")
 
 
@@ -192,7 +192,7 @@ async def _local(
     except BaseException:
         plane.routed(target.task_id, -1)
         raise
-    plane.requests.labels(name, "-", "ok" if up.status < 500 else "error").inc()
+    plane.count(name, "ok" if up.status < 500 else "error")
     whole = up.complete()
     if whole is not None:  # all there already: a plain answer costs less than a stream
         plane.routed(target.task_id, -1)
@@ -251,7 +251,7 @@ async def _remote(
         plane.routed(node, -1)
         plane.site_failed(node)
         raise UpstreamError(f"node {node} has no healthy replica", before_head=True)
-    plane.requests.labels(name, "-", "forwarded").inc()
+    plane.count(name, "forwarded")
 
     async def stream() -> AsyncIterator[bytes]:
         try:
