@@ -128,6 +128,16 @@ def _ask(http: httpx.Client, national: str, key: str, region: str) -> Shot:
     )
 
 
+def _until_served(http: httpx.Client, national: str, key: str, region: str) -> Shot:
+    """Ask until a request from ``region`` is served (bounded); the last try either way."""
+    deadline = time.monotonic() + 60
+    while True:
+        shot = _ask(http, national, key, region)
+        if shot.status == 200 or time.monotonic() > deadline:
+            return shot
+        time.sleep(0.2)
+
+
 def _wait(what: str, check: Any, timeout_s: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout_s
     last = None
@@ -147,91 +157,103 @@ def test_regional_routing_failover_and_autoscaling(tmp_path: Path) -> None:
         nodes.append(national)
         for name, region in REGIONS.items():
             nodes.append(_node(tmp_path, name, region, national, ntoken)[0])
-        by_region = {n.name: n for n in nodes}
         admin = _auth(ntoken)
-        n_url = national.url
         children = {n.code for n in nodes[1:]}
 
         def indexed() -> bool:
-            rows = httpx.get(f"{n_url}/federation/v1/index", headers=admin, timeout=10).json()
-            return {r["owner"] for r in rows if r["health"] == "healthy"} >= children
+            rows = httpx.get(f"{national.url}/federation/v1/index", headers=admin, timeout=10)
+            return {r["owner"] for r in rows.json() if r["health"] == "healthy"} >= children
 
         # Both regions' pools are in the national index before the service asks for them.
         _wait("both regional pools in the national index", indexed)
-        r = httpx.post(f"{n_url}/api/v1/services", json=_service(), headers=admin, timeout=10)
+        r = httpx.post(
+            f"{national.url}/api/v1/services", json=_service(), headers=admin, timeout=10
+        )
         assert r.status_code == 201, r.text
-        key = r.json()["key"]
-
-        def status() -> dict[str, Any]:
-            got: dict[str, Any] = httpx.get(
-                f"{n_url}/api/v1/services/tinylm", headers=admin, timeout=10
-            ).json()
-            return got
-
-        def running_regions() -> dict[str, str]:
-            reps = [x for x in status()["replicas"] if x["state"] == "RUNNING"]
-            return {x["task_id"]: x["region"] for x in reps}
-
         try:
-            _wait("a running replica in each region",
-                  lambda: set(running_regions().values()) == set(REGIONS.values()), 60)  # fmt: skip
-        except AssertionError:
-            logs = "\n".join(f"--- {n.name}\n{n.proc.output()[-1500:]}" for n in nodes)
-            raise AssertionError(f"{status()}\n{logs}") from None
-        region_of = running_regions()
-        with httpx.Client(timeout=30) as http:
-            for region in REGIONS.values():
-                served = lambda region=region: _ask(http, n_url, key, region).status == 200  # noqa: E731
-                _wait(f"a served request from region {region}", served)
-
-            # 1. Each region's clients are served by their own region's replica.
-            split: dict[str, Counter[str]] = {}
-            for region in REGIONS.values():
-                shots = [_ask(http, n_url, key, region) for _ in range(20)]
-                assert all(s.status == 200 for s in shots), shots
-                split[region] = Counter(region_of.get(s.replica, "?") for s in shots)
-            print(f"split (client region -> served by replica region): {split}")
-            for region, served in split.items():
-                assert served[region] >= 19, split
-
-        # 2. Steady load from both regions, then kill -9 Shanghai's gateway.
-        shots: list[Shot] = []
-        stop = threading.Event()
-
-        def client(region: str) -> None:
-            with httpx.Client(timeout=30) as http:
-                for _ in range(2000):  # bounded; the test stops it first
-                    if stop.is_set():
-                        return
-                    shots.append(_ask(http, n_url, key, region))
-
-        workers = [
-            threading.Thread(target=client, args=(region,), daemon=True)
-            for region in [*REGIONS.values(), *REGIONS.values()]
-        ]
-        for w in workers:
-            w.start()
-        time.sleep(2.0)  # load before the kill (not a timeout being tested)
-        by_region["sh"].gateway.kill9()
-        killed = time.monotonic()
-        # Load makes the autoscaler add a replica (3 x target in flight).
-        _wait("scale-up under load", lambda: status()["desired"] == 3, 30)
-        _wait("5 s of load after the kill", lambda: time.monotonic() - killed > 2 * FAILOVER_S)
-        stop.set()
-        for w in workers:
-            w.join(timeout=30)
-        failed = [s for s in shots if s.status != 200]
-        assert not failed, failed[:5]
-        late = [s for s in shots if s.sent > killed + FAILOVER_S]
-        survivor = {t for t, reg in region_of.items() if reg == REGIONS["gz"]}
-        assert late and all(s.replica not in region_of or s.replica in survivor for s in late)
-        after = Counter(region_of.get(s.replica, "new") for s in late)
-        print(f"{len(shots)} requests, none failed; served after kill+5 s: {after}")
-
-        # 3. Quiet: the service scales back down.
-        _wait("scale-down when quiet", lambda: status()["desired"] < 3, 30)
+            exercise(national.url, admin, r.json()["key"], nodes[1].gateway.kill9)
+        except AssertionError as exc:
+            logs = "\n".join(
+                f"--- {n.name}\n{n.proc.output()[-1500:]}\n{n.gateway.output()[-1500:]}"
+                for n in nodes
+            )
+            raise AssertionError(f"{exc}\n{logs}") from None
     finally:
         for n in nodes:
             n.gateway.stop()
             _stop_runners(n.gw_dir)
             n.proc.stop()
+
+
+def exercise(n_url: str, admin: dict[str, str], key: str, kill_sh_gateway: Any) -> None:
+    """The checks, against a national node whose service ``tinylm`` was just deployed."""
+
+    def status() -> dict[str, Any]:
+        got: dict[str, Any] = httpx.get(
+            f"{n_url}/api/v1/services/tinylm", headers=admin, timeout=10
+        ).json()
+        return got
+
+    def running_regions() -> dict[str, str]:
+        reps = [x for x in status()["replicas"] if x["state"] == "RUNNING"]
+        return {x["task_id"]: x["region"] for x in reps}
+
+    try:
+        _wait("a running replica in each region",
+              lambda: set(running_regions().values()) == set(REGIONS.values()), 60)  # fmt: skip
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {status()}") from None
+    region_of = running_regions()
+    with httpx.Client(timeout=30) as http:
+        for region in REGIONS.values():
+            shot = _until_served(http, n_url, key, region)
+            assert shot.status == 200, f"{shot}\n{status()}"
+
+        # 1. Each region's clients are served by their own region's replica.
+        split: dict[str, Counter[str]] = {}
+        for region in REGIONS.values():
+            shots = [_ask(http, n_url, key, region) for _ in range(20)]
+            assert all(s.status == 200 for s in shots), shots
+            split[region] = Counter(region_of.get(s.replica, "?") for s in shots)
+        print(f"split (client region -> served by replica region): {split}")
+        for region, served in split.items():
+            assert served[region] >= 19, split
+
+    # 2. Steady load from both regions, then kill -9 Shanghai's gateway.
+    shots: list[Shot] = []
+    stop = threading.Event()
+
+    def client(region: str) -> None:
+        with httpx.Client(timeout=30) as http:
+            for _ in range(2000):  # bounded; the test stops it first
+                if stop.is_set():
+                    return
+                shots.append(_ask(http, n_url, key, region))
+
+    workers = [
+        threading.Thread(target=client, args=(region,), daemon=True)
+        for region in [*REGIONS.values(), *REGIONS.values()]
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(2.0)  # load before the kill (not a timeout being tested)
+    kill_sh_gateway()
+    killed = time.monotonic()
+    try:
+        # Load makes the autoscaler add a replica (3 x target in flight).
+        _wait("scale-up under load", lambda: status()["desired"] == 3, 30)
+        _wait("5 s of load after the kill", lambda: time.monotonic() - killed > 2 * FAILOVER_S)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+    failed = [s for s in shots if s.status != 200]
+    assert not failed, failed[:5]
+    late = [s for s in shots if s.sent > killed + FAILOVER_S]
+    survivor = {t for t, reg in region_of.items() if reg == REGIONS["gz"]}
+    assert late and all(s.replica not in region_of or s.replica in survivor for s in late)
+    after = Counter(region_of.get(s.replica, "new") for s in late)
+    print(f"{len(shots)} requests, none failed; served after kill+5 s: {after}")
+
+    # 3. Quiet: the service scales back down.
+    _wait("scale-down when quiet", lambda: status()["desired"] < 3, 30)
