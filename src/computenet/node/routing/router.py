@@ -43,6 +43,9 @@ ROUTER_HEADER = "x-computenet-router"  # on the router's own answers: "no-replic
 REPLICA_HEADER = "x-computenet-replica"  # on answers: the replica task that served it
 MAX_ATTEMPTS = 3
 _rng = random.Random()
+# Headers this node's server sets on every answer itself; a replica's (or a forwarding node's)
+# copies would repeat them.
+_OWN = frozenset({"date", "server", "x-request-id"})
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ async def _local(
         plane.routed(target.task_id, -1)
         resp = Response(whole, status_code=up.status)
         resp.raw_headers = [
-            *((k.encode(), v.encode()) for k, v in up.headers),
+            *((k.encode(), v.encode()) for k, v in up.headers if k not in _OWN),
             (b"content-length", b"%d" % len(whole)),
             (REPLICA_HEADER.encode(), target.task_id.encode()),
         ]
@@ -269,7 +272,7 @@ async def _remote(
 def _streaming(status: int, headers: Any, body: AsyncIterator[bytes]) -> Response:
     resp = StreamingResponse(body, status_code=status)
     # Raw headers keep repeated ones (Set-Cookie) and the replica's own Content-Type.
-    resp.raw_headers = [(str(k).encode(), str(v).encode()) for k, v in headers]
+    resp.raw_headers = [(str(k).encode(), str(v).encode()) for k, v in headers if k not in _OWN]
     return resp
 
 
