@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -63,7 +65,9 @@ def _node(
     enrol = httpx.post(
         f"{url}/api/v1/providers", json={"label": f"{name}p"}, headers=_auth(token), timeout=10
     ).json()["enrolment_token"]
-    gw_dir = base / f"{name}-gw"
+    # Short: a unix socket's path (the replica's, under the gateway's state directory) must
+    # fit in 108 bytes, which pytest's temporary directories leave too little room for.
+    gw_dir = Path(tempfile.mkdtemp(prefix=f"cnr-{name}-", dir="/tmp"))
     gateway = spawn(
         [*CLI, "gateway", "--node", url, "--state-dir", str(gw_dir), "--cpus", "4",
          "--region", region, "--token", enrol],
@@ -183,6 +187,7 @@ def test_regional_routing_failover_and_autoscaling(tmp_path: Path) -> None:
             n.gateway.stop()
             _stop_runners(n.gw_dir)
             n.proc.stop()
+            shutil.rmtree(n.gw_dir, ignore_errors=True)
 
 
 def exercise(n_url: str, admin: dict[str, str], key: str, kill_sh_gateway: Any) -> None:
