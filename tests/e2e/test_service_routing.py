@@ -132,12 +132,14 @@ def _ask(http: httpx.Client, national: str, key: str, region: str) -> Shot:
     )
 
 
-def _until_served(http: httpx.Client, national: str, key: str, region: str) -> Shot:
-    """Ask until a request from ``region`` is served (bounded); the last try either way."""
+def _until_served(http: httpx.Client, national: str, key: str, region: str, by: set[str]) -> Shot:
+    """Ask until a request from ``region`` is served by one of the replicas ``by`` (bounded:
+    a replica passes its first health checks, a node passed over after a failed forward is
+    tried again after 5 s); the last try either way."""
     deadline = time.monotonic() + 60
     while True:
         shot = _ask(http, national, key, region)
-        if shot.status == 200 or time.monotonic() > deadline:
+        if (shot.status == 200 and shot.replica in by) or time.monotonic() > deadline:
             return shot
         time.sleep(0.2)
 
@@ -211,8 +213,9 @@ def exercise(n_url: str, admin: dict[str, str], key: str, kill_sh_gateway: Any) 
     region_of = running_regions()
     with httpx.Client(timeout=30) as http:
         for region in REGIONS.values():
-            shot = _until_served(http, n_url, key, region)
-            assert shot.status == 200, f"{shot}\n{status()}"
+            own = {t for t, r in region_of.items() if r == region}
+            shot = _until_served(http, n_url, key, region, own)
+            assert shot.status == 200 and shot.replica in own, f"{shot}\n{status()}"
 
         # 1. Each region's clients are served by their own region's replica.
         split: dict[str, Counter[str]] = {}
