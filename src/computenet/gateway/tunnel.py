@@ -31,6 +31,7 @@ from computenet.model import tunnel as tf
 log = logging.getLogger("computenet.gateway.tunnel")
 # How a server reports what it generated (OpenAI's ``usage``); scanned in the response bytes.
 _TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 _TAIL_BYTES = 64  # kept between chunks so a match split across two is still seen
 
@@ -210,6 +211,31 @@ class Tunnel:
             self._clients[sock] = client
         return client
 
+    async def _open(
+        self,
+        sock: Path,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        retry: bool,
+    ) -> aiohttp.ClientResponse:
+        """Send a request to a replica; an idempotent one is sent again once when the
+        connection fails before an answer (a kept-alive connection the server had closed)."""
+        for attempt in (1, 2):
+            try:
+                return await self._client(sock).request(
+                    method,
+                    URL("http://replica" + path, encoded=True),  # exactly as the client sent it
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if not retry or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def _pass(
         self, ws: ClientConnection, sid: int, st: _Stream, opened: dict[str, object]
     ) -> None:
@@ -234,15 +260,10 @@ class Tunnel:
                 parts.append(chunk)
             headers = [(str(k), str(v)) for k, v in opened.get("headers", [])]  # type: ignore[attr-defined]
             path = str(opened.get("path", "/"))
-            async with self._client(target.socket).request(
-                str(opened.get("method", "GET")),
-                URL(
-                    "http://replica" + path, encoded=True
-                ),  # the path exactly as the client sent it
-                headers=headers,
-                data=b"".join(parts),
-                allow_redirects=False,
-            ) as resp:
+            method = str(opened.get("method", "GET"))
+            retry = method in _SAFE or any(k == "idempotency-key" for k, _ in headers)
+            resp = await self._open(target.socket, method, path, headers, b"".join(parts), retry)
+            async with resp:
                 head = {
                     "status": resp.status,
                     "headers": tf.pass_headers(
@@ -300,16 +321,21 @@ class Tunnel:
                 timeout=aiohttp.ClientTimeout(total=self.health.timeout_s),
             ) as resp:
                 await resp.read()
-                ok = resp.status < 400
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            ok = False
+                ok, why = resp.status < 400, f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok, why = False, str(exc) or type(exc).__name__
         if ok:
+            if not stats.healthy:
+                log.info("replica %s passes its health check", task_id)
             stats.healthy = True
             stats.failed_in_row = 0
             stats.check_ms = round((time.perf_counter() - began) * 1000, 3)
         else:
             stats.failed_in_row += 1
-            if stats.failed_in_row >= self.health.failures:
+            if stats.failed_in_row >= self.health.failures and stats.healthy:
+                log.warning(
+                    "replica %s failed %d health checks: %s", task_id, stats.failed_in_row, why
+                )
                 stats.healthy = False
 
     async def _health_loop(self) -> None:

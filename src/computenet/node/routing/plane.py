@@ -329,8 +329,6 @@ class MetricPlane:
         for code, ps in groups.items():
             local = code == self.node_code
             healthy = [p for p in ps if self.healthy(p.task_id)] if local else ps
-            if not local and not self.site_up(code):
-                healthy = []
             region = ps[0].region
             inflight = (
                 sum(self.in_flight(p.task_id) for p in ps) if local else self._routed.get(code, 0)
@@ -344,6 +342,7 @@ class MetricPlane:
                     in_flight=inflight,
                     price_per_card_hour=float(min(p.price_per_card_hour or 0 for p in ps)),
                     rtt_ms=region_rtt_ms(client_region, region, measured),
+                    down=not local and not self.site_up(code),
                 )
             )
         return out

@@ -26,6 +26,7 @@ class Site:
     in_flight: int
     price_per_card_hour: float
     rtt_ms: float
+    down: bool = False  # failed a forward lately: tried only after every other site
 
 
 def region_rtt_ms(a: str | None, b: str | None, measured: dict[tuple[str, str], float]) -> float:
@@ -70,7 +71,7 @@ def rank_sites(
     sites: Sequence[Site], weights: dict[MetricCategory, float]
 ) -> list[tuple[Site, dict[MetricCategory, float], float]]:
     """Sites best first, each with its category scores and overall score. A site with no
-    healthy replica comes last whatever its scores (it can only forward)."""
+    healthy replica, or one that failed a forward lately, comes last whatever its scores."""
     priced = [s.price_per_card_hour for s in sites if s.price_per_card_hour > 0]
     cheapest = min(priced, default=0.0)
     scored = []
@@ -78,7 +79,10 @@ def rank_sites(
         cats = category_scores(s, cheapest)
         scored.append((s, cats, overall(cats, weights)))
     # Ties go to this node: no extra hop.
-    scored.sort(key=lambda x: (x[0].healthy_replicas > 0, x[2], x[0].local), reverse=True)
+    scored.sort(
+        key=lambda x: (x[0].healthy_replicas > 0 and not x[0].down, x[2], x[0].local),
+        reverse=True,
+    )
     return scored
 
 
