@@ -99,6 +99,11 @@ def test_requests_pass_through_the_tunnel_with_auth_streaming_and_limits(node: S
         assert site["site"] == "cn" and 0 <= site["overall"] <= 10
         assert {s["category"] for s in site["scores"]} == {"compute", "network", "cost"}
         assert all({"source", "statistic", "window_s"} <= set(s) for s in site["scores"])
+        # Service traffic is not node state: it stays out of the audit log.
+        audited = httpx.get(
+            f"{node.url}/api/v1/audit", params={"path_prefix": "/services/"}, headers=node.admin
+        ).json()
+        assert audited["events"] == [], audited
         prom = httpx.get(f"{node.url}/metrics").text
         assert 'computenet_service_replica_healthy{task="cn.t0"} 1.0' in prom
         assert "computenet_service_requests_total" in prom
