@@ -4,8 +4,12 @@ socat); unsandboxed, to a free port on the host's loopback."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
+import socket
 import stat
 import tempfile
 import time
@@ -22,7 +26,7 @@ from computenet.gateway.backends.bwrap import bwrap_path
 from computenet.gateway.backends.local import LocalBackend
 from computenet.gateway.backends.netbridge import socat_path
 from computenet.gateway.backends.sandbox import Sandbox
-from computenet.model.pool import PoolSpec
+from computenet.model.pool import PoolSpec, Software
 from computenet.model.service import ServiceSpec
 from computenet.model.task import TaskSpec, TaskState
 from isolation_site import require_isolation
@@ -52,7 +56,7 @@ SERVER = (
 def _replica(n: int = 1) -> Job:
     spec = ServiceSpec.model_validate(
         {"name": "echo", "executor": {"command": ["sh", "-c", SERVER]}}
-    ).replica_task(0, [], "cn", max_time_limit_s=600)
+    ).replica_task(0, [], "cn", default_time_limit_s=600)
     return Job(f"cn-R{n}", 1, f"lease{n}", "cn/local/host", spec)
 
 
@@ -117,7 +121,8 @@ def test_a_sandboxed_replica_is_reached_only_through_the_gateways_socket(
         assert sock.is_relative_to(tmp_path / "gw")
         assert not sock.is_relative_to(sandbox_root)
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
-        assert stat.S_IMODE((tmp_path / "gw" / "jobs").stat().st_mode) == 0o700
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        assert len(str(sock)) < 108
         r = _get(sock, "/v1/models")
         assert r.status_code == 200
         # PORT is the binding's port inside the task's own (empty) network namespace.
@@ -153,3 +158,55 @@ def test_an_ordinary_task_has_no_replica_socket(tmp_path: Path) -> None:
     spec = TaskSpec.model_validate({"executors": [{"command": ["true"]}]})
     job = Job("cn-T1", 1, "l", "cn/local/host", spec)
     assert backend.replica_socket(job) is None
+
+
+def test_a_replica_in_a_podman_image_is_reached_the_same_way(
+    tmp_path: Path, sandbox_root: Path
+) -> None:
+    image = require_isolation()  # podman and the local test image (installed in CI)
+    pool = POOL.model_copy(update={"software": Software(container_runtimes=["podman"])})
+    backend = LocalBackend(
+        tmp_path / "gw", [pool], sandbox=Sandbox(root=sandbox_root, first_uid=62990, last_uid=62999)
+    )
+    script = 'exec busybox httpd -f -p "127.0.0.1:$PORT" -h /www'
+    spec = ServiceSpec.model_validate(
+        {
+            "name": "boxed",
+            "executor": {"image": image, "command": ["sh", "-c", script]},
+            "inputs": [{"path": "/www/hello.txt", "content": "hello-from-podman\n"}],
+        }
+    ).replica_task(0, [], "cn", default_time_limit_s=600)
+    job = Job("cn-R3", 1, "lease3", "cn/local/host", spec)
+    backend.submit(job)
+    sock = _socket(backend, job)
+    try:
+        assert _get(sock, "/hello.txt").text == "hello-from-podman\n"
+    finally:
+        _stop(backend, job, sock)
+
+
+def test_an_unsandboxed_replicas_bridge_dies_with_its_runner(tmp_path: Path) -> None:
+    if socat_path() is None:
+        unavailable("socat is missing: scripts/isolation-up.sh installs it")
+    backend = LocalBackend(tmp_path / "gw", [POOL])
+    job = _replica(4)
+    backend.submit(job)
+    sock = _socket(backend, job)
+    jobdir = tmp_path / "gw" / "jobs" / job.key
+    server_group = json.loads((jobdir / "status.json").read_text())["pgid"]
+    try:
+        assert _get(sock, "/").status_code == 200
+        os.kill(int((jobdir / "runner.pid").read_text()), signal.SIGKILL)  # a forced cancel
+        deadline = time.monotonic() + 20
+        while True:  # no bridge is left serving a socket for a server no runner watches
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(sock))
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "the bridge outlived its runner"
+            time.sleep(0.05)
+        assert backend.replica_socket(job) is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server_group, signal.SIGKILL)

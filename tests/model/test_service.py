@@ -15,7 +15,7 @@ BASE = {"name": "tinylm", "executor": {"command": ["python3", "-m", "http.server
 def test_defaults_and_replica_task() -> None:
     spec = ServiceSpec.model_validate(BASE)
     assert (spec.version, spec.access, spec.replicas.min, spec.replicas.max) == ("1", "key", 1, 1)
-    task = spec.replica_task(2, [key_hash("k")], "11", max_time_limit_s=7 * 86400)
+    task = spec.replica_task(2, [key_hash("k")], "11", default_time_limit_s=7 * 86400)
     assert task.service is not None
     assert (task.service.name, task.service.replica, task.service.home_node) == ("tinylm", 2, "11")
     assert task.executors[0].env["PORT"] == str(task.service.port)

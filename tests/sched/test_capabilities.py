@@ -85,3 +85,18 @@ def test_needs_follow_the_task() -> None:
     assert needs(resources={"accelerator": {"count": 2}}) == {Capability.GPUS}
     assert Capability.ENV in needs(executors=[{"command": ["x"], "env": {"A": "1"}}])
     assert Capability.MULTIPLE_EXECUTORS in needs(executors=[{"command": ["x"]}] * 2)
+
+
+def test_service_replicas_land_only_where_the_gateway_can_reach_them() -> None:
+    from computenet.gateway.backends.slurm import NO_SERVICES
+    from computenet.model.service import ServiceSpec
+
+    replica = ServiceSpec.model_validate(
+        {"name": "lm", "executor": {"command": ["python3", "server.py"]}}
+    ).replica_task(0, [], "cn", 3600)
+    slurm = _cpu_pool("cn/hpc/slurm", services=NO_SERVICES)
+    local = _cpu_pool("cn/lab/local")
+    [d] = schedule([TaskView("r", replica, 0, 0)], [slurm, local], Context())
+    assert d.pool == "cn/lab/local"
+    why = explain("r", replica, [slurm])
+    assert why.eligible == 0 and f"services ({NO_SERVICES})" in why.reason

@@ -15,7 +15,18 @@ import typer
 from typer.core import TyperGroup
 
 from computenet import __version__
-from computenet.cli import billing, demo, federation, ops, reserve, sched, secrets, sim, tasks
+from computenet.cli import (
+    billing,
+    demo,
+    federation,
+    ops,
+    reserve,
+    sched,
+    secrets,
+    services,
+    sim,
+    tasks,
+)
 from computenet.cli.output import console, fail
 from computenet.cli.preflight import port_free
 from computenet.errors import ComputeNetError
@@ -54,6 +65,7 @@ app = typer.Typer(
 tasks.register(app)
 ops.register(app)
 secrets.register(app)
+services.register(app)
 billing.register(app)
 reserve.register(app)
 sched.register(app)

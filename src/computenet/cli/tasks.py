@@ -32,6 +32,11 @@ Json = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _load_spec(path: Path) -> dict[str, Any]:
+    return load_file(path, "task")
+
+
+def load_file(path: Path, what: str) -> dict[str, Any]:
+    """A YAML (or ``.json``) file holding one mapping, or one clear line and exit."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -41,7 +46,7 @@ def _load_spec(path: Path) -> dict[str, Any]:
     except (ValueError, yaml.YAMLError) as exc:
         fail(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
     if not isinstance(data, dict):
-        fail(f"{path} must hold one task (a mapping), not {type(data).__name__}")
+        fail(f"{path} must hold one {what} (a mapping), not {type(data).__name__}")
     return data
 
 

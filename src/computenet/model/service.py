@@ -114,12 +114,13 @@ class ServiceSpec(Strict):
         return v
 
     def replica_task(
-        self, replica: int, key_hashes: list[str], home_node: str, max_time_limit_s: int
+        self, replica: int, key_hashes: list[str], home_node: str, default_time_limit_s: int
     ) -> TaskSpec:
         """The task that runs replica ``replica`` of this version.
 
-        ``PORT`` is set for the server; a replica runs until cancelled, bounded only by the
-        service's own ``time_limit_s`` or else the node's maximum.
+        ``PORT`` is set for the server; a replica runs until cancelled or until the
+        service's own ``time_limit_s``, else ``default_time_limit_s`` (the node's replica
+        segment: the controller starts a successor before it ends).
         """
         binding = ServiceBinding(
             name=self.name,
@@ -132,7 +133,7 @@ class ServiceSpec(Strict):
             home_node=home_node,
         )
         env = {**self.executor.env, "PORT": str(DEFAULT_PORT)}
-        limit = self.resources.time_limit_s or min(max_time_limit_s, MAX_TIME_LIMIT_S)
+        limit = self.resources.time_limit_s or min(default_time_limit_s, MAX_TIME_LIMIT_S)
         return TaskSpec(
             name=f"service/{self.name}/{self.version}/{replica}",
             description=self.description,

@@ -40,9 +40,13 @@ class ReplicaOut(BaseModel):
     node: str
     gateway: str | None = None
     region: str | None = None
+    region_name: str | None = None
+    lat: float | None = None  # where the region is, for the console's map
+    lon: float | None = None
     pool: str | None = None
     price_per_card_hour: Decimal | None = None
     healthy: bool | None = None  # None: no metric plane on this node to say
+    in_flight: int | None = None  # requests the router has on it now (metric plane)
 
 
 class LoadOut(BaseModel):

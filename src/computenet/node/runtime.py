@@ -102,7 +102,7 @@ class NodeRuntime:
         self.metric_plane.directory = self.services
         self.service_controller = ServiceController(
             self.db, settings.node_code, self.tasks, self.ledger, self.services, clock,
-            self.sched, lambda: getattr(self, "metric_plane", None),
+            self.sched, lambda: getattr(self, "metric_plane", None), settings.service_segment_s,
         )  # fmt: skip
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once

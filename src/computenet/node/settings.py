@@ -23,6 +23,7 @@ class NodeSettings:
     max_attempts: int = 3
     housekeeping_s: float = 1.0
     services_reconcile_s: float = 1.0  # how often the service controller reconciles
+    service_segment_s: int = 24 * 3600  # a replica task's run before a fresh one replaces it
     leader_check_s: float = 1.0  # how often a standby replica tries to become the leader
     max_body_bytes: int = 8 * 1024 * 1024
     routing: RoutingSettings = field(default_factory=RoutingSettings)  # services data plane

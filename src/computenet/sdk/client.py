@@ -20,6 +20,8 @@ from rich.console import Console
 
 from computenet.errors import NotFound, Unavailable, error_from_answer
 from computenet.model.api import PoolOut, TaskListOut, TaskOut, UsageOut
+from computenet.model.service import ServiceSpec
+from computenet.model.service_api import DeployOut, KeyOut, ReplicaLogsOut, ServiceOut
 from computenet.model.task import TaskSpec, TaskState
 from computenet.sdk.config import load_config
 
@@ -370,3 +372,55 @@ class Client:
             "GET", f"/api/v1/settlements/{peer}/{period}", params={"reconcile": reconcile}
         )
         return out
+
+    # ---- services (docs/services.md) ----------------------------------------------------
+
+    def service_deploy(self, spec: ServiceSpec | dict[str, Any]) -> DeployOut:
+        """Deploy a service, or roll it to a new version; ``key`` (first deploy of a
+        ``key`` service) is shown only this once."""
+        body = (
+            spec.model_dump(mode="json", exclude_unset=True)
+            if isinstance(spec, ServiceSpec)
+            else spec
+        )
+        return DeployOut.model_validate(self._request("POST", "/api/v1/services", json=body))
+
+    def service_list(self) -> list[ServiceOut]:
+        """Your services."""
+        return [ServiceOut.model_validate(x) for x in self._request("GET", "/api/v1/services")]
+
+    def service_status(self, name: str) -> ServiceOut:
+        """A service with its replicas (state, node, gateway, region, price, health)."""
+        return ServiceOut.model_validate(self._request("GET", f"/api/v1/services/{name}"))
+
+    def service_scale(
+        self, name: str, min: int | None = None, max: int | None = None
+    ) -> ServiceOut:
+        """Set the replica bounds the autoscaler keeps to."""
+        body = {k: v for k, v in (("min", min), ("max", max)) if v is not None}
+        out = self._request("POST", f"/api/v1/services/{name}/scale", json=body)
+        return ServiceOut.model_validate(out)
+
+    def service_logs(self, name: str, replica: int | None = None) -> ReplicaLogsOut:
+        """The logs of one replica task (default: the lowest replica)."""
+        params = {"replica": replica} if replica is not None else {}
+        out = self._request("GET", f"/api/v1/services/{name}/logs", params=params)
+        return ReplicaLogsOut.model_validate(out)
+
+    def service_delete(self, name: str) -> None:
+        """Delete a service: its replicas are cancelled."""
+        self._request("DELETE", f"/api/v1/services/{name}")
+
+    def service_key_create(self, name: str) -> KeyOut:
+        """A new API key for the service (shown only now)."""
+        return KeyOut.model_validate(self._request("POST", f"/api/v1/services/{name}/keys"))
+
+    def service_keys(self, name: str) -> list[KeyOut]:
+        """The service's keys (ids and dates)."""
+        out = self._request("GET", f"/api/v1/services/{name}/keys")
+        return [KeyOut.model_validate(x) for x in out]
+
+    def service_key_revoke(self, name: str, key_id: str) -> None:
+        """Revoke one of the service's keys."""
+        resp = self._http.delete(f"/api/v1/services/{name}/keys/{key_id}")
+        check(resp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from computenet.model.service import ReplicaPolicy
 from computenet.node.services.autoscale import Autoscaler, Sample, decide
@@ -13,6 +13,7 @@ class Load:
     in_flight: int
     requests_per_s: float = 0.0
     tokens_per_s: float | None = None
+    per_replica: dict[str, int] = field(default_factory=dict)
 
 
 POLICY = ReplicaPolicy(min=1, max=4, target_inflight=4, scale_up_window_s=10, scale_down_delay_s=60)

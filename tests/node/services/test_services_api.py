@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 from computenet.node.app import create_app
 from computenet.node.runtime import NodeRuntime
 from computenet.node.settings import NodeSettings
+from computenet.store import tables as t
+from computenet.store.tables_billing import Charge
 from nodeapi import World, auth
 
 SERVICE = {
@@ -45,6 +47,7 @@ class Load:
     in_flight: int = 0
     requests_per_s: float = 0.0
     tokens_per_s: float | None = None
+    per_replica: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -260,3 +263,86 @@ def test_keys_delete_and_logs(world: tuple[World, Clock]) -> None:
     w.rt.service_controller.reconcile_all()
     assert w.client.get("/api/v1/services/echo", headers=w.admin).status_code == 404
     assert w.rt.services.replicas("echo") == []
+
+
+def test_a_replica_near_its_time_limit_is_replaced_and_billed(
+    world: tuple[World, Clock],
+) -> None:
+    w, clock = world
+    gw = w.gateway("north", cpu_cores=8, price_per_core_hour="2")
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}, "resources": {"time_limit_s": 3600}}
+    assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 201
+    old = wait_placed(w, 1)[0]["task_id"]
+    lease = w.lease(gw)
+    w.report(gw, lease, "RUNNING")
+
+    # Moving the node's clock an hour on would expire the gateway's leases: instead the
+    # replica started earlier.
+    def started(ago_s: float) -> None:
+        with w.rt.db.write() as s:
+            s.get(t.Task, old).started_at = clock.now - timedelta(seconds=ago_s)
+
+    started(3600 - 400)  # not yet inside the last 10 % (6 min) of its hour
+    w.rt.service_controller.reconcile_all()
+    assert len(w.rt.services.replicas("echo")) == 1
+    started(3600 - 300)  # now it is: a successor starts, and the old one keeps serving
+    w.rt.service_controller.reconcile_all()
+    reps = {p.task_id: p.state for p in w.rt.services.replicas("echo")}
+    assert len(reps) == 2 and reps[old] == "RUNNING"
+    successor = w.lease(gw)
+    w.report(gw, successor, "RUNNING")
+    w.rt.service_controller.reconcile_all()
+    reps = {p.task_id: p.state for p in w.rt.services.replicas("echo")}
+    assert reps[old] == "CANCELING"
+    # The old replica's gateway stops it and reports its usage: it is on the bill.
+    usage = {"wall_s": "3300", "cpu_cores": 1, "memory_mib": 954, "cards": 0}
+    w.report(gw, lease, "CANCELED", usage=usage)
+    task = w.client.get(f"/api/v1/tasks/{old}", headers=w.admin).json()
+    assert task["state"] == "CANCELED" and task["usage"], task
+    with w.rt.db.read() as s:
+        charge = s.query(Charge).filter(Charge.task_id == old).one()
+    assert charge.amount > 0
+
+
+def test_a_crash_looping_replica_backs_off(world: tuple[World, Clock]) -> None:
+    w, clock = world
+    gw = w.gateway("north", cpu_cores=8)
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 201
+    ctl = w.rt.service_controller
+    for _ in range(3):  # three replicas die at once: each is replaced straight away
+        wait_placed(w, 1)
+        lease = w.lease(gw)
+        w.report(gw, lease, "RUNNING")
+        w.report(gw, lease, "EXECUTOR_ERROR")
+        clock.advance(1)
+        ctl.reconcile_all()
+    assert w.rt.services.replicas("echo") == []  # the fourth waits...
+    status = w.client.get("/api/v1/services/echo", headers=w.admin).json()
+    assert "keep failing" in status["note"] and "starts in 9 s" in status["note"]
+    clock.advance(8)
+    ctl.reconcile_all()
+    assert w.rt.services.replicas("echo") == []
+    clock.advance(1)
+    ctl.reconcile_all()
+    assert len(w.rt.services.replicas("echo")) == 1  # ...then starts
+
+
+def test_no_scale_up_once_the_budget_is_spent(world: tuple[World, Clock]) -> None:
+    w, clock = world
+    plane = Plane(load=Load(in_flight=50))
+    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.gateway("north", cpu_cores=8)
+    user = w.mint(role="user", subject="ann", tenant="acme")
+    svc = {**SERVICE, "replicas": {"min": 1, "max": 3, "scale_up_window_s": 2}}
+    svc["resources"] = {"time_limit_s": 3600}
+    assert w.client.post("/api/v1/services", json=svc, headers=user["auth"]).status_code == 201
+    w.rt.ledger.set_budget("acme", Decimal(0))
+    for _ in range(4):
+        clock.advance(1)
+        w.rt.service_controller.reconcile("echo")
+    status = w.client.get("/api/v1/services/echo", headers=user["auth"]).json()
+    assert status["desired"] == 1 and "spent its budget" in status["note"], status
+    # Raising min is a scale-up too.
+    r = w.client.post("/api/v1/services/echo/scale", json={"min": 2}, headers=user["auth"])
+    assert r.status_code == 402, r.text

@@ -36,7 +36,7 @@ from computenet.gateway.backends.containers import (
     container_name,
     remove_container,
 )
-from computenet.gateway.backends.ingress import REPLICA_SOCKET
+from computenet.gateway.backends.ingress import replica_socket_path
 from computenet.gateway.backends.local_runner import SECRETS_ENV, write_json
 from computenet.gateway.backends.sandbox import Sandbox
 from computenet.gateway.probe_vendors import VISIBLE_DEVICES_ENV
@@ -203,11 +203,13 @@ class LocalBackend(Backend):
         return data
 
     def replica_socket(self, job: Job) -> Path | None:
-        """``replica.sock`` in the job's directory, while the runner's bridge holds it."""
+        """The job's socket in the gateway's ``sockets`` directory, while the runner's
+        bridge holds it."""
         if job.spec.service is None:
             return None
-        path = self._dir(job) / REPLICA_SOCKET
-        return path if path.is_socket() else None
+        path = replica_socket_path(self.jobs_dir.parent, job.key)
+        # A runner killed outright leaves the file of a socket nothing listens on.
+        return path if path.is_socket() and self._runner_alive(job) else None
 
     def status(self, job: Job) -> JobStatus:
         """Read the runner's outcome, or its progress while it runs."""
@@ -277,6 +279,8 @@ class LocalBackend(Backend):
             for index, ex in enumerate(job.spec.executors):
                 if ex.image:
                     remove_container(runtime, container_name(job.key, index))
+        if job.spec.service is not None:  # its bridge died with the cgroup: no one listens
+            replica_socket_path(self.jobs_dir.parent, job.key).unlink(missing_ok=True)
         progress.update(state="CANCELED", message="canceled (forced)")
         with contextlib.suppress(FileNotFoundError):  # the job was forgotten meanwhile
             write_json(jobdir / "result.json", progress)

@@ -41,10 +41,12 @@ from computenet.gateway.backends.egress import (
 )
 from computenet.gateway.backends.host_paths import SYSTEM_DIRS, can_bind, task_roots, wrap
 from computenet.gateway.backends.ingress import (
-    REPLICA_SOCKET,
+    container_pid,
     free_port,
     host_bridge,
     replica_port,
+    replica_socket_path,
+    sockets_dir,
 )
 from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_in
 from computenet.gateway.backends.sandbox import TaskSandbox, limits
@@ -196,11 +198,24 @@ class Runner:
                 roots.add(parts[0])
         return sorted(roots)
 
-    def _open_ingress(self, gate: SandboxGate | None) -> Bridge | None:
-        """For a service replica: the gateway's socket to its server (see ``ingress``)."""
+    def _open_ingress(self, gate: SandboxGate | None, container: str | None) -> Bridge | None:
+        """For a service replica: the gateway's socket to its server (see ``ingress``);
+        ``container`` names the container it runs in, if any."""
         if self.replica_port is None:
             return None
-        at = self.dir / REPLICA_SOCKET
+        state_dir = self.dir.parent.parent  # jobs live in <state dir>/jobs/<key>
+        sockets_dir(state_dir)
+        at = replica_socket_path(state_dir, self.dir.name)
+        if container is not None:
+            if self.sandbox is None or self.runtime not in ("podman", "docker"):
+                raise BridgeError(
+                    "a replica in a container image needs a root gateway with podman or docker"
+                )
+            assert self.current is not None  # the runtime's client, just started
+            pid = container_pid(self.runtime, container, self.current)
+            # In the task's cgroup: a forced cancel, which kills that, ends the bridge too.
+            cg = self.cgroup
+            return bridge_in(pid, at, self.replica_port, preexec=cg.join if cg else None)
         if gate is not None:
             assert gate.pid is not None  # read before the sandboxed command was let run
             cgroup = self.cgroup
@@ -291,8 +306,6 @@ class Runner:
                 stdin = self.task.open_read(posixpath.join(workdir or "/", ex["stdin"]))
             command = list(ex["command"])
             preexec = limits(self.resources)
-            if self.runtime and ex.get("image") and self.replica_port is not None:
-                raise ValueError("a service replica in a container image is not supported yet")
             if self.runtime and ex.get("image"):
                 roots = (
                     self._sandbox_roots()
@@ -354,7 +367,10 @@ class Runner:
                 bridge = gate.open(self.current, self.proxy, self.dir, self.cgroup)
             elif gate is not None:
                 gate.read_pid()
-            ingress = self._open_ingress(gate)
+            in_container = bool(self.runtime and ex.get("image"))
+            ingress = self._open_ingress(
+                gate, self._container_name(index) if in_container else None
+            )
         except (OSError, ValueError, BridgeError) as exc:
             if gate is not None:
                 gate.abort(self.current)
@@ -364,6 +380,8 @@ class Runner:
                     _kill_group(self.current.pid)  # a replica nobody can reach serves no one
                     self.current.wait()
                     self.current = None
+                if self.runtime and ex.get("image"):
+                    self._remove_container(index)
                 out.close()
                 err.close()
                 entry.update(end_time=_now())

@@ -2,6 +2,7 @@
 import { api, closeLive, fill, h, token, ApiError } from "./lib.js";
 import { disposeCharts } from "./charts.js";
 import * as pages from "./pages.js";
+import { services } from "./services.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -39,7 +40,7 @@ async function route() {
   const [, page, arg] = (location.hash || "#/overview").split("/");
   for (const a of nav.querySelectorAll("a")) a.classList.toggle("active", a.getAttribute("href") === `#/${page}`);
   try {
-    const render = { overview: pages.overview, pools: pages.pools, tasks: pages.tasks, usage: pages.usage, network: pages.network };
+    const render = { overview: pages.overview, pools: pages.pools, tasks: pages.tasks, usage: pages.usage, network: pages.network, services };
     if (page === "task") stop = pages.task(main, decodeURIComponent(arg || ""));
     else if (page === "submit") pages.submit(main, go);
     else stop = (await (render[page] || pages.overview)(main)) || null;

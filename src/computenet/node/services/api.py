@@ -20,6 +20,7 @@ from computenet.model.service_api import (
 from computenet.model.task import TaskState
 from computenet.node.api.deps import Runtime, User, owner_scope, payer
 from computenet.node.auth import Principal
+from computenet.node.regions import place, province_name
 from computenet.node.runtime import NodeRuntime
 from computenet.node.views import View
 from computenet.store.tables_services import Service
@@ -57,6 +58,14 @@ def _out(rt: NodeRuntime, row: Service, detail: bool) -> ServiceOut:
     )
     if not detail:
         return out
+    load = plane.service_load(row.name) if plane is not None else None
+    if load is not None:
+        out.load = LoadOut(
+            in_flight=load.in_flight,
+            requests_per_s=load.requests_per_s,
+            tokens_per_s=load.tokens_per_s,
+        )
+    per_replica = load.per_replica if load is not None else {}
     out.replicas = [
         ReplicaOut(
             task_id=r.task_id,
@@ -66,19 +75,16 @@ def _out(rt: NodeRuntime, row: Service, detail: bool) -> ServiceOut:
             node=r.node_code,
             gateway=r.gateway_id,
             region=r.region,
+            region_name=province_name(r.region) if r.region else None,
+            lat=place(r.region)[0] if r.region else None,
+            lon=place(r.region)[1] if r.region else None,
             pool=r.pool_cpi,
             price_per_card_hour=r.price_per_card_hour,
             healthy=plane.healthy(r.task_id) if plane is not None else None,
+            in_flight=per_replica.get(r.task_id) if plane is not None else None,
         )
         for r in found
     ]
-    if plane is not None:
-        load = plane.service_load(row.name)
-        out.load = LoadOut(
-            in_flight=load.in_flight,
-            requests_per_s=load.requests_per_s,
-            tokens_per_s=load.tokens_per_s,
-        )
     return out
 
 

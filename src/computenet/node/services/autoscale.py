@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +32,9 @@ class Load(Protocol):
 
     @property
     def tokens_per_s(self) -> float | None: ...
+
+    @property
+    def per_replica(self) -> Mapping[str, int]: ...  # task id -> in flight on it
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ from computenet.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    Unavailable,
 )
 from computenet.model.ids import ulid
 from computenet.model.service import Access, ReplicaPolicy, ServiceSpec, key_hash
@@ -46,7 +48,17 @@ KEY_PREFIX = "cnsk_"  # service keys are told apart from node tokens at a glance
 MAX_KEYS = 16
 SPREAD_OFFERS = 64  # pools looked at when steering a new replica to a fresh region
 MAX_STARTS_PER_PASS = 16  # a service asking for many replicas starts them over a few passes
+# A replica task runs at most this long (unless the service sets resources.time_limit_s):
+# then it ends and is billed like any task, and a successor has taken its place. So a
+# long-lived service is on the bill day by day, and a budget holds one segment per replica.
+DEFAULT_SEGMENT_S = 24 * 3600
+ROTATE_BEFORE_S = 600  # its successor starts this long before a replica's limit...
+ROTATE_FRACTION = 0.1  # ...or this fraction of the limit before, for short limits
 SPREAD_WAIT_S = 10.0  # how long new replicas wait for an unplaced one, to spread past it
+CRASH_LIMIT = 3  # failed replicas of one version in CRASH_WINDOW_S before backing off
+CRASH_WINDOW_S = 300.0
+CRASH_BACKOFF_S = 10.0
+_FAILED = (TaskState.EXECUTOR_ERROR.value, TaskState.SYSTEM_ERROR.value)
 
 
 class MetricPlane(Protocol):
@@ -101,10 +113,12 @@ class ServiceController:
         clock: Clock,
         sched: SchedService,
         plane: Callable[[], MetricPlane | None],
-        max_time_limit_s: int = MAX_TIME_LIMIT_S,
+        segment_s: int = DEFAULT_SEGMENT_S,
     ) -> None:
         """``sched`` offers the pools a replica could go to (for spreading); ``plane``
-        returns the metric plane once the routing layer is up."""
+        returns the metric plane once the routing layer is up; ``segment_s`` is how long a
+        replica task runs (unless the service sets ``time_limit_s``) before a fresh one
+        takes its place, so that long-lived services are billed segment by segment."""
         self.db = db
         self.node_code = node_code
         self.tasks = tasks
@@ -113,9 +127,10 @@ class ServiceController:
         self.clock = clock
         self.sched = sched
         self.plane = plane
-        self.max_time_limit_s = max_time_limit_s
+        self.segment_s = min(segment_s, MAX_TIME_LIMIT_S)
         self.scaler = Autoscaler()
         self.notes: dict[str, str] = {}  # the last thing that stopped a pass, per service
+        self._lock = threading.Lock()
 
     # ---- the API's operations -------------------------------------------------------
 
@@ -274,16 +289,19 @@ class ServiceController:
 
     def reconcile(self, name: str) -> int:
         """Bring one service's replica tasks to what it wants now."""
-        try:
-            changed = self._reconcile(name)
+        # One pass at a time here: an API call's pass and the loop's must not both start
+        # the one missing replica.
+        with self._lock:
             self.notes.pop(name, None)
-        except ComputeNetError as exc:
-            # Budget spent, no pool at all...: shown on the service's status, tried again.
-            self.notes[name] = exc.message
-            log.warning("service %s: %s", name, exc.message)
-            changed = 0
-        self.directory.invalidate()
-        return changed
+            try:
+                changed = self._reconcile(name)
+            except ComputeNetError as exc:
+                # Budget spent, a crash loop...: shown on the service's status, tried again.
+                self.notes[name] = exc.message
+                log.warning("service %s: %s", name, exc.message)
+                changed = 0
+            self.directory.invalidate()
+            return changed
 
     def _reconcile(self, name: str) -> int:
         now = self.clock()
@@ -297,7 +315,13 @@ class ServiceController:
                 s.delete(row)
                 self.scaler.forget(name)
                 return 0
-            current = [r for r in live if r[0].version == row.version]
+            # A replica near its time limit is replaced like an old version: its successor
+            # starts, and it goes once the successor is healthy.
+            current = [
+                (r, task)
+                for r, task in live
+                if r.version == row.version and not self._expiring(task, now)
+            ]
             if row.state == "active":
                 row.desired = self._autoscale(s, row, len(current), now)
             spec = ServiceSpec.model_validate(row.spec)
@@ -317,8 +341,14 @@ class ServiceController:
         missing = min(max(0, desired - len(current)), MAX_STARTS_PER_PASS)
         if missing == 0:
             return changed
+        wait_s = self._crash_backoff_s(name, spec.version, now)
+        if wait_s > 0:
+            raise Unavailable(
+                f"replicas of version {spec.version} keep failing (see `computenet service "
+                f"logs {name}`): the next starts in {wait_s:.0f} s"
+            )
         keys = self._key_hashes(name)
-        offered = self._offered(spec.replica_task(0, keys, self.node_code, self.max_time_limit_s))
+        offered = self._offered(spec.replica_task(0, keys, self.node_code, self.segment_s))
         spreading = len(set(offered.values())) > 1
         young = (
             unplaced_since is not None and (now - unplaced_since).total_seconds() < SPREAD_WAIT_S
@@ -330,7 +360,7 @@ class ServiceController:
         for _ in range(1 if spreading else missing):
             index = next(i for i in range(len(taken) + 1) if i not in taken)
             taken.add(index)
-            task = spec.replica_task(index, keys, self.node_code, self.max_time_limit_s)
+            task = spec.replica_task(index, keys, self.node_code, self.segment_s)
             task.placement = spread(task.placement, offered, used_regions)
             self._start(task, spec, index, owner, tenant, now)
             changed += 1
@@ -349,6 +379,40 @@ class ServiceController:
                 continue
             out.append((rep, task))
         return out
+
+    def _crash_backoff_s(self, name: str, version: str, now: datetime) -> float:
+        """How long to wait before starting another replica of a version whose replicas
+        keep failing: none for the first ``CRASH_LIMIT`` failures in ``CRASH_WINDOW_S``, then
+        doubling from ``CRASH_BACKOFF_S`` (a server that cannot start must not turn into a
+        task a second)."""
+        since = now - timedelta(seconds=CRASH_WINDOW_S)
+        with self.db.read() as s:
+            ended = list(
+                s.scalars(
+                    select(t.Task.ended_at)
+                    .join(ServiceReplica, ServiceReplica.task_id == t.Task.id)
+                    .where(
+                        ServiceReplica.service == name,
+                        ServiceReplica.version == version,
+                        t.Task.state.in_(_FAILED),
+                        t.Task.ended_at >= since,
+                    )
+                )
+            )
+        failures = [at for at in ended if at is not None]
+        if len(failures) < CRASH_LIMIT:
+            return 0.0
+        pause_s = min(CRASH_WINDOW_S, CRASH_BACKOFF_S * 2 ** (len(failures) - CRASH_LIMIT))
+        return float(max(0.0, pause_s - (now - max(failures)).total_seconds()))
+
+    @staticmethod
+    def _expiring(task: t.Task, now: datetime) -> bool:
+        """Whether a running replica is within ``ROTATE_BEFORE`` of its time limit."""
+        limit = (task.spec.get("resources") or {}).get("time_limit_s")
+        if task.state != TaskState.RUNNING.value or task.started_at is None or not limit:
+            return False
+        lead_s = min(ROTATE_BEFORE_S, limit * ROTATE_FRACTION)
+        return bool((now - task.started_at).total_seconds() >= limit - lead_s)
 
     def _regions(self, s: Session, tasks: list[t.Task]) -> set[str]:
         out = set()
@@ -396,12 +460,16 @@ class ServiceController:
         at_s = now.timestamp()
         if plane is None:
             return min(max(row.desired, policy.min), policy.max)
-        self.scaler.observe(row.name, plane.service_load(row.name), at_s)
-        want = self.scaler.step(row.name, policy, row.desired, at_s)
-        if want > row.desired and self._spent(s, row.tenant, now):
-            self.notes[row.name] = f"not scaling up: tenant {row.tenant!r} has spent its budget"
-            return row.desired
-        return want
+        load = plane.service_load(row.name)
+        self.scaler.observe(row.name, load, at_s)
+        if self._spent(s, row.tenant, now):
+            # No more replicas than now: the autoscaler may still scale down.
+            policy = policy.model_copy(
+                update={"max": max(policy.min, min(row.desired, policy.max))}
+            )
+            if load.in_flight > row.desired * policy.target_inflight:
+                self.notes[row.name] = f"not scaling up: tenant {row.tenant!r} has spent its budget"
+        return self.scaler.step(row.name, policy, row.desired, at_s)
 
     def _start(
         self, task: TaskSpec, spec: ServiceSpec, index: int, owner: str, tenant: str, now: datetime
