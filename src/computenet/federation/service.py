@@ -98,14 +98,15 @@ class Federation:
         """Our statement with ``peer``, theirs (asked for over the federation, signed) and
         every difference between the two."""
         mine = settlement(self.db, self.ident.code, peer, period)
-        url = self._url_of(peer)
+        url = self.url_of(peer)
         sender, reply = self.peer.call(url, "settlement.statement", {"period": period}, to=peer)
         if sender.code != peer:
             raise Conflict(f"{url} answered as {sender.code}, not {peer}")
         theirs = Settlement.from_dict(reply)
         return mine, theirs, reconcile(mine, theirs)
 
-    def _url_of(self, code: str) -> str:
+    def url_of(self, code: str) -> str:
+        """The URL of node ``code``: a child, a pool owner or the parent (404 if unknown)."""
         with self.db.read() as s:
             url = s.scalar(select(FedPool.url).where(FedPool.owner == code).limit(1))
             if url is None:

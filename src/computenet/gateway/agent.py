@@ -25,6 +25,7 @@ from computenet.errors import Conflict, InvalidInput, NotFound, Unauthorized, Un
 from computenet.gateway.backends.base import Backend, BackendDown, BackendError, Job, JobStatus
 from computenet.gateway.client import NodeClient
 from computenet.gateway.metrics import GatewayMetrics
+from computenet.gateway.tunnel import ReplicaTarget, Tunnel
 from computenet.model.pool import PoolSpec
 from computenet.model.protocol import (
     DeclarePools,
@@ -172,6 +173,12 @@ class GatewayAgent:
         self.down_since: float | None = None
         self._wake = asyncio.Event()
         self.metrics = GatewayMetrics()
+        # Service requests come down this (outbound) tunnel once the gateway is connected.
+        self.tunnel = Tunnel(
+            node_url,
+            lambda: self.client.credential if self.connected.is_set() else None,
+            self.replica_targets,
+        )
 
     def replica_sockets(self) -> dict[str, Path]:
         """Task id -> the unix socket reaching its server, for running service replicas."""
@@ -183,6 +190,15 @@ class GatewayAgent:
             if path is not None:
                 out[tr.job.task_id] = path
         return out
+
+    def replica_targets(self) -> dict[str, ReplicaTarget]:
+        """``replica_sockets`` with each replica's health path, for the tunnel."""
+        sockets = self.replica_sockets()
+        return {
+            tr.job.task_id: ReplicaTarget(sockets[tr.job.task_id], tr.job.spec.service.health_path)
+            for tr in self.tracked.values()
+            if tr.job.spec.service is not None and tr.job.task_id in sockets
+        }
 
     @property
     def _cred_path(self) -> Path:
@@ -201,6 +217,7 @@ class GatewayAgent:
             log.info("recovered job %s from an earlier run", job.key)
             self.tracked[job.key] = _Tracked(job, reported=TaskState.RUNNING)
         backoff = Backoff()
+        tunnel = asyncio.create_task(self.tunnel.run(), name="tunnel")
         try:
             while True:
                 try:
@@ -229,6 +246,9 @@ class GatewayAgent:
                     log.exception("gateway loop failed; restarting in %.1f s", delay)
                     await asyncio.sleep(delay)
         finally:
+            tunnel.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tunnel
             await self.client.close()
 
     async def _connect(self) -> None:

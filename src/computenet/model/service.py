@@ -7,6 +7,7 @@ The metric schemas of the routing plane (``ReplicaMetrics``, ``SiteMetrics``) si
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
@@ -152,3 +153,75 @@ def key_hash(key: str) -> str:
 
 
 # --- Metric plane schemas (CATS terms; owned by the routing plane) ----------------------------
+
+
+class MetricCategory(StrEnum):
+    """The CATS metric categories the router scores sites on."""
+
+    COMPUTE = "compute"
+    NETWORK = "network"
+    COST = "cost"
+
+
+class CatsMetric(Strict):
+    """A raw (CATS level 0) metric: a measured value with where it comes from, the statistic
+    taken and over what window."""
+
+    name: str = Field(max_length=64, description="in_flight, requests_per_s, tokens_per_s, ...")
+    category: MetricCategory
+    value: float | None
+    unit: str = Field(max_length=32)
+    source: str = Field(max_length=160, description="gateway:<id>, node:<code> or spec")
+    statistic: str = Field(max_length=16, description="current, mean, rate or sum")
+    window_s: float = Field(ge=0)
+
+
+class CategoryScore(Strict):
+    """A normalized score of one category (CATS level 1), 0 (worst) to 10 (best)."""
+
+    category: MetricCategory
+    score: float = Field(ge=0, le=10)
+    source: str = Field(max_length=160)
+    statistic: str = Field(max_length=16)
+    window_s: float = Field(ge=0)
+
+
+class ReplicaMetrics(Strict):
+    """What the metric plane knows of one replica: raw metrics as its gateway reports them."""
+
+    task_id: str
+    service: str
+    version: str
+    replica: int
+    node_code: str
+    gateway_id: str | None
+    region: str | None
+    healthy: bool
+    in_flight: int
+    metrics: list[CatsMetric]
+
+
+class SiteMetrics(Strict):
+    """One site (a node with replicas of the service under it): raw metrics, a score per
+    category (level 1) and an overall 0-10 score (level 2), each with source and window."""
+
+    site: str = Field(description="the node code")
+    region: str | None
+    replicas: int
+    healthy_replicas: int
+    metrics: list[CatsMetric]
+    scores: list[CategoryScore]
+    overall: float = Field(ge=0, le=10)
+    overall_statistic: str = "weighted mean of the category scores"
+
+
+class ServiceLoad(Strict):
+    """A service's load here, the only input of the autoscaler: in-flight requests in all and
+    per replica task, requests per second, tokens per second when the server reports usage."""
+
+    service: str
+    in_flight: int = 0
+    per_replica: dict[str, int] = Field(default_factory=dict)
+    requests_per_s: float = 0.0
+    tokens_per_s: float | None = None
+    window_s: float = 10.0

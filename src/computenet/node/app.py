@@ -28,6 +28,7 @@ from computenet.node.api import (
 from computenet.node.audit import AuditMiddleware
 from computenet.node.console_http import ConsoleHeaders
 from computenet.node.metrics import MetricsMiddleware
+from computenet.node.routing import router as service_routing
 from computenet.node.runtime import NodeRuntime
 from computenet.node.services import api as services_api
 from computenet.node.tracing import TraceMiddleware
@@ -70,6 +71,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(console_fed.router)
     app.include_router(console_live.router)
     app.include_router(ops.router)
+    app.include_router(service_routing.router)
     ops.mount_console(app)
     app.add_middleware(ConsoleHeaders)
     app.add_middleware(MetricsMiddleware, metrics=rt.monitor.metrics)

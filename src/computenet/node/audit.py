@@ -25,6 +25,9 @@ from computenet.store.tables_audit import AuditEvent
 
 log = logging.getLogger("computenet.audit")
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Requests to services change nothing on the node (they are counted by the metric plane):
+# an inference POST per row would fill the audit log with traffic.
+_NOT_AUDITED = "/services/v1/"
 _MAX_PENDING = 50_000  # beyond this the writer has fallen far behind: drop, and say so
 
 
@@ -150,7 +153,11 @@ class AuditMiddleware:
         self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _STATE_CHANGING:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _STATE_CHANGING
+            or scope["path"].startswith(_NOT_AUDITED)
+        ):
             await self.app(scope, receive, send)
             return
         watch = StatusWatch(send)

@@ -25,6 +25,7 @@ from computenet.node.leader import LeaderElection
 from computenet.node.monitor import Monitor
 from computenet.node.placing import Placer
 from computenet.node.ratelimit import RateLimiter
+from computenet.node.routing.plane import MetricPlane
 from computenet.node.scheduling import SchedService
 from computenet.node.secrets import SecretStore, load_key
 from computenet.node.services.controller import ServiceController
@@ -90,10 +91,15 @@ class NodeRuntime:
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)
+        self.metric_plane = MetricPlane(
+            settings.routing, settings.node_code, settings.region, self.monitor.metrics.registry
+        )
+        self.metric_plane.measured_rtt = partial(netmeasure.latency_matrix, self.db)
         lag = self.monitor.metrics.sync_lag
         self.federation.sync.on_lag = lambda peer, s: lag.labels(peer).set(s)
         self.federation.sync.on_rtt = partial(netmeasure.record_rtt, self.db)
         self.services = ServiceDirectory(self.db, settings.node_code)
+        self.metric_plane.directory = self.services
         self.service_controller = ServiceController(
             self.db, settings.node_code, self.tasks, self.ledger, self.services, clock,
             self.sched, lambda: getattr(self, "metric_plane", None), settings.service_segment_s,
@@ -158,6 +164,7 @@ class NodeRuntime:
             *self.federation.loops(),
             asyncio.create_task(self.monitor.sample_loop(), name="quality-samples"),
             asyncio.create_task(self.monitor.flush_loop(), name="monitor-flush"),
+            asyncio.create_task(self.metric_plane.refresh_loop(), name="metric-plane"),
         ]
         self.ready = True
 
@@ -172,6 +179,7 @@ class NodeRuntime:
             log.error("background loop %s did not stop within %s s", task.get_name(), STOP_WAIT_S)
         await asyncio.to_thread(self.leader.release)
         await asyncio.to_thread(self.audit.stop)
+        await self.metric_plane.aclose()
         self.federation.close()
         self.db.dispose()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from computenet.node.routing.config import RoutingSettings
 
 
 @dataclass
@@ -24,6 +26,7 @@ class NodeSettings:
     service_segment_s: int = 24 * 3600  # a replica task's run before a fresh one replaces it
     leader_check_s: float = 1.0  # how often a standby replica tries to become the leader
     max_body_bytes: int = 8 * 1024 * 1024
+    routing: RoutingSettings = field(default_factory=RoutingSettings)  # services data plane
     rate_limit_per_s: float = 1000.0  # requests a second per token (0: no limit)
     rate_limit_burst: float = 2000.0
     url_allow: tuple[str, ...] = ()  # data URLs tasks may name beyond public addresses

@@ -153,7 +153,7 @@ def test_rolling_update_retires_old_replicas_only_once_new_ones_are_healthy(
 ) -> None:
     w, _clock = world
     plane = Plane()
-    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.rt.service_controller.plane = lambda: plane  # the load and health this test sets
     gw = w.gateway("north", cpu_cores=8)
     one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
     assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 201
@@ -190,7 +190,7 @@ def test_rolling_update_retires_old_replicas_only_once_new_ones_are_healthy(
 def test_autoscaler_reads_the_metric_plane(world: tuple[World, Clock]) -> None:
     w, clock = world
     plane = Plane()
-    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.rt.service_controller.plane = lambda: plane  # the load and health this test sets
     w.gateway("north", cpu_cores=8)
     svc = {
         **SERVICE,
@@ -291,6 +291,10 @@ def test_a_replica_near_its_time_limit_is_replaced_and_billed(
     assert len(reps) == 2 and reps[old] == "RUNNING"
     successor = w.lease(gw)
     w.report(gw, successor, "RUNNING")
+    # The old one retires once the successor passes its health checks (no tunnel here: the
+    # test says so through the controller's plane).
+    plane = Plane(healthy_ids={successor["task_id"]})
+    w.rt.service_controller.plane = lambda: plane
     w.rt.service_controller.reconcile_all()
     reps = {p.task_id: p.state for p in w.rt.services.replicas("echo")}
     assert reps[old] == "CANCELING"
@@ -331,7 +335,7 @@ def test_a_crash_looping_replica_backs_off(world: tuple[World, Clock]) -> None:
 def test_no_scale_up_once_the_budget_is_spent(world: tuple[World, Clock]) -> None:
     w, clock = world
     plane = Plane(load=Load(in_flight=50))
-    w.rt.metric_plane = plane  # type: ignore[attr-defined]
+    w.rt.service_controller.plane = lambda: plane  # the load and health this test sets
     w.gateway("north", cpu_cores=8)
     user = w.mint(role="user", subject="ann", tenant="acme")
     svc = {**SERVICE, "replicas": {"min": 1, "max": 3, "scale_up_window_s": 2}}
