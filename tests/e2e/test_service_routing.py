@@ -1,6 +1,6 @@
 """Issue 18, must-show 1: a national and two regional nodes on loopback, each with a root
-gateway (tasks run as root, as in the other tests: see tests/conftest.py), and the tinylm
-example deployed once at the national node with a replica in each region. Clients of each
+gateway (replicas sandboxed: own uid, no network, reached only through the gateway's socket),
+and the tinylm example deployed once at the national node with a replica in each region. Clients of each
 region are served by their own region's replica (the split is measured); under steady load,
 ``kill -9`` of one replica's gateway fails no idempotent request and new requests reach the
 survivor within 5 s; load scales the service up and quiet scales it down."""
@@ -68,10 +68,14 @@ def _node(
     # Short: a unix socket's path (the replica's, under the gateway's state directory) must
     # fit in 108 bytes, which pytest's temporary directories leave too little room for.
     gw_dir = Path(tempfile.mkdtemp(prefix=f"cnr-{name}-", dir="/tmp"))
+    # As root, replicas run sandboxed like any task (own uid, no network), reached only
+    # through the gateway's socket; otherwise as the gateway's own user.
+    sandbox = ["--sandbox-dir", str(gw_dir / "tasks")] if os.geteuid() == 0 else []
     gateway = spawn(
         [*CLI, "gateway", "--node", url, "--state-dir", str(gw_dir), "--cpus", "4",
-         "--region", region, "--token", enrol],
+         "--region", region, "--token", enrol, *sandbox],
         base / f"{name}-gw.log",
+        env={"COMPUTENET_RUN_AS": ""},
     )  # fmt: skip
     return Node(name, url, code, proc, gateway, gw_dir), token
 
