@@ -1,9 +1,9 @@
 """Issue 18, must-show 1: a national and two regional nodes on loopback, each with a root
 gateway (replicas sandboxed: own uid, no network, reached only through the gateway's socket),
-and the tinylm example deployed once at the national node with a replica in each region. Clients of each
-region are served by their own region's replica (the split is measured); under steady load,
-``kill -9`` of one replica's gateway fails no idempotent request and new requests reach the
-survivor within 5 s; load scales the service up and quiet scales it down."""
+and the tinylm example deployed once at the national node with a replica in each region.
+Clients of each region are served by their own region's replica (the split is measured);
+under steady load, ``kill -9`` of one replica's gateway fails no idempotent request and new
+requests reach the survivor within 5 s; load scales the service up and quiet scales it down."""
 
 from __future__ import annotations
 
