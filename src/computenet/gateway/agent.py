@@ -25,7 +25,7 @@ from computenet.errors import Conflict, InvalidInput, NotFound, Unauthorized, Un
 from computenet.gateway.backends.base import Backend, BackendDown, BackendError, Job, JobStatus
 from computenet.gateway.client import NodeClient
 from computenet.gateway.metrics import GatewayMetrics
-from computenet.gateway.tunnel import ReplicaTarget, Tunnel
+from computenet.gateway.tunnel import HealthPolicy, ReplicaTarget, Tunnel
 from computenet.model.pool import PoolSpec
 from computenet.model.protocol import (
     DeclarePools,
@@ -194,11 +194,18 @@ class GatewayAgent:
     def replica_targets(self) -> dict[str, ReplicaTarget]:
         """``replica_sockets`` with each replica's health path, for the tunnel."""
         sockets = self.replica_sockets()
-        return {
-            tr.job.task_id: ReplicaTarget(sockets[tr.job.task_id], tr.job.spec.service.health_path)
-            for tr in self.tracked.values()
-            if tr.job.spec.service is not None and tr.job.task_id in sockets
-        }
+        out: dict[str, ReplicaTarget] = {}
+        for tr in self.tracked.values():
+            binding = tr.job.spec.service
+            if binding is None or tr.job.task_id not in sockets:
+                continue
+            policy = HealthPolicy(
+                binding.health_interval_s, binding.health_timeout_s, binding.health_failures
+            )
+            out[tr.job.task_id] = ReplicaTarget(
+                sockets[tr.job.task_id], binding.health_path, policy
+            )
+        return out
 
     @property
     def _cred_path(self) -> Path:

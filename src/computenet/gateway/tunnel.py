@@ -37,14 +37,6 @@ _TAIL_BYTES = 64  # kept between chunks so a match split across two is still see
 
 
 @dataclass(frozen=True)
-class ReplicaTarget:
-    """Where a replica listens (a unix socket the gateway owns) and its health path."""
-
-    socket: Path
-    health_path: str = "/health"
-
-
-@dataclass(frozen=True)
 class HealthPolicy:
     """How replicas are checked: every ``interval_s``, each check within ``timeout_s``;
     ``failures`` checks failing in a row mark a replica unhealthy, one passing heals it."""
@@ -52,6 +44,16 @@ class HealthPolicy:
     interval_s: float = 1.0
     timeout_s: float = 1.0
     failures: int = 2
+
+
+@dataclass(frozen=True)
+class ReplicaTarget:
+    """Where a replica listens (a unix socket the gateway owns), its health path, and its
+    service's own health policy (None: the tunnel's default)."""
+
+    socket: Path
+    health_path: str = "/health"
+    health: HealthPolicy | None = None
 
 
 @dataclass
@@ -120,6 +122,7 @@ class Tunnel:
         self.connected = asyncio.Event()
         self._streams: dict[int, _Stream] = {}
         self._known: dict[str, ReplicaTarget] = {}  # targets() as of the last health pass
+        self._due: dict[str, float] = {}  # task id -> when its next check is due (monotonic)
         self._clients: dict[Path, aiohttp.ClientSession] = {}
         self._send_lock = asyncio.Lock()
 
@@ -304,13 +307,25 @@ class Tunnel:
 
     # ---- health and reports ---------------------------------------------------------
 
-    async def check_once(self) -> None:
-        """Check every running replica once, in parallel; forget replicas that are gone."""
+    def _policy(self, target: ReplicaTarget) -> HealthPolicy:
+        return target.health or self.health
+
+    async def check_once(self, *, due_only: bool = False) -> None:
+        """Check every running replica once (with ``due_only``, those whose own interval
+        has passed), in parallel; forget replicas that are gone."""
         targets = self._known = self.targets()
         for gone in set(self.stats) - set(targets):
             if self.stats[gone].in_flight == 0:
                 del self.stats[gone]
-        await asyncio.gather(*(self._check(tid, tg) for tid, tg in targets.items()))
+        for gone in set(self._due) - set(targets):
+            del self._due[gone]
+        now = time.monotonic()
+        chosen = {
+            tid: tg for tid, tg in targets.items() if not due_only or self._due.get(tid, 0.0) <= now
+        }
+        for tid, tg in chosen.items():
+            self._due[tid] = now + self._policy(tg).interval_s
+        await asyncio.gather(*(self._check(tid, tg) for tid, tg in chosen.items()))
 
     async def _check(self, task_id: str, target: ReplicaTarget) -> None:
         stats = self.stats.setdefault(task_id, _Stats())
@@ -318,7 +333,7 @@ class Tunnel:
         try:
             async with self._client(target.socket).get(
                 URL("http://replica" + target.health_path, encoded=True),
-                timeout=aiohttp.ClientTimeout(total=self.health.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=self._policy(target).timeout_s),
             ) as resp:
                 await resp.read()
                 ok, why = resp.status < 400, f"HTTP {resp.status}"
@@ -332,7 +347,7 @@ class Tunnel:
             stats.check_ms = round((time.perf_counter() - began) * 1000, 3)
         else:
             stats.failed_in_row += 1
-            if stats.failed_in_row >= self.health.failures and stats.healthy:
+            if stats.failed_in_row >= self._policy(target).failures and stats.healthy:
                 log.warning(
                     "replica %s failed %d health checks: %s", task_id, stats.failed_in_row, why
                 )
@@ -341,10 +356,12 @@ class Tunnel:
     async def _health_loop(self) -> None:
         while True:
             try:
-                await self.check_once()
+                await self.check_once(due_only=True)
             except Exception:
                 log.exception("replica health checks failed")
-            await asyncio.sleep(self.health.interval_s)
+            # Wake for the soonest check due (each service has its own interval).
+            intervals = [self._policy(tg).interval_s for tg in self._known.values()]
+            await asyncio.sleep(min([self.health.interval_s, *intervals]))
 
     def report(self) -> dict[str, object]:
         """What the next REPORT frame says: per replica counters and health."""

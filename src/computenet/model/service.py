@@ -79,7 +79,7 @@ class HealthCheck(Strict):
     """The HTTP check a gateway runs against each replica through its socket."""
 
     path: str = Field(default="/health", pattern=r"^/[^\x00-\x20]{0,255}$")
-    interval_s: float = Field(default=2.0, gt=0, le=3600)
+    interval_s: float = Field(default=1.0, gt=0, le=3600)
     timeout_s: float = Field(default=1.0, gt=0, le=600)
     failures: int = Field(default=3, ge=1, le=100, description="in a row mark it unhealthy")
 
@@ -128,6 +128,9 @@ class ServiceSpec(Strict):
             replica=replica,
             port=DEFAULT_PORT,
             health_path=self.health.path,
+            health_interval_s=self.health.interval_s,
+            health_timeout_s=self.health.timeout_s,
+            health_failures=self.health.failures,
             key_hashes=key_hashes,
             access=self.access,
             home_node=home_node,

@@ -38,6 +38,10 @@ class ServiceBinding(Strict):
     replica: int = Field(ge=0, le=100_000)
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="in the sandbox")
     health_path: str = Field(default="/health", pattern=r"^/[^\x00-\x20]{0,255}$")
+    # The service file's health policy, so that the gateway that runs the replica applies it.
+    health_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    health_timeout_s: float = Field(default=1.0, gt=0, le=600)
+    health_failures: int = Field(default=3, ge=1, le=100)
     key_hashes: list[Annotated[str, StringConstraints(pattern=KEY_HASH)]] = Field(
         default_factory=list, max_length=64, description="sha256 hex of each service key"
     )
