@@ -76,6 +76,7 @@ def create_app(rt: NodeRuntime) -> FastAPI:
     app.add_middleware(ConsoleHeaders)
     app.add_middleware(MetricsMiddleware, metrics=rt.monitor.metrics)
     app.add_middleware(TraceMiddleware)
+    app.add_middleware(service_routing.ServiceFastPath)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
