@@ -14,8 +14,9 @@ import computenet
 SRC = Path(computenet.__file__).parent
 WRITER = Path("tasks/transitions.py")
 # Records with their own states that are not tasks: reservations (billing) keep a small
-# booked/charged/cancelled machine of their own.
-OTHER_RECORDS = {Path("billing/reservations.py")}
+# booked/charged/cancelled machine of their own, and a service (node/services/controller.py)
+# is active or deleting; its replica tasks change state only through the task service.
+OTHER_RECORDS = {Path("billing/reservations.py"), Path("node/services/controller.py")}
 
 
 def _targets(node: ast.AST) -> list[ast.expr]:

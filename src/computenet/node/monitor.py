@@ -87,10 +87,15 @@ class Monitor:
 
     @_guarded
     def task_submitted(self, task_id: str, created: bool) -> None:
-        """Count a new task and store the trace id of the request that submitted it."""
-        if not created:
-            return
-        self.metrics.submitted.inc()
+        """Count a new task."""
+        if created:
+            self.metrics.submitted.inc()
+
+    @_guarded
+    def task_created(self, task_id: str) -> None:
+        """Keep the trace id of the request that creates ``task_id``. The task service calls
+        this before it wakes the placer: a task may be placed and leased at once, and its
+        lease must carry the trace id."""
         with self._lock:
             self._traces_due[task_id] = trace_id_var.get() or new_trace_id()
 

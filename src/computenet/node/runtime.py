@@ -91,6 +91,7 @@ class NodeRuntime:
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)
+        self.tasks.on_created = self.monitor.task_created
         self.metric_plane = MetricPlane(
             settings.routing, settings.node_code, settings.region, self.monitor.metrics.registry
         )

@@ -82,6 +82,8 @@ class TaskService:
         self.clock = clock
         self.node_code = node_code
         self._on_change = on_change
+        # Called with each new task's id before the placer is woken (the monitor's trace id).
+        self.on_created: Callable[[str], None] = lambda _tid: None
         self.url_policy = url_policy or UrlPolicy()
         self.ledger = ledger or Ledger(db)
         self._seq = _SeqClock()
@@ -163,6 +165,7 @@ class TaskService:
             if existing is None:
                 raise
             return existing, False
+        self.on_created(tid)
         self._on_change()
         return tid, True
 
