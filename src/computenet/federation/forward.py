@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
-from computenet.billing.settlement import charges_of
+from computenet.billing.settlement import charges_of, interim_of
 from computenet.errors import ComputeNetError, Forbidden
 from computenet.federation.keys import CertBody, Identity, b64, canonical
 from computenet.federation.mirror import mirror_task
@@ -404,6 +404,12 @@ class Forwarder:
             # Signed with the charge this node made, so both sides settle the same amount.
             snap["signed_usage"] = [
                 {"record": u, "signature": b64(self.ident.key.sign(canonical(u)))} for u in records
+            ]
+            # A running replica's elapsed intervals, signed the same way: the origin's bill
+            # shows them while the replica runs, not only once its attempt ends.
+            snap["signed_interim"] = [
+                {"record": u, "signature": b64(self.ident.key.sign(canonical(u)))}
+                for u in interim_of(self.db, tid)
             ]
             out.append(snap)
         return out
