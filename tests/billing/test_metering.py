@@ -1,0 +1,231 @@
+"""Issue 18: running service replicas accrue on the bill while they run (``billing.metering``).
+
+A real node's services (store, scheduler, dispatcher, ledger) under a fake clock: a replica
+is leased and reported running by the gateway protocol, metering rounds run at chosen
+virtual times, and the attempt ends with the gateway's usage report. Every expected amount
+is computed here from the wall time and the price, with exact Decimal arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from computenet.billing.ledger import period_of
+from computenet.billing.metering import Meter, due_intervals
+from computenet.billing.rating import Tier, Unit
+from computenet.billing.statements import invoice
+from computenet.model.pool import PoolSpec
+from computenet.model.protocol import DeclarePools, TaskReport, UsageReport
+from computenet.model.task import TaskSpec, TaskState
+from computenet.node.runtime import NodeRuntime
+from computenet.node.settings import NodeSettings
+from computenet.store.tables_billing import FINAL, Charge, InterimUsage
+from computenet.tasks.clock import FakeClock
+
+A100 = {"vendor": "nvidia", "model": "nvidia-a100-sxm-80g", "memory_mib": 81920, "count": 2}
+PRICE = Decimal("7.123457")  # per card-hour
+CARDS = 2
+INTERVAL_S = 7  # 2 cards x 7 s is 0.00388... card-hours: every interval is rounded
+NINE = Decimal("0.000000001")
+
+
+def card_hours(wall_s: Decimal) -> Decimal:
+    return (CARDS * wall_s / 3600).quantize(NINE, rounding=ROUND_HALF_EVEN)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def rt(tmp_path: Path, clock: FakeClock) -> Iterator[NodeRuntime]:
+    runtime = NodeRuntime(NodeSettings(data_dir=tmp_path, node_code="cn.52"), clock)
+    runtime.bootstrap()
+    yield runtime
+    runtime.federation.peer.close()
+    runtime.db.dispose()
+
+
+def _gateway(rt: NodeRuntime, clock: FakeClock) -> str:
+    prefix, token = rt.enrol_provider("gz", "")
+    assert rt.auth.redeem_enrolment(token) == prefix
+    gid = rt.dispatch.register_gateway(prefix, "gz-gw")
+    pool = PoolSpec.model_validate(
+        {"label": "a100", "cpu_cores": 8, "memory_mib": 65536, "accelerator": A100}
+    )
+    rt.dispatch.declare_pools(gid, DeclarePools(pools=[pool]))
+    since = clock.now - timedelta(hours=1)
+    rt.ledger.add_price("*", Tier.ON_DEMAND, Unit.CARD_HOUR, PRICE, effective_from=since)
+    return gid
+
+
+def replica_spec(name: str = "web") -> TaskSpec:
+    return TaskSpec.model_validate(
+        {
+            "name": f"service/{name}/1/0",
+            "executors": [{"command": ["serve"]}],
+            "resources": {"accelerator": {"count": CARDS}, "time_limit_s": 86400},
+            "service": {"name": name, "replica": 0, "home_node": "cn.31"},
+        }
+    )
+
+
+def run_replica(
+    rt: NodeRuntime, gid: str, owner: str = "acme/alice", tenant: str = "acme"
+) -> tuple[str, str]:
+    """Submit a replica task, lease it and report it running; return (task id, lease id)."""
+    tid = rt.tasks.submit(replica_spec(), owner, tenant=tenant)[0]
+    assert rt.placer.schedule_pass() == 1
+    [lease] = rt.dispatch.lease(gid, 5)
+    assert lease.task_id == tid
+    rt.dispatch.report(gid, tid, TaskReport(lease_id=lease.lease_id, state=TaskState.RUNNING))
+    return tid, lease.lease_id
+
+
+def finish(rt: NodeRuntime, gid: str, tid: str, lease_id: str, wall_s: Decimal) -> None:
+    usage = UsageReport(wall_s=wall_s, cpu_cores=8, memory_mib=65536, cards=CARDS)
+    rep = TaskReport(lease_id=lease_id, state=TaskState.COMPLETE, usage=usage)
+    rt.dispatch.report(gid, tid, rep)
+
+
+def charges(rt: NodeRuntime, tid: str) -> list[Charge]:
+    with rt.db.read() as s:
+        return list(
+            s.scalars(select(Charge).where(Charge.task_id == tid).order_by(Charge.interval_index))
+        )
+
+
+def interim(rt: NodeRuntime, tid: str) -> list[InterimUsage]:
+    with rt.db.read() as s:
+        return list(
+            s.scalars(
+                select(InterimUsage)
+                .where(InterimUsage.task_id == tid)
+                .order_by(InterimUsage.interval_index)
+            )
+        )
+
+
+def test_due_intervals_are_the_whole_elapsed_ones_not_yet_billed() -> None:
+    start = datetime(2026, 12, 1, 23, 59, 0).astimezone()
+    at = start + timedelta(seconds=20.9)
+    assert due_intervals(start, at, 7, ()) == [0, 1]
+    assert due_intervals(start, at + timedelta(seconds=0.1), 7, ()) == [0, 1, 2]
+    assert due_intervals(start, at + timedelta(seconds=0.1), 7, {0, 2}) == [1]
+    assert due_intervals(start, start - timedelta(seconds=5), 7, ()) == []  # clock behind
+    with pytest.raises(ValueError):
+        due_intervals(start, at, 0, ())
+
+
+def test_interim_and_final_charges_add_up_to_the_attempt_exactly(
+    rt: NodeRuntime, clock: FakeClock
+) -> None:
+    gid = _gateway(rt, clock)
+    tid, lease = run_replica(rt, gid)
+    meter = Meter(rt.db, rt.ledger, INTERVAL_S, clock)
+
+    clock.advance(50)  # 7 whole intervals
+    assert meter.tick() == 7
+    assert meter.tick() == 0  # a round run again bills nothing twice
+    # The bill shows the replica's card-hours to date, before its attempt ends.
+    [line] = invoice(rt.db, "acme", period_of(clock.now)).lines
+    assert line.quantity == card_hours(Decimal(49)) and line.attempts == 1
+    assert line.amount == card_hours(Decimal(49)) * PRICE
+
+    # The node restarts mid-interval: a fresh meter (no memory) bills only what is new.
+    clock.advance(2)
+    restarted = Meter(rt.db, rt.ledger, INTERVAL_S, clock)
+    assert restarted.tick() == 0
+    clock.advance(8)  # 60 s: interval 7 has elapsed
+    assert restarted.tick() == 1
+    clock.advance(40.5)  # 100.5 s: intervals 8..13
+    assert restarted.tick() == 6
+    assert [u.interval_index for u in interim(rt, tid)] == list(range(14))
+
+    wall = Decimal("100.5")
+    finish(rt, gid, tid, lease, wall)
+    rows = charges(rt, tid)
+    assert [c.interval_index for c in rows] == [FINAL, *range(14)]
+    for c in rows[1:]:  # each interval: usage at its end less usage at its start, priced
+        k = c.interval_index
+        assert c.quantity == card_hours(Decimal(7 * (k + 1))) - card_hours(Decimal(7 * k))
+        assert c.amount == c.quantity * PRICE
+    assert rows[0].quantity == card_hours(wall) - card_hours(Decimal(98))
+    assert sum(c.quantity for c in rows) == card_hours(wall)
+    assert sum(c.amount for c in rows) == card_hours(wall) * PRICE  # to the last digit
+    assert Meter(rt.db, rt.ledger, INTERVAL_S, clock).tick() == 0  # ended: nothing more
+
+
+def test_a_gateway_measuring_less_than_the_intervals_gets_a_correction(
+    rt: NodeRuntime, clock: FakeClock
+) -> None:
+    gid = _gateway(rt, clock)
+    tid, lease = run_replica(rt, gid)
+    clock.advance(30)
+    assert Meter(rt.db, rt.ledger, INTERVAL_S, clock).tick() == 4  # 28 s billed
+    finish(rt, gid, tid, lease, Decimal(25))  # the replica's process ran 25 s of them
+    rows = charges(rt, tid)
+    assert rows[0].quantity == card_hours(Decimal(25)) - card_hours(Decimal(28)) < 0
+    assert sum(c.amount for c in rows) == card_hours(Decimal(25)) * PRICE
+
+
+def test_requests_served_reach_the_invoice_per_service(rt: NodeRuntime, clock: FakeClock) -> None:
+    gid = _gateway(rt, clock)
+    tid, lease = run_replica(rt, gid)
+    served: dict[str, int] = {}
+    meter = Meter(rt.db, rt.ledger, INTERVAL_S, clock, lambda: served)
+    served[tid] = 5
+    clock.advance(15)
+    assert meter.tick() == 2
+    served[tid] = 9  # served during interval 2, which never elapses
+    finish(rt, gid, tid, lease, Decimal(15))
+    assert meter.tick() == 1  # the last counts: a row of requests only
+    assert meter.tick() == 0
+    rows = interim(rt, tid)
+    assert [(u.interval_index, u.requests) for u in rows] == [(-1, 4), (0, 5), (1, 0)]
+    assert rows[0].card_hours == 0
+    st = invoice(rt.db, "acme", period_of(clock.now))
+    assert st.requests == {"web": 9}
+    assert st.as_dict()["requests"] == [{"service": "web", "requests": 9, "amount": "0"}]
+    assert "service:web,,request,0,,,9,0" in st.as_csv()
+    assert sum(c.amount for c in charges(rt, tid)) == card_hours(Decimal(15)) * PRICE
+
+
+def test_interim_charges_move_the_hold_to_spent(rt: NodeRuntime, clock: FakeClock) -> None:
+    gid = _gateway(rt, clock)
+    rt.ledger.set_budget("acme", Decimal(5000))
+    tid, _lease = run_replica(rt, gid)
+    before = rt.ledger.budget("acme")
+    hold = CARDS * Decimal(86400) * PRICE / 3600
+    assert before.spent == 0 and before.held == hold
+    clock.advance(3600)
+    Meter(rt.db, rt.ledger, 300, clock).tick()
+    after = rt.ledger.budget("acme")
+    hour = card_hours(Decimal(3600)) * PRICE
+    assert (after.spent, after.held, after.left) == (hour, hold - hour, before.left)
+
+
+def test_an_exhausted_budget_refuses_the_next_replica(rt: NodeRuntime, clock: FakeClock) -> None:
+    from computenet.errors import BudgetExceeded
+
+    gid = _gateway(rt, clock)
+    hold = CARDS * Decimal(86400) * PRICE / 3600
+    rt.ledger.set_budget("acme", hold + 1)
+    run_replica(rt, gid)
+    clock.advance(3600)
+    Meter(rt.db, rt.ledger, 300, clock).tick()
+    with pytest.raises(BudgetExceeded):
+        rt.tasks.submit(replica_spec("api"), "acme/alice", tenant="acme")
+
+
+def snapshot(rt: NodeRuntime, tid: str) -> dict[str, Any]:
+    [snap] = rt.federation.forwarder._snapshots([tid])
+    return snap
