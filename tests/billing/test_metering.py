@@ -10,34 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from computenet.billing.ledger import period_of
 from computenet.billing.metering import Meter, due_intervals
-from computenet.billing.rating import Tier, Unit
 from computenet.billing.statements import invoice
-from computenet.model.pool import PoolSpec
-from computenet.model.protocol import DeclarePools, TaskReport, UsageReport
-from computenet.model.task import TaskSpec, TaskState
 from computenet.node.runtime import NodeRuntime
-from computenet.node.settings import NodeSettings
-from computenet.store.tables_billing import FINAL, Charge, InterimUsage
+from computenet.store.tables_billing import FINAL
 from computenet.tasks.clock import FakeClock
-
-A100 = {"vendor": "nvidia", "model": "nvidia-a100-sxm-80g", "memory_mib": 81920, "count": 2}
-PRICE = Decimal("7.123457")  # per card-hour
-CARDS = 2
-INTERVAL_S = 7  # 2 cards x 7 s is 0.00388... card-hours: every interval is rounded
-NINE = Decimal("0.000000001")
-
-
-def card_hours(wall_s: Decimal) -> Decimal:
-    return (CARDS * wall_s / 3600).quantize(NINE, rounding=ROUND_HALF_EVEN)
+from replicaworld import (
+    CARDS,
+    INTERVAL_S,
+    PRICE,
+    card_hours,
+    charges,
+    finish,
+    gateway,
+    interim,
+    node,
+    replica_spec,
+    run_replica,
+)
 
 
 @pytest.fixture
@@ -47,71 +43,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def rt(tmp_path: Path, clock: FakeClock) -> Iterator[NodeRuntime]:
-    runtime = NodeRuntime(NodeSettings(data_dir=tmp_path, node_code="cn.52"), clock)
-    runtime.bootstrap()
-    yield runtime
-    runtime.federation.peer.close()
-    runtime.db.dispose()
-
-
-def _gateway(rt: NodeRuntime, clock: FakeClock) -> str:
-    prefix, token = rt.enrol_provider("gz", "")
-    assert rt.auth.redeem_enrolment(token) == prefix
-    gid = rt.dispatch.register_gateway(prefix, "gz-gw")
-    pool = PoolSpec.model_validate(
-        {"label": "a100", "cpu_cores": 8, "memory_mib": 65536, "accelerator": A100}
-    )
-    rt.dispatch.declare_pools(gid, DeclarePools(pools=[pool]))
-    since = clock.now - timedelta(hours=1)
-    rt.ledger.add_price("*", Tier.ON_DEMAND, Unit.CARD_HOUR, PRICE, effective_from=since)
-    return gid
-
-
-def replica_spec(name: str = "web") -> TaskSpec:
-    return TaskSpec.model_validate(
-        {
-            "name": f"service/{name}/1/0",
-            "executors": [{"command": ["serve"]}],
-            "resources": {"accelerator": {"count": CARDS}, "time_limit_s": 86400},
-            "service": {"name": name, "replica": 0, "home_node": "cn.31"},
-        }
-    )
-
-
-def run_replica(
-    rt: NodeRuntime, gid: str, owner: str = "acme/alice", tenant: str = "acme"
-) -> tuple[str, str]:
-    """Submit a replica task, lease it and report it running; return (task id, lease id)."""
-    tid = rt.tasks.submit(replica_spec(), owner, tenant=tenant)[0]
-    assert rt.placer.schedule_pass() == 1
-    [lease] = rt.dispatch.lease(gid, 5)
-    assert lease.task_id == tid
-    rt.dispatch.report(gid, tid, TaskReport(lease_id=lease.lease_id, state=TaskState.RUNNING))
-    return tid, lease.lease_id
-
-
-def finish(rt: NodeRuntime, gid: str, tid: str, lease_id: str, wall_s: Decimal) -> None:
-    usage = UsageReport(wall_s=wall_s, cpu_cores=8, memory_mib=65536, cards=CARDS)
-    rep = TaskReport(lease_id=lease_id, state=TaskState.COMPLETE, usage=usage)
-    rt.dispatch.report(gid, tid, rep)
-
-
-def charges(rt: NodeRuntime, tid: str) -> list[Charge]:
-    with rt.db.read() as s:
-        return list(
-            s.scalars(select(Charge).where(Charge.task_id == tid).order_by(Charge.interval_index))
-        )
-
-
-def interim(rt: NodeRuntime, tid: str) -> list[InterimUsage]:
-    with rt.db.read() as s:
-        return list(
-            s.scalars(
-                select(InterimUsage)
-                .where(InterimUsage.task_id == tid)
-                .order_by(InterimUsage.interval_index)
-            )
-        )
+    yield from node(tmp_path, "cn.52", clock)
 
 
 def test_due_intervals_are_the_whole_elapsed_ones_not_yet_billed() -> None:
@@ -128,7 +60,7 @@ def test_due_intervals_are_the_whole_elapsed_ones_not_yet_billed() -> None:
 def test_interim_and_final_charges_add_up_to_the_attempt_exactly(
     rt: NodeRuntime, clock: FakeClock
 ) -> None:
-    gid = _gateway(rt, clock)
+    gid = gateway(rt, clock)
     tid, lease = run_replica(rt, gid)
     meter = Meter(rt.db, rt.ledger, INTERVAL_S, clock)
 
@@ -167,7 +99,7 @@ def test_interim_and_final_charges_add_up_to_the_attempt_exactly(
 def test_a_gateway_measuring_less_than_the_intervals_gets_a_correction(
     rt: NodeRuntime, clock: FakeClock
 ) -> None:
-    gid = _gateway(rt, clock)
+    gid = gateway(rt, clock)
     tid, lease = run_replica(rt, gid)
     clock.advance(30)
     assert Meter(rt.db, rt.ledger, INTERVAL_S, clock).tick() == 4  # 28 s billed
@@ -178,7 +110,7 @@ def test_a_gateway_measuring_less_than_the_intervals_gets_a_correction(
 
 
 def test_requests_served_reach_the_invoice_per_service(rt: NodeRuntime, clock: FakeClock) -> None:
-    gid = _gateway(rt, clock)
+    gid = gateway(rt, clock)
     tid, lease = run_replica(rt, gid)
     served: dict[str, int] = {}
     meter = Meter(rt.db, rt.ledger, INTERVAL_S, clock, lambda: served)
@@ -200,9 +132,9 @@ def test_requests_served_reach_the_invoice_per_service(rt: NodeRuntime, clock: F
 
 
 def test_interim_charges_move_the_hold_to_spent(rt: NodeRuntime, clock: FakeClock) -> None:
-    gid = _gateway(rt, clock)
+    gid = gateway(rt, clock)
     rt.ledger.set_budget("acme", Decimal(5000))
-    tid, _lease = run_replica(rt, gid)
+    run_replica(rt, gid)
     before = rt.ledger.budget("acme")
     hold = CARDS * Decimal(86400) * PRICE / 3600
     assert before.spent == 0 and before.held == hold
@@ -216,7 +148,7 @@ def test_interim_charges_move_the_hold_to_spent(rt: NodeRuntime, clock: FakeCloc
 def test_an_exhausted_budget_refuses_the_next_replica(rt: NodeRuntime, clock: FakeClock) -> None:
     from computenet.errors import BudgetExceeded
 
-    gid = _gateway(rt, clock)
+    gid = gateway(rt, clock)
     hold = CARDS * Decimal(86400) * PRICE / 3600
     rt.ledger.set_budget("acme", hold + 1)
     run_replica(rt, gid)
@@ -224,8 +156,3 @@ def test_an_exhausted_budget_refuses_the_next_replica(rt: NodeRuntime, clock: Fa
     Meter(rt.db, rt.ledger, 300, clock).tick()
     with pytest.raises(BudgetExceeded):
         rt.tasks.submit(replica_spec("api"), "acme/alice", tenant="acme")
-
-
-def snapshot(rt: NodeRuntime, tid: str) -> dict[str, Any]:
-    [snap] = rt.federation.forwarder._snapshots([tid])
-    return snap
