@@ -81,6 +81,7 @@ def measure_attempt(s: Session, row: t.Task, wall_s: Decimal) -> Usage:
 class IntervalUsage:
     """What one interval of an attempt used: usage at its end less usage at its start."""
 
+    accelerator_model: str | None
     cards: int
     wall_s: Decimal
     card_hours: Decimal
@@ -97,6 +98,7 @@ def interval_usage(s: Session, row: t.Task, index: int, interval_s: int) -> Inte
     if end.pflops_hours_fp16 is not None and start.pflops_hours_fp16 is not None:
         pflops = end.pflops_hours_fp16 - start.pflops_hours_fp16
     return IntervalUsage(
+        accelerator_model=end.accelerator_model,
         cards=end.cards,
         wall_s=end.wall_s - start.wall_s,
         card_hours=end.card_hours - start.card_hours,
@@ -220,7 +222,7 @@ class Meter:
                 )
             )
             index = -1 if first is None or first >= 0 else first - 1
-            none = IntervalUsage(row.accelerators, Decimal(0), Decimal(0), Decimal(0), None)
+            none = IntervalUsage(None, row.accelerators, Decimal(0), Decimal(0), Decimal(0), None)
             requests = served - self._written.get(tid, 0)
             s.add(self._row(row, service, index, none, requests, now))
         self._written[tid] = served
@@ -238,6 +240,7 @@ class Meter:
             service=service,
             tenant=row.tenant or row.owner,
             pool_cpi=row.pool_cpi,
+            accelerator_model=u.accelerator_model,
             cards=u.cards,
             wall_s=u.wall_s,
             card_hours=u.card_hours,

@@ -87,6 +87,7 @@ def interim_of(db: Database, task_id: str) -> list[dict[str, Any]]:
                 "interval_index": u.interval_index,
                 "service": u.service,
                 "pool": u.pool_cpi,
+                "accelerator_model": u.accelerator_model,
                 "cards": u.cards,
                 "wall_s": str(u.wall_s),
                 "card_hours": str(u.card_hours),

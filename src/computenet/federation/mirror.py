@@ -121,6 +121,9 @@ def _record_interim(
         service=str(rec["service"])[:40],
         tenant=task.tenant or task.owner,
         pool_cpi=str(rec["pool"]),
+        accelerator_model=str(rec["accelerator_model"])[:64]
+        if rec.get("accelerator_model")
+        else None,
         cards=int(rec["cards"]),
         wall_s=Decimal(str(rec["wall_s"])),
         card_hours=Decimal(str(rec["card_hours"])),
@@ -168,7 +171,9 @@ def _record_usage(s: Any, owner: CertBody, tid: str, signed: dict[str, Any], now
         task_id=tid,
         attempt=attempt,
         pool_cpi=str(rec["pool"]),
-        accelerator_model=rec.get("accelerator_model"),
+        accelerator_model=str(rec["accelerator_model"])[:64]
+        if rec.get("accelerator_model")
+        else None,
         cards=int(rec["cards"]),
         wall_s=amount("wall_s"),
         card_hours=amount("card_hours"),

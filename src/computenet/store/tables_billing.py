@@ -50,6 +50,7 @@ class InterimUsage(Base):
     service: Mapped[str] = mapped_column(String(40))
     tenant: Mapped[str] = mapped_column(String(128))
     pool_cpi: Mapped[str] = mapped_column(String(256))
+    accelerator_model: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cards: Mapped[int] = mapped_column(Integer)
     wall_s: Mapped[Decimal] = mapped_column(ExactDecimal)
     card_hours: Mapped[Decimal] = mapped_column(ExactDecimal)

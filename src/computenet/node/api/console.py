@@ -25,6 +25,12 @@ from computenet.model.task import TaskState
 from computenet.node import fedpools, netmeasure, quality
 from computenet.node.api.console_fed import Province as RegionPoint
 from computenet.node.api.console_fed import federation_nodes
+from computenet.node.api.console_interim import (
+    ZERO,
+    billed_by_intervals,
+    closing_charge,
+    intervals_since,
+)
 from computenet.node.api.deps import Runtime, User, owner_scope
 from computenet.node.quality import Quality
 from computenet.node.regions import PROVINCES, place, province_name
@@ -436,9 +442,17 @@ def usage(
     scope = owner_scope(p)
     u = t.UsageRecord
     q = (
-        select(u.created_at, u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16, Charge.amount)
+        select(
+            u.created_at,
+            u.card_hours,
+            u.cpu_core_hours,
+            u.pflops_hours_fp16,
+            Charge.amount,
+            u.task_id,
+            u.attempt,
+        )
         .join(t.Task, t.Task.id == u.task_id)
-        .outerjoin(Charge, (Charge.task_id == u.task_id) & (Charge.attempt == u.attempt))
+        .outerjoin(Charge, closing_charge())
         .where(u.created_at >= since)
     )
     windows = select(Charge.created_at, Charge.amount).where(
@@ -452,13 +466,23 @@ def usage(
             windows = windows.where(Charge.pool_cpi.startswith(scope.pool_prefix, autoescape=True))
     points: dict[int, UsagePoint] = {}
     with rt.db.read() as s:
-        for at, cards, cores, pflops, amount in s.execute(q):
+        rows = list(s.execute(q))
+        # A replica's intervals are points of their own; its usage record adds the rest.
+        billed = billed_by_intervals(s, ((tid, att) for *_x, tid, att in rows))
+        for at, cards, cores, pflops, amount, tid, att in rows:
+            done = billed.get((tid, att), (ZERO, ZERO, ZERO))
             pt = _point(points, at, bucket_s)
             pt.tasks += 1
-            pt.card_hours += cards
-            pt.cpu_core_hours += cores
-            pt.pflops_hours_fp16 += pflops or 0
+            pt.card_hours += cards - done[0]
+            pt.cpu_core_hours += cores - done[1]
+            pt.pflops_hours_fp16 += (pflops or 0) - done[2]
             pt.cost += amount or 0
+        for iv in intervals_since(s, since, scope):
+            pt = _point(points, iv.at, bucket_s)
+            pt.card_hours += iv.card_hours
+            pt.cpu_core_hours += iv.cpu_core_hours
+            pt.pflops_hours_fp16 += iv.pflops_hours_fp16
+            pt.cost += iv.amount
         for at, amount in s.execute(windows):
             _point(points, at, bucket_s).cost += amount
     return UsageSeries(bucket_s=bucket_s, points=[points[k] for k in sorted(points)])

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("service", sa.String(length=40), nullable=False),
         sa.Column("tenant", sa.String(length=128), nullable=False),
         sa.Column("pool_cpi", sa.String(length=256), nullable=False),
+        sa.Column("accelerator_model", sa.String(length=64), nullable=True),
         sa.Column("cards", sa.Integer(), nullable=False),
         sa.Column("wall_s", _QTY(length=48), nullable=False),
         sa.Column("card_hours", _QTY(length=48), nullable=False),
