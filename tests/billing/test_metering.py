@@ -156,3 +156,24 @@ def test_an_exhausted_budget_refuses_the_next_replica(rt: NodeRuntime, clock: Fa
     Meter(rt.db, rt.ledger, 300, clock).tick()
     with pytest.raises(BudgetExceeded):
         rt.tasks.submit(replica_spec("api"), "acme/alice", tenant="acme")
+
+
+def test_two_processes_of_a_node_bill_each_interval_once_and_both_counts(
+    rt: NodeRuntime, clock: FakeClock
+) -> None:
+    """Replicas of one node (on one PostgreSQL) each meter: each interval is billed by one,
+    and the requests each one's router counted all reach the bill."""
+    gid = gateway(rt, clock)
+    tid, lease = run_replica(rt, gid)
+    served_a, served_b = {tid: 3}, {tid: 4}
+    a = Meter(rt.db, rt.ledger, INTERVAL_S, clock, lambda: served_a)
+    b = Meter(rt.db, rt.ledger, INTERVAL_S, clock, lambda: served_b)
+    clock.advance(7.5)
+    assert (a.tick(), b.tick()) == (1, 0)  # b first sees its counts now
+    clock.advance(7.5)
+    assert (a.tick(), b.tick()) == (1, 1)  # a billed interval 1; b's counts on their own row
+    assert b.tick() == 0  # at most one such row an interval
+    rows = interim(rt, tid)
+    assert [(u.interval_index, u.requests) for u in rows] == [(-1, 4), (0, 3), (1, 0)]
+    finish(rt, gid, tid, lease, Decimal(15))
+    assert sum(c.amount for c in charges(rt, tid)) == card_hours(Decimal(15)) * PRICE

@@ -12,10 +12,13 @@ a round run twice, or again after a restart, bills no interval twice, and an int
 while the node was down is billed by the next round (none is skipped).
 
 The router's request counts of each replica ride along: each row carries the requests the
-replica served since the previous row; counts of the last partial interval go on a row of
-requests only (negative interval index, no usage, no charge) once the replica no longer
-runs. Counts live in memory between rounds, so a crash loses
-at most one round's counts; usage is never lost (it is derived from the attempt's start).
+replica served since the previous row. Every process of a node meters (the task's row lock and
+the unique keys make that safe); one that bills no interval of a replica (another process of
+the node, on one PostgreSQL, billed it first) writes its counts on a row of requests only
+(negative interval index, no usage, no charge) at most once an interval, and so does any
+process for the last partial interval once the replica no longer runs. Counts live in memory
+between rounds, so a crash loses at most one round's counts; usage is never lost (it is
+derived from the attempt's start).
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class Meter:
         self.clock = clock
         self.served = served
         self._written: dict[str, int] = {}  # task id -> requests written to rows so far
+        self._flushed_at: dict[str, datetime] = {}  # task id -> when its counts were written
 
     def tick(self) -> int:
         """One metering round; returns how many rows it wrote."""
@@ -144,7 +148,7 @@ class Meter:
         with self.db.read() as s:
             running = list(
                 s.execute(
-                    select(t.Task.id, t.Task.attempt, t.Task.started_at).where(
+                    select(t.Task.id, t.Task.attempt, t.Task.started_at, t.Task.spec).where(
                         t.Task.state == TaskState.RUNNING.value,
                         t.Task.name.startswith(SERVICE_TASK_PREFIX, autoescape=True),
                         t.Task.started_at.is_not(None),
@@ -154,8 +158,11 @@ class Meter:
                     )
                 )
             )
+            # Only a node's service controller sets a binding: a user's task that merely
+            # has such a name is not a replica.
+            running = [r for r in running if isinstance(r[3], dict) and r[3].get("service")]
             done: dict[tuple[str, int], set[int]] = {}
-            ids = [tid for tid, _a, _s in running]
+            ids = [r[0] for r in running]
             for tid, attempt, index in s.execute(
                 select(
                     InterimUsage.task_id, InterimUsage.attempt, InterimUsage.interval_index
@@ -164,15 +171,19 @@ class Meter:
                 done.setdefault((tid, attempt), set()).add(index)
         wrote = 0
         live = set()
-        for tid, attempt, started_at in running:
+        for tid, attempt, started_at, _spec in running:
             assert started_at is not None
             live.add(tid)
             due = due_intervals(started_at, now, self.interval_s, done.get((tid, attempt), ()))
-            if due:
-                wrote += self._bill(tid, attempt, due, served.get(tid, 0), now)
+            billed = self._bill(tid, attempt, due, served.get(tid, 0), now) if due else 0
+            last = self._flushed_at.setdefault(tid, now)
+            pending = served.get(tid, 0) > self._written.get(tid, 0)
+            if not billed and pending and (now - last).total_seconds() >= self.interval_s:
+                billed = self._requests_only(tid, served[tid], now)
+            wrote += billed
         for tid, count in served.items():
             if tid not in live and count > self._written.get(tid, 0):
-                wrote += self._leftover(tid, count, now)
+                wrote += self._requests_only(tid, count, now)
         return wrote
 
     def _bill(self, tid: str, attempt: int, due: list[int], served: int, now: datetime) -> int:
@@ -205,11 +216,12 @@ class Meter:
                 wrote += 1
         if wrote:
             self._written[tid] = max(served, self._written.get(tid, 0))
+            self._flushed_at[tid] = now
         return wrote
 
-    def _leftover(self, tid: str, served: int, now: datetime) -> int:
-        """Requests a replica served after its last full interval: a row of requests only,
-        at a negative index (-1, -2, ...) so that it never stands in for an interval."""
+    def _requests_only(self, tid: str, served: int, now: datetime) -> int:
+        """Requests no interval row of this process carried: a row of requests only, at a
+        negative index (-1, -2, ...) so that it never stands in for an interval."""
         with self.db.write() as s:
             row = s.get(t.Task, tid, with_for_update=True)
             service = service_of(row) if row is not None else None
@@ -226,6 +238,7 @@ class Meter:
             requests = served - self._written.get(tid, 0)
             s.add(self._row(row, service, index, none, requests, now))
         self._written[tid] = served
+        self._flushed_at[tid] = now
         return 1
 
     @staticmethod

@@ -64,9 +64,9 @@ def charges_of(db: Database, task_id: str) -> dict[int, dict[str, str]]:
     return out
 
 
-def interim_of(db: Database, task_id: str) -> list[dict[str, Any]]:
-    """A running replica's interim usage rows here, each with its charge, as plain values
-    (to sign and send to the node that forwarded the replica)."""
+def interim_of(db: Database, task_id: str, newest: int | None = None) -> list[dict[str, Any]]:
+    """A running replica's interim usage rows here (the ``newest`` written, or all), each
+    with its charge, as plain values (to sign and send to the node that forwarded it)."""
     with db.read() as s:
         charges = {
             (r.attempt, r.interval_index): _as_text(r)
@@ -74,13 +74,15 @@ def interim_of(db: Database, task_id: str) -> list[dict[str, Any]]:
                 select(Charge).where(Charge.task_id == task_id, Charge.interval_index != FINAL)
             )
         }
-        rows = s.scalars(
+        q = (
             select(InterimUsage)
             .where(InterimUsage.task_id == task_id)
-            .order_by(InterimUsage.attempt, InterimUsage.interval_index)
+            .order_by(InterimUsage.id.desc())
         )
+        if newest is not None:
+            q = q.limit(newest)
         out = []
-        for u in rows:
+        for u in reversed(list(s.scalars(q))):
             rec: dict[str, Any] = {
                 "task_id": u.task_id,
                 "attempt": u.attempt,

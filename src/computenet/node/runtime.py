@@ -237,11 +237,11 @@ class NodeRuntime:
                 log.exception("housekeeping failed")
 
     async def _metering_loop(self) -> None:
+        # Every replica of the node meters, not only the leader: each holds its own router's
+        # request counts, and the task's row lock and unique keys keep intervals single.
         period_s = metering_period_s(self.settings.service_metering_interval_s)
         while True:
             await asyncio.sleep(period_s)
-            if not self.leader.is_leader:
-                continue
             try:
                 await asyncio.to_thread(self.meter.tick)
             except Exception:
