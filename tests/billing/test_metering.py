@@ -18,9 +18,12 @@ import pytest
 from computenet.billing.ledger import period_of
 from computenet.billing.metering import Meter, due_intervals
 from computenet.billing.statements import invoice
+from computenet.model.task import TaskSpec
 from computenet.node.runtime import NodeRuntime
 from computenet.store.tables_billing import FINAL
 from computenet.tasks.clock import FakeClock
+from nodeapi import running_world
+from polling import wait_for
 from replicaworld import (
     CARDS,
     INTERVAL_S,
@@ -177,3 +180,17 @@ def test_two_processes_of_a_node_bill_each_interval_once_and_both_counts(
     assert [(u.interval_index, u.requests) for u in rows] == [(-1, 4), (0, 3), (1, 0)]
     finish(rt, gid, tid, lease, Decimal(15))
     assert sum(c.amount for c in charges(rt, tid)) == card_hours(Decimal(15)) * PRICE
+
+
+def test_the_node_loop_meters_a_running_replica(tmp_path: Path) -> None:
+    """The wiring: a running node's metering loop bills a replica's intervals by itself."""
+    with running_world(tmp_path, "cn.53", service_metering_interval_s=1) as world:
+        gw = world.gateway("acme", price_per_core_hour="0.5")
+        spec = replica_spec().model_dump(mode="json", exclude_none=True)
+        spec["resources"] = {"cpu_cores": 1, "time_limit_s": 3600}
+        tid = world.rt.tasks.submit(TaskSpec.model_validate(spec), "acme/alice", tenant="acme")[0]
+        lease = world.lease(gw)
+        assert lease["task_id"] == tid
+        world.report(gw, lease, "RUNNING")
+        wait_for(lambda: interim(world.rt, tid), 15.0, "an interval billed by the loop")
+        assert all(c.tenant == "acme" and c.unit == "core_hour" for c in charges(world.rt, tid))
