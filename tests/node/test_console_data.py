@@ -101,8 +101,18 @@ def test_a_running_replica_shows_as_it_runs_and_is_never_counted_twice(tmp_path:
         return sum((Decimal(str(p["card_hours"])) for p in pts), Decimal(0)), cost
 
     clock.advance(3600)
-    assert Meter(rt.db, rt.ledger, 600, clock).tick() == 6
+    assert Meter(rt.db, rt.ledger, 600, clock, lambda: {tid: 5}).tick() == 6
     assert totals() == (card_hours(Decimal(3600)), card_hours(Decimal(3600)) * PRICE)
+    # The requests it served, on the usage page's table.
+    r = client.get("/api/v1/console/service-requests", headers=auth(admin))
+    assert r.status_code == 200 and r.json() == [
+        {"service": "web", "tenant": "acme", "requests": 5}
+    ]
+    minted = client.post(
+        "/api/v1/tokens", json={"role": "user", "subject": "bob"}, headers=auth(admin)
+    )
+    bob = auth(minted.json()["token"])
+    assert client.get("/api/v1/console/service-requests", headers=bob).json() == []
     clock.advance(1000.25)
     finish(rt, gid, tid, lease, Decimal("4600.25"))
     total = card_hours(Decimal("4600.25"))

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import case, func, select
 
+from computenet.billing.ledger import period_of
 from computenet.model.task import TaskState
 from computenet.node import fedpools, netmeasure, quality
 from computenet.node.api.console_fed import Province as RegionPoint
@@ -37,7 +38,7 @@ from computenet.node.regions import PROVINCES, place, province_name
 from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
-from computenet.store.tables_billing import Charge
+from computenet.store.tables_billing import Charge, InterimUsage
 from computenet.store.tables_federation import FedChild
 
 router = APIRouter(prefix="/api/v1/console", tags=["console"])
@@ -486,3 +487,38 @@ def usage(
         for at, amount in s.execute(windows):
             _point(points, at, bucket_s).cost += amount
     return UsageSeries(bucket_s=bucket_s, points=[points[k] for k in sorted(points)])
+
+
+class ServiceRequests(BaseModel):
+    """Requests a service's replicas served in a month, counted by the routers that served
+    them (on any node) and billed with the replicas' intervals."""
+
+    service: str
+    tenant: str
+    requests: int
+
+
+@router.get("/service-requests", response_model=list[ServiceRequests])
+def service_requests(
+    rt: Runtime,
+    p: User,
+    period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}$")] = None,
+) -> list[ServiceRequests]:
+    """Requests per service and tenant in ``period`` (default this month), of the replicas
+    the caller may see."""
+    i = InterimUsage
+    q = (
+        select(i.service, i.tenant, func.sum(i.requests))
+        .join(t.Task, t.Task.id == i.task_id)
+        .where(i.period == (period or period_of(utcnow())))
+        .group_by(i.service, i.tenant)
+        .order_by(i.service, i.tenant)
+    )
+    scope = owner_scope(p)
+    if scope is not None:
+        q = scope.where(q)
+    with rt.db.read() as s:
+        return [
+            ServiceRequests(service=name, tenant=tenant, requests=int(n or 0))
+            for name, tenant, n in s.execute(q)
+        ]
