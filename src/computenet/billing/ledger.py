@@ -272,7 +272,9 @@ class Ledger:
         """
         rate = self.rate(s, task, usage.pool_cpi, usage.cards)
         metered = Metered(usage.card_hours, usage.cpu_core_hours, usage.pflops_hours_fp16)
-        qty = quantity(rate.unit, metered) - self.interim_quantity(s, task.id, usage.attempt)
+        qty = quantity(rate.unit, metered)
+        if isinstance(task.spec, dict) and task.spec.get("service"):  # only replicas accrue
+            qty -= self.interim_quantity(s, task.id, usage.attempt)
         return book_charge(
             s,
             task,
@@ -362,27 +364,25 @@ class Ledger:
             return None
         period = period_of(now)
         spent = row.spent if row.period == period else Decimal(0)
+        holding = (
+            t.Task.tenant == tenant,
+            t.Task.state.in_(_ACTIVE),
+            t.Task.max_charge.is_not(None),
+        )
         held_rows: dict[str, Decimal | None] = {
             tid: most
-            for tid, most in s.execute(
-                select(t.Task.id, t.Task.max_charge).where(
-                    t.Task.tenant == tenant,
-                    t.Task.state.in_(_ACTIVE),
-                    t.Task.max_charge.is_not(None),
-                )
-            )
+            for tid, most in s.execute(select(t.Task.id, t.Task.max_charge).where(*holding))
         }
         # A running replica's interim charges are spent already: they no longer count as held.
         billed: dict[str, Decimal] = {}
-        if held_rows:
-            for tid, amt in s.execute(
-                select(Charge.task_id, Charge.amount).where(
-                    Charge.tenant == tenant,
-                    Charge.interval_index != FINAL,
-                    Charge.task_id.in_(list(held_rows)),
-                )
-            ):
-                billed[tid] = billed.get(tid, Decimal(0)) + amt
+        for tid, amt in s.execute(
+            select(Charge.task_id, Charge.amount).where(
+                Charge.tenant == tenant,
+                Charge.interval_index != FINAL,
+                Charge.task_id.in_(select(t.Task.id).where(*holding)),
+            )
+        ):
+            billed[tid] = billed.get(tid, Decimal(0)) + amt
         held = sum(
             (max(Decimal(0), h - billed.get(tid, Decimal(0))) for tid, h in held_rows.items() if h),
             Decimal(0),
