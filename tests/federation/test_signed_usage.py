@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from computenet.billing.settlement import consistent
 from computenet.federation.keys import b64, canonical, root_identity
 from computenet.federation.mirror import _record_usage
 from computenet.model.task import TaskSpec
@@ -98,3 +99,13 @@ def test_a_signed_charge_that_does_not_add_up_is_rejected(origin: tuple[Database
     wrong["charge"]["amount"] = "15"  # signed, but 4 x 0.375 is 1.5
     _receive(db, tid, wrong, _sign(wrong))
     assert _counts(db) == (0, 0)
+
+
+def test_a_negative_closing_charge_is_accepted_only_down_to_what_its_intervals_billed() -> None:
+    """Issue 18: a replica's closing charge is its usage less what its intervals billed, so it
+    may be a correction below zero, but never more than those intervals."""
+    closing = {**RECORD["charge"], "quantity": "-0.5", "amount": "-0.1875"}
+    assert not consistent(closing)  # no intervals to correct
+    assert consistent({**closing, "net_of_interim": "0.5"})
+    assert not consistent({**closing, "net_of_interim": "0.25"})
+    assert not consistent({**closing, "net_of_interim": "0.5", "amount": "-0.2"})

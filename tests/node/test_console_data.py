@@ -10,10 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from computenet.billing.metering import Meter
+from computenet.node.app import create_app
+from computenet.node.runtime import NodeRuntime
+from computenet.node.settings import NodeSettings
 from computenet.store.tables_billing import Charge
-from nodeapi import World, running_world
+from computenet.tasks.clock import FakeClock
+from nodeapi import World, auth, running_world
+from replicaworld import PRICE, card_hours, finish, gateway, run_replica
 
 A100 = {"vendor": "nvidia", "model": "nvidia-a100-sxm-80g", "memory_mib": 81920, "count": 2}
 
@@ -68,3 +75,47 @@ def test_usage_is_per_caller_and_costed_from_the_ledger(world: World) -> None:
     assert sum(p["tasks"] for p in everyone) == 2
     assert sum(Decimal(p["cost"]) for p in everyone) == _charged(world)
     assert _charged(world) > _charged(world, "acme/alice")
+
+
+def test_a_running_replica_shows_as_it_runs_and_is_never_counted_twice(tmp_path: Path) -> None:
+    """Issue 18: a replica's billed intervals are points of the usage series while it runs;
+    once it ends, its usage record adds only what the intervals had not billed."""
+    clock = FakeClock()
+    rt = NodeRuntime(NodeSettings(data_dir=tmp_path, node_code="cn.44"), clock)
+    admin = rt.bootstrap().admin_token
+    assert admin is not None
+    client = TestClient(create_app(rt))  # no lifespan: the test runs the metering rounds
+    gid = gateway(rt, clock)
+    tid, lease = run_replica(rt, gid)
+
+    def totals() -> tuple[Decimal, Decimal]:
+        r = client.get("/api/v1/console/usage", params={"bucket_s": 86400}, headers=auth(admin))
+        assert r.status_code == 200, r.text
+        pts = r.json()["points"]
+        by = client.get(
+            "/api/v1/console/usage/by", params={"bucket_s": 86400}, headers=auth(admin)
+        ).json()
+        cost_by = sum(Decimal(str(v)) for g in by["groups"] for v in g["cost"])
+        cost = sum((Decimal(str(p["cost"])) for p in pts), Decimal(0))
+        assert cost == cost_by
+        return sum((Decimal(str(p["card_hours"])) for p in pts), Decimal(0)), cost
+
+    clock.advance(3600)
+    assert Meter(rt.db, rt.ledger, 600, clock, lambda: {tid: 5}).tick() == 6
+    assert totals() == (card_hours(Decimal(3600)), card_hours(Decimal(3600)) * PRICE)
+    # The requests it served, on the usage page's table.
+    r = client.get("/api/v1/console/service-requests", headers=auth(admin))
+    assert r.status_code == 200 and r.json() == [
+        {"service": "web", "tenant": "acme", "requests": 5}
+    ]
+    minted = client.post(
+        "/api/v1/tokens", json={"role": "user", "subject": "bob"}, headers=auth(admin)
+    )
+    bob = auth(minted.json()["token"])
+    assert client.get("/api/v1/console/service-requests", headers=bob).json() == []
+    clock.advance(1000.25)
+    finish(rt, gid, tid, lease, Decimal("4600.25"))
+    total = card_hours(Decimal("4600.25"))
+    assert totals() == (total, total * PRICE)
+    rt.federation.peer.close()
+    rt.db.dispose()

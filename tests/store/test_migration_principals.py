@@ -97,22 +97,24 @@ def _old_store(url: str) -> None:
             s.execute(insert(t.Task), _task(tid, owner, tenant, seq))
         money = {"currency": "CNY", "unit_price": Decimal(1), "price_entry_id": None}
         for tid, owner, tenant in [("cn-1", "bob", "acme"), ("cn-3", "alice", "alice")]:
-            s.add(
-                Charge(
-                    task_id=tid,
-                    attempt=1,
-                    tenant=tenant,
-                    owner=owner,
-                    pool_cpi="cn/p/h",
-                    provider_prefix="cn/p",
-                    tier="on_demand",
-                    unit="core_hour",
-                    quantity=Decimal(1),
-                    amount=Decimal(1),
-                    period="2026-11",
-                    created_at=NOW,
+            # A Core insert of the columns charges had at 0011 (the ORM class has more now).
+            s.execute(
+                insert(Charge.__table__),
+                {
+                    "task_id": tid,
+                    "attempt": 1,
+                    "tenant": tenant,
+                    "owner": owner,
+                    "pool_cpi": "cn/p/h",
+                    "provider_prefix": "cn/p",
+                    "tier": "on_demand",
+                    "unit": "core_hour",
+                    "quantity": Decimal(1),
+                    "amount": Decimal(1),
+                    "period": "2026-11",
+                    "created_at": NOW,
                     **money,
-                )
+                },
             )
         s.add(
             Reservation(

@@ -33,7 +33,14 @@ from computenet.model.pool import PoolSpec
 from computenet.model.task import TaskSpec
 from computenet.store import tables as t
 from computenet.store.db import Database
-from computenet.store.tables_billing import Budget, Charge, PriceEntry, Reservation
+from computenet.store.tables_billing import (
+    FINAL,
+    Budget,
+    Charge,
+    InterimUsage,
+    PriceEntry,
+    Reservation,
+)
 from computenet.tasks.lifecycle import LIVE_STATES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,6 +60,18 @@ def period_of(at: datetime) -> str:
 def tier_of(spec: TaskSpec) -> Tier:
     """Preemptible work is sold as spot, everything else on demand."""
     return Tier.SPOT if spec.resources.preemptible else Tier.ON_DEMAND
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How one attempt is priced."""
+
+    provider_prefix: str
+    tier: Tier
+    unit: Unit
+    unit_price: Decimal
+    currency: str
+    price_entry_id: int | None
 
 
 @dataclass(frozen=True)
@@ -108,7 +127,7 @@ def _price(e: PriceEntry) -> Price:
 def book_charge(
     s: Session,
     task: t.Task,
-    usage: t.UsageRecord,
+    usage: t.UsageRecord | InterimUsage,
     provider_prefix: str,
     tier: Tier,
     unit: Unit,
@@ -117,13 +136,16 @@ def book_charge(
     currency: str,
     price_entry_id: int | None,
     now: datetime,
+    interval_index: int = FINAL,
 ) -> Charge:
-    """Write the charge of one usage record (``qty x unit_price``, exact) and count it
-    against its tenant's budget, inside the caller's transaction."""
+    """Write the charge of one usage record, or of one interval of a running replica
+    (``qty x unit_price``, exact), and count it against its tenant's budget, inside the
+    caller's transaction."""
     tenant = task.tenant or task.owner
     row = Charge(
         task_id=task.id,
         attempt=usage.attempt,
+        interval_index=interval_index,
         tenant=tenant,
         owner=task.owner,
         pool_cpi=usage.pool_cpi,
@@ -214,48 +236,91 @@ class Ledger:
 
     # ---- charging -----------------------------------------------------------------
 
-    def charge(self, s: Session, task: t.Task, usage: t.UsageRecord, now: datetime) -> Charge:
-        """Price one usage record inside the caller's transaction; returns the charge."""
-        pool = s.get(t.Pool, usage.pool_cpi)
+    def rate(self, s: Session, task: t.Task, pool_cpi: str, cards: int) -> Rate:
+        """How an attempt of ``task`` on ``pool_cpi`` is priced: the same for its interim
+        charges and its closing one (the price in force when the attempt started)."""
+        pool = s.get(t.Pool, pool_cpi)
         if pool is None:
-            raise InvalidInput(f"pool {usage.pool_cpi} is unknown: cannot price its usage")
-        if task.reservation_id is not None and usage.cards > 0:
+            raise InvalidInput(f"pool {pool_cpi} is unknown: cannot price its usage")
+        if task.reservation_id is not None and cards > 0:
             covered = s.get(Reservation, task.reservation_id)
-            if covered is not None and covered.pool_cpi == usage.pool_cpi:
+            if covered is not None and covered.pool_cpi == pool_cpi:
                 # The reservation pays for these cards over its window (and the scheduler
                 # only puts work on it that ends inside the window).
-                return book_charge(
-                    s,
-                    task,
-                    usage,
+                return Rate(
                     pool.provider_prefix,
                     Tier.RESERVED,
                     Unit.CARD_HOUR,
-                    usage.card_hours,
                     Decimal(0),
                     covered.currency,
                     None,
-                    now,
                 )
-        spec = TaskSpec.model_validate(task.spec)
-        tier = tier_of(spec)
+        tier = tier_of(TaskSpec.model_validate(task.spec))
         started = task.started_at or task.created_at
-        price = self.price_of(s, pool, tier, units_for(usage.cards), started)
+        price = self.price_of(s, pool, tier, units_for(cards), started)
+        return Rate(
+            pool.provider_prefix, tier, price.unit, price.price, price.currency, price.entry_id
+        )
+
+    def charge(self, s: Session, task: t.Task, usage: t.UsageRecord, now: datetime) -> Charge:
+        """Price one usage record inside the caller's transaction; returns the charge.
+
+        What the attempt's interim charges already billed (a running replica's) is left
+        out, so the interim charges and this one add up to the attempt's usage exactly.
+        The caller holds the task's row locked (read ``with_for_update``), as the metering
+        round does before it adds an interval: the two never both bill the same seconds.
+        """
+        rate = self.rate(s, task, usage.pool_cpi, usage.cards)
         metered = Metered(usage.card_hours, usage.cpu_core_hours, usage.pflops_hours_fp16)
-        qty = quantity(price.unit, metered)
+        qty = quantity(rate.unit, metered)
+        if isinstance(task.spec, dict) and task.spec.get("service"):  # only replicas accrue
+            qty -= self.interim_quantity(s, task.id, usage.attempt)
         return book_charge(
             s,
             task,
             usage,
-            pool.provider_prefix,
-            tier,
-            price.unit,
+            rate.provider_prefix,
+            rate.tier,
+            rate.unit,
             qty,
-            price.price,
-            price.currency,
-            price.entry_id,
+            rate.unit_price,
+            rate.currency,
+            rate.price_entry_id,
             now,
         )
+
+    def charge_interim(
+        self, s: Session, task: t.Task, usage: InterimUsage, now: datetime
+    ) -> Charge:
+        """Price one elapsed interval of a running replica, in the caller's transaction."""
+        rate = self.rate(s, task, usage.pool_cpi, usage.cards)
+        metered = Metered(usage.card_hours, usage.cpu_core_hours, usage.pflops_hours_fp16)
+        return book_charge(
+            s,
+            task,
+            usage,
+            rate.provider_prefix,
+            rate.tier,
+            rate.unit,
+            quantity(rate.unit, metered),
+            rate.unit_price,
+            rate.currency,
+            rate.price_entry_id,
+            now,
+            usage.interval_index,
+        )
+
+    @staticmethod
+    def interim_quantity(s: Session, task_id: str, attempt: int) -> Decimal:
+        """What an attempt's interim charges billed so far, in their unit."""
+        rows = s.scalars(
+            select(Charge.quantity).where(
+                Charge.task_id == task_id,
+                Charge.attempt == attempt,
+                Charge.interval_index != FINAL,
+            )
+        )
+        return sum(rows, Decimal(0))
 
     # ---- budgets ------------------------------------------------------------------
 
@@ -299,12 +364,29 @@ class Ledger:
             return None
         period = period_of(now)
         spent = row.spent if row.period == period else Decimal(0)
-        held_rows = s.scalars(
-            select(t.Task.max_charge).where(
-                t.Task.tenant == tenant, t.Task.state.in_(_ACTIVE), t.Task.max_charge.is_not(None)
-            )
+        holding = (
+            t.Task.tenant == tenant,
+            t.Task.state.in_(_ACTIVE),
+            t.Task.max_charge.is_not(None),
         )
-        held = sum((h for h in held_rows if h is not None), Decimal(0))
+        held_rows: dict[str, Decimal | None] = {
+            tid: most
+            for tid, most in s.execute(select(t.Task.id, t.Task.max_charge).where(*holding))
+        }
+        # A running replica's interim charges are spent already: they no longer count as held.
+        billed: dict[str, Decimal] = {}
+        for tid, amt in s.execute(
+            select(Charge.task_id, Charge.amount).where(
+                Charge.tenant == tenant,
+                Charge.interval_index != FINAL,
+                Charge.task_id.in_(select(t.Task.id).where(*holding)),
+            )
+        ):
+            billed[tid] = billed.get(tid, Decimal(0)) + amt
+        held = sum(
+            (max(Decimal(0), h - billed.get(tid, Decimal(0))) for tid, h in held_rows.items() if h),
+            Decimal(0),
+        )
         held += sum(
             s.scalars(
                 select(Reservation.max_charge).where(

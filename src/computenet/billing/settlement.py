@@ -14,6 +14,7 @@ line (task, attempt, amount) and net to zero. :func:`reconcile` reports every di
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -27,44 +28,108 @@ from computenet.billing.rating import Tier, Unit, amount
 from computenet.billing.statements import check_period
 from computenet.store import tables as t
 from computenet.store.db import Database
-from computenet.store.tables_billing import Charge
+from computenet.store.tables_billing import FINAL, Charge, InterimUsage
 
 FEDERATION_TENANT = "federation:"
 Line = tuple[str, int, str, str]  # task id, attempt, currency, amount (exact, as text)
 
 
+def _as_text(r: Charge) -> dict[str, str]:
+    return {
+        "tier": r.tier,
+        "unit": r.unit,
+        "quantity": str(r.quantity),
+        "unit_price": str(r.unit_price),
+        "amount": str(r.amount),
+        "currency": r.currency,
+    }
+
+
 def charges_of(db: Database, task_id: str) -> dict[int, dict[str, str]]:
-    """Attempt -> the charge this node made for it, as plain strings (to sign and send)."""
+    """Attempt -> the closing charge this node made for it, as plain strings (to sign and
+    send). Where interim charges came first, ``net_of_interim`` says what they billed: the
+    closing quantity is the attempt's usage less that, and may be negative (a correction,
+    when the gateway measured less time than the intervals the node saw elapse)."""
+    out: dict[int, dict[str, str]] = {}
+    interim: dict[int, Decimal] = defaultdict(Decimal)
     with db.read() as s:
-        rows = s.scalars(select(Charge).where(Charge.task_id == task_id))
-        return {
-            r.attempt: {
-                "tier": r.tier,
-                "unit": r.unit,
-                "quantity": str(r.quantity),
-                "unit_price": str(r.unit_price),
-                "amount": str(r.amount),
-                "currency": r.currency,
-            }
-            for r in rows
+        for r in s.scalars(select(Charge).where(Charge.task_id == task_id)):
+            if r.interval_index == FINAL:
+                out[r.attempt] = _as_text(r)
+            else:
+                interim[r.attempt] += r.quantity
+    for attempt, qty in interim.items():
+        if attempt in out:
+            out[attempt]["net_of_interim"] = str(qty)
+    return out
+
+
+def interim_of(db: Database, task_id: str, newest: int | None = None) -> list[dict[str, Any]]:
+    """A running replica's interim usage rows here (the ``newest`` written, or all), each
+    with its charge, as plain values (to sign and send to the node that forwarded it)."""
+    with db.read() as s:
+        charges = {
+            (r.attempt, r.interval_index): _as_text(r)
+            for r in s.scalars(
+                select(Charge).where(Charge.task_id == task_id, Charge.interval_index != FINAL)
+            )
         }
+        q = (
+            select(InterimUsage)
+            .where(InterimUsage.task_id == task_id)
+            .order_by(InterimUsage.id.desc())
+        )
+        if newest is not None:
+            q = q.limit(newest)
+        out = []
+        for u in reversed(list(s.scalars(q))):
+            rec: dict[str, Any] = {
+                "task_id": u.task_id,
+                "attempt": u.attempt,
+                "interval_index": u.interval_index,
+                "service": u.service,
+                "pool": u.pool_cpi,
+                "accelerator_model": u.accelerator_model,
+                "cards": u.cards,
+                "wall_s": str(u.wall_s),
+                "card_hours": str(u.card_hours),
+                "cpu_core_hours": str(u.cpu_core_hours),
+                "pflops_hours_fp16": (
+                    str(u.pflops_hours_fp16) if u.pflops_hours_fp16 is not None else None
+                ),
+                "requests": u.requests,
+            }
+            charge = charges.get((u.attempt, u.interval_index))
+            if charge is not None:
+                rec["charge"] = charge
+            out.append(rec)
+        return out
 
 
 def consistent(charge: Any) -> bool:
-    """A charge received from another node adds up: amount = quantity x unit price."""
+    """A charge received from another node adds up: amount = quantity x unit price, and the
+    quantity is not negative (a closing charge may be, down to minus what its interim
+    charges billed)."""
     try:
         qty, price = Decimal(charge["quantity"]), Decimal(charge["unit_price"])
         stated = Decimal(charge["amount"])
+        floor = -Decimal(charge.get("net_of_interim", "0"))
         Tier(charge["tier"]), Unit(charge["unit"])
     except (KeyError, TypeError, ValueError, InvalidOperation):
         return False
-    return qty >= 0 and price >= 0 and amount(qty, price) == stated
+    return qty >= min(floor, Decimal(0)) and price >= 0 and amount(qty, price) == stated
 
 
 def book_remote(
-    s: Session, task: t.Task, usage: t.UsageRecord, charge: dict[str, str], now: datetime
+    s: Session,
+    task: t.Task,
+    usage: t.UsageRecord | InterimUsage,
+    charge: dict[str, str],
+    now: datetime,
+    interval_index: int = FINAL,
 ) -> Charge:
-    """Book, for the submitting user, the charge the node that ran the task made."""
+    """Book, for the submitting user, the charge the node that ran the task made (for an
+    attempt, or for one interval of a running replica)."""
     provider = "/".join(usage.pool_cpi.split("/")[:2])
     return book_charge(
         s,
@@ -78,6 +143,7 @@ def book_remote(
         charge["currency"],
         None,
         now,
+        interval_index,
     )
 
 
@@ -146,14 +212,23 @@ def settlement(db: Database, node: str, peer: str, period: str) -> Settlement:
             .where(Charge.period == period, Charge.pool_cpi.startswith(f"{peer}/"))
             .order_by(Charge.task_id, Charge.attempt)
         )
-        owed_to = [(tid, att, cur, str(amt)) for tid, att, cur, amt, _pool in ours]
+        owed_to = _per_attempt((tid, att, cur, amt) for tid, att, cur, amt, _pool in ours)
         theirs = s.execute(
             select(*cols)
             .where(Charge.period == period, Charge.tenant == f"{FEDERATION_TENANT}{peer}")
             .order_by(Charge.task_id, Charge.attempt)
         )
-        owed_by = [(tid, att, cur, str(amt)) for tid, att, cur, amt in theirs]
+        owed_by = _per_attempt(theirs)
     return Settlement(node, peer, period, owed_to, owed_by)
+
+
+def _per_attempt(rows: Iterable[tuple[str, int, str, Decimal]]) -> list[Line]:
+    """One line per attempt and currency: a replica's interim charges and its closing
+    charge are summed, so both nodes' lines compare whatever rows each has."""
+    sums: dict[tuple[str, int, str], Decimal] = defaultdict(Decimal)
+    for tid, att, cur, amt in rows:
+        sums[(tid, att, cur)] += amt
+    return [(tid, att, cur, str(amt)) for (tid, att, cur), amt in sorted(sums.items())]
 
 
 def reconcile(mine: Settlement, theirs: Settlement) -> list[str]:

@@ -1,7 +1,10 @@
 """Invoices for tenants and earnings statements for providers, from the ledger's charges.
 
 A statement groups a period's charges into lines (pool, tier, unit, unit price) and totals
-them per currency. Sums are exact ``Decimal``; nothing is rounded.
+them per currency. Sums are exact ``Decimal``; nothing is rounded. A running service
+replica's interim charges (``billing.metering``) are lines like any other, so the bill shows
+its card-hours to date; an invoice also counts the requests each service served in the period
+(not priced: requests are free, the replicas' time is what is billed).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from computenet.errors import InvalidInput
 from computenet.store.db import Database
-from computenet.store.tables_billing import Charge
+from computenet.store.tables_billing import Charge, InterimUsage
 
 _PERIOD_LEN = 7
 
@@ -44,6 +48,7 @@ class Line:
     attempts: int = 0
     quantity: Decimal = Decimal(0)
     amount: Decimal = Decimal(0)
+    seen: set[tuple[object, ...]] = field(default_factory=set, repr=False, compare=False)
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Statement:
     period: str
     lines: list[Line] = field(default_factory=list)
     totals: dict[str, Decimal] = field(default_factory=dict)  # currency -> amount
+    requests: dict[str, int] = field(default_factory=dict)  # service -> requests served
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready: amounts as strings, so no digit is lost on the way."""
@@ -76,6 +82,10 @@ class Statement:
                 for ln in self.lines
             ],
             "totals": {c: str(a) for c, a in sorted(self.totals.items())},
+            "requests": [
+                {"service": name, "requests": n, "amount": "0"}
+                for name, n in sorted(self.requests.items())
+            ],
         }
 
     def as_csv(self) -> str:
@@ -109,24 +119,31 @@ class Statement:
                     ln.amount,
                 ]
             )
+        for name, n in sorted(self.requests.items()):
+            w.writerow([self.period, f"service:{name}", "", "request", 0, "", "", n, 0])
         for currency, total in sorted(self.totals.items()):
             w.writerow([self.period, "TOTAL", "", "", "", currency, "", "", total])
         return out.getvalue()
 
 
-Row = tuple[str, str, str, Decimal, str, Decimal, Decimal]
+Row = tuple[Any, ...]
 
 
 def build(kind: str, party: str, period: str, rows: Iterable[Row]) -> Statement:
-    """Group charge rows ``(pool, tier, unit, unit_price, currency, quantity, amount)``."""
+    """Group charge rows ``(pool, tier, unit, unit_price, currency, quantity, amount)``,
+    optionally followed by ``(task id, attempt)``: then a line counts each attempt once
+    however many interim charges it has; without, each row is an attempt."""
     lines: dict[tuple[str, str, str, Decimal, str], Line] = {}
     totals: dict[str, Decimal] = defaultdict(Decimal)
-    for pool, tier, unit, price, currency, qty, amt in rows:
+    for n, (pool, tier, unit, price, currency, qty, amt, *attempt) in enumerate(rows):
         key = (pool, tier, unit, price, currency)
         line = lines.get(key)
         if line is None:
             line = lines[key] = Line(pool, tier, unit, price, currency)
-        line.attempts += 1
+        seen = tuple(attempt) if attempt else (n,)
+        if seen not in line.seen:
+            line.seen.add(seen)
+            line.attempts += 1
         line.quantity += qty
         line.amount += amt
         totals[currency] += amt
@@ -142,14 +159,23 @@ _COLUMNS = (
     Charge.currency,
     Charge.quantity,
     Charge.amount,
+    Charge.task_id,
+    Charge.attempt,
 )
 
 
 def invoice(db: Database, tenant: str, period: str) -> Statement:
-    """What ``tenant`` owes for ``period``."""
+    """What ``tenant`` owes for ``period``, and the requests its services served."""
     q = select(*_COLUMNS).where(Charge.tenant == tenant, Charge.period == check_period(period))
+    served = (
+        select(InterimUsage.service, func.sum(InterimUsage.requests))
+        .where(InterimUsage.tenant == tenant, InterimUsage.period == period)
+        .group_by(InterimUsage.service)
+    )
     with db.read() as s:
-        return build("invoice", tenant, period, s.execute(q))
+        st = build("invoice", tenant, period, s.execute(q))
+        st.requests = {name: int(n) for name, n in s.execute(served) if n}
+    return st
 
 
 def earnings(db: Database, provider: str, period: str) -> Statement:

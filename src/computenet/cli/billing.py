@@ -36,6 +36,12 @@ def _show_statement(st: dict[str, Any]) -> None:
     console.print(table)
     for currency, total in st["totals"].items():
         console.print(f"total: {total} {currency}", highlight=False)
+    # Requests the tenant's services served (not priced: the replicas' time is billed above,
+    # including running replicas' card-hours to date).
+    for served in st.get("requests", []):
+        console.print(
+            f"service {served['service']}: {served['requests']} requests", highlight=False
+        )
 
 
 def register(app: typer.Typer) -> None:

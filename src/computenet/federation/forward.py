@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
-from computenet.billing.settlement import charges_of
+from computenet.billing.settlement import charges_of, interim_of
 from computenet.errors import ComputeNetError, Forbidden
 from computenet.federation.keys import CertBody, Identity, b64, canonical
 from computenet.federation.mirror import mirror_task
@@ -44,6 +44,11 @@ from computenet.tasks.transitions import (
 log = logging.getLogger("computenet.federation")
 Where = tuple[str, str]  # a node: its code (the recipient named) and its URL
 BATCH = 200
+# A snapshot carries a running replica's newest interim records only (8 h of 300 s intervals):
+# the origin has the older ones from earlier snapshots, and a message stays small. An origin
+# cut off for longer misses the intervals in between; the settlement lists them.
+INTERIM_PER_SNAPSHOT = 96
+SIGNATURES_KEPT = 100_000
 
 
 def _origin_of(task_id: str) -> str:
@@ -68,6 +73,9 @@ class Forwarder:
         self.peer = peer
         self.tasks = tasks
         self.timeout_s = timeout_s
+        # Interim records are sent again with every snapshot of a running replica: their
+        # signatures are kept (Ed25519 signs deterministically), not made again each time.
+        self._interim_sigs: dict[bytes, str] = {}
         # Owner side: task events up to this id were pushed to the origins. None until the
         # first push round, which starts from the newest: after a restart, what changed
         # before reaches the origins through their pulls.
@@ -405,8 +413,23 @@ class Forwarder:
             snap["signed_usage"] = [
                 {"record": u, "signature": b64(self.ident.key.sign(canonical(u)))} for u in records
             ]
+            # A running replica's elapsed intervals, signed the same way: the origin's bill
+            # shows them while the replica runs, not only once its attempt ends.
+            snap["signed_interim"] = [
+                {"record": u, "signature": self._sign_interim(u)}
+                for u in interim_of(self.db, tid, INTERIM_PER_SNAPSHOT)
+            ]
             out.append(snap)
         return out
+
+    def _sign_interim(self, record: dict[str, Any]) -> str:
+        body = canonical(record)
+        sig = self._interim_sigs.get(body)
+        if sig is None:
+            if len(self._interim_sigs) >= SIGNATURES_KEPT:
+                self._interim_sigs.clear()
+            sig = self._interim_sigs[body] = b64(self.ident.key.sign(body))
+        return sig
 
     def handle_cancel(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         """Cancel tasks the sender forwarded here."""

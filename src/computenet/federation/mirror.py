@@ -8,12 +8,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
+from computenet.billing.ledger import period_of
 from computenet.billing.settlement import book_remote, consistent
 from computenet.errors import ComputeNetError
 from computenet.federation.keys import CertBody, canonical, verify
 from computenet.model.task import TaskState
 from computenet.store import tables as t
 from computenet.store.db import Database
+from computenet.store.tables_billing import InterimUsage
 from computenet.store.tables_federation import FedForward, FedUsage
 from computenet.tasks.clock import utcnow
 from computenet.tasks.lifecycle import IllegalTransition, is_terminal, mirrored
@@ -71,11 +75,67 @@ def mirror_task(
                 log.exit_code = ex.get("exit_code")
                 log.start_time = _time(ex.get("start_time"))
                 log.end_time = _time(ex.get("end_time"))
+        # Intervals first: the closing charge that follows them is net of what they billed.
+        for signed in snap.get("signed_interim", []):
+            _record_interim(s, owner, task, signed, now)
         for signed in snap.get("signed_usage", []):
             _record_usage(s, owner, tid, signed, now)
         if state.terminal and fwd.state == "confirmed":
             step_forward(fwd, "done")
             fwd.updated_at = now
+
+
+def _record_interim(
+    s: Any, owner: CertBody, task: t.Task, signed: dict[str, Any], now: datetime
+) -> None:
+    """One interval of a forwarded replica, signed by the node that runs it: recorded for
+    our tenant, and its charge booked as that node made it (each interval once)."""
+    rec, sig = signed.get("record"), str(signed.get("signature", ""))
+    if not isinstance(rec, dict) or rec.get("task_id") != task.id:
+        return
+    try:
+        verify(owner.public_key, sig, canonical(rec))
+    except ComputeNetError:
+        return  # unsigned usage is never billed
+    attempt, index = int(rec["attempt"]), int(rec["interval_index"])
+    have = s.scalar(
+        select(InterimUsage.id).where(
+            InterimUsage.task_id == task.id,
+            InterimUsage.attempt == attempt,
+            InterimUsage.interval_index == index,
+        )
+    )
+    if have is not None:
+        return
+    charge = rec.get("charge")
+    if charge is not None and (index < 0 or not consistent(charge)):
+        log.warning(
+            "refused interim usage of %s from %s: its charge does not add up", task.id, owner.code
+        )
+        return
+    pflops = rec.get("pflops_hours_fp16")
+    usage = InterimUsage(
+        task_id=task.id,
+        attempt=attempt,
+        interval_index=index,
+        service=str(rec["service"])[:40],
+        tenant=task.tenant or task.owner,
+        pool_cpi=str(rec["pool"]),
+        accelerator_model=str(rec["accelerator_model"])[:64]
+        if rec.get("accelerator_model")
+        else None,
+        cards=int(rec["cards"]),
+        wall_s=Decimal(str(rec["wall_s"])),
+        card_hours=Decimal(str(rec["card_hours"])),
+        cpu_core_hours=Decimal(str(rec["cpu_core_hours"])),
+        pflops_hours_fp16=Decimal(str(pflops)) if pflops is not None else None,
+        requests=max(0, int(rec.get("requests", 0))),
+        period=period_of(now),
+        created_at=now,
+    )
+    s.add(usage)
+    if charge is not None:
+        book_remote(s, task, usage, charge, now, index)
 
 
 def _record_usage(s: Any, owner: CertBody, tid: str, signed: dict[str, Any], now: datetime) -> None:
@@ -111,7 +171,9 @@ def _record_usage(s: Any, owner: CertBody, tid: str, signed: dict[str, Any], now
         task_id=tid,
         attempt=attempt,
         pool_cpi=str(rec["pool"]),
-        accelerator_model=rec.get("accelerator_model"),
+        accelerator_model=str(rec["accelerator_model"])[:64]
+        if rec.get("accelerator_model")
+        else None,
         cards=int(rec["cards"]),
         wall_s=amount("wall_s"),
         card_hours=amount("card_hours"),

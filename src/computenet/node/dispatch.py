@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from computenet.billing.ledger import Ledger
+from computenet.billing.metering import measure_attempt
 from computenet.errors import Conflict, InvalidInput, NotFound
 from computenet.model.catalog import load_catalog
 from computenet.model.cpi import allocate_pool
@@ -33,7 +34,6 @@ from computenet.model.protocol import (
     check_protocol,
 )
 from computenet.model.task import TaskSpec, TaskState
-from computenet.model.usage import measure_usage
 from computenet.node.outputs import record_outputs
 from computenet.node.secrets import SecretStore, mask
 from computenet.node.settings import NodeSettings
@@ -396,13 +396,6 @@ class Dispatcher:
 
     def _record_usage(self, s: Session, row: t.Task, u: UsageReport, now: datetime) -> None:
         assert row.pool_cpi is not None
-        # The gateway measures time; what was held comes from the task and its pool, so a
-        # gateway cannot bill cards or cores the task never had.
-        pool = s.get(t.Pool, row.pool_cpi)
-        spec = PoolSpec.model_validate(pool.spec) if pool is not None else None
-        acc = spec.accelerator if spec is not None else None
-        billed_acc = acc is not None and row.accelerators > 0
-        measured = spec.measured if spec is not None and billed_acc else None
         since = row.started_at or row.created_at
         wall_cap = Decimal(str((now - since).total_seconds())) + 1
         exists = s.scalars(
@@ -412,14 +405,8 @@ class Dispatcher:
         ).first()
         if exists is not None:
             return
-        m = measure_usage(
-            wall_s=min(u.wall_s, max(Decimal(0), wall_cap)),
-            cards=row.accelerators if acc is not None else 0,
-            accelerator_model=acc.model if acc is not None and billed_acc else None,
-            cpu_cores=row.cpu_cores,
-            memory_mib=row.memory_mib,
-            measured_fp16_tflops=measured.fp16_tflops if measured is not None else None,
-        )
+        # The gateway measures time; what was held comes from the task and its pool.
+        m = measure_attempt(s, row, min(u.wall_s, max(Decimal(0), wall_cap)))
         usage = t.UsageRecord(
             task_id=row.id,
             attempt=row.attempt,

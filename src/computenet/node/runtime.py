@@ -10,6 +10,7 @@ from functools import partial
 from sqlalchemy import select
 
 from computenet.billing.ledger import Ledger
+from computenet.billing.metering import Meter, metering_period_s
 from computenet.billing.reservations import Reservations
 from computenet.errors import Conflict
 from computenet.federation.enrol import prepare_identity
@@ -105,6 +106,13 @@ class NodeRuntime:
             self.db, settings.node_code, self.tasks, self.ledger, self.services, clock,
             self.sched, lambda: getattr(self, "metric_plane", None), settings.service_segment_s,
         )  # fmt: skip
+        self.meter = Meter(
+            self.db,
+            self.ledger,
+            settings.service_metering_interval_s,
+            clock,
+            self.metric_plane.served_counts,
+        )
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False  # set on shutdown: long-polls return at once
         self.ready = False  # set once the loops run: /readyz
@@ -162,6 +170,7 @@ class NodeRuntime:
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
             asyncio.create_task(self._services_loop(), name="services"),
+            asyncio.create_task(self._metering_loop(), name="metering"),
             *self.federation.loops(),
             asyncio.create_task(self.monitor.sample_loop(), name="quality-samples"),
             asyncio.create_task(self.monitor.flush_loop(), name="monitor-flush"),
@@ -226,6 +235,18 @@ class NodeRuntime:
             except Exception:
                 self.monitor.error("housekeeping")
                 log.exception("housekeeping failed")
+
+    async def _metering_loop(self) -> None:
+        # Every replica of the node meters, not only the leader: each holds its own router's
+        # request counts, and the task's row lock and unique keys keep intervals single.
+        period_s = metering_period_s(self.settings.service_metering_interval_s)
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await asyncio.to_thread(self.meter.tick)
+            except Exception:
+                self.monitor.error("metering")
+                log.exception("metering round failed")
 
     async def _services_loop(self) -> None:
         while True:

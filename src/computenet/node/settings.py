@@ -24,6 +24,8 @@ class NodeSettings:
     housekeeping_s: float = 1.0
     services_reconcile_s: float = 1.0  # how often the service controller reconciles
     service_segment_s: int = 24 * 3600  # a replica task's run before a fresh one replaces it
+    # A running replica is billed for each interval of this length as it elapses.
+    service_metering_interval_s: int = 300
     leader_check_s: float = 1.0  # how often a standby replica tries to become the leader
     max_body_bytes: int = 8 * 1024 * 1024
     routing: RoutingSettings = field(default_factory=RoutingSettings)  # services data plane

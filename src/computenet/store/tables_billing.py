@@ -27,6 +27,45 @@ class ExactAmount(ExactDecimal):
         return dialect.type_descriptor(String(64))
 
 
+FINAL = -1  # ``Charge.interval_index`` of an attempt's closing charge
+
+
+class InterimUsage(Base):
+    """One elapsed metering interval of a running service replica (``billing.metering``).
+
+        ``interval_index`` k covers the attempt's seconds ``[k * length, (k + 1) * length)``; its
+        quantities are the difference of the attempt's usage measured at both ends, so the
+        intervals and the closing charge add up to the attempt's usage exactly. ``requests`` is
+        what the replica served since the previous row (the router's counts, flushed here); a row
+    with a negative ``interval_index`` carries requests only (no usage, no charge).
+    """
+
+    __tablename__ = "interim_usage"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    task_id: Mapped[str] = mapped_column(String(96))
+    attempt: Mapped[int] = mapped_column(Integer)
+    interval_index: Mapped[int] = mapped_column(Integer)
+    service: Mapped[str] = mapped_column(String(40))
+    tenant: Mapped[str] = mapped_column(String(128))
+    pool_cpi: Mapped[str] = mapped_column(String(256))
+    accelerator_model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cards: Mapped[int] = mapped_column(Integer)
+    wall_s: Mapped[Decimal] = mapped_column(ExactDecimal)
+    card_hours: Mapped[Decimal] = mapped_column(ExactDecimal)
+    cpu_core_hours: Mapped[Decimal] = mapped_column(ExactDecimal)
+    pflops_hours_fp16: Mapped[Decimal | None] = mapped_column(ExactDecimal, nullable=True)
+    requests: Mapped[int] = mapped_column(Integer)
+    period: Mapped[str] = mapped_column(String(7))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt", "interval_index", name="uq_interim_usage_interval"),
+        Index("ix_interim_usage_tenant_period", "tenant", "period"),
+    )
+
+
 class PriceEntry(Base):
     """One price from a date on: for a pool, every pool of a provider, or every pool ("*").
 
@@ -71,10 +110,14 @@ class Charge(Base):
     currency: Mapped[str] = mapped_column(String(3))
     period: Mapped[str] = mapped_column(String(7))  # "YYYY-MM" of the attempt's end, UTC
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # FINAL for the attempt's closing charge; 0, 1, ... for a running replica's interim
+    # charges, one per metering interval (``billing.metering``).
+    interval_index: Mapped[int] = mapped_column(Integer, server_default="-1")
 
     __table_args__ = (
-        # A re-sent usage report can never charge an attempt twice.
-        UniqueConstraint("task_id", "attempt", name="uq_charges_task_attempt"),
+        # A re-sent usage report, or a metering round run twice (a restart), can never
+        # charge an attempt, or one interval of it, twice.
+        UniqueConstraint("task_id", "attempt", "interval_index", name="uq_charges_task_attempt"),
         Index("ix_charges_tenant_period", "tenant", "period"),
         Index("ix_charges_provider_period", "provider_prefix", "period"),
     )

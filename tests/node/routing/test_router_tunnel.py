@@ -88,6 +88,9 @@ def test_requests_pass_through_the_tunnel_with_auth_streaming_and_limits(node: S
         big = b"x" * (node.rt.settings.routing.max_body_bytes + 1)
         r = httpx.post(f"{base}/v1/x", content=big, headers=ok)
         assert r.status_code == 413 and r.json()["error"] == "too_large"
+        # What the replica served is counted for the bill (issue 18): the POST, the four
+        # methods and the stream; refused requests never reached it.
+        assert node.rt.metric_plane.served_counts() == {"cn.t0": 6}
         # Reports reach the metric plane: requests, tokens, and the API view.
         until(
             "a counted request rate",

@@ -21,17 +21,24 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import case, func, select
 
+from computenet.billing.ledger import period_of
 from computenet.model.task import TaskState
 from computenet.node import fedpools, netmeasure, quality
 from computenet.node.api.console_fed import Province as RegionPoint
 from computenet.node.api.console_fed import federation_nodes
+from computenet.node.api.console_interim import (
+    ZERO,
+    billed_by_intervals,
+    closing_charge,
+    intervals_since,
+)
 from computenet.node.api.deps import Runtime, User, owner_scope
 from computenet.node.quality import Quality
 from computenet.node.regions import PROVINCES, place, province_name
 from computenet.node.tasks import ACTIVE, utcnow
 from computenet.node.views import Amount
 from computenet.store import tables as t
-from computenet.store.tables_billing import Charge
+from computenet.store.tables_billing import Charge, InterimUsage
 from computenet.store.tables_federation import FedChild
 
 router = APIRouter(prefix="/api/v1/console", tags=["console"])
@@ -436,9 +443,17 @@ def usage(
     scope = owner_scope(p)
     u = t.UsageRecord
     q = (
-        select(u.created_at, u.card_hours, u.cpu_core_hours, u.pflops_hours_fp16, Charge.amount)
+        select(
+            u.created_at,
+            u.card_hours,
+            u.cpu_core_hours,
+            u.pflops_hours_fp16,
+            Charge.amount,
+            u.task_id,
+            u.attempt,
+        )
         .join(t.Task, t.Task.id == u.task_id)
-        .outerjoin(Charge, (Charge.task_id == u.task_id) & (Charge.attempt == u.attempt))
+        .outerjoin(Charge, closing_charge())
         .where(u.created_at >= since)
     )
     windows = select(Charge.created_at, Charge.amount).where(
@@ -452,13 +467,58 @@ def usage(
             windows = windows.where(Charge.pool_cpi.startswith(scope.pool_prefix, autoescape=True))
     points: dict[int, UsagePoint] = {}
     with rt.db.read() as s:
-        for at, cards, cores, pflops, amount in s.execute(q):
+        rows = list(s.execute(q))
+        # A replica's intervals are points of their own; its usage record adds the rest.
+        billed = billed_by_intervals(s, ((tid, att) for *_x, tid, att in rows))
+        for at, cards, cores, pflops, amount, tid, att in rows:
+            done = billed.get((tid, att), (ZERO, ZERO, ZERO))
             pt = _point(points, at, bucket_s)
             pt.tasks += 1
-            pt.card_hours += cards
-            pt.cpu_core_hours += cores
-            pt.pflops_hours_fp16 += pflops or 0
+            pt.card_hours += cards - done[0]
+            pt.cpu_core_hours += cores - done[1]
+            pt.pflops_hours_fp16 += (pflops or 0) - done[2]
             pt.cost += amount or 0
+        for iv in intervals_since(s, since, scope):
+            pt = _point(points, iv.at, bucket_s)
+            pt.card_hours += iv.card_hours
+            pt.cpu_core_hours += iv.cpu_core_hours
+            pt.pflops_hours_fp16 += iv.pflops_hours_fp16
+            pt.cost += iv.amount
         for at, amount in s.execute(windows):
             _point(points, at, bucket_s).cost += amount
     return UsageSeries(bucket_s=bucket_s, points=[points[k] for k in sorted(points)])
+
+
+class ServiceRequests(BaseModel):
+    """Requests a service's replicas served in a month, counted by the routers that served
+    them (on any node) and billed with the replicas' intervals."""
+
+    service: str
+    tenant: str
+    requests: int
+
+
+@router.get("/service-requests", response_model=list[ServiceRequests])
+def service_requests(
+    rt: Runtime,
+    p: User,
+    period: Annotated[str | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}$")] = None,
+) -> list[ServiceRequests]:
+    """Requests per service and tenant in ``period`` (default this month), of the replicas
+    the caller may see."""
+    i = InterimUsage
+    q = (
+        select(i.service, i.tenant, func.sum(i.requests))
+        .join(t.Task, t.Task.id == i.task_id)
+        .where(i.period == (period or period_of(utcnow())))
+        .group_by(i.service, i.tenant)
+        .order_by(i.service, i.tenant)
+    )
+    scope = owner_scope(p)
+    if scope is not None:
+        q = scope.where(q)
+    with rt.db.read() as s:
+        return [
+            ServiceRequests(service=name, tenant=tenant, requests=int(n or 0))
+            for name, tenant, n in s.execute(q)
+        ]

@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from computenet.errors import Unauthorized
 from computenet.model.task import TaskState
 from computenet.node.access import API_ROLES, require_scope
+from computenet.node.api.console_interim import billed_by_intervals, closing_charge, intervals_since
 from computenet.node.api.deps import Runtime, User, owner_scope, principal
 from computenet.node.auth import Principal
 from computenet.node.console_cube import live_cube
@@ -230,32 +231,52 @@ def usage_by(
             u.card_hours,
             u.cpu_core_hours,
             Charge.amount,
+            u.task_id,
+            u.attempt,
         )
         .join(t.Task, t.Task.id == u.task_id)
-        .outerjoin(Charge, (Charge.task_id == u.task_id) & (Charge.attempt == u.attempt))
+        .outerjoin(Charge, closing_charge())
         .where(u.created_at >= datetime.fromtimestamp(first, UTC))
     )
+
     if node:
         q = q.where(
             u.pool_cpi.startswith(node + "/", autoescape=True)
             | u.pool_cpi.startswith(node + ".", autoescape=True)
         )
+
+    def under_node(pool: str) -> bool:
+        return not node or pool.startswith((node + "/", node + "."))
+
     scope = owner_scope(p)
     if scope is not None:
         q = scope.where(q)
     zero = Decimal(0)
     sums: dict[str, list[list[Any]]] = {}
+
+    def add(
+        at: datetime, key: str, cards: Decimal, cores: Decimal, amount: Decimal, n: int
+    ) -> None:
+        i = min(count - 1, max(0, (int(at.timestamp()) - first) // bucket_s))
+        row = sums.setdefault(key, [[zero] * count, [zero] * count, [zero] * count, [0] * count])
+        row[0][i] += cards
+        row[1][i] += cores
+        row[2][i] += amount
+        row[3][i] += n
+
     with rt.db.read() as s:
-        for at, tenant, owner, pool, model, cards, cores, amount in s.execute(q):
-            i = min(count - 1, max(0, (int(at.timestamp()) - first) // bucket_s))
+        rows = list(s.execute(q))
+        # A replica's intervals are points of their own; its usage record adds the rest.
+        billed = billed_by_intervals(s, ((tid, att) for *_x, tid, att in rows))
+        for at, tenant, owner, pool, model, cards, cores, amount, tid, att in rows:
+            done = billed.get((tid, att), (zero, zero, zero))
             key = _key(dim, tenant, owner, pool, model)
-            row = sums.setdefault(
-                key, [[zero] * count, [zero] * count, [zero] * count, [0] * count]
-            )
-            row[0][i] += cards
-            row[1][i] += cores
-            row[2][i] += amount or zero
-            row[3][i] += 1
+            add(at, key, cards - done[0], cores - done[1], amount or zero, 1)
+        since = datetime.fromtimestamp(first, UTC)
+        for iv in intervals_since(s, since, scope):
+            if under_node(iv.pool_cpi):
+                key = _key(dim, iv.tenant, iv.owner, iv.pool_cpi, iv.accelerator_model)
+                add(iv.at, key, iv.card_hours, iv.cpu_core_hours, iv.amount, 0)
     ranked = sorted(sums, key=lambda k: (-sum(sums[k][2]), -sum(sums[k][0]), -sum(sums[k][1]), k))
     keep, rest = ranked[: MAX_GROUPS - 1], ranked[MAX_GROUPS - 1 :]
     if len(rest) == 1:

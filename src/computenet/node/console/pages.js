@@ -235,9 +235,10 @@ export async function usage(main) {
   bucket.addEventListener("change", load);
   const filter = nodeFilter(fed, (v) => { node = v; load(); });
   const reservations = h("div", {});
+  const served = h("div", {});
   fill(main, h("h1", {}, "Usage and cost, last 7 days"),
     h("div", { class: "filters" }, dim, filter, bucket, h("span", { class: "muted" }, "drag the slider or scroll on a chart to zoom; hover for values")),
-    totals, charts, h("h2", {}, "Advance reservations"), reservations);
+    totals, charts, h("h2", {}, "Advance reservations"), reservations, h("h2", {}, "Service requests this month"), served);
   await load();
   const rows = await api("/api/v1/reservations");
   fill(reservations, rows.length === 0 ? h("p", { class: "muted" }, "none (computenet reserve create …)") :
@@ -245,6 +246,12 @@ export async function usage(main) {
       h("tr", {}, ["Reservation", "Tenant", "Pool", "Cards", "Starts", "Ends", "State", "Cost"].map((c) => h("th", {}, c))),
       rows.map((r) => h("tr", {}, h("td", {}, r.id), h("td", {}, r.tenant), h("td", {}, r.pool), h("td", {}, `${r.cards} × ${r.model}`),
         h("td", {}, when(r.starts_at)), h("td", {}, when(r.ends_at)), h("td", {}, r.state), h("td", { class: "num" }, money(r.cost, r.currency))))));
+  // Counted by the routers that served them; a running replica's card-hours are in the charts above as they accrue.
+  const requests = await api("/api/v1/console/service-requests");
+  fill(served, requests.length === 0 ? h("p", { class: "muted" }, "no service requests billed this month") :
+    h("table", { id: "service-requests" },
+      h("tr", {}, ["Service", "Tenant", "Requests"].map((c) => h("th", {}, c))),
+      requests.map((r) => h("tr", {}, h("td", {}, r.service), h("td", {}, r.tenant), h("td", { class: "num" }, num(r.requests))))));
 }
 
 export async function network(main) {

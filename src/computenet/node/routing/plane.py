@@ -140,6 +140,10 @@ class MetricPlane:
         self._remote: dict[str, str] = {}  # replica task id -> the node it runs under
         self._cache: dict[str, tuple[float, list[Any]]] = {}
         self._tenants: dict[str, str] = {}  # service -> the tenant it bills (home node only)
+        # Requests each replica (task id) on this node's gateways served, since start: the
+        # metering round writes them to the bill (``billing.metering``). One increment a
+        # request on the hot path; the metering thread only copies the dict.
+        self.served: defaultdict[str, int] = defaultdict(int)
         self.requests = Counter(
             "computenet_service_requests",
             "Service requests routed by this node, by service, tenant and outcome",
@@ -218,6 +222,10 @@ class MetricPlane:
     def count(self, name: str, outcome: str) -> None:
         """Count one request of a service by its tenant and outcome."""
         self.requests.labels(name, self.tenant(name), outcome).inc()
+
+    def served_counts(self) -> dict[str, int]:
+        """A copy of :attr:`served`, safe to take from another thread (one C-level copy)."""
+        return self.served.copy()
 
     def site_up(self, code: str) -> bool:
         """Whether node ``code`` is not being passed over after a failed forward."""

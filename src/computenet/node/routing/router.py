@@ -221,6 +221,7 @@ async def _local(
         plane.routed(target.task_id, -1)
         raise
     plane.count(name, "ok" if up.status < 500 else "error")
+    plane.served[target.task_id] += 1
     whole = up.complete()
     if whole is not None:  # all there already: a plain answer costs less than a stream
         plane.routed(target.task_id, -1)

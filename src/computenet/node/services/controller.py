@@ -49,8 +49,9 @@ MAX_KEYS = 16
 SPREAD_OFFERS = 64  # pools looked at when steering a new replica to a fresh region
 MAX_STARTS_PER_PASS = 16  # a service asking for many replicas starts them over a few passes
 # A replica task runs at most this long (unless the service sets resources.time_limit_s):
-# then it ends and is billed like any task, and a successor has taken its place. So a
-# long-lived service is on the bill day by day, and a budget holds one segment per replica.
+# then it ends and its closing charge is booked, and a successor has taken its place. A budget
+# holds one segment per replica; the bill shows it as it runs (billing.metering bills each
+# elapsed interval of a running replica).
 DEFAULT_SEGMENT_S = 24 * 3600
 ROTATE_BEFORE_S = 600  # its successor starts this long before a replica's limit...
 ROTATE_FRACTION = 0.1  # ...or this fraction of the limit before, for short limits
