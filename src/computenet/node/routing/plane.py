@@ -103,7 +103,6 @@ class _Replica:
 class _ChildReport:
     """A child node's word on one replica under it, carried up by federation sync."""
 
-    node: str
     at: float
     healthy: bool
     in_flight: int
@@ -158,7 +157,8 @@ class MetricPlane:
         self._cache: dict[str, tuple[float, list[Any]]] = {}
         self._tenants: dict[str, str] = {}  # service -> the tenant it bills (home node only)
         self._latency: dict[str, Latency] = {}  # task id or node code -> router-observed
-        self._child: dict[str, _ChildReport] = {}  # replica task id -> its node's last word
+        # (child node, replica task id) -> that child's last word on the replica
+        self._child: dict[tuple[str, str], _ChildReport] = {}
         self.requests = Counter(
             "computenet_service_requests",
             "Service requests routed by this node, by service, tenant and outcome",
@@ -272,8 +272,7 @@ class MetricPlane:
         for task_id, r in list(replicas.items())[:10_000]:
             if isinstance(task_id, str) and isinstance(r, dict):
                 flight = r.get("in_flight", 0)
-                self._child[task_id] = _ChildReport(
-                    child,
+                self._child[child, task_id] = _ChildReport(
                     now,
                     r.get("healthy") is True,
                     flight if isinstance(flight, int) and flight >= 0 else 0,
@@ -281,8 +280,8 @@ class MetricPlane:
 
     def _reported(self, task_id: str, node: str) -> _ChildReport | None:
         """The child's fresh report on a replica under it (older than ``stale_s``: none)."""
-        rep = self._child.get(task_id)
-        if rep is None or rep.node != node or self.clock() - rep.at > self.settings.stale_s:
+        rep = self._child.get((node, task_id))
+        if rep is None or self.clock() - rep.at > self.settings.stale_s:
             return None
         return rep
 
