@@ -1,5 +1,6 @@
 """The console's Services page in Chromium against a real node and gateway running a real
-replica: the replica on the map, in the traffic split and in the table (issue 18)."""
+replica: the replica on the map, in the traffic split and in the table, and the latency the
+router observed for requests sent through it (issue 18)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ SERVICE = {
     "name": "files",
     "executor": {"command": ["sh", "-c", 'exec python3 -m http.server "$PORT" --bind 127.0.0.1']},
     "resources": {"cpu_cores": 1, "ram_gb": 0.5},
+    "health": {"path": "/"},  # http.server has no /health
 }
 
 
@@ -55,6 +57,14 @@ def test_services_page_shows_replicas_on_the_map(node: tuple[Proc, str, dict[str
             break
         assert time.monotonic() < deadline, status
         time.sleep(0.3)
+    # Requests through the node's router, so the latency chart has points to draw.
+    key = {"Authorization": f"Bearer {r.json()['key']}"}
+    served, deadline = 0, time.monotonic() + 30
+    while served < 20:  # 503 until its first health check passes
+        code = httpx.get(f"{url}/services/v1/files/", headers=key).status_code
+        assert code in (200, 503) and time.monotonic() < deadline, code
+        served += code == 200
+        time.sleep(0 if code == 200 else 0.2)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
         try:
@@ -77,5 +87,16 @@ def test_services_page_shows_replicas_on_the_map(node: tuple[Proc, str, dict[str
             )
             assert points == 1
             expect(page.locator('[data-chart="service-split-files"] canvas').first).to_be_visible()
+            latency = page.locator('[data-chart="service-latency-files"] canvas').first
+            expect(latency).to_be_visible()
+            drawn = page.evaluate(
+                """() => echarts.getInstanceByDom(
+                    document.querySelector('[data-chart="service-latency-files"]'))
+                    .getOption().series.map((s) => [s.name, s.data.length,
+                        s.data.reduce((n, p) => n + p[2], 0)])"""
+            )
+            # One site and its one replica, each with a p50 and a p95 line over the 20 requests.
+            assert len(drawn) == 4, drawn
+            assert all(points >= 1 and requests == 20 for _, points, requests in drawn), drawn
         finally:
             browser.close()

@@ -11,6 +11,11 @@ Every ``RTT_EVERY_S`` a child times a round trip to its parent and sends the fig
 next delta, so both ends keep the (child region, parent region) sample in the latency matrix
 (:mod:`computenet.node.netmeasure`), as gateways do for theirs. Both ends report, per peer,
 how long ago the last sync exchange succeeded (``on_lag``: the sync-lag gauge).
+
+Each delta also carries the health of the service replicas the child routes to
+(``service_health``, the metric plane's report), which the parent hands to its own plane
+(``on_service_health``): so a parent skips a child whose replicas are all unhealthy, a sync
+period after the child knows it.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ class Sync:
         self.on_lag: Callable[[str, float], None] = lambda _peer, _s: None
         # Keeps a measured round trip (link, from region, to region, ms); the node stores it.
         self.on_rtt: Callable[[str, str, str, float], None] = lambda _l, _a, _b, _ms: None
+        # The child's word on its service replicas, sent up with each delta, and where the
+        # parent takes a child's (the runtime wires both to the metric plane).
+        self.service_health: Callable[[], dict[str, Any]] = dict
+        self.on_service_health: Callable[[str, dict[str, Any]], None] = lambda _c, _h: None
         self._rtt: tuple[float, str] | None = None  # last RTT to the parent, not yet sent
         self._rtt_at = 0.0
         self._pushed_upto = 0  # local seq the parent has acknowledged
@@ -120,6 +129,8 @@ class Sync:
         records, upto = self.index.subtree_after(after)
         seq = self._delta_seq + 1
         body: dict[str, Any] = {"seq": seq, "full": self._full, "records": records}
+        if health := self.service_health():
+            body["services"] = health
         if self._rtt is not None:
             body["rtt_ms"], body["region"] = self._rtt
         assert self.ident.parent_code is not None
@@ -174,6 +185,8 @@ class Sync:
             else:
                 row.last_seq = seq
         self._record_child_rtt(sender.code, body)
+        if isinstance(health := body.get("services"), dict):
+            self.on_service_health(sender.code, health)
         if resync:
             return {"resync": True}
         self.index.apply(sender.code, records, full=full)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -216,6 +216,39 @@ class SiteMetrics(Strict):
     scores: list[CategoryScore]
     overall: float = Field(ge=0, le=10)
     overall_statistic: str = "weighted mean of the category scores"
+    health_age_s: float | None = Field(
+        None,
+        description="for another node's site: age of its last health report through federation "
+        "sync (None: no fresh report, so healthy while it answers forwards)",
+    )
+
+
+class LatencyPoint(Strict):
+    """Router-observed total latency of the requests that ended in one time slot."""
+
+    at: float = Field(description="the slot's start, Unix seconds")
+    requests: int = Field(ge=0)
+    p50_ms: float = Field(ge=0)
+    p95_ms: float = Field(ge=0)
+
+
+class LatencySeries(Strict):
+    """Latency over time of one site or one of this node's replicas."""
+
+    kind: Literal["site", "replica"]
+    key: str = Field(description="the site's node code, or the replica's task id")
+    label: str
+    region: str | None
+    points: list[LatencyPoint]
+
+
+class ServiceLatency(Strict):
+    """A service's latency over time as this node's router observed it."""
+
+    service: str
+    slot_s: float = Field(description="width of each point's time slot")
+    statistic: str = "p50 and p95 of total latency (first byte sent to last byte received)"
+    series: list[LatencySeries]
 
 
 class ServiceLoad(Strict):

@@ -100,6 +100,8 @@ class NodeRuntime:
         lag = self.monitor.metrics.sync_lag
         self.federation.sync.on_lag = lambda peer, s: lag.labels(peer).set(s)
         self.federation.sync.on_rtt = partial(netmeasure.record_rtt, self.db)
+        self.federation.sync.service_health = self.metric_plane.health_report
+        self.federation.sync.on_service_health = self.metric_plane.child_report
         self.services = ServiceDirectory(self.db, settings.node_code)
         self.metric_plane.directory = self.services
         self.service_controller = ServiceController(

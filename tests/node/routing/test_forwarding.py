@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from computenet.node.routing.forward import FORWARD_HEADER
 from computenet.node.runtime import NodeRuntime
 from computenet.node.settings import NodeSettings
 from nodeproc import free_port
-from svcserve import Listed, Placed, replica, run_tunnel, serve_node
+from svcserve import Listed, Placed, _UnixHTTPServer, replica, run_tunnel, serve_node
 from svcserve import wait_until as until
 
 KEY = "sk-forward"
@@ -33,6 +34,8 @@ class Pair:
     child_rt: NodeRuntime
     nat_list: Listed
     child_list: Listed
+    nat_admin: dict[str, str]
+    server: _UnixHTTPServer
 
 
 def _binding() -> ServiceBinding:
@@ -79,14 +82,14 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         enrol = {"token": r.json()["enrolment_token"], "name": "gw"}
         gw = httpx.post(f"{child_url}/gateway/v1/enrol", json=enrol).json()
         sock = tmp_path / "r.sock"
-        stack.enter_context(replica(sock, "sh-replica"))
+        server = stack.enter_context(replica(sock, "sh-replica"))
         stack.enter_context(
             run_tunnel(child_url, gw["credential"], lambda: {"t1": ReplicaTarget(sock)})
         )
         lists[1].placed["echo"] = [Placed("t1", _binding(), gw["gateway_id"], code, "31")]
         lists[0].placed["echo"] = [Placed("t1", _binding(), None, code, "31")]
         until("a healthy replica", lambda: child.metric_plane.healthy("t1"))
-        yield Pair(nat_url, child_url, code, nat, child, *lists)
+        yield Pair(nat_url, child_url, code, nat, child, *lists, admin, server)
 
 
 def test_a_node_without_a_local_replica_forwards_to_the_node_that_has_one(pair: Pair) -> None:
@@ -134,3 +137,30 @@ def test_a_dead_child_replica_is_failed_over_by_the_parent(pair: Pair) -> None:
     r = httpx.get(f"{pair.national}/services/v1/echo/x", headers=OK)
     assert r.status_code == 503
     assert not pair.nat_rt.metric_plane.site_up(pair.child_code)  # passed over for a while
+
+
+def test_the_parent_sees_the_childs_replica_health_through_sync(pair: Pair) -> None:
+    plane = pair.nat_rt.metric_plane
+
+    def site() -> dict[str, Any]:
+        r = httpx.get(f"{pair.national}/api/v1/services/echo/metrics", headers=pair.nat_admin)
+        [only] = r.json()["sites"]
+        return dict(only)
+
+    # The child's word arrives with its sync deltas (every fed_sync_s), so it is never older
+    # than the metric plane's stale_s while the child syncs.
+    until("the child's report", lambda: site()["health_age_s"] is not None)
+    assert site()["healthy_replicas"] == 1
+    assert site()["health_age_s"] <= plane.settings.stale_s
+    assert httpx.get(f"{pair.national}/services/v1/echo/x", headers=OK).status_code == 200
+    pair.server.healthy = False  # its health checks fail: the child marks it, then the parent
+    until("the parent to learn", lambda: site()["healthy_replicas"] == 0, timeout_s=15)
+    r = httpx.get(f"{pair.national}/api/v1/services/echo/metrics", headers=pair.nat_admin)
+    assert [x["healthy"] for x in r.json()["replicas"]] == [False]
+    # The parent skips the child without trying it: no failed forward marked the site down.
+    r = httpx.get(f"{pair.national}/services/v1/echo/x", headers=OK)
+    assert r.status_code == 503 and r.json()["error"] == "no-replica"
+    assert plane.site_up(pair.child_code)
+    pair.server.healthy = True
+    until("the parent to see it back", lambda: site()["healthy_replicas"] == 1, timeout_s=15)
+    assert httpx.get(f"{pair.national}/services/v1/echo/x", headers=OK).status_code == 200

@@ -102,6 +102,23 @@ def test_requests_pass_through_the_tunnel_with_auth_streaming_and_limits(node: S
         assert site["site"] == "cn" and 0 <= site["overall"] <= 10
         assert {s["category"] for s in site["scores"]} == {"compute", "network", "cost"}
         assert all({"source", "statistic", "window_s"} <= set(s) for s in site["scores"])
+        # Latency as the router saw it: the stream (~0.8 s to its last event) tops the totals,
+        # while first bytes came early.
+        for where in (m["replicas"][0], site):
+            lat = {
+                (x["name"], x["statistic"]): x["value"]
+                for x in where["metrics"]
+                if x["name"].startswith("latency_")
+            }
+            assert lat["latency_total_ms", "p99"] > 600, lat
+            assert lat["latency_ttfb_ms", "p50"] < 600, lat
+        series = httpx.get(f"{node.url}/api/v1/services/echo/latency", headers=node.admin).json()
+        by_kind = {(x["kind"], x["key"]): x["points"] for x in series["series"]}
+        assert set(by_kind) == {("site", "cn"), ("replica", "cn.t0")}
+        assert (
+            sum(p["requests"] for p in by_kind["replica", "cn.t0"]) == 6
+        )  # 413s and 401s never reach it
+        assert all(p["p50_ms"] <= p["p95_ms"] for p in by_kind["site", "cn"])
         # Service traffic is not node state: it stays out of the audit log.
         audited = httpx.get(
             f"{node.url}/api/v1/audit", params={"path_prefix": "/services/"}, headers=node.admin
@@ -110,6 +127,7 @@ def test_requests_pass_through_the_tunnel_with_auth_streaming_and_limits(node: S
         prom = httpx.get(f"{node.url}/metrics").text
         assert 'computenet_service_replica_healthy{task="cn.t0"} 1.0' in prom
         assert "computenet_service_requests_total" in prom
+        assert 'computenet_service_latency_seconds_count{phase="total",target="cn.t0"}' in prom
 
 
 def test_public_service_needs_no_key(node: Setup) -> None:

@@ -1,6 +1,7 @@
 // The console's Services page: each service's replicas on the map (coloured by health),
 // the traffic split between them (requests in flight on each, from the router's metric plane
-// when this node runs one), and their state, node, gateway, region and price.
+// when this node runs one), p50/p95 latency over time per site and replica (as this node's
+// router observed it), and their state, node, gateway, region and price.
 import { api, fill, h, badge, num } from "./lib.js";
 import { chart, loadChinaMap } from "./charts.js";
 
@@ -45,6 +46,35 @@ function trafficSplit(s) {
   }, { height: 260, cls: "small" });
 }
 
+// p50 (solid) and p95 (dashed) total latency per site and per replica of this node, one
+// point per time slot of the router's histograms (GET /api/v1/services/<name>/latency).
+function latencyChart(s, lat) {
+  const series = [];
+  for (const x of (lat && lat.series) || []) {
+    if (!x.points.length) continue;
+    const label = x.kind === "site" ? `${x.key}${x.region ? ` (${x.region})` : ""}` : x.label;
+    for (const [stat, dash] of [["p50", "solid"], ["p95", "dashed"]]) {
+      series.push({
+        name: `${label} ${stat}`, type: "line", showSymbol: false, lineStyle: { type: dash },
+        data: x.points.map((p) => [p.at * 1000, p[`${stat}_ms`], p.requests]),
+      });
+    }
+  }
+  if (!series.length) {
+    return h("p", { class: "muted", "data-chart-empty": `service-latency-${s.name}` },
+      "No latency yet: no request of this service has gone through this node's router.");
+  }
+  return chart(`service-latency-${s.name}`, {
+    title: { text: "Latency (ms)", textStyle: { fontSize: 13, fontWeight: "normal" } },
+    tooltip: { trigger: "axis", valueFormatter: (v) => `${num(v)} ms` },
+    legend: { type: "scroll", bottom: 0 },
+    grid: { left: 48, right: 12, top: 32, bottom: 48 },
+    xAxis: { type: "time", axisLabel: { hideOverlap: true } },
+    yAxis: { type: "value", name: "ms" },
+    series,
+  }, { height: 280, cls: "small" });
+}
+
 function replicaTable(s) {
   const health = (r) => (r.healthy === undefined ? "–" : r.healthy ? "healthy" : "unhealthy");
   return h("table", { class: "replicas", "data-service": s.name },
@@ -64,16 +94,17 @@ export async function services(main) {
       h("p", { class: "muted", id: "no-services" }, "No services. Deploy one with: computenet service deploy -f service.yaml"));
     return null;
   }
-  const [details] = await Promise.all([
-    Promise.all(list.map((s) => api(`/api/v1/services/${encodeURIComponent(s.name)}`))), loadChinaMap()]);
+  const get = (s, what) => api(`/api/v1/services/${encodeURIComponent(s.name)}${what}`);
+  const [details, latency] = await Promise.all([
+    Promise.all(list.map((s) => get(s, ""))), Promise.all(list.map((s) => get(s, "/latency"))), loadChinaMap()]);
   fill(main, h("h1", {}, "Services"),
-    details.map((s) => {
+    details.map((s, i) => {
       const load = s.load ? ` · ${num(s.load.in_flight)} in flight · ${s.load.requests_per_s.toFixed(1)} req/s` : "";
       return h("section", { class: "panel", "data-service": s.name },
         h("h2", {}, `${s.name} `, h("span", { class: "muted" },
           `v${s.version} · ${s.state} · ${s.live}/${s.desired} replicas (min ${s.min}, max ${s.max}) · ${s.access}${load}`)),
         s.note ? h("p", { class: "error" }, s.note) : "",
-        h("div", { class: "row" }, h("div", { class: "grow" }, replicaMap(s)), h("div", { class: "side" }, trafficSplit(s))),
+        h("div", { class: "row" }, h("div", { class: "grow" }, replicaMap(s)), h("div", { class: "side" }, trafficSplit(s), latencyChart(s, latency[i]))),
         replicaTable(s));
     }));
   return null;

@@ -20,20 +20,27 @@ from typing import Any, Protocol
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from computenet.model.service import (
     CategoryScore,
     CatsMetric,
+    LatencySeries,
     MetricCategory,
     ReplicaMetrics,
     ServiceBinding,
+    ServiceLatency,
     ServiceLoad,
     SiteMetrics,
 )
 from computenet.model.task import TaskState
+from computenet.node.routing.collector import PlaneCollector
 from computenet.node.routing.config import RoutingSettings
+from computenet.node.routing.latency import (
+    SLOT_S,
+    Latency,
+    latency_metrics,
+    latency_points,
+)
 from computenet.node.routing.select import Site, rank_sites, region_rtt_ms
 from computenet.node.routing.tunnels import TunnelHub
 
@@ -92,6 +99,15 @@ class _Replica:
         return (r1 - r0) / span, ((k1 - k0) / span if k1 > 0 else None)
 
 
+@dataclass(frozen=True)
+class _ChildReport:
+    """A child node's word on one replica under it, carried up by federation sync."""
+
+    at: float
+    healthy: bool
+    in_flight: int
+
+
 @dataclass
 class _Rate:
     """Events counted in one-second buckets over a window (requests forwarded to a node)."""
@@ -144,6 +160,9 @@ class MetricPlane:
         # metering round writes them to the bill (``billing.metering``). One increment a
         # request on the hot path; the metering thread only copies the dict.
         self.served: defaultdict[str, int] = defaultdict(int)
+        self._latency: dict[str, Latency] = {}  # task id or node code -> router-observed
+        # (child node, replica task id) -> that child's last word on the replica
+        self._child: dict[tuple[str, str], _ChildReport] = {}
         self.requests = Counter(
             "computenet_service_requests",
             "Service requests routed by this node, by service, tenant and outcome",
@@ -151,7 +170,7 @@ class MetricPlane:
             registry=registry,
         )
         if registry is not None:
-            registry.register(_PlaneCollector(self))
+            registry.register(PlaneCollector(self))
         self._http: httpx.AsyncClient | None = None
 
     def http_client(self) -> httpx.AsyncClient:
@@ -231,15 +250,60 @@ class MetricPlane:
         """Whether node ``code`` is not being passed over after a failed forward."""
         return self._down_until.get(code, 0.0) <= self.clock()
 
+    def observe(self, key: str, ttfb_ms: float, total_ms: float) -> None:
+        """Count a request's latency as the router saw it, to a replica (task id) or a node
+        (its code): time to its first byte and to its last."""
+        lat = self._latency.get(key)
+        if lat is None:
+            if len(self._latency) > 10_000:  # bounded: replicas and nodes come and go
+                self._latency.clear()
+            lat = self._latency[key] = Latency()
+        lat.observe(self.clock(), ttfb_ms, total_ms)
+
+    def health_report(self) -> dict[str, Any]:
+        """What this node tells its parent at each sync: each replica it routes to, healthy
+        or not, and its in-flight requests (a child's own children's replicas included, as
+        they told it)."""
+        out = {}
+        for task_id in [*self._replicas, *self._remote]:
+            out[task_id] = {"healthy": self.healthy(task_id), "in_flight": self.in_flight(task_id)}
+        return {"replicas": out} if out else {}
+
+    def child_report(self, child: str, data: dict[str, Any]) -> None:
+        """Take a child's ``health_report`` (through federation sync)."""
+        replicas = data.get("replicas")
+        if not isinstance(replicas, dict):
+            return
+        now = self.clock()
+        if len(self._child) > 100_000:
+            self._child.clear()
+        for task_id, r in list(replicas.items())[:10_000]:
+            if isinstance(task_id, str) and isinstance(r, dict):
+                flight = r.get("in_flight", 0)
+                self._child[child, task_id] = _ChildReport(
+                    now,
+                    r.get("healthy") is True,
+                    flight if isinstance(flight, int) and flight >= 0 else 0,
+                )
+
+    def _reported(self, task_id: str, node: str) -> _ChildReport | None:
+        """The child's fresh report on a replica under it (older than ``stale_s``: none)."""
+        rep = self._child.get((node, task_id))
+        if rep is None or self.clock() - rep.at > self.settings.stale_s:
+            return None
+        return rep
+
     # ---- questions ------------------------------------------------------------------
 
     def healthy(self, task_id: str) -> bool:
         """A live tunnel to its gateway, a recent report, and passing health checks. A
-        replica under another node is healthy while that node answers its forwards (that node
-        checks its replica; this one sees only whether it serves)."""
+        replica under another node is healthy as that node last said through federation sync
+        (fresh within ``stale_s``) and while it answers forwards; with no fresh word from it,
+        while it answers forwards."""
         node = self._remote.get(task_id)
         if node is not None:
-            return self.site_up(node)
+            said = self._reported(task_id, node)
+            return self.site_up(node) and (said is None or said.healthy)
         rep = self._replicas.get(task_id)
         if rep is None or not rep.healthy:
             return False
@@ -336,11 +400,13 @@ class MetricPlane:
         out = []
         for code, ps in groups.items():
             local = code == self.node_code
-            healthy = [p for p in ps if self.healthy(p.task_id)] if local else ps
+            healthy = [p for p in ps if self.healthy(p.task_id)]
             region = ps[0].region
-            inflight = (
-                sum(self.in_flight(p.task_id) for p in ps) if local else self._routed.get(code, 0)
-            )
+            if local:
+                inflight = sum(self.in_flight(p.task_id) for p in ps)
+            else:  # what the child counts (all its clients) when it said, else what we sent
+                said = [r for p in ps if (r := self._reported(p.task_id, code)) is not None]
+                inflight = max(self._routed.get(code, 0), sum(r.in_flight for r in said))
             out.append(
                 Site(
                     code=code,
@@ -369,7 +435,7 @@ class MetricPlane:
     def replica_metrics(self, name: str) -> list[ReplicaMetrics]:
         """Raw metrics (level 0) of each replica this node knows."""
         out = []
-        w = self.settings.window_s
+        now, w = self.clock(), self.settings.window_s
         for p in self.replicas(name):
             rep = self._replicas.get(p.task_id)
             src = f"gateway:{rep.gateway_id}" if rep is not None else f"node:{p.node_code}"
@@ -411,6 +477,7 @@ class MetricPlane:
                     statistic="current",
                     window_s=0,
                 ),
+                *latency_metrics(self._latencies([p.task_id]), now, w, f"node:{self.node_code}"),
             ]
             out.append(
                 ReplicaMetrics(
@@ -431,9 +498,11 @@ class MetricPlane:
     def site_metrics(self, name: str, client_region: str | None) -> list[SiteMetrics]:
         """Each site with raw metrics, category scores and overall score, best first."""
         out = []
-        w = self.settings.window_s
+        now, w = self.clock(), self.settings.window_s
         me = f"node:{self.node_code}"
+        placed = self.replicas(name)
         for site, cats, total in rank_sites(self.sites(name, client_region), self.weights()):
+            keys = self._site_keys(site.code, placed)
             raw = [
                 CatsMetric(
                     name="rtt_ms",
@@ -462,7 +531,9 @@ class MetricPlane:
                     statistic="current",
                     window_s=0,
                 ),
+                *latency_metrics(self._latencies(keys), now, w, me),
             ]
+            ages = [now - r.at for k in keys if (r := self._reported(k, site.code)) is not None]
             scores = [
                 CategoryScore(category=c, score=v, source=me, statistic="current", window_s=w)
                 for c, v in cats.items()
@@ -471,50 +542,66 @@ class MetricPlane:
                 SiteMetrics(
                     site=site.code,
                     region=site.region,
-                    replicas=sum(
-                        1
-                        for p in self.replicas(name)
-                        if (p.node_code if p.gateway_id is None else self.node_code) == site.code
-                    ),
+                    replicas=len(keys) - (0 if site.local else 1),  # less the node's own key
                     healthy_replicas=site.healthy_replicas,
                     metrics=raw,
                     scores=scores,
                     overall=total,
+                    health_age_s=round(max(ages), 3) if ages else None,
                 )
             )
         return out
+
+    def _site_keys(self, code: str, placed: list[Any]) -> list[str]:
+        """The latency keys of a site: its replicas' task ids, and for another node also its
+        code (what this node forwarded there is counted under the node)."""
+        keys = [
+            p.task_id
+            for p in placed
+            if (self.node_code if p.node_code == self.node_code or p.gateway_id else p.node_code)
+            == code
+        ]
+        return keys if code == self.node_code else [*keys, code]
+
+    def _latencies(self, keys: list[str]) -> list[Latency]:
+        return [lat for k in keys if (lat := self._latency.get(k)) is not None]
+
+    def latency(self, name: str, wall_now: float) -> ServiceLatency:
+        """p50/p95 latency over time of each site of a service and of each replica on this
+        node's gateways."""
+        now = self.clock()
+        placed = self.replicas(name)
+        series = []
+        for site in self.sites(name, None):
+            keys = self._site_keys(site.code, placed)
+            series.append(
+                LatencySeries(
+                    kind="site",
+                    key=site.code,
+                    label=f"site {site.code}",
+                    region=site.region,
+                    points=latency_points(self._latencies(keys), now, wall_now),
+                )
+            )
+        for p in placed:
+            if p.task_id in self._latency and p.task_id not in self._remote:
+                series.append(
+                    LatencySeries(
+                        kind="replica",
+                        key=p.task_id,
+                        label=f"replica #{p.replica} ({p.version})",
+                        region=p.region,
+                        points=latency_points([self._latency[p.task_id]], now, wall_now),
+                    )
+                )
+        return ServiceLatency(service=name, slot_s=SLOT_S, series=series)
 
     def known(self) -> Iterator[tuple[str, _Replica]]:
         """Every replica reported on (for /metrics)."""
         yield from list(self._replicas.items())
 
-
-class _PlaneCollector(Collector):
-    """Per-replica gauges read at scrape time."""
-
-    def __init__(self, plane: MetricPlane) -> None:
-        self.plane = plane
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        inflight = GaugeMetricFamily(
-            "computenet_service_replica_in_flight",
-            "Requests in flight on each replica a gateway of this node runs",
-            labels=["task"],
-        )
-        healthy = GaugeMetricFamily(
-            "computenet_service_replica_healthy",
-            "1 when a replica is routable: live tunnel, recent report, passing checks",
-            labels=["task"],
-        )
-        rps = GaugeMetricFamily(
-            "computenet_service_replica_requests_per_second",
-            "Requests per second on each replica over the metric window",
-            labels=["task"],
-        )
-        for task_id, rep in self.plane.known():
-            inflight.add_metric([task_id], self.plane.in_flight(task_id))
-            healthy.add_metric([task_id], 1.0 if self.plane.healthy(task_id) else 0.0)
-            rps.add_metric([task_id], rep.rate(self.plane.settings.window_s)[0])
-        yield inflight
-        yield healthy
-        yield rps
+    def latencies(self) -> Iterator[tuple[str, Latency]]:
+        """Every latency histogram, by target: a replica's task id, or ``node:<code>`` for
+        what this node forwarded to another (for /metrics)."""
+        for key, lat in list(self._latency.items()):
+            yield (key if key in self._replicas else f"node:{key}"), lat

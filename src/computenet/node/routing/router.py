@@ -14,6 +14,7 @@ import hmac
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from computenet.errors import ComputeNetError, NotFound, Unauthorized
 from computenet.model import tunnel as tf
-from computenet.model.service import Access, key_hash
+from computenet.model.service import Access, ServiceLatency, key_hash
 from computenet.node.api.deps import Runtime, User
 from computenet.node.http_errors import error_body
 from computenet.node.routing.forward import FORWARD_HEADER, Forwarded, open_forward, seal_forward
@@ -215,16 +216,19 @@ async def _local(
     if conn is None:
         raise UpstreamError(f"gateway {target.gateway_id} has no tunnel", before_head=True)
     plane.routed(target.task_id, 1)
+    t0 = time.perf_counter()
     try:
         up = await conn.open(target.task_id, method, path, headers, body)
     except BaseException:
         plane.routed(target.task_id, -1)
         raise
+    ttfb_ms = (time.perf_counter() - t0) * 1000
     plane.count(name, "ok" if up.status < 500 else "error")
     plane.served[target.task_id] += 1
     whole = up.complete()
     if whole is not None:  # all there already: a plain answer costs less than a stream
         plane.routed(target.task_id, -1)
+        plane.observe(target.task_id, ttfb_ms, ttfb_ms)
         resp = Response(whole, status_code=up.status)
         resp.raw_headers = [
             *((k.encode(), v.encode()) for k, v in up.headers if k not in _OWN),
@@ -242,6 +246,7 @@ async def _local(
         finally:
             assert target.task_id is not None
             plane.routed(target.task_id, -1)
+            plane.observe(target.task_id, ttfb_ms, (time.perf_counter() - t0) * 1000)
 
     return _streaming(up.status, [*up.headers, (REPLICA_HEADER, target.task_id)], stream())
 
@@ -269,6 +274,7 @@ async def _remote(
         content=body,
     )
     plane.routed(node, 1)
+    t0 = time.perf_counter()
     try:
         resp = await http.send(request, stream=True)
     except httpx.HTTPError as exc:
@@ -281,6 +287,7 @@ async def _remote(
         plane.site_failed(node)
         raise UpstreamError(f"node {node} has no healthy replica", before_head=True)
     plane.count(name, "forwarded")
+    ttfb_ms = (time.perf_counter() - t0) * 1000
 
     async def stream() -> AsyncIterator[bytes]:
         try:
@@ -291,6 +298,7 @@ async def _remote(
         finally:
             await resp.aclose()
             plane.routed(node, -1)
+            plane.observe(node, ttfb_ms, (time.perf_counter() - t0) * 1000)
 
     return _streaming(resp.status_code, tf.pass_headers(list(resp.headers.multi_items())), stream())
 
@@ -315,6 +323,14 @@ async def metrics(name: str, rt: Runtime, _user: User, region: str | None = None
         "replicas": [r.model_dump(mode="json") for r in plane.replica_metrics(name)],
         "sites": [s.model_dump(mode="json") for s in plane.site_metrics(name, where)],
     }
+
+
+@router.get("/api/v1/services/{name}/latency", tags=["services"])
+async def latency(name: str, rt: Runtime, _user: User) -> ServiceLatency:
+    """p50/p95 latency over time of each site of a service and of each replica on this
+    node's gateways, as this node's router observed it."""
+    plane: MetricPlane = rt.metric_plane
+    return plane.latency(name, time.time())
 
 
 @router.websocket(tf.PATH)
