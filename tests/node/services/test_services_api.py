@@ -350,3 +350,16 @@ def test_no_scale_up_once_the_budget_is_spent(world: tuple[World, Clock]) -> Non
     # Raising min is a scale-up too.
     r = w.client.post("/api/v1/services/echo/scale", json={"min": 2}, headers=user["auth"])
     assert r.status_code == 402, r.text
+
+
+def test_another_tenant_cannot_read_a_services_metric_plane(world: tuple[World, Clock]) -> None:
+    w, _clock = world
+    alice = w.mint(role="user", subject="alice", tenant="acme")["auth"]
+    bob = w.mint(role="user", subject="bob", tenant="globex")["auth"]
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    assert w.client.post("/api/v1/services", json=one, headers=alice).status_code == 201
+    for path in ("/api/v1/services/echo/metrics", "/api/v1/services/echo/latency"):
+        theirs = w.client.get(path, headers=bob)
+        assert theirs.status_code == 404 and theirs.json()["error"] == "not_found", theirs.text
+        assert w.client.get(path, headers=alice).status_code == 200, path
+        assert w.client.get(path, headers=w.admin).status_code == 200, path

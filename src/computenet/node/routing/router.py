@@ -28,7 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from computenet.errors import ComputeNetError, NotFound, Unauthorized
 from computenet.model import tunnel as tf
 from computenet.model.service import Access, ServiceLatency, key_hash
-from computenet.node.api.deps import Runtime, User
+from computenet.node.api.deps import Runtime, User, owner_scope
+from computenet.node.auth import Principal
 from computenet.node.http_errors import error_body
 from computenet.node.routing.forward import FORWARD_HEADER, Forwarded, open_forward, seal_forward
 from computenet.node.routing.plane import MetricPlane
@@ -310,10 +311,22 @@ def _streaming(status: int, headers: Any, body: AsyncIterator[bytes]) -> Respons
     return resp
 
 
+async def _may_read_plane(rt: Any, p: Principal, name: str) -> None:
+    """Operators read any service's plane on any node; a tenant only its own services' (a
+    service this node does not hold, or another tenant's, is "not found" to them)."""
+    scope = owner_scope(p)
+    if scope is None:
+        return
+    if scope.owner is None:
+        raise NotFound(f"no service {name!r}")
+    await run_in_threadpool(rt.service_controller.get, name, scope.owner)
+
+
 @router.get("/api/v1/services/{name}/metrics", tags=["services"])
-async def metrics(name: str, rt: Runtime, _user: User, region: str | None = None) -> dict[str, Any]:
+async def metrics(name: str, rt: Runtime, p: User, region: str | None = None) -> dict[str, Any]:
     """The metric plane's view of a service: raw replica metrics (CATS level 0), site scores
     per category (level 1) and overall (level 2), and its load."""
+    await _may_read_plane(rt, p, name)
     plane = rt.metric_plane
     where = region if region and REGION.fullmatch(region) else plane.region
     return {
@@ -326,9 +339,10 @@ async def metrics(name: str, rt: Runtime, _user: User, region: str | None = None
 
 
 @router.get("/api/v1/services/{name}/latency", tags=["services"])
-async def latency(name: str, rt: Runtime, _user: User) -> ServiceLatency:
+async def latency(name: str, rt: Runtime, p: User) -> ServiceLatency:
     """p50/p95 latency over time of each site of a service and of each replica on this
     node's gateways, as this node's router observed it."""
+    await _may_read_plane(rt, p, name)
     plane: MetricPlane = rt.metric_plane
     return plane.latency(name, time.time())
 
