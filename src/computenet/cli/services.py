@@ -52,15 +52,18 @@ def deploy(
         list[str] | None,
         typer.Option(
             "--input",
-            help="LOCAL[=PATH]: send a local file (relative to here) to every replica at PATH "
-            "(default: its name); a service file can name its own with `local:`",
+            metavar="LOCAL[=PATH]",
+            help="send a local file (text, up to 128 KiB; relative to here) to every replica, "
+            "at PATH [default: its name] (repeat); a service file names its own files with "
+            "`inputs: [{path: P, local: FILE}]`, FILE relative to the service file",
         ),
     ] = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Deploy a service from its file, or roll it to the file's new version."""
+    """Deploy a service from its file, or roll it to the file's new version. Inputs with
+    `local: FILE` are read from beside the service file and sent inline."""
     spec = _service(file, input_file or [])
     with Client(url, token) as client:
         out = client.service_deploy(spec.model_dump(mode="json", exclude_unset=True))
