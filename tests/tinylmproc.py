@@ -7,16 +7,19 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
+from computenet.sdk.local_inputs import resolve_local_inputs
 from nodeproc import Proc, free_port, spawn
 
 TINYLM = Path(__file__).resolve().parents[1] / "examples" / "services" / "tinylm"
 # What a replica runs: the host's python3 (the sandbox binds the host's /usr).
 SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
-sys.path.insert(0, str(TINYLM))  # its modules (the model, bundle.py), for tests of them alone
+sys.path.insert(0, str(TINYLM))  # its modules (the model), for tests of them alone
 
 
 def start_tinylm(log_dir: Path, *extra: str, timeout_s: float = 30.0) -> tuple[str, Proc]:
@@ -39,3 +42,9 @@ def start_tinylm(log_dir: Path, *extra: str, timeout_s: float = 30.0) -> tuple[s
             proc.stop()
             raise TimeoutError(f"tinylm not healthy after {timeout_s} s:\n{proc.output()}")
         time.sleep(0.05)
+
+
+def tinylm_service() -> dict[str, Any]:
+    """tinylm's service file as the SDK sends it: its ``local`` inputs read into content."""
+    data = yaml.safe_load((TINYLM / "service.yaml").read_text())
+    return resolve_local_inputs(data, TINYLM)

@@ -24,10 +24,12 @@ import httpx
 import pytest
 import yaml
 
+from computenet.sdk.local_inputs import resolve_local_inputs
 from nodeproc import CLI, Proc, admin_token, free_port, spawn, start_node
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+SERVICE_FILE = ROOT / "examples" / "services" / "tinylm" / "service.yaml"
 REGIONS = {"sh": "31", "gz": "52"}  # Shanghai, Guizhou
 NATIONAL_REGION = "11"
 FAILOVER_S = 5.0
@@ -92,9 +94,7 @@ def _stop_runners(gw_dir: Path) -> None:
 
 
 def _service() -> dict[str, Any]:
-    spec: dict[str, Any] = yaml.safe_load(
-        (ROOT / "examples" / "services" / "tinylm" / "service.yaml").read_text()
-    )
+    spec = resolve_local_inputs(yaml.safe_load(SERVICE_FILE.read_text()), SERVICE_FILE.parent)
     # Each token takes 20 ms, so requests overlap and load shows as requests in flight.
     spec["executor"]["command"] = [*spec["executor"]["command"], "--delay-ms-per-token", "20"]
     spec["placement"] = {"regions": list(REGIONS.values())}

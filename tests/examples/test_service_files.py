@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
+from computenet.sdk.local_inputs import resolve_local_inputs
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "services"
 
 
 def load(name: str) -> dict[str, Any]:
     data = yaml.safe_load((EXAMPLES / name / "service.yaml").read_text())
     assert isinstance(data, dict)
-    return data
+    return resolve_local_inputs(data, EXAMPLES / name)  # what deploy sends
 
 
 def test_the_vllm_recipe_is_consistent() -> None:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from backend_testing import unavailable
 from computenet.gateway.backends.bwrap import bwrap_path
 from nodeproc import admin_token, free_port, start_node
-from tinylmproc import TINYLM
+from tinylmproc import tinylm_service
 
 TERMINAL = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED")
 
@@ -37,7 +36,7 @@ def test_the_service_file_payload_trains_and_answers_inside_the_sandbox(
 ) -> None:
     if bwrap_path() is None:
         unavailable("bubblewrap (bwrap) is not installed: scripts/isolation-up.sh installs it")
-    service = yaml.safe_load((TINYLM / "service.yaml").read_text())
+    service = tinylm_service()
     # The service's own command and inputs, plus --check: train, answer one completion of its
     # own over HTTP on the sandbox's loopback, print it and exit (a task must end).
     command = [*service["executor"]["command"], "--check", "--port", "8080"]

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from backend_testing import unavailable
 from computenet.gateway.backends.bwrap import bwrap_path
 from nodeproc import admin_token, free_port, start_node
-from tinylmproc import TINYLM
+from tinylmproc import tinylm_service
 
 # The service controller and the gateway's replica sockets land with svc-control's branch of
 # issue 18; until the branches meet, there is nothing to deploy to.
@@ -91,7 +90,7 @@ def test_tinylm_deployed_as_a_service_answers_through_its_gateways_socket(
     auth = {"Authorization": f"Bearer {admin_token(node)}"}
     api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=10)
     try:
-        spec = yaml.safe_load((TINYLM / "service.yaml").read_text())
+        spec = tinylm_service()
         deployed = api.post("/api/v1/services", json=spec)
         assert deployed.status_code == 201, deployed.text
         assert deployed.json()["key"]  # shown once

@@ -95,3 +95,74 @@ def test_examples_run(node: tuple[str, str], example: str) -> None:
     assert "COMPLETE" in run.stdout
     expected = "hello from the SDK" if example == "sdk_sync.py" else "task 2"
     assert expected in run.stdout
+
+
+SERVER = "import time\ntime.sleep(600)\n"
+
+
+def _service_dir(tmp_path: Path) -> Path:
+    (tmp_path / "server.py").write_text(SERVER)
+    return tmp_path
+
+
+def _service(name: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "executor": {"command": ["python3", "server.py"]},
+        "replicas": {"min": 1, "max": 2},
+        "access": "key",
+        "inputs": [{"path": "server.py", "local": "server.py"}],
+    }
+
+
+def test_sync_service_calls(node: tuple[str, str], tmp_path: Path) -> None:
+    url, token = node
+    with Client(url, token) as c:
+        out = c.service_deploy(_service("sync-svc"), base_dir=_service_dir(tmp_path))
+        assert out.created and out.key and out.name == "sync-svc"
+        assert "sync-svc" in {s.name for s in c.service_list()}
+        assert c.service_status("sync-svc").max == 2
+        assert c.service_scale("sync-svc", max=3).max == 3
+        key = c.service_key_create("sync-svc")
+        assert key.key and key.id in {k.id for k in c.service_keys("sync-svc")}
+        c.service_key_revoke("sync-svc", key.id)
+        assert key.id not in {k.id for k in c.service_keys("sync-svc")}
+        with pytest.raises(NotFound):
+            c.service_logs("sync-svc", replica=99)
+        c.service_delete("sync-svc")
+        with pytest.raises(NotFound):
+            c.service_status("no-such-svc")
+        with pytest.raises(InvalidInput, match="leaves the service file's directory"):
+            bad = {**_service("x"), "inputs": [{"path": "a", "local": "../a"}]}
+            c.service_deploy(bad, base_dir=tmp_path)
+
+
+def test_async_service_calls_match_the_sync_ones(node: tuple[str, str], tmp_path: Path) -> None:
+    url, token = node
+    base = _service_dir(tmp_path)
+
+    async def scenario() -> None:
+        async with AsyncClient(url, token) as c:
+            out = await c.service_deploy(_service("async-svc"), base_dir=base)
+            assert out.created and out.key and out.version
+            again = await c.service_deploy(_service("async-svc"), base_dir=base)
+            assert not again.created and again.key is None
+            assert "async-svc" in {s.name for s in await c.service_list()}
+            with pytest.raises(InvalidInput, match="scale_to_zero"):  # the same errors
+                await c.service_scale("async-svc", min=0)
+            assert (await c.service_scale("async-svc", min=2, max=3)).max == 3
+            status = await c.service_status("async-svc")
+            assert status.min == 2 and status.access == "key"
+            key = await c.service_key_create("async-svc")
+            assert key.id in {k.id for k in await c.service_keys("async-svc")}
+            await c.service_key_revoke("async-svc", key.id)
+            assert key.id not in {k.id for k in await c.service_keys("async-svc")}
+            with pytest.raises(NotFound):
+                await c.service_key_revoke("async-svc", key.id)
+            with pytest.raises(NotFound):
+                await c.service_logs("async-svc", replica=99)
+            await c.service_delete("async-svc")
+            with pytest.raises(NotFound):
+                await c.service_status("no-such-svc")
+
+    asyncio.run(scenario())

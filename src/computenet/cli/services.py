@@ -11,10 +11,12 @@ from rich.table import Table
 
 from computenet.cli.output import console, fail, print_json, styled_state
 from computenet.cli.tasks import Json, Token, Url, load_file
+from computenet.cli.taskview import local_inputs
 from computenet.errors import InvalidInput
 from computenet.model.service import ServiceSpec
 from computenet.model.service_api import ServiceOut
 from computenet.sdk.client import Client
+from computenet.sdk.local_inputs import resolve_local_inputs
 
 service_app = typer.Typer(
     help="Inference services: long-running replicas of an HTTP server, behind the router.",
@@ -24,8 +26,16 @@ keys_app = typer.Typer(help="A service's API keys.", no_args_is_help=True)
 service_app.add_typer(keys_app, name="keys")
 
 
-def _service(path: Path) -> ServiceSpec:
+def _service(path: Path, extra_inputs: list[str]) -> ServiceSpec:
+    """The service file, its ``local`` inputs read relative to it (and ``--input`` files
+    relative to here), validated with one clear line per error."""
     data = load_file(path, "service")
+    try:
+        data = resolve_local_inputs(data, path.parent)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc}") from None
+    if extra_inputs:
+        data = {**data, "inputs": [*data.get("inputs", []), *local_inputs(extra_inputs)]}
     try:
         return ServiceSpec.model_validate(data)
     except ValidationError as exc:
@@ -38,12 +48,23 @@ def _service(path: Path) -> ServiceSpec:
 @service_app.command("deploy")
 def deploy(
     file: Annotated[Path, typer.Option("--file", "-f", help="service.yaml")],
+    input_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            metavar="LOCAL[=PATH]",
+            help="send a local file (text, up to 128 KiB; relative to here) to every replica, "
+            "at PATH [default: its name] (repeat); a service file names its own files with "
+            "`inputs: [{path: P, local: FILE}]`, FILE relative to the service file",
+        ),
+    ] = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Deploy a service from its file, or roll it to the file's new version."""
-    spec = _service(file)
+    """Deploy a service from its file, or roll it to the file's new version. Inputs with
+    `local: FILE` are read from beside the service file and sent inline."""
+    spec = _service(file, input_file or [])
     with Client(url, token) as client:
         out = client.service_deploy(spec.model_dump(mode="json", exclude_unset=True))
     if json_out:

@@ -11,13 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from computenet.errors import InvalidInput
 from computenet.model.task import TaskSpec
 from computenet.node.views import TaskOut
+from computenet.sdk.local_inputs import read_local_text
 
 STDERR_TAIL_LINES = 10
 FAILED = ("EXECUTOR_ERROR", "SYSTEM_ERROR")
-MAX_INPUT_BYTES = 128 * 1024  # what a task's inline input content may hold
 
 
 def failure_lines(task: TaskOut) -> list[str]:
@@ -51,22 +50,7 @@ def local_inputs(pairs: list[str]) -> list[dict[str, Any]]:
     for pair in pairs:
         local, _, inside = pair.partition("=")
         path = Path(local)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InvalidInput(f"--input {local}: cannot read it: {exc.strerror}") from None
-        if len(data) > MAX_INPUT_BYTES:
-            raise InvalidInput(
-                f"--input {local} is {len(data)} bytes, over the {MAX_INPUT_BYTES} bytes a task "
-                "may carry inline: put it where the task can fetch it (inputs with a url)"
-            )
-        try:
-            text = data.decode()
-        except UnicodeDecodeError:
-            raise InvalidInput(
-                f"--input {local} is not text: put it where the task can fetch it "
-                "(inputs with a url)"
-            ) from None
+        text = read_local_text(path, f"--input {local}")
         inputs.append({"path": inside or path.name, "content": text})
     return inputs
 

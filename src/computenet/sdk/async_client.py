@@ -10,14 +10,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from computenet.errors import Unavailable
 from computenet.model.api import PoolOut, TaskListOut, TaskOut, UsageOut
+from computenet.model.service import ServiceSpec
+from computenet.model.service_api import DeployOut, KeyOut, ReplicaLogsOut, ServiceOut
 from computenet.model.task import TaskSpec, TaskState
+from computenet.sdk import service_calls
 from computenet.sdk.client import Waiter, attempt_logs, check, connection, submit_body
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -113,3 +119,55 @@ class AsyncClient:
         """A CPI's resource record."""
         out: dict[str, Any] = await self._request("GET", f"/api/v1/resolve/{cpi}")
         return out
+
+    # ---- services (docs/services.md); the same requests as Client's (sdk/service_calls.py)
+
+    async def _call(self, call: service_calls.Call[T]) -> T:
+        params = call.params or None
+        if call.empty_answer:
+            resp = await self._http.request(call.method, call.path, json=call.json, params=params)
+            check(resp)
+            return call.parse(None)
+        out = await self._request(call.method, call.path, json=call.json, params=params)
+        return call.parse(out)
+
+    async def service_deploy(
+        self, spec: ServiceSpec | dict[str, Any], base_dir: Path | None = None
+    ) -> DeployOut:
+        """Deploy a service, or roll it to a new version; ``key`` is shown only this once.
+        Inputs naming a ``local`` file are read relative to ``base_dir`` (default: here)."""
+        return await self._call(service_calls.deploy(spec, base_dir))
+
+    async def service_list(self) -> list[ServiceOut]:
+        """Your services."""
+        return await self._call(service_calls.list_all())
+
+    async def service_status(self, name: str) -> ServiceOut:
+        """A service with its replicas (state, node, gateway, region, price, health)."""
+        return await self._call(service_calls.status(name))
+
+    async def service_scale(
+        self, name: str, min: int | None = None, max: int | None = None
+    ) -> ServiceOut:
+        """Set the replica bounds the autoscaler keeps to."""
+        return await self._call(service_calls.scale(name, min, max))
+
+    async def service_logs(self, name: str, replica: int | None = None) -> ReplicaLogsOut:
+        """The logs of one replica task (default: the lowest replica)."""
+        return await self._call(service_calls.logs(name, replica))
+
+    async def service_delete(self, name: str) -> None:
+        """Delete a service: its replicas are cancelled."""
+        await self._call(service_calls.delete(name))
+
+    async def service_key_create(self, name: str) -> KeyOut:
+        """A new API key for the service (shown only now)."""
+        return await self._call(service_calls.key_create(name))
+
+    async def service_keys(self, name: str) -> list[KeyOut]:
+        """The service's keys (ids and dates)."""
+        return await self._call(service_calls.keys(name))
+
+    async def service_key_revoke(self, name: str, key_id: str) -> None:
+        """Revoke one of the service's keys."""
+        await self._call(service_calls.key_revoke(name, key_id))

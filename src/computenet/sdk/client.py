@@ -13,7 +13,8 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 from rich.console import Console
@@ -23,7 +24,10 @@ from computenet.model.api import PoolOut, TaskListOut, TaskOut, UsageOut
 from computenet.model.service import ServiceSpec
 from computenet.model.service_api import DeployOut, KeyOut, ReplicaLogsOut, ServiceOut
 from computenet.model.task import TaskSpec, TaskState
+from computenet.sdk import service_calls
 from computenet.sdk.config import load_config
+
+T = TypeVar("T")
 
 
 def check(resp: httpx.Response) -> None:
@@ -373,54 +377,53 @@ class Client:
         )
         return out
 
-    # ---- services (docs/services.md) ----------------------------------------------------
+    # ---- services (docs/services.md); requests built in service_calls, shared with async --
 
-    def service_deploy(self, spec: ServiceSpec | dict[str, Any]) -> DeployOut:
+    def _call(self, call: service_calls.Call[T]) -> T:
+        params = call.params or None
+        if call.empty_answer:
+            check(self._http.request(call.method, call.path, json=call.json, params=params))
+            return call.parse(None)
+        return call.parse(self._request(call.method, call.path, json=call.json, params=params))
+
+    def service_deploy(
+        self, spec: ServiceSpec | dict[str, Any], base_dir: Path | None = None
+    ) -> DeployOut:
         """Deploy a service, or roll it to a new version; ``key`` (first deploy of a
-        ``key`` service) is shown only this once."""
-        body = (
-            spec.model_dump(mode="json", exclude_unset=True)
-            if isinstance(spec, ServiceSpec)
-            else spec
-        )
-        return DeployOut.model_validate(self._request("POST", "/api/v1/services", json=body))
+        ``key`` service) is shown only this once. Inputs naming a ``local`` file are read
+        relative to ``base_dir`` (default: the current directory) and sent as content."""
+        return self._call(service_calls.deploy(spec, base_dir))
 
     def service_list(self) -> list[ServiceOut]:
         """Your services."""
-        return [ServiceOut.model_validate(x) for x in self._request("GET", "/api/v1/services")]
+        return self._call(service_calls.list_all())
 
     def service_status(self, name: str) -> ServiceOut:
         """A service with its replicas (state, node, gateway, region, price, health)."""
-        return ServiceOut.model_validate(self._request("GET", f"/api/v1/services/{name}"))
+        return self._call(service_calls.status(name))
 
     def service_scale(
         self, name: str, min: int | None = None, max: int | None = None
     ) -> ServiceOut:
         """Set the replica bounds the autoscaler keeps to."""
-        body = {k: v for k, v in (("min", min), ("max", max)) if v is not None}
-        out = self._request("POST", f"/api/v1/services/{name}/scale", json=body)
-        return ServiceOut.model_validate(out)
+        return self._call(service_calls.scale(name, min, max))
 
     def service_logs(self, name: str, replica: int | None = None) -> ReplicaLogsOut:
         """The logs of one replica task (default: the lowest replica)."""
-        params = {"replica": replica} if replica is not None else {}
-        out = self._request("GET", f"/api/v1/services/{name}/logs", params=params)
-        return ReplicaLogsOut.model_validate(out)
+        return self._call(service_calls.logs(name, replica))
 
     def service_delete(self, name: str) -> None:
         """Delete a service: its replicas are cancelled."""
-        self._request("DELETE", f"/api/v1/services/{name}")
+        self._call(service_calls.delete(name))
 
     def service_key_create(self, name: str) -> KeyOut:
         """A new API key for the service (shown only now)."""
-        return KeyOut.model_validate(self._request("POST", f"/api/v1/services/{name}/keys"))
+        return self._call(service_calls.key_create(name))
 
     def service_keys(self, name: str) -> list[KeyOut]:
         """The service's keys (ids and dates)."""
-        out = self._request("GET", f"/api/v1/services/{name}/keys")
-        return [KeyOut.model_validate(x) for x in out]
+        return self._call(service_calls.keys(name))
 
     def service_key_revoke(self, name: str, key_id: str) -> None:
         """Revoke one of the service's keys."""
-        resp = self._http.delete(f"/api/v1/services/{name}/keys/{key_id}")
-        check(resp)
+        self._call(service_calls.key_revoke(name, key_id))

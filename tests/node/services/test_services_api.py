@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from computenet.node.app import create_app
 from computenet.node.runtime import NodeRuntime
+from computenet.node.services.controller import ServiceController
 from computenet.node.settings import NodeSettings
 from computenet.store import tables as t
 from computenet.store.tables_billing import Charge
@@ -363,3 +364,107 @@ def test_another_tenant_cannot_read_a_services_metric_plane(world: tuple[World, 
         assert theirs.status_code == 404 and theirs.json()["error"] == "not_found", theirs.text
         assert w.client.get(path, headers=alice).status_code == 200, path
         assert w.client.get(path, headers=w.admin).status_code == 200, path
+
+
+class Crash(Exception):
+    """The node dying between a replica task's submit and its record."""
+
+
+def _die_after_submit(ctl: ServiceController, monkeypatch: pytest.MonkeyPatch) -> None:
+    submit = ctl.tasks.submit
+
+    def submit_then_die(*args: Any, **kw: Any) -> tuple[str, bool]:
+        submit(*args, **kw)
+        raise Crash
+
+    monkeypatch.setattr(ctl.tasks, "submit", submit_then_die)
+
+
+def _restarted(ctl: ServiceController) -> ServiceController:
+    """A fresh controller on the same store, as a restarted node builds it."""
+    return ServiceController(
+        ctl.db, ctl.node_code, ctl.tasks, ctl.ledger, ctl.directory, ctl.clock, ctl.sched,
+        ctl.plane, ctl.segment_s,
+    )  # fmt: skip
+
+
+def _replica_tasks(w: World) -> dict[str, str]:
+    """Every replica task of ``echo`` in the store, tracked or not: id -> state."""
+    with w.rt.db.read() as s:
+        rows = s.query(t.Task).filter(t.Task.name.like("service/echo/%")).all()
+        return {row.id: row.state for row in rows}
+
+
+def test_a_replica_submitted_but_never_recorded_is_adopted_on_restart(
+    world: tuple[World, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w, _clock = world
+    w.gateway("north", cpu_cores=8)
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    _die_after_submit(w.rt.service_controller, monkeypatch)
+    r = w.client.post("/api/v1/services", json=one, headers=w.admin)
+    assert r.status_code == 500  # the crash, in the deploy's own pass
+    (orphan,) = _replica_tasks(w)  # submitted, and listed by no service
+    assert w.rt.services.replicas("echo") == []
+    monkeypatch.undo()
+    w.rt.service_controller = ctl = _restarted(w.rt.service_controller)
+    assert ctl.reconcile_all() == 1  # adopted, and no second replica started
+    assert [p.task_id for p in w.rt.services.replicas("echo")] == [orphan]
+    ctl.reconcile_all()
+    assert list(_replica_tasks(w)) == [orphan]
+    status = w.client.get("/api/v1/services/echo", headers=w.admin).json()
+    assert [x["task_id"] for x in status["replicas"]] == [orphan] and status["live"] == 1
+    # Deleting the service now cancels it like any replica.
+    assert w.client.delete("/api/v1/services/echo", headers=w.admin).status_code == 202
+    assert _replica_tasks(w)[orphan] == "CANCELED"
+
+
+def test_a_replica_whose_service_went_while_untracked_is_cancelled_on_restart(
+    world: tuple[World, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w, _clock = world
+    _die_after_submit(w.rt.service_controller, monkeypatch)
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 500
+    monkeypatch.undo()
+    # The service is deleted before any pass could see the orphan: it goes at once.
+    assert w.client.delete("/api/v1/services/echo", headers=w.admin).status_code == 202
+    assert w.client.get("/api/v1/services/echo", headers=w.admin).status_code == 404
+    ((orphan, state),) = _replica_tasks(w).items()
+    assert state == "QUEUED"  # still wanting a pool, untracked
+    ctl = _restarted(w.rt.service_controller)
+    assert ctl.reconcile_all() == 1
+    assert _replica_tasks(w) == {orphan: "CANCELED"}
+
+
+def test_a_failed_record_is_adopted_by_the_next_pass_without_a_restart(
+    world: tuple[World, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w, _clock = world
+    ctl = w.rt.service_controller
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    real_write = ctl.db.write
+    calls = {"n": 0}
+
+    def write_failing_once_after_a_submit() -> Any:
+        # The record of the replica is the first write after the task's submit.
+        if calls["n"] == -1:
+            calls["n"] = 0
+            raise Crash
+        return real_write()
+
+    submit = ctl.tasks.submit
+
+    def submit_then_arm(*args: Any, **kw: Any) -> tuple[str, bool]:
+        out = submit(*args, **kw)
+        calls["n"] = -1
+        return out
+
+    monkeypatch.setattr(ctl.tasks, "submit", submit_then_arm)
+    monkeypatch.setattr(ctl.db, "write", write_failing_once_after_a_submit)
+    assert w.client.post("/api/v1/services", json=one, headers=w.admin).status_code == 500
+    (orphan,) = _replica_tasks(w)
+    monkeypatch.undo()
+    ctl.reconcile_all()
+    assert [p.task_id for p in w.rt.services.replicas("echo")] == [orphan]
+    assert list(_replica_tasks(w)) == [orphan]

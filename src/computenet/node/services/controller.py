@@ -37,6 +37,7 @@ from computenet.model.task import MAX_TIME_LIMIT_S, Placement, TaskSpec, TaskSta
 from computenet.node.scheduling import SchedService
 from computenet.node.services.autoscale import Autoscaler, Load
 from computenet.node.services.directory import ServiceDirectory, pool_where
+from computenet.node.services.orphans import adopt_orphans
 from computenet.node.tasks import TaskService
 from computenet.store import tables as t
 from computenet.store.db import Database
@@ -132,6 +133,10 @@ class ServiceController:
         self.scaler = Autoscaler()
         self.notes: dict[str, str] = {}  # the last thing that stopped a pass, per service
         self._lock = threading.Lock()
+        # A replica task may exist that no service_replicas row lists: the node died (or the
+        # store failed) between submitting it and recording it. The first pass, and the next
+        # pass after a failed record, look for such orphans (see adopt_orphans).
+        self._orphans_possible = True
 
     # ---- the API's operations -------------------------------------------------------
 
@@ -283,10 +288,35 @@ class ServiceController:
 
     def reconcile_all(self) -> int:
         """One pass over every service; returns how many replica tasks it started or
-        cancelled."""
+        cancelled (orphans adopted or cancelled included)."""
         with self.db.read() as s:
             names = list(s.scalars(select(Service.name).order_by(Service.name)))
+        if not names:
+            # No service left to reconcile, but orphans of a deleted one may still run.
+            with self._lock:
+                return self._adopt_orphans()
         return sum(self.reconcile(name) for name in names)
+
+    def _adopt_orphans(self) -> int:
+        """Replica tasks submitted but never recorded (a crash between the two steps of
+        ``_start``): adopted when their service lives, so this pass counts them (and cancels
+        surplus ones); cancelled when it is gone. Runs (under the lock) on the first pass and
+        after a failed record only. Returns how many it adopted or cancelled."""
+        if not self._orphans_possible:
+            return 0
+        with self.db.write() as s:
+            adopted, gone = adopt_orphans(s, self.node_code)
+        changed = adopted
+        for tid in gone:
+            try:
+                self.tasks.cancel(tid)
+                changed += 1
+            except (Conflict, NotFound):
+                pass  # it ended on its own meanwhile
+        self._orphans_possible = False
+        if changed:
+            log.warning("services: %d untracked replica task(s) adopted or cancelled", changed)
+        return changed
 
     def reconcile(self, name: str) -> int:
         """Bring one service's replica tasks to what it wants now."""
@@ -294,13 +324,14 @@ class ServiceController:
         # the one missing replica.
         with self._lock:
             self.notes.pop(name, None)
+            adopted = self._adopt_orphans()
             try:
-                changed = self._reconcile(name)
+                changed = adopted + self._reconcile(name)
             except ComputeNetError as exc:
                 # Budget spent, a crash loop...: shown on the service's status, tried again.
                 self.notes[name] = exc.message
                 log.warning("service %s: %s", name, exc.message)
-                changed = 0
+                changed = adopted
             self.directory.invalidate()
             return changed
 
@@ -476,19 +507,24 @@ class ServiceController:
         self, task: TaskSpec, spec: ServiceSpec, index: int, owner: str, tenant: str, now: datetime
     ) -> None:
         """Submit one replica task (through the task service: held against the budget,
-        placed by the scheduler) and remember it."""
+        placed by the scheduler) and remember it. Two transactions: should the second fail,
+        or the node die between them, ``adopt_orphans`` records the task later."""
         tid, _created = self.tasks.submit(task, owner, None, tenant)
-        with self.db.write() as s:
-            s.add(
-                ServiceReplica(
-                    task_id=tid,
-                    service=spec.name,
-                    version=spec.version,
-                    replica=index,
-                    live=1,
-                    created_at=now,
+        try:
+            with self.db.write() as s:
+                s.add(
+                    ServiceReplica(
+                        task_id=tid,
+                        service=spec.name,
+                        version=spec.version,
+                        replica=index,
+                        live=1,
+                        created_at=now,
+                    )
                 )
-            )
+        except BaseException:
+            self._orphans_possible = True  # the next pass adopts it
+            raise
 
     def _key_hashes(self, name: str) -> list[str]:
         with self.db.read() as s:
