@@ -17,17 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from computenet.model.protocol import DeclarePools
-from computenet.model.task import Policy
+from computenet.model.protocol import DeclarePools, PoolSpec
+from computenet.model.task import Policy, TaskSpec
 from computenet.node.runtime import NodeRuntime
+from computenet.node.sched_apply import preempt
 from computenet.node.settings import NodeSettings
+from computenet.sched.core import Decision
 from computenet.sim.core_adapter import CORE_POLICIES, CorePlacer, pool_spec, task_spec
 from computenet.sim.topology import SimPool, Topology
 from computenet.sim.trace import Job
 from computenet.store import tables as t
 from computenet.tasks.clock import FakeClock
 from computenet.tasks.lifecycle import Phase
-from computenet.tasks.placement import TaskRecord, Waiting, apply_plan, plan_pass
+from computenet.tasks.placement import Plan, TaskRecord, Waiting, apply_plan, plan_pass
 from computenet.tasks.transitions import current_phase
 
 
@@ -142,7 +144,7 @@ def test_the_in_memory_apply_step_agrees_with_the_store_apply(rt: NodeRuntime) -
     cancelled = plan.placements[0].task_id
     table = {j.job_id: TaskRecord(Phase.WAITING) for j in jobs}
     table[cancelled].phase = Phase.CANCELED
-    placed = apply_plan(table, plan)
+    placed = apply_plan(table, plan, max_attempts=3)
     assert cancelled not in placed and table[cancelled].phase is Phase.CANCELED
     assert table[cancelled].pool is None
     for job_id, rec in table.items():
@@ -154,3 +156,77 @@ def test_the_in_memory_apply_step_agrees_with_the_store_apply(rt: NodeRuntime) -
         assert rec.reason == (
             "" if pool else next(d.reason for d in plan.reasons if d.task_id == job_id)
         )
+
+
+def test_preempted_leases_give_up_after_max_attempts_in_memory_as_in_the_store(
+    tmp_path: Path,
+) -> None:
+    """The in-memory apply step and the store's apply preempt the same victims the same
+    way: a placed task is re-queued, a leased one re-queued while it has attempts left, a
+    system error once it has had them all, and a cancelling one ends cancelled."""
+    clock = FakeClock()
+    settings = NodeSettings(
+        data_dir=tmp_path, node_code="cn", max_attempts=2, heartbeat_timeout_s=3600.0
+    )
+    rt = NodeRuntime(settings, clock)
+    rt.bootstrap()
+    try:
+        prefix, token = rt.enrol_provider("acme", "")
+        rt.auth.redeem_enrolment(token)
+        gid = rt.dispatch.register_gateway(prefix, "acme-gw")
+        cpu = PoolSpec(label="cpu", cpu_cores=8, memory_mib=32768)
+        rt.dispatch.declare_pools(gid, DeclarePools(pools=[cpu]))
+        spec = TaskSpec.model_validate({"executors": [{"command": ["true"]}]})
+
+        def lease_one() -> str:
+            tid = rt.tasks.submit(spec, "alice")[0]
+            assert rt.placer.schedule_pass() == 1
+            [lt] = rt.dispatch.lease(gid, 1)
+            assert lt.task_id == tid
+            return tid
+
+        spent = lease_one()  # expires once, is leased again: its second (last) attempt
+        clock.advance(31)
+        assert rt.dispatch.expire() == 1
+        rt.placer.schedule_pass()
+        assert [lt.task_id for lt in rt.dispatch.lease(gid, 1)] == [spent]
+        fresh = lease_one()  # first attempt: one left
+        cancelling = lease_one()
+        rt.tasks.cancel(cancelling)
+        placed = rt.tasks.submit(spec, "alice")[0]
+        assert rt.placer.schedule_pass() == 1
+        victims = (spent, fresh, cancelling, placed)
+
+        def records() -> dict[str, TaskRecord]:
+            with rt.db.read() as s:
+                rows = {tid: s.get(t.Task, tid) for tid in victims}
+                return {
+                    tid: TaskRecord(current_phase(s, r), r.pool_cpi, r.reason, attempt=r.attempt)
+                    for tid, r in rows.items()
+                    if r is not None
+                }
+
+        before = records()
+        assert [before[v].attempt for v in victims] == [2, 1, 1, 0]
+        table = records()
+        plan = Plan((Decision("urgent", before[placed].pool, preempt=victims),), ())
+        assert apply_plan(table, plan, max_attempts=2) == []  # "urgent" is not in the table
+
+        with rt.db.write() as s:  # the live node's apply of the same victims
+            for victim in victims:
+                preempt(s, victim, "urgent", clock(), rt.dispatch.preempted)
+        after = records()
+    finally:
+        rt.federation.peer.close()
+        rt.db.dispose()
+
+    phases = {v: (table[v].phase, after[v].phase) for v in victims}
+    assert phases == {
+        spent: (Phase.SYSTEM_ERROR, Phase.SYSTEM_ERROR),
+        fresh: (Phase.WAITING, Phase.WAITING),
+        cancelling: (Phase.CANCELED, Phase.CANCELED),
+        placed: (Phase.WAITING, Phase.WAITING),
+    }
+    for v in victims:
+        assert (table[v].pool, table[v].reason) == (after[v].pool, after[v].reason), v
+    assert after[fresh].reason.startswith("re-queued: lease on ")

@@ -40,7 +40,14 @@ from computenet.node.settings import NodeSettings
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.tasks.clock import Clock, utcnow
-from computenet.tasks.lifecycle import HANDED_OUT_STATES, Event, Phase, apply, reported
+from computenet.tasks.lifecycle import (
+    HANDED_OUT_STATES,
+    Event,
+    Phase,
+    apply,
+    lease_lost_event,
+    reported,
+)
 from computenet.tasks.transitions import current_phase, guard, log_line, move, move_by_id
 
 LOG_TAIL_CHARS = 1024 * 1024
@@ -496,8 +503,7 @@ class Dispatcher:
     ) -> None:
         lost = f"lease on {row.pool_cpi} {why}"
         phase = current_phase(s, row)
-        if phase is not Phase.CANCELING and row.attempt >= self.settings.max_attempts:
-            event = Event.GAVE_UP
+        event = lease_lost_event(phase, row.attempt, self.settings.max_attempts, event)
         unleased = {"lease_id": None, "lease_gateway_id": None, "lease_expires_at": None}
         target = apply(phase, event)
         if target is Phase.CANCELED:

@@ -195,6 +195,18 @@ HANDED_OUT_STATES = states_of(HANDED_OUT_PHASES)  # INITIALIZING, RUNNING, CANCE
 TERMINAL_STATES = states_of(TERMINAL_PHASES)
 
 
+def lease_lost_event(
+    phase: Phase, attempt: int, max_attempts: int, cause: Event = Event.LEASE_LOST
+) -> Event:
+    """The event a lost lease applies (``cause``: expired or handed back, or preempted):
+    a task that has had ``max_attempts`` attempts gives up instead of going back to the
+    queue; one being cancelled ends cancelled whatever its count. The live dispatcher and
+    the in-memory apply step (:mod:`computenet.tasks.placement`) both decide by it."""
+    if phase is not Phase.CANCELING and attempt >= max_attempts:
+        return Event.GAVE_UP
+    return cause
+
+
 def phase_of(state: str | TaskState, pool_cpi: str | None, forwarded: bool) -> Phase:
     """The phase of a stored task: its TES state, whether it has a pool, and whether a
     forward of it to another node is live (sent or confirmed)."""

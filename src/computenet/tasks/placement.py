@@ -15,7 +15,13 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
 from computenet.sched.core import Context, Decision, PoolView, TaskView, schedule
-from computenet.tasks.lifecycle import Event, Phase, apply, is_terminal
+from computenet.tasks.lifecycle import (
+    HANDED_OUT_PHASES,
+    Event,
+    Phase,
+    apply,
+    lease_lost_event,
+)
 
 NO_POOLS = "no pools are registered"
 
@@ -61,21 +67,21 @@ class TaskRecord:
     reason: str = ""
     reservation: str = ""
     variant: int = -1
+    attempt: int = 0  # attempts handed out so far (a lease starts the next one)
 
 
-def apply_plan(tasks: MutableMapping[str, TaskRecord], plan: Plan) -> list[str]:
+def apply_plan(tasks: MutableMapping[str, TaskRecord], plan: Plan, max_attempts: int) -> list[str]:
     """Apply ``plan`` to ``tasks`` as the live node applies it to its store; return the ids
-    placed. A victim goes back to waiting (a cancelling one ends cancelled); a placement
-    whose task no longer waits is skipped."""
+    placed. A placed victim goes back to waiting; a leased one loses its lease as the
+    dispatcher's rule says (back to waiting, a system error once it has had
+    ``max_attempts`` attempts, cancelled if it was being cancelled). A placement whose task
+    no longer waits is skipped."""
     placed = []
     for d in plan.placements:
         for victim in d.preempt:
             rec = tasks.get(victim)
-            if rec is None or is_terminal(rec.phase) or rec.phase is Phase.FORWARDED:
-                continue
-            rec.phase = apply(rec.phase, Event.PREEMPTED)
-            rec.pool, rec.reservation = None, ""
-            rec.reason = f"re-queued: preempted by {d.task_id}"
+            if rec is not None and rec.phase in HANDED_OUT_PHASES | {Phase.PLACED}:
+                _preempt(rec, d.task_id, max_attempts)
         rec = tasks.get(d.task_id)
         if rec is None or rec.phase is not Phase.WAITING:
             continue
@@ -87,3 +93,16 @@ def apply_plan(tasks: MutableMapping[str, TaskRecord], plan: Plan) -> list[str]:
         if rec is not None and rec.phase is Phase.WAITING:
             rec.reason = d.reason
     return placed
+
+
+def _preempt(rec: TaskRecord, by: str, max_attempts: int) -> None:
+    why = f"preempted by {by}"
+    if rec.phase is Phase.PLACED:
+        rec.phase = apply(rec.phase, Event.PREEMPTED)
+        rec.pool, rec.reservation, rec.reason = None, "", f"re-queued: {why}"
+        return
+    event = lease_lost_event(rec.phase, rec.attempt, max_attempts, Event.PREEMPTED)
+    rec.phase = apply(rec.phase, event)
+    if rec.phase is Phase.WAITING:
+        rec.reason = f"re-queued: lease on {rec.pool} {why}"
+        rec.pool, rec.reservation = None, ""
