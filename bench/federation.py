@@ -11,12 +11,14 @@ they are threads of this script, not node processes. Everything is bounded (~2 m
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +118,33 @@ def freshness(members: dict[str, Any], n: int) -> None:
     print(f"sync freshness, gateway change -> national index ({n}x): {ms(lags)}  (target < 2 s)")
 
 
-def run_to_complete(http: httpx.Client, m: Any, regions: list[str]) -> float:
+def _at(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def timeline(task: dict[str, Any], seen_at: float) -> list[tuple[str, float]]:
+    """The task's steps with their times (epoch s), in order: its events (labelled by state
+    and the first word of their message: submitted, placed, leased, the gateway's first
+    log line, forwarded, ...), its executors' start and end, and when the bench saw it
+    COMPLETE. Node, gateway and bench share this machine's clock."""
+    steps = [
+        (f"{e['state']} {(e['message'].split() or ['-'])[0]}", _at(e["at"]))
+        for e in task.get("events") or []
+    ]
+    for a in task.get("attempts") or []:
+        for ex in a["executors"]:
+            if ex.get("start_time"):
+                steps.append(("executor start", _at(ex["start_time"])))
+            if ex.get("end_time"):
+                steps.append(("executor end", _at(ex["end_time"])))
+    steps.append(("seen COMPLETE by the bench", seen_at))
+    return sorted(steps, key=lambda x: x[1])
+
+
+def run_to_complete(http: httpx.Client, m: Any, regions: list[str]) -> tuple[float, list[Any]]:
     """Submit a no-op task at ``m`` and poll it (every 20 ms, on one kept-alive connection:
-    a fresh client per request costs more than the node's own work) until COMPLETE."""
+    a fresh client per request costs more than the node's own work) until COMPLETE.
+    Returns the latency and the task's timeline (see ``timeline``)."""
     body = {
         "executors": [{"command": ["true"]}],
         "placement": {"regions": regions},
@@ -133,23 +159,43 @@ def run_to_complete(http: httpx.Client, m: Any, regions: list[str]) -> float:
             task = m.get(f"/api/v1/tasks/{tid}?view=FULL")
             raise TimeoutError(f"task {tid} did not complete in 30 s: {task}")
         time.sleep(0.02)
-    return time.perf_counter() - t0
+    took, seen_at = time.perf_counter() - t0, time.time()
+    full = http.get(f"{m.url}/api/v1/tasks/{tid}?view=FULL", headers=m.headers).json()
+    return took, timeline(full, seen_at)
+
+
+def breakdown(title: str, timelines: list[list[tuple[str, float]]]) -> None:
+    """Print the p50 of each step (previous step -> this one) over the runs."""
+    gaps: dict[str, list[float]] = {}
+    for steps in timelines:
+        for (_, t_prev), (label, t) in itertools.pairwise(steps):
+            gaps.setdefault(label, []).append(t - t_prev)
+    print(f"  per-step breakdown, {title} (p50 of the time since the previous step):")
+    for label, values in gaps.items():
+        print(f"    -> {label:<34} {pct(values, 50) * 1000:7.1f} ms   ({len(values)} runs)")
 
 
 def forwarding(members: dict[str, Any], n: int) -> None:
     sh, gz = members["shanghai"], members["guizhou"]
     with httpx.Client(timeout=10) as http:
         run_to_complete(http, sh, ["52"])  # warm-up: first connections, first lease
-        direct = [run_to_complete(http, gz, ["52"]) for _ in range(n)]
-        forwarded = [run_to_complete(http, sh, ["52"]) for _ in range(n)]
+        direct_runs = [run_to_complete(http, gz, ["52"]) for _ in range(n)]
+        forwarded_runs = [run_to_complete(http, sh, ["52"]) for _ in range(n)]
+    direct = [x for x, _ in direct_runs]
+    forwarded = [x for x, _ in forwarded_runs]
     extra = statistics.median(forwarded) - statistics.median(direct)
     print(f"submit -> COMPLETE at Guizhou directly   ({n}x): {ms(direct)}")
+    breakdown("at Guizhou directly", [steps for _, steps in direct_runs])
     print(f"submit -> COMPLETE from Shanghai (fwd'd) ({n}x): {ms(forwarded)}")
+    breakdown("from Shanghai (the timeline Shanghai shows)", [s for _, s in forwarded_runs])
     print(f"forwarding overhead (median difference): {extra * 1000:.0f} ms")
 
 
 def part1(tmp: Path, n: int) -> None:
     print("== part 1: real federation on loopback: 4 node processes + 4 gateway processes")
+    # The local gateway sandboxes tasks (bwrap, a uid of its own, cgroup) only as root.
+    mode = "sandboxed (root: bwrap)" if os.geteuid() == 0 else "unsandboxed (not root)"
+    print(f"gateway mode: {mode}; load average {os.getloadavg()[0]:.2f} (1 min)")
     members: dict[str, Any] = {}
     try:
         ttl0 = ("--resolve-ttl-s", "0")  # national and Shanghai never cache: uncached path
