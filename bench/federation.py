@@ -122,26 +122,52 @@ def _at(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def timeline(task: dict[str, Any], seen_at: float) -> list[tuple[str, float]]:
-    """The task's steps with their times (epoch s), in order: its events (labelled by state
-    and the first word of their message: submitted, placed, leased, the gateway's first
-    log line, forwarded, ...), its executors' start and end, and when the bench saw it
-    COMPLETE. Node, gateway and bench share this machine's clock."""
-    steps = [
-        (f"{e['state']} {(e['message'].split() or ['-'])[0]}", _at(e["at"]))
-        for e in task.get("events") or []
-    ]
+# The steps of a no-op task, in the order they happen (a step a run lacks is skipped):
+# matched on the task's events (a mirrored one starts with "[code] ") and executor times.
+STEPS = (
+    "submitted",
+    "placed",
+    "forwarded",
+    "leased",
+    "executor start",
+    "executor end",
+    "COMPLETE at the running node (mirrored)",
+    "COMPLETE recorded",
+    "seen COMPLETE by the bench",
+)
+
+
+def _step(state: str, message: str) -> str | None:
+    mirrored = message.startswith("[")
+    words = message.split("] ", 1)[-1].split() if mirrored else message.split()
+    if state == "COMPLETE":
+        return STEPS[6] if mirrored else STEPS[7]
+    first = words[0] if words else ""
+    return first if first in ("submitted", "placed", "forwarded", "leased") else None
+
+
+def timeline(task: dict[str, Any], seen_at: float) -> dict[str, float]:
+    """When (epoch s) the task reached each of ``STEPS``, from its events (the first of each
+    kind), its first executor's start and end, and when the bench saw it COMPLETE. Node,
+    gateway and bench share this machine's clock."""
+    at: dict[str, float] = {}
+    for e in task.get("events") or []:
+        step = _step(e["state"], e["message"])
+        if step is not None:
+            at.setdefault(step, _at(e["at"]))
     for a in task.get("attempts") or []:
-        for ex in a["executors"]:
+        for ex in a["executors"][:1]:
             if ex.get("start_time"):
-                steps.append(("executor start", _at(ex["start_time"])))
+                at["executor start"] = _at(ex["start_time"])
             if ex.get("end_time"):
-                steps.append(("executor end", _at(ex["end_time"])))
-    steps.append(("seen COMPLETE by the bench", seen_at))
-    return sorted(steps, key=lambda x: x[1])
+                at["executor end"] = _at(ex["end_time"])
+    at[STEPS[-1]] = seen_at
+    return at
 
 
-def run_to_complete(http: httpx.Client, m: Any, regions: list[str]) -> tuple[float, list[Any]]:
+def run_to_complete(
+    http: httpx.Client, m: Any, regions: list[str]
+) -> tuple[float, dict[str, float]]:
     """Submit a no-op task at ``m`` and poll it (every 20 ms, on one kept-alive connection:
     a fresh client per request costs more than the node's own work) until COMPLETE.
     Returns the latency and the task's timeline (see ``timeline``)."""
@@ -164,15 +190,18 @@ def run_to_complete(http: httpx.Client, m: Any, regions: list[str]) -> tuple[flo
     return took, timeline(full, seen_at)
 
 
-def breakdown(title: str, timelines: list[list[tuple[str, float]]]) -> None:
-    """Print the p50 of each step (previous step -> this one) over the runs."""
+def breakdown(title: str, timelines: list[dict[str, float]]) -> None:
+    """Print the p50 of each step: the time since the previous step the run has."""
     gaps: dict[str, list[float]] = {}
-    for steps in timelines:
-        for (_, t_prev), (label, t) in itertools.pairwise(steps):
-            gaps.setdefault(label, []).append(t - t_prev)
+    for at in timelines:
+        present = [(step, at[step]) for step in STEPS if step in at]
+        for (_, t_prev), (step, t) in itertools.pairwise(present):
+            gaps.setdefault(step, []).append(t - t_prev)
     print(f"  per-step breakdown, {title} (p50 of the time since the previous step):")
-    for label, values in gaps.items():
-        print(f"    -> {label:<34} {pct(values, 50) * 1000:7.1f} ms   ({len(values)} runs)")
+    for step in STEPS:
+        if step in gaps:
+            values = gaps[step]
+            print(f"    -> {step:<40} {pct(values, 50) * 1000:7.1f} ms   ({len(values)} runs)")
 
 
 def forwarding(members: dict[str, Any], n: int) -> None:
