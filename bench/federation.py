@@ -11,12 +11,14 @@ they are threads of this script, not node processes. Everything is bounded (~2 m
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +118,59 @@ def freshness(members: dict[str, Any], n: int) -> None:
     print(f"sync freshness, gateway change -> national index ({n}x): {ms(lags)}  (target < 2 s)")
 
 
-def run_to_complete(http: httpx.Client, m: Any, regions: list[str]) -> float:
+def _at(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# The steps of a no-op task, in the order they happen (a step a run lacks is skipped):
+# matched on the task's events (a mirrored one starts with "[code] ") and executor times.
+STEPS = (
+    "submitted",
+    "placed",
+    "forwarded",
+    "leased",
+    "executor start",
+    "executor end",
+    "COMPLETE at the running node (mirrored)",
+    "COMPLETE recorded",
+    "seen COMPLETE by the bench",
+)
+
+
+def _step(state: str, message: str) -> str | None:
+    mirrored = message.startswith("[")
+    words = message.split("] ", 1)[-1].split() if mirrored else message.split()
+    if state == "COMPLETE":
+        return STEPS[6] if mirrored else STEPS[7]
+    first = words[0] if words else ""
+    return first if first in ("submitted", "placed", "forwarded", "leased") else None
+
+
+def timeline(task: dict[str, Any], seen_at: float) -> dict[str, float]:
+    """When (epoch s) the task reached each of ``STEPS``, from its events (the first of each
+    kind), its first executor's start and end, and when the bench saw it COMPLETE. Node,
+    gateway and bench share this machine's clock."""
+    at: dict[str, float] = {}
+    for e in task.get("events") or []:
+        step = _step(e["state"], e["message"])
+        if step is not None:
+            at.setdefault(step, _at(e["at"]))
+    for a in task.get("attempts") or []:
+        for ex in a["executors"][:1]:
+            if ex.get("start_time"):
+                at["executor start"] = _at(ex["start_time"])
+            if ex.get("end_time"):
+                at["executor end"] = _at(ex["end_time"])
+    at[STEPS[-1]] = seen_at
+    return at
+
+
+def run_to_complete(
+    http: httpx.Client, m: Any, regions: list[str]
+) -> tuple[float, dict[str, float]]:
     """Submit a no-op task at ``m`` and poll it (every 20 ms, on one kept-alive connection:
-    a fresh client per request costs more than the node's own work) until COMPLETE."""
+    a fresh client per request costs more than the node's own work) until COMPLETE.
+    Returns the latency and the task's timeline (see ``timeline``)."""
     body = {
         "executors": [{"command": ["true"]}],
         "placement": {"regions": regions},
@@ -133,23 +185,46 @@ def run_to_complete(http: httpx.Client, m: Any, regions: list[str]) -> float:
             task = m.get(f"/api/v1/tasks/{tid}?view=FULL")
             raise TimeoutError(f"task {tid} did not complete in 30 s: {task}")
         time.sleep(0.02)
-    return time.perf_counter() - t0
+    took, seen_at = time.perf_counter() - t0, time.time()
+    full = http.get(f"{m.url}/api/v1/tasks/{tid}?view=FULL", headers=m.headers).json()
+    return took, timeline(full, seen_at)
+
+
+def breakdown(title: str, timelines: list[dict[str, float]]) -> None:
+    """Print the p50 of each step: the time since the previous step the run has."""
+    gaps: dict[str, list[float]] = {}
+    for at in timelines:
+        present = [(step, at[step]) for step in STEPS if step in at]
+        for (_, t_prev), (step, t) in itertools.pairwise(present):
+            gaps.setdefault(step, []).append(t - t_prev)
+    print(f"  per-step breakdown, {title} (p50 of the time since the previous step):")
+    for step in STEPS:
+        if step in gaps:
+            values = gaps[step]
+            print(f"    -> {step:<40} {pct(values, 50) * 1000:7.1f} ms   ({len(values)} runs)")
 
 
 def forwarding(members: dict[str, Any], n: int) -> None:
     sh, gz = members["shanghai"], members["guizhou"]
     with httpx.Client(timeout=10) as http:
         run_to_complete(http, sh, ["52"])  # warm-up: first connections, first lease
-        direct = [run_to_complete(http, gz, ["52"]) for _ in range(n)]
-        forwarded = [run_to_complete(http, sh, ["52"]) for _ in range(n)]
+        direct_runs = [run_to_complete(http, gz, ["52"]) for _ in range(n)]
+        forwarded_runs = [run_to_complete(http, sh, ["52"]) for _ in range(n)]
+    direct = [x for x, _ in direct_runs]
+    forwarded = [x for x, _ in forwarded_runs]
     extra = statistics.median(forwarded) - statistics.median(direct)
     print(f"submit -> COMPLETE at Guizhou directly   ({n}x): {ms(direct)}")
+    breakdown("at Guizhou directly", [steps for _, steps in direct_runs])
     print(f"submit -> COMPLETE from Shanghai (fwd'd) ({n}x): {ms(forwarded)}")
+    breakdown("from Shanghai (the timeline Shanghai shows)", [s for _, s in forwarded_runs])
     print(f"forwarding overhead (median difference): {extra * 1000:.0f} ms")
 
 
 def part1(tmp: Path, n: int) -> None:
     print("== part 1: real federation on loopback: 4 node processes + 4 gateway processes")
+    # The local gateway sandboxes tasks (bwrap, a uid of its own, cgroup) only as root.
+    mode = "sandboxed (root: bwrap)" if os.geteuid() == 0 else "unsandboxed (not root)"
+    print(f"gateway mode: {mode}; load average {os.getloadavg()[0]:.2f} (1 min)")
     members: dict[str, Any] = {}
     try:
         ttl0 = ("--resolve-ttl-s", "0")  # national and Shanghai never cache: uncached path

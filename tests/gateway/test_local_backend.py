@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -254,3 +256,17 @@ def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
     assert nxt.stdin is not None
     nxt.stdin.close()  # as when the gateway goes away: the spare ends quietly
     assert nxt.wait(10) == 0
+
+
+def test_the_runner_starts_without_the_heavy_imports() -> None:
+    """A spare runner is started just before its task, so its Python start is on the task's
+    path: it must not load data staging, the egress proxy or asyncio for a plain task."""
+    code = (
+        "import sys, computenet.gateway.backends.local_runner as r; "
+        "print(sorted(m for m in ('asyncio', 'ssl', 'fsspec', 'computenet.gateway.egress_proxy',"
+        " 'computenet.gateway.staging') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -31,8 +31,6 @@ from urllib.parse import urlsplit
 from computenet.model.egress import EgressRule, judge, parse_rules
 from computenet.model.urlpolicy import Address
 
-# The port the proxy has inside every task's network namespace.
-TASK_PROXY_PORT = 3128
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0

@@ -27,6 +27,9 @@ from computenet.errors import InvalidInput
 from computenet.model.urlpolicy import Address, judged_as
 
 MAX_RULES = 64
+# The port the egress proxy has inside every task's network namespace. Here, not in the
+# proxy's module, so that the task runner need not import the proxy (and asyncio) to know it.
+TASK_PROXY_PORT = 3128
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$")
 

@@ -18,7 +18,7 @@ from typing import IO
 
 from computenet.gateway.backends.cgroups import TaskCgroup
 from computenet.gateway.backends.netbridge import Bridge, BridgeError, bridge_out
-from computenet.gateway.egress_proxy import TASK_PROXY_PORT
+from computenet.model.egress import TASK_PROXY_PORT
 
 EGRESS_SOCKET = "egress.sock"
 EGRESS_LOG = "egress.log"
