@@ -88,6 +88,7 @@ class _Stream:
     window: int = tf.WINDOW_BYTES
     credited: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+    whole: bool = False  # came as one REQUEST frame: a small answer may go back as RESPONSE
 
 
 class _Refused(Exception):
@@ -143,7 +144,10 @@ class Tunnel:
                 try:
                     async with connect(
                         self.ws_url,
-                        additional_headers={"Authorization": f"Bearer {cred}"},
+                        additional_headers={
+                            "Authorization": f"Bearer {cred}",
+                            tf.VERSION_HEADER: str(tf.VERSION),
+                        },
                         max_size=tf.MAX_FRAME_BYTES,
                         ping_interval=5.0,
                         ping_timeout=5.0,
@@ -181,6 +185,13 @@ class Tunnel:
         if frame.kind is tf.Kind.OPEN:
             opened = frame.json()
             st = _Stream(str(opened.get("task_id", "")))
+            self._streams[frame.stream] = st
+            st.worker = asyncio.create_task(self._pass(ws, frame.stream, st, opened))
+        elif frame.kind is tf.Kind.REQUEST:
+            opened, body = frame.whole()
+            st = _Stream(str(opened.get("task_id", "")), whole=True)
+            st.body.put_nowait(body)
+            st.body.put_nowait(None)
             self._streams[frame.stream] = st
             st.worker = asyncio.create_task(self._pass(ws, frame.stream, st, opened))
         elif st is None:
@@ -273,6 +284,14 @@ class Tunnel:
                         [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                     ),
                 }
+                size = resp.content_length
+                if st.whole and size is not None and size <= tf.CHUNK_BYTES:
+                    # A small answer of known length: head, body and end in one frame. A
+                    # stream (no length: server-sent events) goes chunk by chunk below.
+                    body = await resp.read()
+                    stats.tokens += sum(int(m) for m in _TOKENS.findall(body))
+                    await self._send(ws, tf.encode_whole(sid, tf.Kind.RESPONSE, head, body))
+                    return
                 await self._send(ws, tf.encode_json(sid, tf.Kind.HEAD, head))
                 head_sent = True
                 tail = b""

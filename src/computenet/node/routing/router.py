@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from computenet.errors import ComputeNetError, NotFound, Unauthorized
@@ -257,7 +256,7 @@ async def _remote(
     signed: str,
 ) -> Response:
     try:
-        url = await run_in_threadpool(rt.federation.url_of, node)
+        url = await plane.node_url(node, rt.federation.url_of)
     except NotFound as exc:
         raise UpstreamError(str(exc), before_head=True) from None
     http = plane.http_client()
@@ -327,4 +326,6 @@ async def tunnel(ws: WebSocket) -> None:
         await ws.close(code=1008, reason=exc.message[:120])
         return
     await ws.accept()
-    await rt.metric_plane.tunnels.serve(gw.subject, ws)
+    said = ws.headers.get(tf.VERSION_HEADER, "1")
+    version = min(int(said), tf.VERSION) if said.isdigit() else 1
+    await rt.metric_plane.tunnels.serve(gw.subject, ws, version)
