@@ -108,9 +108,11 @@ class Tunnel:
         report_s: float = 1.0,
         max_streams: int = tf.MAX_STREAMS,
         read_timeout_s: float = 600.0,
+        version: int = tf.VERSION,
     ) -> None:
         """``credential`` gives the gateway's credential once enrolled; ``targets`` the
-        running replicas (task id -> socket and health path)."""
+        running replicas (task id -> socket and health path); ``version`` the tunnel version
+        it tells the node it speaks (1: no REQUEST/RESPONSE frames, as older gateways)."""
         base = node_url.rstrip("/")
         self.ws_url = "ws" + base.removeprefix("http") + tf.PATH
         self.credential = credential
@@ -119,6 +121,7 @@ class Tunnel:
         self.report_s = report_s
         self.max_streams = max_streams
         self.read_timeout_s = read_timeout_s
+        self.version = version
         self.stats: dict[str, _Stats] = {}
         self.connected = asyncio.Event()
         self._streams: dict[int, _Stream] = {}
@@ -146,7 +149,7 @@ class Tunnel:
                         self.ws_url,
                         additional_headers={
                             "Authorization": f"Bearer {cred}",
-                            tf.VERSION_HEADER: str(tf.VERSION),
+                            tf.VERSION_HEADER: str(self.version),
                         },
                         max_size=tf.MAX_FRAME_BYTES,
                         ping_interval=5.0,
