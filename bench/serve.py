@@ -230,7 +230,7 @@ async def measure(
     cpu = {k: round(v / seconds, 2) for k, v in used.items()}
     # CPU each process spent per routed request: what limits requests/s on a busy machine.
     per_request = {k: round(v / max(ok, 1) * 1000, 3) for k, v in used.items()}
-    out = {
+    out: dict[str, Any] = {
         "direct": _summary(d),
         "through_one_node": _summary(loc),
         "forwarded": _summary(fwd),

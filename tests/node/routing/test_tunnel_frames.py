@@ -64,8 +64,8 @@ class _Recorder:
 
     def kinds(self) -> tuple[list[tf.Kind], list[tf.Kind]]:
         """Kinds sent and received since the last call (credits left out)."""
-        sent = [k for _, k in self.sent if k is not tf.Kind.CREDIT]
-        got = [k for _, k in self.got]
+        sent: list[tf.Kind] = [k for _, k in self.sent if k is not tf.Kind.CREDIT]
+        got: list[tf.Kind] = [k for _, k in self.got]
         self.sent.clear()
         self.got.clear()
         return sent, got
