@@ -223,10 +223,14 @@ async def measure(
         ttfb_direct = await _ttfb(direct, "http://replica/stream", 50)
         ttfb_local = await _ttfb(s, f"{local}/services/v1/{SERVICE}/stream", 50)
         ttfb_fwd = await _ttfb(s, f"{forwarded}/services/v1/{SERVICE}/stream", 50)
+    pids = {**pids, "load_generator": os.getpid()}
     cpu0 = {k: _cpu_s(p) for k, p in pids.items()}
     rps, ok, failed = await _throughput(f"{local}/services/v1/{SERVICE}/x", seconds, conc)
-    cpu = {k: round((_cpu_s(p) - cpu0[k]) / seconds, 2) for k, p in pids.items()}
-    out = {
+    used = {k: _cpu_s(p) - cpu0[k] for k, p in pids.items()}
+    cpu = {k: round(v / seconds, 2) for k, v in used.items()}
+    # CPU each process spent per routed request: what limits requests/s on a busy machine.
+    per_request = {k: round(v / max(ok, 1) * 1000, 3) for k, v in used.items()}
+    out: dict[str, Any] = {
         "direct": _summary(d),
         "through_one_node": _summary(loc),
         "forwarded": _summary(fwd),
@@ -237,13 +241,18 @@ async def measure(
             "concurrency": conc,
             "seconds": seconds,
             "cores_used": cpu,
+            "cpu_ms_per_request": per_request,
         },
         "ttfb_ms_p50": {
             "direct": round(statistics.median(ttfb_direct), 3),
             "through_one_node": round(statistics.median(ttfb_local), 3),
             "forwarded": round(statistics.median(ttfb_fwd), 3),
         },
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     for k in ("through_one_node", "forwarded"):
         out[k]["added_p50_ms"] = round(out[k]["p50_ms"] - out["direct"]["p50_ms"], 3)
@@ -387,7 +396,8 @@ def main() -> int:
 
 
 def _print(r: dict[str, Any]) -> None:
-    print(f"machine: {r['machine']['cpus']} CPUs, Python {r['machine']['python']}")
+    m = r["machine"]
+    print(f"machine: {m['cpus']} CPUs, Python {m['python']}, load average {m['load_average']}")
     print(f"{'path':<18}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>11}{'added p99':>11}")
     for k in ("direct", "through_one_node", "forwarded"):
         x = r[k]
@@ -401,6 +411,7 @@ def _print(r: dict[str, Any]) -> None:
         f"({t['ok']} ok, {t['failed']} failed, {t['concurrency']} in flight, {t['seconds']} s); "
         f"cores used: {t['cores_used']}"
     )
+    print(f"CPU ms per request: {t['cpu_ms_per_request']}")
     f = r["ttfb_ms_p50"]
     print(
         f"time to first byte of a stream, p50 ms: direct {f['direct']}, "

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from computenet.gateway.tunnel import HealthPolicy, ReplicaTarget, Tunnel
+from computenet.model import tunnel as tf
 from computenet.model.service import ServiceBinding
 from computenet.model.task import TaskState
 from computenet.node.app import create_app
@@ -30,7 +31,8 @@ STREAM_GAP_S = 0.2  # between streamed events: the test checks they arrive apart
 
 
 class _Replica(BaseHTTPRequestHandler):
-    """A replica: /health, /echo (method, path, headers, body as JSON), /stream (SSE)."""
+    """A replica: /health, /echo (method, path, headers, body as JSON), /stream (SSE),
+    /blob/<n> (n binary bytes with a Content-Length)."""
 
     protocol_version = "HTTP/1.1"
     server: _UnixHTTPServer
@@ -51,6 +53,15 @@ class _Replica(BaseHTTPRequestHandler):
         if self.path == "/health":
             out = b'{"ok":true}'
             self.send_response(200 if self.server.healthy else 503)
+        elif self.path.startswith("/blob/"):  # /blob/<n>: n bytes of every byte value
+            n = int(self.path.removeprefix("/blob/"))
+            out = bytes(i % 251 for i in range(n))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            self.wfile.write(out)
+            return
         elif self.path.startswith("/stream"):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -134,9 +145,12 @@ def serve_node(rt: NodeRuntime, port: int | None = None) -> Iterator[str]:
 
 @contextmanager
 def run_tunnel(
-    node_url: str, credential: str, targets: Callable[[], dict[str, ReplicaTarget]]
+    node_url: str,
+    credential: str,
+    targets: Callable[[], dict[str, ReplicaTarget]],
+    version: int = tf.VERSION,
 ) -> Iterator[Tunnel]:
-    """A gateway's tunnel in its own thread and event loop."""
+    """A gateway's tunnel (speaking tunnel ``version``) in its own thread and event loop."""
     loop = asyncio.new_event_loop()
     tunnel = Tunnel(
         node_url,
@@ -144,6 +158,7 @@ def run_tunnel(
         targets,
         health=HealthPolicy(interval_s=0.2, timeout_s=1.0, failures=2),
         report_s=0.2,
+        version=version,
     )
     started = threading.Event()
     holder: dict[str, asyncio.Task[None]] = {}

@@ -88,6 +88,7 @@ class _Stream:
     window: int = tf.WINDOW_BYTES
     credited: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+    whole: bool = False  # came as one REQUEST frame: a small answer may go back as RESPONSE
 
 
 class _Refused(Exception):
@@ -107,9 +108,11 @@ class Tunnel:
         report_s: float = 1.0,
         max_streams: int = tf.MAX_STREAMS,
         read_timeout_s: float = 600.0,
+        version: int = tf.VERSION,
     ) -> None:
         """``credential`` gives the gateway's credential once enrolled; ``targets`` the
-        running replicas (task id -> socket and health path)."""
+        running replicas (task id -> socket and health path); ``version`` the tunnel version
+        it tells the node it speaks (1: no REQUEST/RESPONSE frames, as older gateways)."""
         base = node_url.rstrip("/")
         self.ws_url = "ws" + base.removeprefix("http") + tf.PATH
         self.credential = credential
@@ -118,6 +121,7 @@ class Tunnel:
         self.report_s = report_s
         self.max_streams = max_streams
         self.read_timeout_s = read_timeout_s
+        self.version = version
         self.stats: dict[str, _Stats] = {}
         self.connected = asyncio.Event()
         self._streams: dict[int, _Stream] = {}
@@ -143,7 +147,10 @@ class Tunnel:
                 try:
                     async with connect(
                         self.ws_url,
-                        additional_headers={"Authorization": f"Bearer {cred}"},
+                        additional_headers={
+                            "Authorization": f"Bearer {cred}",
+                            tf.VERSION_HEADER: str(self.version),
+                        },
                         max_size=tf.MAX_FRAME_BYTES,
                         ping_interval=5.0,
                         ping_timeout=5.0,
@@ -181,6 +188,13 @@ class Tunnel:
         if frame.kind is tf.Kind.OPEN:
             opened = frame.json()
             st = _Stream(str(opened.get("task_id", "")))
+            self._streams[frame.stream] = st
+            st.worker = asyncio.create_task(self._pass(ws, frame.stream, st, opened))
+        elif frame.kind is tf.Kind.REQUEST:
+            opened, body = frame.whole()
+            st = _Stream(str(opened.get("task_id", "")), whole=True)
+            st.body.put_nowait(body)
+            st.body.put_nowait(None)
             self._streams[frame.stream] = st
             st.worker = asyncio.create_task(self._pass(ws, frame.stream, st, opened))
         elif st is None:
@@ -273,6 +287,14 @@ class Tunnel:
                         [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
                     ),
                 }
+                size = resp.content_length
+                if st.whole and size is not None and size <= tf.CHUNK_BYTES:
+                    # A small answer of known length: head, body and end in one frame. A
+                    # stream (no length: server-sent events) goes chunk by chunk below.
+                    body = await resp.read()
+                    stats.tokens += sum(int(m) for m in _TOKENS.findall(body))
+                    await self._send(ws, tf.encode_whole(sid, tf.Kind.RESPONSE, head, body))
+                    return
                 await self._send(ws, tf.encode_json(sid, tf.Kind.HEAD, head))
                 head_sent = True
                 tail = b""

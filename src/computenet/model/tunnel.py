@@ -6,7 +6,12 @@ streams with ids it counts up from 1 on each connection.
 
 A stream: the node sends OPEN (JSON: task id, method, path, headers), BODY chunks and END;
 the gateway answers HEAD (JSON: status, headers), BODY chunks and END, or RESET (JSON: reason)
-at any point. Either side may RESET a stream (the node does when its client goes away).
+at any point. A small request (and its answer) fits in one frame when both ends speak tunnel
+version 2 (the gateway says so in the ``X-ComputeNet-Tunnel`` header when it connects): REQUEST
+is OPEN, its whole body and END; the gateway answers a REQUEST whose response has a
+Content-Length of at most ``CHUNK_BYTES`` with RESPONSE (HEAD, the whole body and END), and any
+other one (a stream, server-sent events) as before. Either side may RESET a stream (the node
+does when its client goes away).
 Response bodies are flow-controlled: the gateway sends at most ``WINDOW_BYTES`` a stream ahead
 of the CREDIT frames the node returns as its client takes the bytes, so one slow client holds
 back only its own stream.
@@ -27,6 +32,9 @@ MAX_FRAME_BYTES = CHUNK_BYTES + 64 * 1024  # a frame with headers; the WebSocket
 WINDOW_BYTES = 512 * 1024  # response bytes in flight per stream before the node credits them
 MAX_STREAMS = 512  # open streams per tunnel
 REPORT_STREAM = 0
+VERSION = 2  # 2: REQUEST and RESPONSE frames
+VERSION_HEADER = "x-computenet-tunnel"
+_JSON_LEN = struct.Struct("!I")
 
 
 class Kind(enum.IntEnum):
@@ -39,6 +47,8 @@ class Kind(enum.IntEnum):
     RESET = 5
     CREDIT = 6
     REPORT = 7
+    REQUEST = 8  # OPEN + whole body + END (version 2)
+    RESPONSE = 9  # HEAD + whole body + END (version 2)
 
 
 class FrameError(ValueError):
@@ -63,6 +73,17 @@ class Frame:
             raise FrameError(f"frame {self.kind.name} is not a JSON object")
         return data
 
+    def whole(self) -> tuple[dict[str, Any], bytes]:
+        """The JSON part and the body of a REQUEST or RESPONSE frame."""
+        if len(self.payload) < _JSON_LEN.size:
+            raise FrameError(f"frame {self.kind.name} is too short")
+        (n,) = _JSON_LEN.unpack_from(self.payload)
+        end = _JSON_LEN.size + n
+        if end > len(self.payload):
+            raise FrameError(f"frame {self.kind.name} is shorter than its JSON part")
+        head = Frame(self.stream, self.kind, self.payload[_JSON_LEN.size : end]).json()
+        return head, self.payload[end:]
+
     def credit(self) -> int:
         """The byte count of a CREDIT frame."""
         if len(self.payload) != 4:
@@ -78,6 +99,12 @@ def encode(stream: int, kind: Kind, payload: bytes = b"") -> bytes:
 def encode_json(stream: int, kind: Kind, data: dict[str, Any]) -> bytes:
     """A frame whose payload is ``data`` as JSON."""
     return encode(stream, kind, json.dumps(data, separators=(",", ":")).encode())
+
+
+def encode_whole(stream: int, kind: Kind, data: dict[str, Any], body: bytes) -> bytes:
+    """A REQUEST or RESPONSE frame: ``data`` as JSON (length first), then the whole body."""
+    js = json.dumps(data, separators=(",", ":")).encode()
+    return b"".join((HEADER.pack(stream, kind), _JSON_LEN.pack(len(js)), js, body))
 
 
 def encode_credit(stream: int, nbytes: int) -> bytes:

@@ -3,6 +3,7 @@ health and load rules on an injected clock."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -109,3 +110,25 @@ def test_health_needs_a_live_tunnel_and_fresh_reports_and_load_counts() -> None:
     plane.report("gw", report)
     plane._tunnel_changed("gw", False)
     assert not plane.healthy("t1")
+
+
+def test_a_forward_targets_url_is_looked_up_once_per_ttl_and_again_after_a_failure() -> None:
+    now = [100.0]
+    plane = MetricPlane(RoutingSettings(node_url_ttl_s=10.0), "cn", "11", clock=lambda: now[0])
+    looked: list[str] = []
+
+    def lookup(code: str) -> str:
+        looked.append(code)
+        return f"http://{code}.example:{len(looked)}"
+
+    async def url() -> str:
+        return await plane.node_url("cn.sh", lookup)
+
+    assert asyncio.run(url()) == "http://cn.sh.example:1"
+    now[0] += 9.0
+    assert asyncio.run(url()) == "http://cn.sh.example:1"  # reused within the TTL
+    now[0] += 2.0
+    assert asyncio.run(url()) == "http://cn.sh.example:2"  # looked up again after it
+    plane.site_failed("cn.sh")
+    assert asyncio.run(url()) == "http://cn.sh.example:3"  # and after a failed forward
+    assert looked == ["cn.sh"] * 3

@@ -155,6 +155,7 @@ class MetricPlane:
         self._forwarded: defaultdict[str, _Rate] = defaultdict(_Rate)  # node code -> rate
         self._remote: dict[str, str] = {}  # replica task id -> the node it runs under
         self._cache: dict[str, tuple[float, list[Any]]] = {}
+        self._urls: dict[str, tuple[float, str]] = {}  # node code -> (until, its URL)
         self._tenants: dict[str, str] = {}  # service -> the tenant it bills (home node only)
         # Requests each replica (task id) on this node's gateways served, since start: the
         # metering round writes them to the bill (``billing.metering``). One increment a
@@ -233,6 +234,19 @@ class MetricPlane:
     def site_failed(self, code: str) -> None:
         """A forward to node ``code`` failed: pass it over for a while."""
         self._down_until[code] = self.clock() + self.settings.site_down_s
+        self._urls.pop(code, None)  # it may have moved: look it up again
+
+    async def node_url(self, code: str, lookup: Callable[[str], str]) -> str:
+        """The URL of node ``code``: ``lookup`` (a database read, run in a worker thread) at
+        most once per ``node_url_ttl_s``, not once per forwarded request."""
+        hit = self._urls.get(code)
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        url = await asyncio.to_thread(lookup, code)
+        if len(self._urls) > 10_000:
+            self._urls.clear()
+        self._urls[code] = (self.clock() + self.settings.node_url_ttl_s, url)
+        return url
 
     def tenant(self, name: str) -> str:
         """The tenant a service's requests are counted for (``-`` where unknown)."""

@@ -157,7 +157,9 @@ async def route(name: str, path: str, request: Request) -> Response:
         if len(body) > limit:
             return _refuse(413, "too_large", f"service request body over {limit} bytes")
     method = request.method
-    target_path = "/" + path + (f"?{request.url.query}" if request.url.query else "")
+    # The query as the client sent it (building ``request.url`` costs more than the rest).
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    target_path = "/" + path + (f"?{query}" if query else "")
     ident = rt.federation.ident
     placements = await plane.replicas_async(name)
     fwd: Forwarded | None = None
@@ -264,7 +266,7 @@ async def _remote(
     signed: str,
 ) -> Response:
     try:
-        url = await run_in_threadpool(rt.federation.url_of, node)
+        url = await plane.node_url(node, rt.federation.url_of)
     except NotFound as exc:
         raise UpstreamError(str(exc), before_head=True) from None
     http = plane.http_client()
@@ -358,4 +360,6 @@ async def tunnel(ws: WebSocket) -> None:
         await ws.close(code=1008, reason=exc.message[:120])
         return
     await ws.accept()
-    await rt.metric_plane.tunnels.serve(gw.subject, ws)
+    said = ws.headers.get(tf.VERSION_HEADER, "1")
+    version = min(int(said), tf.VERSION) if said.isdigit() else 1
+    await rt.metric_plane.tunnels.serve(gw.subject, ws, version)

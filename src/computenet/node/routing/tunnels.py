@@ -95,9 +95,12 @@ class Upstream:
 class TunnelConn:
     """One gateway's open tunnel."""
 
-    def __init__(self, gateway_id: str, ws: WebSocket, max_streams: int = tf.MAX_STREAMS) -> None:
+    def __init__(
+        self, gateway_id: str, ws: WebSocket, max_streams: int = tf.MAX_STREAMS, version: int = 1
+    ) -> None:
         self.gateway_id = gateway_id
         self.ws = ws
+        self.version = version  # the gateway's tunnel version: 2 takes REQUEST frames
         self.max_streams = max_streams
         self.streams: dict[int, _Stream] = {}
         self.closed = False
@@ -125,10 +128,14 @@ class TunnelConn:
         self.streams[sid] = st
         opened = {"task_id": task_id, "method": method, "path": path, "headers": headers}
         try:
-            await self.send(tf.encode_json(sid, tf.Kind.OPEN, opened))
-            for i in range(0, len(body), tf.CHUNK_BYTES):
-                await self.send(tf.encode(sid, tf.Kind.BODY, body[i : i + tf.CHUNK_BYTES]))
-            await self.send(tf.encode(sid, tf.Kind.END))
+            if self.version >= 2 and len(body) <= tf.CHUNK_BYTES:
+                # One frame, one send: most service requests are small.
+                await self.send(tf.encode_whole(sid, tf.Kind.REQUEST, opened, body))
+            else:
+                await self.send(tf.encode_json(sid, tf.Kind.OPEN, opened))
+                for i in range(0, len(body), tf.CHUNK_BYTES):
+                    await self.send(tf.encode(sid, tf.Kind.BODY, body[i : i + tf.CHUNK_BYTES]))
+                await self.send(tf.encode(sid, tf.Kind.END))
             head = await st.head
         except UpstreamError:
             self.streams.pop(sid, None)
@@ -154,6 +161,12 @@ class TunnelConn:
         if frame.kind is tf.Kind.HEAD:
             if not st.head.done():
                 st.head.set_result(frame.json())
+        elif frame.kind is tf.Kind.RESPONSE:
+            head, body = frame.whole()
+            if not st.head.done():
+                st.chunks.put_nowait(body)
+                st.chunks.put_nowait(None)
+                st.head.set_result(head)
         elif frame.kind is tf.Kind.BODY:
             st.chunks.put_nowait(frame.payload)
         elif frame.kind is tf.Kind.END:
@@ -189,9 +202,10 @@ class TunnelHub:
         conn = self.conns.get(gateway_id)
         return conn if conn is not None and not conn.closed else None
 
-    async def serve(self, gateway_id: str, ws: WebSocket) -> None:
-        """Read an accepted WebSocket until it closes; a newer tunnel replaces an older one."""
-        conn = TunnelConn(gateway_id, ws)
+    async def serve(self, gateway_id: str, ws: WebSocket, version: int = 1) -> None:
+        """Read an accepted WebSocket until it closes; a newer tunnel replaces an older one.
+        ``version``: the tunnel version the gateway speaks."""
+        conn = TunnelConn(gateway_id, ws, version=version)
         old = self.conns.get(gateway_id)
         self.conns[gateway_id] = conn
         if old is not None:
