@@ -6,7 +6,9 @@ from the store, its plan written back in guarded transactions). The simulator's 
 placer (``CorePlacer``, no store) on the same pools and jobs. Both decide with
 ``computenet.tasks.placement.plan_pass``; the test checks that the two ways of building its
 inputs agree, and that the in-memory apply step (``apply_plan``) leaves the tasks where the
-live node's store apply left them.
+live node's store apply left them. Both hand placed tasks to gateways and expire leases with
+``computenet.tasks.dispatching`` (``lease_order``, ``expiries``): the last test checks that the
+live dispatcher's leases and expiries match the simulator's on the same inputs.
 """
 
 from __future__ import annotations
