@@ -40,14 +40,14 @@ from computenet.node.settings import NodeSettings
 from computenet.store import tables as t
 from computenet.store.db import Database
 from computenet.tasks.clock import Clock, utcnow
-from computenet.tasks.lifecycle import (
-    HANDED_OUT_STATES,
-    Event,
-    Phase,
-    apply,
-    lease_lost_event,
-    reported,
+from computenet.tasks.dispatching import (
+    Held,
+    Placed,
+    expiries,
+    lease_lost_outcome,
+    lease_order,
 )
+from computenet.tasks.lifecycle import HANDED_OUT_STATES, Event, Phase, phase_of, reported
 from computenet.tasks.transitions import current_phase, guard, log_line, move, move_by_id
 
 LOG_TAIL_CHARS = 1024 * 1024
@@ -215,26 +215,33 @@ class Dispatcher:
         now = self.clock()
         expires = now + timedelta(seconds=self.settings.lease_ttl_s)
         out: list[LeasedTask] = []
+        # SQL narrows to the candidates (placed here, unleased); the pure lease_order picks
+        # and orders them, as the simulator does. Placed tasks hold capacity, so they are few.
         cpis = select(t.Pool.cpi).where(t.Pool.gateway_id == gateway_id)
-        q = (
-            select(t.Task)
-            .where(
-                t.Task.state == TaskState.QUEUED.value,
-                t.Task.pool_cpi.in_(cpis),
-                t.Task.lease_id.is_(None),
-            )
-            .order_by(t.Task.priority.desc(), t.Task.seq)
-            .limit(max_tasks)
+        unleased = (
+            t.Task.state == TaskState.QUEUED.value,
+            t.Task.pool_cpi.in_(cpis),
+            t.Task.lease_id.is_(None),
         )
         # Every change wakes every waiting long-poll: look without the write lock first, so
         # a gateway with nothing placed on it does not queue behind submissions for it.
         with self.db.read() as s:
-            if s.execute(q.with_only_columns(t.Task.id).limit(1)).first() is None:
+            if s.execute(select(t.Task.id).where(*unleased).limit(1)).first() is None:
                 return out
         with self.db.write() as s:
+            candidates = s.execute(
+                select(t.Task.id, t.Task.pool_cpi, t.Task.priority, t.Task.seq).where(*unleased)
+            )
+            ids = lease_order(
+                (Placed(i, Phase.PLACED, pool, prio, seq) for i, pool, prio, seq in candidates),
+                set(s.scalars(cpis)),
+                max_tasks,
+            )
+            q = select(t.Task).where(t.Task.id.in_(ids), *unleased)
             if not self.db.is_sqlite:
                 q = q.with_for_update(skip_locked=True)
-            for row in s.scalars(q):
+            rows = {row.id: row for row in s.scalars(q)}
+            for row in (rows[i] for i in ids if i in rows):
                 assert row.pool_cpi is not None
                 secrets = self._secret_env(s, row)
                 if secrets is None:
@@ -437,19 +444,24 @@ class Dispatcher:
         now = self.clock()
         changed = 0
         with self.db.write() as s:
-            rows = list(
-                s.scalars(
-                    select(t.Task)
-                    .where(
-                        t.Task.state.in_(HANDED_OUT_STATES),
-                        t.Task.lease_expires_at.is_not(None),
-                        t.Task.lease_expires_at < now,
-                    )
-                    .order_by(t.Task.id)
-                    .with_for_update()
-                )
+            # SQL narrows to held leases; the pure ``expiries`` decides which ran out and
+            # what becomes of each, as the simulator decides it.
+            held = s.execute(
+                select(t.Task.id, t.Task.state, t.Task.pool_cpi, t.Task.attempt)
+                .add_columns(t.Task.lease_expires_at)
+                .where(t.Task.state.in_(HANDED_OUT_STATES), t.Task.lease_expires_at.is_not(None))
             )
-            for row in rows:
+            ran_out = expiries(
+                (
+                    Held(i, phase_of(state, pool, False), attempt, at)
+                    for i, state, pool, attempt, at in held
+                ),
+                now,
+                self.settings.max_attempts,
+            )
+            for gone in ran_out:
+                row = s.get(t.Task, gone.task_id, with_for_update=True)
+                assert row is not None
                 self._lease_lost(s, row, now)
                 changed += 1
             cutoff = now - timedelta(seconds=self.settings.heartbeat_timeout_s)
@@ -503,9 +515,8 @@ class Dispatcher:
     ) -> None:
         lost = f"lease on {row.pool_cpi} {why}"
         phase = current_phase(s, row)
-        event = lease_lost_event(phase, row.attempt, self.settings.max_attempts, event)
+        event, target = lease_lost_outcome(phase, row.attempt, self.settings.max_attempts, event)
         unleased = {"lease_id": None, "lease_gateway_id": None, "lease_expires_at": None}
-        target = apply(phase, event)
         if target is Phase.CANCELED:
             move(s, row, event, now, f"{lost} while canceling", ended_at=now, **unleased)
         elif target is Phase.SYSTEM_ERROR:

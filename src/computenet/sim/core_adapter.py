@@ -9,7 +9,7 @@ the engine runs each job for its true time on the card it got.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from computenet.errors import InvalidInput
 from computenet.model.pool import Accelerator, Capacity, PoolHealth, PoolSpec, Region
@@ -34,6 +34,8 @@ from computenet.sched.estimates import REFERENCE_MODEL
 from computenet.sched.pooltable import workload_throughputs
 from computenet.sim.topology import SimPool, Topology
 from computenet.sim.trace import Job
+from computenet.tasks.dispatching import Placed, lease_order
+from computenet.tasks.lifecycle import Phase
 from computenet.tasks.placement import Waiting, plan_pass
 
 # The simulator tracks cards only; CPU and memory are sized so they never bind.
@@ -173,4 +175,19 @@ class CorePlacer:
         # The live node's pass decision, the same function (no store, virtual time).
         waiting = [Waiting(self._tasks[j.job_id]) for j in pending]
         plan = plan_pass(waiting, self.views(free), self.context(held))
-        return [(by_id[d.task_id], self._pools[str(d.pool)]) for d in plan.placements]
+        placed = [(by_id[d.task_id], self._pools[str(d.pool)]) for d in plan.placements]
+        # Each pool's gateway leases at once all that was placed on it (no gateway is lost in
+        # the simulator), in the live dispatcher's order.
+        return self.lease(placed, self._pools, len(placed))
+
+    def lease(
+        self, placed: Sequence[tuple[Job, SimPool]], pools: Collection[str], max_tasks: int
+    ) -> list[tuple[Job, SimPool]]:
+        """What a gateway owning ``pools`` is handed from ``placed`` jobs, in order, decided
+        by the live dispatcher's function (:func:`computenet.tasks.dispatching.lease_order`)."""
+        by_id = {job.job_id: (job, pool) for job, pool in placed}
+        records = (
+            Placed(j.job_id, Phase.PLACED, p.pool_id, j.priority, self._tasks[j.job_id].seq)
+            for j, p in placed
+        )
+        return [by_id[i] for i in lease_order(records, pools, max_tasks)]
