@@ -286,7 +286,9 @@ class Sender:
 
     def push(self, recs: list[dict[str, Any]], full: bool) -> None:
         self.seq += 1
-        env = seal(self.ident, "sync.push", {"seq": self.seq, "full": full, "records": recs})
+        msg = {"seq": self.seq, "full": full, "records": recs}
+        assert self.ident.parent_code is not None  # enrolled under the national node
+        env = seal(self.ident, "sync.push", msg, to=self.ident.parent_code)
         body = env.model_dump_json().encode()
         r = self.http.post(
             f"{self.url}/federation/v1/msg/sync.push",

@@ -233,7 +233,8 @@ def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
     tmp_path: Path,
 ) -> None:
     """With ``watch``, a job goes to the runner started ahead (its secrets down its stdin),
-    the agent is woken as the runner ends, and the next spare starts only then."""
+    the next spare starts as the job is handed over (one only), and the agent is woken as
+    the runner ends."""
     backend = LocalBackend(tmp_path, [POOL])
     woken = threading.Event()
     backend.watch(woken.set)
@@ -243,16 +244,16 @@ def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
     job = Job("cn-T1", 1, "lease1", "cn/local/host", TaskSpec.model_validate(spec), {"TOKEN": "s3"})
     backend.submit(job)
     assert int((tmp_path / "jobs" / job.key / "runner.pid").read_text()) == spare.pid
+    nxt = backend._spare
+    assert nxt is not None and nxt is not spare and nxt.poll() is None
+    backend._refill()  # a spare is alive: no second one
+    assert backend._spare is nxt
     assert woken.wait(20), "no wake-up when the runner ended"
     assert backend.status(job).state is TaskState.COMPLETE
     assert _out(backend, job) == "s3\n"
     assert "s3" not in (tmp_path / "jobs" / job.key / "job.json").read_text()
-    deadline = time.monotonic() + 10
-    while backend._spare is None or backend._spare is spare:
-        assert time.monotonic() < deadline, "no new spare after the job ended"
-        time.sleep(0.01)
+    assert backend._spare is nxt  # the job's end started no other
     backend.forget(job)
-    nxt = backend._spare
     assert nxt.stdin is not None
     nxt.stdin.close()  # as when the gateway goes away: the spare ends quietly
     assert nxt.wait(10) == 0

@@ -125,8 +125,7 @@ class LocalBackend(Backend):
         # (most short tasks end within the first poll interval).
         proc.wait()
         self._wake()
-        # The next spare starts once this job is over, not while it starts: on a small
-        # host the two would compete for the CPU.
+        # Normally a no-op (the next spare started at hand-off); here when that one died.
         self._refill()
 
     def image_runtime(self, job: Job) -> str | None:
@@ -180,6 +179,10 @@ class LocalBackend(Backend):
         (jobdir / "runner.pid").write_text(str(proc.pid))
         self._children[job.key] = proc
         threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
+        # The next spare starts as this one takes its job, not when the job ends: a task
+        # submitted right after a short one then finds a runner done importing. At most one
+        # spare is ever kept (``_refill`` starts none while one is alive).
+        self._refill()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         """A runner process, detached from the gateway, that waits for its job on stdin."""
