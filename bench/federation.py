@@ -168,8 +168,8 @@ def timeline(task: dict[str, Any], seen_at: float) -> dict[str, float]:
 def run_to_complete(
     http: httpx.Client, m: Any, regions: list[str]
 ) -> tuple[float, dict[str, float]]:
-    """Submit a no-op task at ``m`` and poll it (every 20 ms, on one kept-alive connection:
-    a fresh client per request costs more than the node's own work) until COMPLETE.
+    """Submit a no-op task at ``m`` and wait for COMPLETE with one long-poll (``wait_s``), on
+    one kept-alive connection (a fresh client per request costs more than the node's work).
     Returns the latency and the task's timeline (see ``timeline``)."""
     body = {
         "executors": [{"command": ["true"]}],
@@ -179,12 +179,11 @@ def run_to_complete(
     r = http.post(f"{m.url}/api/v1/tasks", json=body, headers=m.headers)
     r.raise_for_status()
     tid = r.json()["id"]
-    url = f"{m.url}/api/v1/tasks/{tid}?view=MINIMAL"
-    while http.get(url, headers=m.headers).json()["state"] != "COMPLETE":
-        if time.perf_counter() - t0 > 30:
-            task = m.get(f"/api/v1/tasks/{tid}?view=FULL")
-            raise TimeoutError(f"task {tid} did not complete in 30 s: {task}")
-        time.sleep(0.02)
+    # A long-poll: the node answers when the task is final (or after 30 s).
+    url = f"{m.url}/api/v1/tasks/{tid}?view=MINIMAL&wait_s=30"
+    if http.get(url, headers=m.headers, timeout=40).json()["state"] != "COMPLETE":
+        task = m.get(f"/api/v1/tasks/{tid}?view=FULL")
+        raise TimeoutError(f"task {tid} did not complete in 30 s: {task}")
     took, seen_at = time.perf_counter() - t0, time.time()
     full = http.get(f"{m.url}/api/v1/tasks/{tid}?view=FULL", headers=m.headers).json()
     return took, timeline(full, seen_at)

@@ -68,7 +68,7 @@ class Federation:
             "task.confirm": self.forwarder.handle_confirm,
             "task.status": self.forwarder.handle_status,
             "task.cancel": self.forwarder.handle_cancel,
-            "task.update": self.forwarder.handle_update,
+            "task.update": self._handle_update,
             "settlement.statement": self._handle_settlement,
         }
         assert set(self._handlers) == set(MESSAGES)  # one model per kind handled
@@ -124,6 +124,11 @@ class Federation:
     def _handle_forward(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
         out = self.forwarder.handle_forward(sender, body)
         self.changed.fire()  # the inbound loop asks the origin to confirm at once
+        return out
+
+    def _handle_update(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
+        out = self.forwarder.handle_update(sender, body)
+        self.changed.fire()  # a client long-polling a forwarded task sees its new state now
         return out
 
     def enrol(self, req: EnrolIn) -> EnrolOut:

@@ -8,6 +8,7 @@ async with AsyncClient() as c:
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,14 @@ from computenet.model.service import ServiceSpec
 from computenet.model.service_api import DeployOut, KeyOut, ReplicaLogsOut, ServiceOut
 from computenet.model.task import TaskSpec, TaskState
 from computenet.sdk import service_calls
-from computenet.sdk.client import Waiter, attempt_logs, check, connection, submit_body
+from computenet.sdk.client import (
+    Waiter,
+    attempt_logs,
+    check,
+    connection,
+    submit_body,
+    wait_params,
+)
 
 T = TypeVar("T")
 
@@ -67,9 +75,12 @@ class AsyncClient:
         )
         return str(out["id"])
 
-    async def get(self, task_id: str, view: str = "FULL") -> TaskOut:
-        """One task."""
-        out = await self._request("GET", f"/api/v1/tasks/{task_id}", params={"view": view})
+    async def get(
+        self, task_id: str, view: str = "FULL", wait_s: float = 0, state: TaskState | None = None
+    ) -> TaskOut:
+        """One task; with ``wait_s``, once its state is not ``state`` (or it is final)."""
+        params = wait_params(view, wait_s, state)
+        out = await self._request("GET", f"/api/v1/tasks/{task_id}", params=params)
         return TaskOut.model_validate(out)
 
     async def list_tasks(
@@ -106,10 +117,11 @@ class AsyncClient:
         """Poll until the task is final; ``on_change`` sees each new state."""
         waiter = Waiter(task_id, timeout_s, on_change, progress)
         while True:
-            task = await self.get(task_id, view="BASIC")
+            began = time.monotonic()
+            task = await self.get(task_id, "BASIC", waiter.wait_s(poll_s), waiter.state)
             if waiter.done(task):
                 return task
-            await asyncio.sleep(poll_s)
+            await asyncio.sleep(waiter.pause(poll_s, began))
 
     async def pools(self) -> list[PoolOut]:
         """Every pool the node knows."""

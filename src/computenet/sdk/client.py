@@ -75,6 +75,16 @@ def connection(url: str | None, token: str | None) -> tuple[str, dict[str, str]]
     return cfg.url.rstrip("/"), ({"Authorization": f"Bearer {cfg.token}"} if cfg.token else {})
 
 
+def wait_params(view: str, wait_s: float, state: TaskState | None) -> dict[str, Any]:
+    """Query parameters of a task read, a long-poll when ``wait_s`` > 0."""
+    params: dict[str, Any] = {"view": view}
+    if wait_s > 0:
+        params["wait_s"] = round(wait_s, 3)
+        if state is not None:
+            params["state"] = state.value
+    return params
+
+
 class Waiter:
     """What ``wait`` tracks between polls: the last state seen and the deadline."""
 
@@ -89,6 +99,24 @@ class Waiter:
         self.on_change = progress_printer() if progress and on_change is None else on_change
         self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.last: tuple[TaskState, str | None, str | None] | None = None
+
+    @property
+    def state(self) -> TaskState | None:
+        """The last state seen: a long-poll answers once the task leaves it."""
+        return None if self.last is None else self.last[0]
+
+    def wait_s(self, poll_s: float) -> float:
+        """How long the next long-poll may wait: a poll period, never past the deadline."""
+        if self.deadline is None:
+            return poll_s
+        return max(0.0, min(poll_s, self.deadline - time.monotonic()))
+
+    @staticmethod
+    def pause(poll_s: float, began: float) -> float:
+        """What is left of the poll period after an answer: none after a long-poll that
+        waited it out; the rest after an early answer (a change, or a node that does not
+        long-poll), so a waiter never asks more often than every ``poll_s``."""
+        return max(0.0, poll_s - (time.monotonic() - began))
 
     def done(self, task: TaskOut) -> bool:
         """Report a new state; True once final. Raises ``Unavailable`` past the deadline."""
@@ -150,10 +178,13 @@ class Client:
         )
         return str(out["id"])
 
-    def get(self, task_id: str, view: str = "FULL") -> TaskOut:
-        """One task."""
+    def get(
+        self, task_id: str, view: str = "FULL", wait_s: float = 0, state: TaskState | None = None
+    ) -> TaskOut:
+        """One task; with ``wait_s``, once its state is not ``state`` (or it is final)."""
+        params = wait_params(view, wait_s, state)
         return TaskOut.model_validate(
-            self._request("GET", f"/api/v1/tasks/{task_id}", params={"view": view})
+            self._request("GET", f"/api/v1/tasks/{task_id}", params=params)
         )
 
     def list_tasks(
@@ -196,10 +227,11 @@ class Client:
         (``progress=True`` prints each new state with Rich)."""
         waiter = Waiter(task_id, timeout_s, on_change, progress)
         while True:
-            task = self.get(task_id, view="BASIC")
+            began = time.monotonic()
+            task = self.get(task_id, "BASIC", waiter.wait_s(poll_s), waiter.state)
             if waiter.done(task):
                 return task
-            time.sleep(poll_s)
+            time.sleep(waiter.pause(poll_s, began))
 
     def pools(self) -> list[PoolOut]:
         """Every pool the node knows."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 import computenet
 from computenet.errors import InvalidInput
@@ -18,6 +20,8 @@ from computenet.node.tasks import MAX_PAGE_SIZE, ListFilter
 from computenet.node.views import PoolOut, TaskListOut, TaskOut, View, pool_out
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
+MAX_WAIT_S = 60.0  # a long-poll on one task answers within this, even if nothing moved
+WAIT_RECHECK_S = 0.5  # how often a long-poll looks again for changes that fire no signal
 
 
 class NodeInfo(BaseModel):
@@ -137,9 +141,28 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut, response_model_exclude_none=True)
-def get_task(task_id: str, rt: Runtime, p: User, view: View = View.FULL) -> TaskOut:
-    """One task with its timeline, logs and usage."""
-    return rt.tasks.get(task_id, view, owner_scope(p))
+async def get_task(
+    task_id: str,
+    rt: Runtime,
+    p: User,
+    view: View = View.FULL,
+    wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+    state: TaskState | None = None,
+) -> TaskOut:
+    """One task with its timeline, logs and usage. With ``wait_s`` it is a long-poll: the
+    answer comes once the task's state differs from ``state`` (without ``state``: once it is
+    final), or when ``wait_s`` has passed, whichever is first."""
+    scope = owner_scope(p)
+    deadline = time.monotonic() + wait_s
+    while True:
+        mark = rt.changed.mark()  # a change while we read wakes the wait below at once
+        out = await run_in_threadpool(rt.tasks.get, task_id, view, scope)
+        left = deadline - time.monotonic()
+        moved = out.state.terminal or (state is not None and out.state is not state)
+        if moved or left <= 0 or rt.draining:
+            return out
+        # A finished task fires the signal; other changes are seen at the next re-check.
+        await rt.changed.wait(min(left, WAIT_RECHECK_S), since=mark)
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=CancelOut)
