@@ -128,13 +128,8 @@ def book_charge(
     s: Session,
     task: t.Task,
     usage: t.UsageRecord | InterimUsage,
-    provider_prefix: str,
-    tier: Tier,
-    unit: Unit,
+    rate: Rate,
     qty: Decimal,
-    unit_price: Decimal,
-    currency: str,
-    price_entry_id: int | None,
     now: datetime,
     interval_index: int = FINAL,
 ) -> Charge:
@@ -149,14 +144,14 @@ def book_charge(
         tenant=tenant,
         owner=task.owner,
         pool_cpi=usage.pool_cpi,
-        provider_prefix=provider_prefix,
-        tier=tier.value,
-        unit=unit.value,
+        provider_prefix=rate.provider_prefix,
+        tier=rate.tier.value,
+        unit=rate.unit.value,
         quantity=qty,
-        unit_price=unit_price,
-        price_entry_id=price_entry_id,
-        amount=amount(qty, unit_price),
-        currency=currency,
+        unit_price=rate.unit_price,
+        price_entry_id=rate.price_entry_id,
+        amount=amount(qty, rate.unit_price),
+        currency=rate.currency,
         period=period_of(now),
         created_at=now,
     )
@@ -270,45 +265,25 @@ class Ledger:
         The caller holds the task's row locked (read ``with_for_update``), as the metering
         round does before it adds an interval: the two never both bill the same seconds.
         """
-        rate = self.rate(s, task, usage.pool_cpi, usage.cards)
-        metered = Metered(usage.card_hours, usage.cpu_core_hours, usage.pflops_hours_fp16)
-        qty = quantity(rate.unit, metered)
+        rate, qty = self._priced(s, task, usage)
         if isinstance(task.spec, dict) and task.spec.get("service"):  # only replicas accrue
             qty -= self.interim_quantity(s, task.id, usage.attempt)
-        return book_charge(
-            s,
-            task,
-            usage,
-            rate.provider_prefix,
-            rate.tier,
-            rate.unit,
-            qty,
-            rate.unit_price,
-            rate.currency,
-            rate.price_entry_id,
-            now,
-        )
+        return book_charge(s, task, usage, rate, qty, now)
 
     def charge_interim(
         self, s: Session, task: t.Task, usage: InterimUsage, now: datetime
     ) -> Charge:
         """Price one elapsed interval of a running replica, in the caller's transaction."""
+        rate, qty = self._priced(s, task, usage)
+        return book_charge(s, task, usage, rate, qty, now, usage.interval_index)
+
+    def _priced(
+        self, s: Session, task: t.Task, usage: t.UsageRecord | InterimUsage
+    ) -> tuple[Rate, Decimal]:
+        """The rate of an attempt and the quantity of ``usage`` in its unit."""
         rate = self.rate(s, task, usage.pool_cpi, usage.cards)
         metered = Metered(usage.card_hours, usage.cpu_core_hours, usage.pflops_hours_fp16)
-        return book_charge(
-            s,
-            task,
-            usage,
-            rate.provider_prefix,
-            rate.tier,
-            rate.unit,
-            quantity(rate.unit, metered),
-            rate.unit_price,
-            rate.currency,
-            rate.price_entry_id,
-            now,
-            usage.interval_index,
-        )
+        return rate, quantity(rate.unit, metered)
 
     @staticmethod
     def interim_quantity(s: Session, task_id: str, attempt: int) -> Decimal:

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from computenet.billing.ledger import book_charge
+from computenet.billing.ledger import Rate, book_charge
 from computenet.billing.rating import Tier, Unit, amount
 from computenet.billing.statements import check_period
 from computenet.store import tables as t
@@ -131,20 +131,15 @@ def book_remote(
     """Book, for the submitting user, the charge the node that ran the task made (for an
     attempt, or for one interval of a running replica)."""
     provider = "/".join(usage.pool_cpi.split("/")[:2])
-    return book_charge(
-        s,
-        task,
-        usage,
+    rate = Rate(
         provider,
         Tier(charge["tier"]),
         Unit(charge["unit"]),
-        Decimal(charge["quantity"]),
         Decimal(charge["unit_price"]),
         charge["currency"],
         None,
-        now,
-        interval_index,
     )
+    return book_charge(s, task, usage, rate, Decimal(charge["quantity"]), now, interval_index)
 
 
 @dataclass
