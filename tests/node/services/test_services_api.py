@@ -468,3 +468,16 @@ def test_a_failed_record_is_adopted_by_the_next_pass_without_a_restart(
     ctl.reconcile_all()
     assert [p.task_id for p in w.rt.services.replicas("echo")] == [orphan]
     assert list(_replica_tasks(w)) == [orphan]
+
+
+def test_a_service_whose_replicas_are_starting_is_unavailable_not_unknown(
+    world: tuple[World, Clock],
+) -> None:
+    w, _clock = world
+    one = {**SERVICE, "replicas": {"min": 1, "max": 1}}
+    key = w.client.post("/api/v1/services", json=one, headers=w.admin).json()["key"]
+    # No gateway: the replica task waits, so the router has no live replica to send to.
+    r = w.client.get("/services/v1/echo/", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 503 and r.json()["error"] == "no-replica", r.text
+    unknown = w.client.get("/services/v1/nosuch/", headers={"Authorization": f"Bearer {key}"})
+    assert unknown.status_code == 404, unknown.text

@@ -360,6 +360,17 @@ class MetricPlane:
         self._cache[name] = (now + self.settings.directory_ttl_s, live)
         return live
 
+    async def known_async(self, name: str) -> bool:
+        """Whether this node knows the service at all (homed here, or with a replica task
+        here in any live state), read fresh: a service whose replicas are still starting is
+        not "unknown" (503, try again), whatever the brief copy of its live replicas says."""
+        directory = self.directory
+        if directory is None:
+            return False
+        return await asyncio.to_thread(
+            lambda: directory.find(name) is not None or bool(directory.replicas(name))
+        )
+
     async def replicas_async(self, name: str) -> list[Any]:
         """``replicas``, reading the directory in a worker thread when its copy is old."""
         hit = self._cache.get(name)

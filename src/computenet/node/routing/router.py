@@ -175,7 +175,7 @@ async def route(name: str, path: str, request: Request) -> Response:
     key_checked = bool(placements) or (fwd is not None and fwd.key_checked)
     targets = _targets(plane, name, region, route_nodes, ident.parent_code, len(route_nodes))
     if not targets:
-        if not placements and fwd is None:
+        if not placements and fwd is None and not await plane.known_async(name):
             return _refuse(404, NotFound.reason, f"no service {name!r} known to this node")
         return _refuse(503, "no-replica", f"no healthy replica of {name!r} reachable from here")
     idempotent = method in SAFE or "idempotency-key" in request.headers
