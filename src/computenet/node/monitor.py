@@ -171,7 +171,8 @@ class Monitor:
         transaction (one per submission would halve the store's submit rate); return how
         many tasks it touched."""
         with self._lock:
-            traces, self._traces_due = self._traces_due, {}
+            # Trace ids stay due until written: a lease looked up meanwhile finds them here.
+            traces = dict(self._traces_due)
             first_logs, self._first_logs_due = self._first_logs_due, {}
         ids = sorted(traces.keys() | first_logs.keys())
         if not ids:
@@ -195,6 +196,10 @@ class Monitor:
             for tid, row in rows.items():  # written meanwhile by another path: merge
                 row.trace_id = traces.get(tid, row.trace_id)
                 row.first_log_at = row.first_log_at or first_logs.get(tid)
+        with self._lock:
+            for tid, trace in traces.items():
+                if self._traces_due.get(tid) == trace:
+                    del self._traces_due[tid]
         return len(ids)
 
     def placement_pass(self, took_s: float, placed: int) -> None:
