@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from computenet.gateway.backends.base import CapacityUnavailable, Job, JobStatus
-from computenet.gateway.backends.local import LocalBackend
+from computenet.gateway.backends.local import SPARE_NICE, LocalBackend
 from computenet.model.pool import Accelerator, PoolSpec
 from computenet.model.task import TaskSpec, TaskState
 from nodeproc import pids_matching
+from polling import wait_for
 
 POOL = PoolSpec(label="host", cpu_cores=2, memory_mib=4096)
 GPU_POOL = PoolSpec(
@@ -233,8 +234,8 @@ def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
     tmp_path: Path,
 ) -> None:
     """With ``watch``, a job goes to the runner started ahead (its secrets down its stdin),
-    the next spare starts as the job is handed over (one only), and the agent is woken as
-    the runner ends."""
+    the next spare starts as the job is handed over (by the job's own thread, so the agent
+    does not wait for the fork; one only), and the agent is woken as the runner ends."""
     backend = LocalBackend(tmp_path, [POOL])
     woken = threading.Event()
     backend.watch(woken.set)
@@ -244,8 +245,8 @@ def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
     job = Job("cn-T1", 1, "lease1", "cn/local/host", TaskSpec.model_validate(spec), {"TOKEN": "s3"})
     backend.submit(job)
     assert int((tmp_path / "jobs" / job.key / "runner.pid").read_text()) == spare.pid
-    nxt = backend._spare
-    assert nxt is not None and nxt is not spare and nxt.poll() is None
+    nxt = wait_for(lambda: backend._spare, 10, "the next spare")
+    assert nxt is not spare and nxt.poll() is None
     backend._refill()  # a spare is alive: no second one
     assert backend._spare is nxt
     assert woken.wait(20), "no wake-up when the runner ended"
@@ -257,6 +258,34 @@ def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
     assert nxt.stdin is not None
     nxt.stdin.close()  # as when the gateway goes away: the spare ends quietly
     assert nxt.wait(10) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root gateway lowers its spares' priority")
+def test_a_root_gateways_spare_loads_at_a_low_priority_and_runs_its_job_at_the_gateways(
+    tmp_path: Path,
+) -> None:
+    """A spare's Python start must not slow the task running meanwhile; its job must not run
+    slower than the gateway would run it."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    backend = LocalBackend(tmp_path, [POOL])
+    backend.watch(lambda: None)
+    spare = backend._spare
+    assert spare is not None
+    assert os.getpriority(os.PRIO_PROCESS, spare.pid) == min(19, own + SPARE_NICE)
+    spec = {"executors": [{"command": ["sleep", "30"]}]}
+    job = Job("cn-T9", 1, "lease9", "cn/local/host", TaskSpec.model_validate(spec))
+    backend.submit(job)
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, spare.pid) == own
+        nxt = wait_for(lambda: backend._spare, 10, "the next spare")
+        assert os.getpriority(os.PRIO_PROCESS, nxt.pid) == min(19, own + SPARE_NICE)
+    finally:
+        backend.cancel(job)
+        spare.wait(20)
+        backend.forget(job)
+        if backend._spare is not None and backend._spare.stdin is not None:
+            backend._spare.stdin.close()
+            backend._spare.wait(10)
 
 
 def test_the_runner_starts_without_the_heavy_imports() -> None:

@@ -49,6 +49,10 @@ REPORT_CHARS = 1024 * 1024  # log text per report: well under the node's body li
 NOTES_PER_REPORT = 32
 YOUNG_S = 5.0  # jobs younger than this are polled every YOUNG_POLL_S
 YOUNG_POLL_S = 0.05
+# A job that ended within this long after its lease is reported once, finished, not first
+# RUNNING: half the reports (and the node's work on them) for short tasks. A longer one is
+# reported RUNNING at the young poll after it.
+RUNNING_HOLD_S = 0.05
 STREAMS = ("stdout", "stderr")
 
 
@@ -492,6 +496,9 @@ class GatewayAgent:
         if final and status.message and not rest:
             notes.append(status.message)
         if state == tr.reported and not executors and not notes:
+            return
+        held = status.state is TaskState.RUNNING and tr.reported is TaskState.INITIALIZING
+        if held and time.monotonic() - tr.since < RUNNING_HOLD_S:
             return
         rep = TaskReport(
             lease_id=tr.job.lease_id,

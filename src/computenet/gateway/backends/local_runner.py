@@ -542,4 +542,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    # The outcome is written and the task's processes and cgroup are gone; the gateway
+    # learns of the end when this process exits, and an orderly interpreter shutdown
+    # (tearing down every module) took about 9 ms, which every task waited for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
