@@ -11,6 +11,7 @@ they are threads of this script, not node processes. Everything is bounded (~2 m
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import os
 import statistics
@@ -219,11 +220,27 @@ def forwarding(members: dict[str, Any], n: int) -> None:
     print(f"forwarding overhead (median difference): {extra * 1000:.0f} ms")
 
 
+def runner_bytecode() -> str:
+    """Whether the task runner's modules have up-to-date bytecode: without it (Python told
+    not to write any, as some hosts do) every task's runner compiles them again."""
+    src = REPO / "src" / "computenet"
+    stale = [
+        py
+        for py in (src / "gateway" / "backends").glob("*.py")
+        if not Path(importlib.util.cache_from_source(str(py))).exists()
+        or Path(importlib.util.cache_from_source(str(py))).stat().st_mtime < py.stat().st_mtime
+    ]
+    if not stale:
+        return "compiled"
+    return f"NOT compiled ({len(stale)} stale modules: `make bench-federation` compiles them)"
+
+
 def part1(tmp: Path, n: int) -> None:
     print("== part 1: real federation on loopback: 4 node processes + 4 gateway processes")
     # The local gateway sandboxes tasks (bwrap, a uid of its own, cgroup) only as root.
     mode = "sandboxed (root: bwrap)" if os.geteuid() == 0 else "unsandboxed (not root)"
     print(f"gateway mode: {mode}; load average {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"task runner bytecode: {runner_bytecode()}")
     members: dict[str, Any] = {}
     try:
         ttl0 = ("--resolve-ttl-s", "0")  # national and Shanghai never cache: uncached path
