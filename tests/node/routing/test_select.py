@@ -132,3 +132,30 @@ def test_a_forward_targets_url_is_looked_up_once_per_ttl_and_again_after_a_failu
     plane.site_failed("cn.sh")
     assert asyncio.run(url()) == "http://cn.sh.example:3"  # and after a failed forward
     assert looked == ["cn.sh"] * 3
+
+
+def test_whether_a_service_is_known_is_read_once_per_ttl_for_known_and_unknown_names() -> None:
+    now = [100.0]
+    plane = MetricPlane(RoutingSettings(directory_ttl_s=0.5), "cn", "11", clock=lambda: now[0])
+    reads: list[str] = []
+
+    class Directory:
+        def find(self, name: str) -> object | None:
+            reads.append(name)
+            return object() if name == "chat" else None
+
+        def replicas(self, _name: str) -> list[object]:
+            return []
+
+    plane.directory = Directory()  # type: ignore[assignment]
+
+    def known(name: str) -> bool:
+        return asyncio.run(plane.known_async(name))
+
+    # A client retrying a name that does not exist costs one read per period, not per request.
+    assert [known("nope") for _ in range(5)] == [False] * 5
+    assert known("chat") and known("chat")
+    assert reads == ["nope", "chat"]
+    now[0] += 0.6
+    assert not known("nope") and known("chat")
+    assert reads == ["nope", "chat", "nope", "chat"]

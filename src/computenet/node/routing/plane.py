@@ -155,6 +155,7 @@ class MetricPlane:
         self._forwarded: defaultdict[str, _Rate] = defaultdict(_Rate)  # node code -> rate
         self._remote: dict[str, str] = {}  # replica task id -> the node it runs under
         self._cache: dict[str, tuple[float, list[Any]]] = {}
+        self._known: dict[str, tuple[float, bool]] = {}  # name -> (until, known here)
         self._urls: dict[str, tuple[float, str]] = {}  # node code -> (until, its URL)
         self._tenants: dict[str, str] = {}  # service -> the tenant it bills (home node only)
         # Requests each replica (task id) on this node's gateways served, since start: the
@@ -367,9 +368,19 @@ class MetricPlane:
         directory = self.directory
         if directory is None:
             return False
-        return await asyncio.to_thread(
+        # Kept as briefly as the replicas' copy: a client retrying a name that does not
+        # exist costs one read per period, not one per request.
+        now = self.clock()
+        hit = self._known.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        known = await asyncio.to_thread(
             lambda: directory.find(name) is not None or bool(directory.replicas(name))
         )
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[name] = (now + self.settings.directory_ttl_s, known)
+        return known
 
     async def replicas_async(self, name: str) -> list[Any]:
         """``replicas``, reading the directory in a worker thread when its copy is old."""
