@@ -24,7 +24,7 @@ def test_task_on_a_pool_that_left_the_index_is_requeued(tmp_path: Path) -> None:
     db = Database(sqlite_url(tmp_path))
     upgrade(db)
     ident = root_identity("cn", "http://cn", NOW)
-    tasks = TaskService(db, "cn", lambda: None)
+    tasks = TaskService(db, "cn")
     spec = TaskSpec.model_validate({"executors": [{"command": ["true"]}]})
     tid, _ = tasks.submit(spec, "alice")
     with db.write() as s:
@@ -72,7 +72,7 @@ def test_an_owner_pushed_update_applies_only_to_tasks_it_runs_for_us(tmp_path: P
     upgrade(db)
     ident = root_identity("cn", "http://cn", NOW)
     gz, other = child_of(ident, "cn.52").chain[-1].body, child_of(ident, "cn.44").chain[-1].body
-    tasks = TaskService(db, "cn", lambda: None)
+    tasks = TaskService(db, "cn")
     running = _forwarded(db, tasks, "confirmed")
     withdrawn = _forwarded(db, tasks, "revoked")
     peer = Peer(ident)

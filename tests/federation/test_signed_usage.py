@@ -47,7 +47,7 @@ def origin(tmp_path: Path) -> tuple[Database, str]:
     db = Database(sqlite_url(tmp_path))
     upgrade(db)
     spec = TaskSpec.model_validate({"executors": [{"command": ["true"]}]})
-    tid, _ = TaskService(db, "cn.31", lambda: None).submit(spec, "alice", tenant="acme")
+    tid, _ = TaskService(db, "cn.31").submit(spec, "alice", tenant="acme")
     return db, tid
 
 

@@ -127,9 +127,8 @@ class Federation:
         return out
 
     def _handle_update(self, sender: CertBody, body: dict[str, Any]) -> dict[str, Any]:
-        out = self.forwarder.handle_update(sender, body)
-        self.changed.fire()  # a client long-polling a forwarded task sees its new state now
-        return out
+        # Its mirrored moves wake the long-polls on the task when they commit.
+        return self.forwarder.handle_update(sender, body)
 
     def enrol(self, req: EnrolIn) -> EnrolOut:
         """A child enrols here."""

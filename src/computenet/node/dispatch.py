@@ -87,14 +87,16 @@ class Dispatcher:
         self,
         db: Database,
         settings: NodeSettings,
-        on_change: Callable[[], None],
+        on_pools: Callable[[], None],
         ledger: Ledger | None = None,
         clock: Clock = utcnow,
     ):
         self.db = db
         self.clock = clock
         self.settings = settings
-        self._on_change = on_change
+        # Pools came, came back or went silent: the scheduler looks again. (A task's own
+        # changes wake those who wait on them when their transaction commits.)
+        self._on_pools = on_pools
         self.ledger = ledger or Ledger(db)
         self.secrets: SecretStore | None = None  # the runtime sets it
 
@@ -151,7 +153,7 @@ class Dispatcher:
                     row.updated_at = now
                 cpis[spec.label] = cpi
             gw.last_seen_at = now
-        self._on_change()
+        self._on_pools()
         return cpis
 
     @staticmethod
@@ -202,7 +204,7 @@ class Dispatcher:
                     if row.cancel_requested:
                         cancel.append(row.lease_id)
         if became_healthy:
-            self._on_change()
+            self._on_pools()
         lost = sorted(set(msg.leases) - set(renewed) - finished)
         return HeartbeatReply(
             renewed=renewed, lost=lost, cancel=cancel, lease_ttl_s=self.settings.lease_ttl_s
@@ -301,7 +303,6 @@ class Dispatcher:
     def report(self, gateway_id: str, tid: str, rep: TaskReport) -> ReportReply:
         """Apply a gateway's report on a leased task. Resending the same report is harmless."""
         now = self.clock()
-        finished = False
         with self.db.write() as s:
             row = s.get(t.Task, tid, with_for_update=True)
             if row is None:
@@ -336,7 +337,6 @@ class Dispatcher:
                 if rep.usage is not None:
                     self._record_usage(s, row, rep.usage, now)
                 record_outputs(s, row.id, row.attempt, rep.outputs)
-                finished = True
             elif new is TaskState.RUNNING and state is TaskState.INITIALIZING:
                 move(
                     s,
@@ -347,8 +347,6 @@ class Dispatcher:
                     started_at=row.started_at or now,
                 )
             cancel = row.cancel_requested
-        if finished:
-            self._on_change()
         return ReportReply(cancel=cancel)
 
     def _apply_logs(self, s: Session, row: t.Task, rep: TaskReport, now: datetime) -> None:
@@ -487,7 +485,7 @@ class Dispatcher:
                     )
                 changed += 1
         if changed:
-            self._on_change()
+            self._on_pools()
         return changed
 
     def release(self, gateway_id: str, tid: str, lease_id: str, why: str) -> TaskState:
@@ -502,7 +500,6 @@ class Dispatcher:
             if not TaskState(row.state).terminal:
                 self._lease_lost(s, row, now, f"handed back by its gateway ({why})")
             state = TaskState(row.state)
-        self._on_change()
         return state
 
     def _lease_lost(

@@ -38,13 +38,11 @@ class Placer:
     def __init__(
         self,
         db: Database,
-        on_change: Callable[[], None],
         lease_lost: LeaseLost,
         clock: Clock = utcnow,
     ):
         self.db = db
         self.clock = clock
-        self._on_change = on_change
         # Preempting a leased task: bill what ran and re-queue it (the dispatcher's part).
         self._lease_lost = lease_lost
         # Parsed specs of queued tasks and pools, so a pass does not re-validate them.
@@ -143,8 +141,6 @@ class Placer:
                     .where(t.Task.id == d.task_id, guard(Phase.WAITING))
                     .values(reason=d.reason)
                 )
-        if placed:
-            self._on_change()
         return placed
 
     def _explain_no_pools(self, read: Session) -> bool:

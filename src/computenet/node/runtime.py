@@ -32,7 +32,7 @@ from computenet.node.secrets import SecretStore, load_key
 from computenet.node.services.controller import ServiceController
 from computenet.node.services.directory import ServiceDirectory
 from computenet.node.settings import NodeSettings
-from computenet.node.signals import Signal
+from computenet.node.signals import Changes
 from computenet.node.tasks import TaskService
 from computenet.store import tables as t
 from computenet.store.db import Database, sqlite_url
@@ -64,21 +64,23 @@ class NodeRuntime:
         validate_node_code(settings.node_code)
         self.settings = settings
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
+        # Who a committed change wakes: the scheduler, lease long-polls, the federation's
+        # loop, long-polls on one task (each task's moves are noted in its transaction).
+        self.changes = Changes(settings.node_code)
+        self.db.after_commit.append(self.changes.committed)
         self.auth = Authenticator(self.db)
         self.ledger = Ledger(self.db)
         self.clock = clock
         self.reservations = Reservations(self.db, self.ledger, clock)
-        self.changed = Signal()  # something the scheduler or a waiting gateway cares about
         self.tasks = TaskService(
             self.db,
             settings.node_code,
-            self.changed.fire,
             UrlPolicy(settings.url_allow, settings.url_deny),
             self.ledger,
             clock,
         )
-        self.dispatch = Dispatcher(self.db, settings, self.changed.fire, self.ledger, clock)
-        self.placer = Placer(self.db, self.changed.fire, self.dispatch.preempted, clock)
+        self.dispatch = Dispatcher(self.db, settings, self.changes.queue.fire, self.ledger, clock)
+        self.placer = Placer(self.db, self.dispatch.preempted, clock)
         self.leader = LeaderElection(self.db, settings.node_code)
         self.audit = AuditLog(self.db)
         self.limiter = (
@@ -87,8 +89,12 @@ class NodeRuntime:
             else None
         )
         self.sched = SchedService(self.db, self.placer)
-        self.federation = Federation(self.db, settings, identity, self.tasks, self.changed, clock)
+        self.federation = Federation(
+            self.db, settings, identity, self.tasks, self.changes.federation, clock
+        )
         self.placer.remote_pools = self.federation.index.remote_pools
+        # Other nodes' pools changed: the scheduler may place there now.
+        self.federation.index.on_change.append(lambda _cpis: self.changes.queue.fire())
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)
@@ -122,7 +128,7 @@ class NodeRuntime:
     def drain(self) -> None:
         """Begin shutting down: end waiting long-polls so connections close promptly."""
         self.draining = True
-        self.changed.fire()
+        self.changes.fire_all()
 
     @property
     def node_code(self) -> str:
@@ -163,7 +169,7 @@ class NodeRuntime:
 
     async def start(self) -> None:
         """Start the scheduler and housekeeping loops on the running event loop."""
-        self.changed.bind(asyncio.get_running_loop())
+        self.changes.bind(asyncio.get_running_loop())
         self.audit.start()
         extended = await asyncio.to_thread(self.dispatch.extend_leases_after_restart)
         if extended:
@@ -205,7 +211,7 @@ class NodeRuntime:
             if not await self._lead():
                 await asyncio.sleep(self.settings.leader_check_s)
                 continue
-            seen = self.changed.mark()  # a submission during the pass wakes the next one
+            seen = self.changes.queue.mark()  # a submission during the pass wakes the next one
             began = loop.time()
             cpu_s = 0.0
             try:
@@ -215,7 +221,7 @@ class NodeRuntime:
                 self.monitor.error("scheduler")
                 log.exception("scheduling pass failed")
             ended = loop.time()
-            await self.changed.wait(1.0, since=seen)
+            await self.changes.queue.wait(1.0, since=seen)
             # The next pass starts at least twice this one's CPU time after it, so the
             # scheduler keeps to about a third of a core however long a pass over a big
             # backlog takes; and, when this pass found tasks waiting, at least a gap after

@@ -1,9 +1,20 @@
-"""A wake-up signal that worker threads can fire and the event loop can await."""
+"""Wake-up signals that worker threads fire and the event loop awaits, and what wakes which.
+
+A task's change of phase is noted in its transaction (:func:`computenet.tasks.transitions.moves`)
+and, once that commits, :class:`Changes` wakes only those who wait on it: the scheduler when a
+task waits or capacity is freed, the gateways' lease long-polls when a task is placed, the
+federation's loop when a task that crosses nodes moves, and the long-polls on that one task.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from computenet.tasks.lifecycle import HOLDING_PHASES, Phase
+from computenet.tasks.transitions import Moved, moves
 
 
 class Signal:
@@ -62,3 +73,105 @@ class Signal:
         except TimeoutError:
             return False
         return True
+
+
+class TaskSignals:
+    """One :class:`Signal` per task that someone waits on (a long-poll on that task), so a
+    change wakes the waiters of that task only. Signals exist only while watched."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watched: dict[str, tuple[Signal, int]] = {}  # task id -> signal, watchers
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to the running loop (the node does this at start-up)."""
+        self._loop = loop
+
+    @contextlib.contextmanager
+    def watch(self, task_id: str) -> Iterator[Signal]:
+        """The signal of ``task_id`` while the caller waits on it (on the loop's thread)."""
+        signal, watchers = self._watched.get(task_id, (None, 0))
+        if signal is None:
+            signal = Signal()
+            if self._loop is not None:
+                signal.bind(self._loop)
+        self._watched[task_id] = (signal, watchers + 1)
+        try:
+            yield signal
+        finally:
+            signal, watchers = self._watched[task_id]
+            if watchers == 1:
+                del self._watched[task_id]
+            else:
+                self._watched[task_id] = (signal, watchers - 1)
+
+    def fire(self, task_ids: Iterable[str]) -> None:
+        """Wake the waiters of these tasks. Safe from worker threads."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop shutting down
+            loop.call_soon_threadsafe(self._fire, tuple(task_ids))
+
+    def fire_all(self) -> None:
+        """Wake every waiter (the node is shutting down). Safe from worker threads."""
+        self.fire(list(self._watched))
+
+    def _fire(self, task_ids: tuple[str, ...]) -> None:
+        for tid in task_ids:
+            entry = self._watched.get(tid)
+            if entry is not None:
+                entry[0]._swap()
+
+
+class Changes:
+    """The node's wake-ups, each for those who act on one kind of change."""
+
+    def __init__(self, node_code: str) -> None:
+        self.any = Signal()  # every change: the console's live view
+        self.queue = Signal()  # a task waits, or capacity was freed: the scheduler
+        self.placed = Signal()  # a task was placed: gateways' lease long-polls
+        self.federation = Signal()  # a task that crosses nodes moved: the forwarding loop
+        self.tasks = TaskSignals()  # per task: long-polls on one task
+        self._prefix = f"{node_code}/"
+        self._id_prefix = f"{node_code}-"
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach every signal to the running loop."""
+        for signal in (self.any, self.queue, self.placed, self.federation):
+            signal.bind(loop)
+        self.tasks.bind(loop)
+
+    def fire_all(self) -> None:
+        """Wake everyone (shutting down: long-polls return at once)."""
+        for signal in (self.any, self.queue, self.placed, self.federation):
+            signal.fire()
+        self.tasks.fire_all()
+
+    def committed(self, info: dict[str, Any]) -> None:
+        """A write transaction committed (the database's hook): wake who waits on its moves."""
+        moved = moves(info)
+        if not moved:
+            return
+        self.any.fire()
+        self.tasks.fire(m.task_id for m in moved)
+        if any(_frees_or_queues(m) for m in moved):
+            self.queue.fire()
+        if any(m.after is Phase.PLACED for m in moved):
+            self.placed.fire()
+        if any(self._crosses_nodes(m) for m in moved):
+            self.federation.fire()
+
+    def _crosses_nodes(self, m: Moved) -> bool:
+        """Whether the federation's loop has something to do about ``m``: a task placed on
+        another node's pool (forward it), one forwarded there (cancel it there), or one
+        another node forwarded here (push its change to that node)."""
+        if m.after is Phase.PLACED and m.pool_cpi is not None:
+            return not m.pool_cpi.startswith(self._prefix)
+        return Phase.FORWARDED in (m.before, m.after) or not m.task_id.startswith(self._id_prefix)
+
+
+def _frees_or_queues(m: Moved) -> bool:
+    """A task now waits for a pool, or gave back the capacity it held."""
+    freed = m.before in HOLDING_PHASES and m.after not in HOLDING_PHASES
+    return m.after is Phase.WAITING or freed

@@ -73,7 +73,6 @@ class TaskService:
         self,
         db: Database,
         node_code: str,
-        on_change: Callable[[], None],
         url_policy: UrlPolicy | None = None,
         ledger: Ledger | None = None,
         clock: Clock = utcnow,
@@ -81,7 +80,6 @@ class TaskService:
         self.db = db
         self.clock = clock
         self.node_code = node_code
-        self._on_change = on_change
         # Called with each new task's id before the placer is woken (the monitor's trace id).
         self.on_created: Callable[[str], None] = lambda _tid: None
         self.url_policy = url_policy or UrlPolicy()
@@ -154,6 +152,9 @@ class TaskService:
             with self.db.write() as s:
                 row["max_charge"] = self.ledger.hold(s, spec, tenant or owner, now)
                 create(s, row, now)
+                # Before the commit, which wakes the placer: the task may be placed and
+                # leased at once, and its lease must carry the trace id.
+                self.on_created(tid)
         except BudgetExceeded:
             # A repeat of a task already held against the budget is that task, not a refusal.
             repeat = None if client_key is None else self._by_key(owner, client_key, stored)
@@ -165,8 +166,6 @@ class TaskService:
             if existing is None:
                 raise
             return existing, False
-        self.on_created(tid)
-        self._on_change()
         return tid, True
 
     def _by_key(self, owner: str, client_key: str, stored: dict[str, object]) -> str | None:
@@ -297,7 +296,6 @@ class TaskService:
                     cancel_requested=True,
                 )
                 result = TaskState.CANCELING
-        self._on_change()
         return result
 
 

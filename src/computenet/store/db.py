@@ -8,7 +8,7 @@ locked") into an orderly queue. PostgreSQL needs neither.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,9 @@ class Database:
             self.engine.execution_options(begin_immediate=True), expire_on_commit=False
         )
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        # Called with a write session's ``info`` once it has committed (outside the write
+        # lock): what the transaction noted there (tasks that moved) wakes whoever waits.
+        self.after_commit: list[Callable[[dict[str, Any]], None]] = []
 
     @staticmethod
     def _setup_sqlite(engine: Engine) -> None:
@@ -82,8 +85,12 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
         lock = self._write_lock or nullcontext()
-        with lock, self._write_sessions() as session, session.begin():
-            yield session
+        with self._write_sessions() as session:
+            with lock, session.begin():
+                yield session
+            if session.info:
+                for hook in self.after_commit:
+                    hook(session.info)
 
     def dispose(self) -> None:
         """Close every pooled connection."""

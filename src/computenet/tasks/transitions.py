@@ -9,6 +9,7 @@ columns of the expected phase>``, so a writer whose view went stale changes noth
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,6 +36,28 @@ from computenet.tasks.lifecycle import (
 log = logging.getLogger("computenet.lifecycle")
 
 LIVE_FORWARD = ("sent", "confirmed")  # fed_forwards states in which another node has it
+MOVES = "computenet.moves"  # the key of a session's ``info`` under which moves are listed
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """One task's change of phase in a transaction: whoever waits on it is woken once the
+    transaction commits (see :func:`moves`)."""
+
+    task_id: str
+    before: Phase | None  # None: the task was created
+    after: Phase
+    pool_cpi: str | None = None  # the pool a placement chose
+
+
+def moves(info: dict[str, Any]) -> list[Moved]:
+    """The moves listed in a session's ``info`` (empty when none)."""
+    listed: list[Moved] = info.get(MOVES, [])
+    return listed
+
+
+def _note(s: Session, moved: Moved) -> None:
+    s.info.setdefault(MOVES, []).append(moved)
 
 
 class StaleTransition(Conflict):
@@ -136,6 +159,7 @@ def _write(
         return None
     if message is not None:
         log_line(s, tid, int(attempt), state, message, now)
+    _note(s, Moved(tid, phase, new, values.get("pool_cpi")))
     return int(attempt)
 
 
@@ -153,6 +177,7 @@ def create(s: Session, row: dict[str, Any], now: datetime) -> None:
     """Insert a new task, waiting for the scheduler, and its 'submitted' event."""
     s.execute(insert(t.Task), {**row, "state": tes_state(Phase.WAITING).value, "pool_cpi": None})
     log_line(s, str(row["id"]), 0, TaskState.QUEUED.value, "submitted", now)
+    _note(s, Moved(str(row["id"]), None, Phase.WAITING))
 
 
 class _Record(Protocol):

@@ -155,7 +155,7 @@ async def _stream(request: Request, rt: NodeRuntime, p: Principal) -> AsyncItera
         elif time.monotonic() - last_sent >= KEEPALIVE_S:
             last_sent = time.monotonic()
             yield ": keep-alive\n\n"
-        await rt.changed.wait(CHECK_S)
+        await rt.changes.any.wait(CHECK_S)
         if await request.is_disconnected():
             return
         await asyncio.sleep(0.5)  # coalesce bursts of changes into one update

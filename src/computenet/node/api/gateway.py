@@ -66,13 +66,13 @@ async def lease(body: LeaseRequest, rt: Runtime, gw: Gateway) -> LeaseReply:
     """Long-poll for tasks placed on this gateway's pools."""
     deadline = time.monotonic() + body.wait_s
     while True:
-        seen = rt.changed.mark()  # a placement while we look wakes the wait below at once
+        seen = rt.changes.placed.mark()  # a placement while we look wakes the wait at once
         tasks = await run_in_threadpool(rt.dispatch.lease, gw.subject, body.max_tasks)
         left = deadline - time.monotonic()
         if tasks or left <= 0 or rt.draining:
             return LeaseReply(tasks=await run_in_threadpool(rt.monitor.traces, tasks))
         # Woken by any placement; the timeout bounds a missed wake-up.
-        await rt.changed.wait(min(left, 1.0), since=seen)
+        await rt.changes.placed.wait(min(left, 1.0), since=seen)
         await asyncio.sleep(0)
 
 

@@ -21,7 +21,9 @@ from computenet.node.views import PoolOut, TaskListOut, TaskOut, View, pool_out
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
 MAX_WAIT_S = 60.0  # a long-poll on one task answers within this, even if nothing moved
-WAIT_RECHECK_S = 0.5  # how often a long-poll looks again for changes that fire no signal
+# A long-poll is woken by each change of its task's state; it also looks again this often,
+# the safety net for a wake-up that never comes (a change made by another replica of the node).
+WAIT_RECHECK_S = 0.5
 
 
 class NodeInfo(BaseModel):
@@ -154,15 +156,15 @@ async def get_task(
     final), or when ``wait_s`` has passed, whichever is first."""
     scope = owner_scope(p)
     deadline = time.monotonic() + wait_s
-    while True:
-        mark = rt.changed.mark()  # a change while we read wakes the wait below at once
-        out = await run_in_threadpool(rt.tasks.get, task_id, view, scope)
-        left = deadline - time.monotonic()
-        moved = out.state.terminal or (state is not None and out.state is not state)
-        if moved or left <= 0 or rt.draining:
-            return out
-        # A finished task fires the signal; other changes are seen at the next re-check.
-        await rt.changed.wait(min(left, WAIT_RECHECK_S), since=mark)
+    with rt.changes.tasks.watch(task_id) as changed:
+        while True:
+            mark = changed.mark()  # a change while we read wakes the wait below at once
+            out = await run_in_threadpool(rt.tasks.get, task_id, view, scope)
+            left = deadline - time.monotonic()
+            moved = out.state.terminal or (state is not None and out.state is not state)
+            if moved or left <= 0 or rt.draining:
+                return out
+            await changed.wait(min(left, WAIT_RECHECK_S), since=mark)
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=CancelOut)
