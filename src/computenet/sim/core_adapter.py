@@ -235,6 +235,10 @@ class CorePlacer:
 
     # ---- gateways' heartbeats, in virtual time -------------------------------------
 
+    def placed(self) -> dict[str, str]:
+        """Jobs placed and not yet leased (their gateway is silent) -> their pool."""
+        return dict(self._placed)
+
     def checks_s(self) -> list[float]:
         """The virtual times at which :meth:`check` may change something."""
         return self._beats.checks_s()
