@@ -7,8 +7,11 @@ placer (``CorePlacer``, no store) on the same pools and jobs. Both decide with
 ``computenet.tasks.placement.plan_pass``; the test checks that the two ways of building its
 inputs agree, and that the in-memory apply step (``apply_plan``) leaves the tasks where the
 live node's store apply left them. Both hand placed tasks to gateways and expire leases with
-``computenet.tasks.dispatching`` (``lease_order``, ``expiries``): the last test checks that the
-live dispatcher's leases and expiries match the simulator's on the same inputs.
+``computenet.tasks.dispatching`` (``lease_order``, ``expiries``): a test checks that the
+live dispatcher's leases and expiries match the simulator's on the same inputs. Both decide
+pool health with ``computenet.tasks.health``: the last tests let a gateway go silent and come
+back, and check second by second that both mark the same pools unhealthy, give back and
+re-queue the same tasks and place them alike afterwards.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ through the live node's pass decision (:func:`computenet.tasks.placement.plan_pa
 Jobs and pools are translated to the core's own inputs (TaskView, PoolView, Context) and
 its decisions back. Nothing here ranks or filters pools: every choice is the core's, made
 from what a live node would know (a runtime hint, a workload name, where the data is), while
-the engine runs each job for its true time on the card it got.
+the engine runs each job for its true time on the card it got. Gateways lease, and pools
+turn unhealthy and back, by the live dispatcher's own functions
+(:mod:`computenet.tasks.dispatching`, :mod:`computenet.tasks.health`), in virtual time.
 """
 
 from __future__ import annotations
