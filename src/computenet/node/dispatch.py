@@ -475,11 +475,15 @@ class Dispatcher:
                     t.Pool.last_heartbeat_at < silence_cutoff(now, timeout_s),
                 )
             ).all()
-            candidates = s.execute(
-                select(t.Task.id, t.Task.pool_cpi, t.Task.priority, t.Task.seq).where(
-                    t.Task.pool_cpi.in_([cpi for cpi, _, _ in beats]), guard(Phase.PLACED)
-                )
-            ).all()
+            candidates = (
+                s.execute(
+                    select(t.Task.id, t.Task.pool_cpi, t.Task.priority, t.Task.seq).where(
+                        t.Task.pool_cpi.in_([cpi for cpi, _, _ in beats]), guard(Phase.PLACED)
+                    )
+                ).all()
+                if beats
+                else []
+            )
             decided = went_silent(
                 (Beat(cpi, PoolHealth(health), at) for cpi, health, at in beats),
                 (Placed(i, Phase.PLACED, pool, prio, seq) for i, pool, prio, seq in candidates),
