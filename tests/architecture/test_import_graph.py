@@ -23,8 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"errors", "model"},
     "sched": {"errors", "model"},
     "tasks": {"errors", "model", "store", "sched"},
-    # The simulator makes the node's pass and dispatch decisions (tasks/placement.py and
-    # tasks/dispatching.py, pure like tasks/lifecycle.py); it never writes through
+    # The simulator makes the node's pass, dispatch and pool-health decisions
+    # (tasks/placement.py, tasks/dispatching.py, tasks/health.py, pure like
+    # tasks/lifecycle.py); it never writes through
     # tasks/transitions.py (the store).
     "sim": {"errors", "model", "sched", "tasks"},
     "billing": {"errors", "model", "store", "tasks"},

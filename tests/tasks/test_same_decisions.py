@@ -7,31 +7,41 @@ placer (``CorePlacer``, no store) on the same pools and jobs. Both decide with
 ``computenet.tasks.placement.plan_pass``; the test checks that the two ways of building its
 inputs agree, and that the in-memory apply step (``apply_plan``) leaves the tasks where the
 live node's store apply left them. Both hand placed tasks to gateways and expire leases with
-``computenet.tasks.dispatching`` (``lease_order``, ``expiries``): the last test checks that the
-live dispatcher's leases and expiries match the simulator's on the same inputs.
+``computenet.tasks.dispatching`` (``lease_order``, ``expiries``): a test checks that the
+live dispatcher's leases and expiries match the simulator's on the same inputs. Both decide
+pool health with ``computenet.tasks.health``: the last tests let a gateway go silent and come
+back, and check second by second that both mark the same pools unhealthy, give back and
+re-queue the same tasks and place them alike afterwards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from computenet.model.pool import PoolHealth
 from computenet.model.protocol import DeclarePools, Heartbeat, PoolLive, PoolSpec
 from computenet.model.task import Policy, TaskSpec
+from computenet.node import dispatch as dispatch_module
 from computenet.node.runtime import NodeRuntime
 from computenet.node.sched_apply import preempt
 from computenet.node.settings import NodeSettings
 from computenet.sched.core import Decision
 from computenet.sim.core_adapter import CORE_POLICIES, CorePlacer, pool_spec, task_spec
+from computenet.sim.telemetry import Outage
 from computenet.sim.topology import SimPool, Topology
 from computenet.sim.trace import Job
 from computenet.store import tables as t
 from computenet.tasks.clock import FakeClock
 from computenet.tasks.dispatching import Held, expiries
+from computenet.tasks.health import Silence, silence_cutoff, went_silent
 from computenet.tasks.lifecycle import Event, Phase, apply
 from computenet.tasks.placement import Plan, TaskRecord, Waiting, apply_plan, plan_pass
 from computenet.tasks.transitions import current_phase
@@ -369,3 +379,183 @@ def test_a_live_node_and_the_simulator_lease_and_expire_alike(
     ends = {phase for round_ in outcomes for _, _, phase in round_}
     lost = Phase.WAITING if max_attempts > 1 else Phase.SYSTEM_ERROR
     assert ends == {lost.value, Phase.CANCELED.value}
+
+
+# ---- a gateway going silent: pool health, un-placing, lease expiry, recovery ------------
+
+SILENT_FROM_S, BACK_AT_S, END_S = 10, 50, 56  # gateway "b" heartbeats at <= 10 s and >= 50 s
+OWNERS = {"a": TOPOLOGY.pools[:2], "b": TOPOLOGY.pools[2:]}
+
+# One second: the unhealthy pools, and each arrived job's (phase, pool label, attempts).
+Tick = tuple[int, tuple[str, ...], dict[str, tuple[Phase, str | None, int]]]
+
+
+def _outage_jobs() -> list[Job]:
+    """Jobs arriving before, during and after gateway "b" goes silent; none ends."""
+    shapes = [(0, 4, 40, 0), (0, 8, 40, 0), (0, 8, 0, 0), (15, 4, 40, 1), (15, 4, 0, 0),
+              (33, 2, 0, 0), (45, 4, 0, 0), (52, 8, 40, 3)]  # fmt: skip
+    return [
+        Job(
+            job_id=f"job-{i:02d}",
+            tenant=f"tenant-{i % 2}",
+            arrival_s=float(at),
+            cards=cards,
+            runtime_s={m: 86_400.0 * f for m, f in SPEEDS.items()},
+            min_memory_gib=memory,
+            priority=priority,
+        )
+        for i, (at, cards, memory, priority) in enumerate(shapes)
+    ]
+
+
+def _label(pool: str | None) -> str | None:
+    return pool.rsplit("/", 1)[1] if pool else None
+
+
+def _sim_timeline(jobs: list[Job]) -> list[Tick]:
+    """The simulator's side, each second: the node's housekeeping check (heartbeats, lease
+    expiry, silence), then a scheduling round over the jobs that arrived and are not leased
+    (the engine's bookkeeping of cards, by hand)."""
+    silent = tuple(p.pool_id for p in OWNERS["b"])
+    placer = CorePlacer("balanced", TOPOLOGY, jobs, [Outage(silent, SILENT_FROM_S, BACK_AT_S)])
+    by_id = {j.job_id: j for j in jobs}
+    leased: dict[str, str] = {}
+    attempts: dict[str, int] = {}
+    out: list[Tick] = []
+
+    def take(handed: list[tuple[Job, SimPool]]) -> None:
+        for job, pool in handed:
+            leased[job.job_id] = pool.pool_id
+            attempts[job.job_id] = attempts.get(job.job_id, 0) + 1
+
+    for now in range(END_S + 1):
+        check = placer.check(float(now))
+        assert not check.failed
+        for job_id in check.requeued:
+            del leased[job_id]
+        take(check.started)
+        free = {p.pool_id: p.cards for p in TOPOLOGY.pools}
+        held: dict[str, int] = {}
+        for job_id, pool in leased.items():
+            free[pool] -= by_id[job_id].cards
+            held[by_id[job_id].tenant] = held.get(by_id[job_id].tenant, 0) + by_id[job_id].cards
+        pending = [j for j in jobs if j.arrival_s <= now and j.job_id not in leased]
+        if pending:
+            take(placer.place(float(now), pending, free, held))
+        placed = placer.placed()
+        phases: dict[str, tuple[Phase, str | None, int]] = {}
+        for job in jobs:
+            tries = attempts.get(job.job_id, 0)
+            if job.job_id in leased:
+                phases[job.job_id] = (Phase.LEASED, _label(leased[job.job_id]), tries)
+            elif job.job_id in placed:
+                phases[job.job_id] = (Phase.PLACED, _label(placed[job.job_id]), tries)
+            elif job.arrival_s <= now:
+                phases[job.job_id] = (Phase.WAITING, None, tries)
+        sick = sorted(
+            str(_label(v.cpi)) for v in placer.views(free) if v.health is PoolHealth.UNHEALTHY
+        )
+        out.append((now, tuple(sick), phases))
+    return out
+
+
+def _live_timeline(tmp_path: Path, jobs: list[Job]) -> list[Tick]:
+    """The live side on a real SQLite node with the node's default dispatch settings, each
+    second on a FakeClock: gateways that are up heartbeat (renewing the leases they hold),
+    housekeeping expires, arrivals are submitted, one scheduling pass, and gateways that are
+    up lease what was placed on their pools."""
+    clock = FakeClock()
+    rt = NodeRuntime(NodeSettings(data_dir=tmp_path, node_code="cn"), clock)
+    rt.bootstrap()
+    out: list[Tick] = []
+    try:
+        prefix, token = rt.enrol_provider("sim", "")
+        rt.auth.redeem_enrolment(token)
+        gws = {}
+        for g, pools in OWNERS.items():
+            gws[g] = rt.dispatch.register_gateway(prefix, f"sim-gw-{g}")
+            rt.dispatch.declare_pools(gws[g], DeclarePools(pools=[pool_spec(p) for p in pools]))
+        holding: dict[str, list[str]] = {g: [] for g in OWNERS}  # lease ids each gateway holds
+        ids: dict[str, str] = {}
+        for now in range(END_S + 1):
+            clock.advance(1 if now else 0)
+            up = [g for g in OWNERS if g == "a" or not SILENT_FROM_S < now < BACK_AT_S]
+            for g in up:
+                beat = Heartbeat(
+                    pools=[PoolLive(label=str(_label(p.pool_id))) for p in OWNERS[g]],
+                    leases=holding[g],
+                )
+                holding[g] = list(rt.dispatch.heartbeat(gws[g], beat).renewed)
+            rt.dispatch.expire()
+            for job in (j for j in jobs if j.arrival_s == now):
+                spec = task_spec(job, Policy.BALANCED, TOPOLOGY.pools)
+                ids[job.job_id] = rt.tasks.submit(spec, job.tenant)[0]
+            rt.placer.schedule_pass()
+            for g in up:
+                holding[g] += [lt.lease_id for lt in rt.dispatch.lease(gws[g], 100)]
+            with rt.db.read() as s:
+                sick = sorted(
+                    str(_label(p.cpi))
+                    for p in s.scalars(select(t.Pool))
+                    if p.health == PoolHealth.UNHEALTHY.value
+                )
+                phases: dict[str, tuple[Phase, str | None, int]] = {}
+                for job_id, tid in ids.items():
+                    row = s.get(t.Task, tid)
+                    assert row is not None
+                    phases[job_id] = (current_phase(s, row), _label(row.pool_cpi), row.attempt)
+            out.append((now, tuple(sick), phases))
+    finally:
+        rt.federation.peer.close()
+        rt.db.dispose()
+    return out
+
+
+def test_the_outage_case_exercises_every_health_decision() -> None:
+    """The simulator's timeline on its own (cheap): the silent gateway's pool turns unhealthy
+    at 31 s, not 30 s, gives back a placed job, loses its leases at 41 s, not 40 s, and
+    takes work again when its gateway is back at 50 s."""
+    timeline = _sim_timeline(_outage_jobs())
+    gd = str(_label(OWNERS["b"][0].pool_id))
+    assert [now for now, sick, _ in timeline if sick] == list(range(31, BACK_AT_S))
+    assert all(sick == (gd,) for _, sick, _ in timeline if sick)
+    at = {now: phases for now, _, phases in timeline}
+    on_gd = {now: {j: p for j, (p, pool, _) in at[now].items() if pool == gd} for now in at}
+    assert Phase.PLACED in on_gd[30].values() and Phase.PLACED not in on_gd[31].values()
+    assert Phase.LEASED in on_gd[40].values() and not on_gd[41]
+    assert any(p is Phase.LEASED and n == 2 for p, pool, n in at[BACK_AT_S].values() if pool == gd)
+
+
+def test_a_live_node_and_the_simulator_agree_when_a_gateway_goes_silent(tmp_path: Path) -> None:
+    """Gateway "b" stops heartbeating at 10 s and is back at 50 s. Second by second, the live
+    node (heartbeat, expire, pass and lease calls on a real store) and the simulator (its
+    placer's check and rounds, virtual seconds) mark the same pools unhealthy at the same
+    times, give back the same placed jobs, lose the same leases and place the same jobs on
+    the same pools afterwards, with the same attempt counts. Both decide with
+    ``computenet.tasks.health`` and ``computenet.tasks.dispatching``."""
+    jobs = _outage_jobs()
+    live = _live_timeline(tmp_path, jobs)
+    sim = _sim_timeline(jobs)
+    for at_live, at_sim in zip(live, sim, strict=True):
+        assert at_live == at_sim
+
+
+def test_the_comparison_catches_a_node_that_drifts_from_the_shared_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were the live node to decide silence by its own rule (here: a heartbeat exactly
+    ``timeout_s`` old already counts as silent), the timelines would part at 30 s."""
+
+    def at_or_before(now: datetime, timeout_s: float) -> datetime:
+        return silence_cutoff(now, timeout_s) + timedelta(microseconds=1)
+
+    def drifted(pools: Any, placed: Any, now: datetime, timeout_s: float) -> Silence:
+        return went_silent(pools, placed, now + timedelta(microseconds=1), timeout_s)
+
+    monkeypatch.setattr(dispatch_module, "silence_cutoff", at_or_before)
+    monkeypatch.setattr(dispatch_module, "went_silent", drifted)
+    jobs = _outage_jobs()
+    live = _live_timeline(tmp_path, jobs)
+    sim = _sim_timeline(jobs)
+    parted = [lv[0] for lv, sm in zip(live, sim, strict=True) if lv != sm]
+    assert parted[0] == 30

@@ -47,6 +47,7 @@ from computenet.tasks.dispatching import (
     lease_lost_outcome,
     lease_order,
 )
+from computenet.tasks.health import Beat, heard, silence_cutoff, went_silent
 from computenet.tasks.lifecycle import HANDED_OUT_STATES, Event, Phase, phase_of, reported
 from computenet.tasks.transitions import current_phase, guard, log_line, move, move_by_id
 
@@ -177,10 +178,11 @@ class Dispatcher:
             for pool in s.scalars(select(t.Pool).where(t.Pool.gateway_id == gateway_id)):
                 label = pool.cpi.rsplit("/", 1)[1]
                 state = live.get(label)
-                healthy = state.healthy if state else False  # not vouched for: unhealthy
                 if state:
                     pool.running_tasks = state.running_tasks
-                new_health = PoolHealth.HEALTHY if healthy else PoolHealth.UNHEALTHY
+                # The rule the simulator applies too: not vouched for, unhealthy.
+                new_health = heard(state.healthy if state else None)
+                healthy = new_health is PoolHealth.HEALTHY
                 became_healthy |= pool.health != new_health.value and healthy
                 pool.health = new_health.value
                 pool.last_heartbeat_at = now
@@ -462,28 +464,42 @@ class Dispatcher:
                 assert row is not None
                 self._lease_lost(s, row, now)
                 changed += 1
-            cutoff = now - timedelta(seconds=self.settings.heartbeat_timeout_s)
-            silent = list(
-                s.scalars(
-                    select(t.Pool).where(
-                        t.Pool.health == PoolHealth.HEALTHY.value,
-                        t.Pool.last_heartbeat_at < cutoff,
-                    )
+            # SQL narrows to pools heard from before the cutoff, and to tasks placed on
+            # them; the pure ``went_silent`` decides which turn unhealthy and what they
+            # give back, as the simulator decides it.
+            timeout_s = self.settings.heartbeat_timeout_s
+            beats = s.execute(
+                select(t.Pool.cpi, t.Pool.health, t.Pool.last_heartbeat_at).where(
+                    t.Pool.health == PoolHealth.HEALTHY.value,
+                    t.Pool.last_heartbeat_at < silence_cutoff(now, timeout_s),
                 )
+            ).all()
+            candidates = (
+                s.execute(
+                    select(t.Task.id, t.Task.pool_cpi, t.Task.priority, t.Task.seq).where(
+                        t.Task.pool_cpi.in_([cpi for cpi, _, _ in beats]), guard(Phase.PLACED)
+                    )
+                ).all()
+                if beats
+                else []
             )
-            for pool in silent:
+            decided = went_silent(
+                (Beat(cpi, PoolHealth(health), at) for cpi, health, at in beats),
+                (Placed(i, Phase.PLACED, pool, prio, seq) for i, pool, prio, seq in candidates),
+                now,
+                timeout_s,
+            )
+            for cpi in decided.unhealthy:
+                pool = s.get(t.Pool, cpi)
+                assert pool is not None
                 pool.health = PoolHealth.UNHEALTHY.value
                 pool.updated_at = now
-                # Tasks placed there but not yet leased may go elsewhere.
-                why = "placed pool stopped heartbeating"
-                placed = s.scalars(
-                    select(t.Task.id).where(t.Task.pool_cpi == pool.cpi, guard(Phase.PLACED))
-                )
-                for tid in list(placed):
-                    move_by_id(
-                        s, tid, Phase.PLACED, Event.UNPLACED, now, why, pool_cpi=None, reason=why
-                    )
                 changed += 1
+            why = "placed pool stopped heartbeating"
+            for tid in decided.unplaced:
+                move_by_id(
+                    s, tid, Phase.PLACED, Event.UNPLACED, now, why, pool_cpi=None, reason=why
+                )
         if changed:
             self._on_pools()
         return changed

@@ -4,12 +4,15 @@ through the live node's pass decision (:func:`computenet.tasks.placement.plan_pa
 Jobs and pools are translated to the core's own inputs (TaskView, PoolView, Context) and
 its decisions back. Nothing here ranks or filters pools: every choice is the core's, made
 from what a live node would know (a runtime hint, a workload name, where the data is), while
-the engine runs each job for its true time on the card it got.
+the engine runs each job for its true time on the card it got. Gateways lease, and pools
+turn unhealthy and back, by the live dispatcher's own functions
+(:mod:`computenet.tasks.dispatching`, :mod:`computenet.tasks.health`), in virtual time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from computenet.errors import InvalidInput
 from computenet.model.pool import Accelerator, Capacity, PoolHealth, PoolSpec, Region
@@ -32,9 +35,12 @@ from computenet.sched.core import (
 )
 from computenet.sched.estimates import REFERENCE_MODEL
 from computenet.sched.pooltable import workload_throughputs
+from computenet.sim.placers import Check
+from computenet.sim.telemetry import Dispatch, Heartbeats, Outage
 from computenet.sim.topology import SimPool, Topology
 from computenet.sim.trace import Job
-from computenet.tasks.dispatching import Placed, lease_order
+from computenet.tasks.dispatching import Held, Placed, expiries, lease_order
+from computenet.tasks.health import went_silent
 from computenet.tasks.lifecycle import Phase
 from computenet.tasks.placement import Waiting, plan_pass
 
@@ -111,12 +117,35 @@ def task_spec(job: Job, policy: Policy, pools: Sequence[SimPool]) -> TaskSpec:
     )
 
 
-class CorePlacer:
-    """Runs the node's scheduling pass (the core's ``schedule``) under one of its policies."""
+@dataclass
+class _Lease:
+    """A job handed to its pool's gateway: the attempt, and when the lease ends."""
 
-    def __init__(self, policy: str, topology: Topology, jobs: Sequence[Job]) -> None:
+    pool: str
+    attempt: int
+    expires_s: float
+
+
+class CorePlacer:
+    """Runs the node's scheduling pass (the core's ``schedule``) under one of its policies,
+    and its dispatcher's health and lease decisions when ``outages`` silence gateways."""
+
+    def __init__(
+        self,
+        policy: str,
+        topology: Topology,
+        jobs: Sequence[Job],
+        outages: Sequence[Outage] = (),
+        dispatch: Dispatch | None = None,
+    ) -> None:
         self.name = policy
         self._pools = {p.pool_id: p for p in topology.pools}
+        self._jobs = {j.job_id: j for j in jobs}
+        self._dispatch = dispatch or Dispatch()
+        self._beats = Heartbeats(self._pools, outages, self._dispatch)
+        self._placed: dict[str, str] = {}  # job -> pool: placed, not yet leased
+        self._leases: dict[str, _Lease] = {}
+        self._attempts: dict[str, int] = {}
         self._specs = {p.pool_id: pool_spec(p) for p in topology.pools}
         specs = [task_spec(j, Policy(policy), topology.pools) for j in jobs]
         # Shape keys once per job, as the node's placer caches them, not once per round.
@@ -137,16 +166,21 @@ class CorePlacer:
         return self._tasks[job_id]
 
     def views(self, free: Mapping[str, int]) -> list[PoolView]:
-        """Every pool as the core sees it, with ``free`` cards (pool id -> cards)."""
+        """Every pool as the core sees it: its health, and ``free`` cards (pool id ->
+        cards not held by started jobs) less what jobs placed there and not yet leased hold."""
+        room = dict(free)
+        for job_id, pool in self._placed.items():
+            room[pool] -= self._jobs[job_id].cards
+        health = self._beats.health
         return [
             PoolView(
                 cpi,
                 spec,
-                PoolHealth.HEALTHY,
+                health.get(cpi, PoolHealth.HEALTHY),
                 Capacity(
-                    cpu_cores=_CORES_PER_CARD * free[cpi],
-                    memory_mib=_MEMORY_MIB_PER_CARD * free[cpi],
-                    accelerators=free[cpi],
+                    cpu_cores=_CORES_PER_CARD * room[cpi],
+                    memory_mib=_MEMORY_MIB_PER_CARD * room[cpi],
+                    accelerators=room[cpi],
                 ),
             )
             for cpi, spec in self._specs.items()
@@ -154,12 +188,16 @@ class CorePlacer:
 
     def context(self, held: Mapping[str, int]) -> Context:
         """The round's context: the network, the jobs' data, equal tenant weights with the
-        cards each tenant ``held`` as its usage."""
+        cards each tenant ``held`` (and has placed, not yet leased) as its usage."""
+        usage = dict(held)
+        for job_id in self._placed:
+            job = self._jobs[job_id]
+            usage[job.tenant] = usage.get(job.tenant, 0) + job.cards
         return Context(
             network=self._network,
             datasets=self._datasets,
             tenants={
-                t: TenantShare(weight=1.0, usage=float(held.get(t, 0))) for t in self._tenants
+                t: TenantShare(weight=1.0, usage=float(usage.get(t, 0))) for t in self._tenants
             },
         )
 
@@ -170,15 +208,78 @@ class CorePlacer:
         free: Mapping[str, int],
         held: Mapping[str, int],
     ) -> list[tuple[Job, SimPool]]:
-        """One scheduling round of the core over ``pending``."""
-        by_id = {j.job_id: j for j in pending}
+        """One scheduling round of the core over ``pending`` (those not already placed);
+        returns the jobs the pools' gateways lease now (they start)."""
         # The live node's pass decision, the same function (no store, virtual time).
-        waiting = [Waiting(self._tasks[j.job_id]) for j in pending]
+        waiting = [Waiting(self._tasks[j.job_id]) for j in pending if j.job_id not in self._placed]
         plan = plan_pass(waiting, self.views(free), self.context(held))
-        placed = [(by_id[d.task_id], self._pools[str(d.pool)]) for d in plan.placements]
-        # Each pool's gateway leases at once all that was placed on it (no gateway is lost in
-        # the simulator), in the live dispatcher's order.
-        return self.lease(placed, self._pools, len(placed))
+        for d in plan.placements:
+            self._placed[d.task_id] = str(d.pool)
+        return self._hand_out(now_s)
+
+    def _hand_out(self, now_s: float) -> list[tuple[Job, SimPool]]:
+        """Each gateway that is heartbeating leases at once all that was placed on its pools,
+        in the live dispatcher's order; a silent one leases nothing."""
+        if not self._placed:
+            return []
+        up = {p for p in set(self._placed.values()) if self._beats.up(p, now_s)}
+        records = [
+            Placed(i, Phase.PLACED, pool, self._jobs[i].priority, self._tasks[i].seq)
+            for i, pool in self._placed.items()
+        ]
+        out = []
+        for job_id in lease_order(records, up, len(records)):
+            pool = self._placed.pop(job_id)
+            attempt = self._attempts[job_id] = self._attempts.get(job_id, 0) + 1
+            self._leases[job_id] = _Lease(pool, attempt, now_s + self._dispatch.lease_ttl_s)
+            out.append((self._jobs[job_id], self._pools[pool]))
+        return out
+
+    # ---- gateways' heartbeats, in virtual time -------------------------------------
+
+    def placed(self) -> dict[str, str]:
+        """Jobs placed and not yet leased (their gateway is silent) -> their pool."""
+        return dict(self._placed)
+
+    def checks_s(self) -> list[float]:
+        """The virtual times at which :meth:`check` may change something."""
+        return self._beats.checks_s()
+
+    def silent_until(self, pool: str, now_s: float) -> float | None:
+        """When ``pool``'s gateway, silent at ``now_s``, is heard again; None if it is not."""
+        return self._beats.silent_until(pool, now_s)
+
+    def ended(self, job_id: str) -> None:
+        """A job's gateway reported it finished: its lease is over."""
+        self._leases.pop(job_id, None)
+
+    def check(self, now_s: float) -> Check:
+        """The node's housekeeping at ``now_s``, decided by its own functions: heartbeats
+        renew leases and make pools healthy, leases that ran out end (:func:`expiries`),
+        silent pools turn unhealthy and give their placed jobs back (:func:`went_silent`);
+        then a gateway that came back leases what was placed on it."""
+        ttl_s = self._dispatch.lease_ttl_s
+        self._beats.beat(now_s)
+        for lease in self._leases.values():
+            lease.expires_s = max(lease.expires_s, self._beats.last_s[lease.pool] + ttl_s)
+        held = (Held(i, Phase.LEASED, x.attempt, x.expires_s) for i, x in self._leases.items())
+        requeued: list[str] = []
+        failed: list[str] = []
+        for gone in expiries(held, now_s, self._dispatch.max_attempts):
+            del self._leases[gone.task_id]
+            (requeued if gone.phase is Phase.WAITING else failed).append(gone.task_id)
+        placed = (
+            Placed(i, Phase.PLACED, pool, self._jobs[i].priority, self._tasks[i].seq)
+            for i, pool in self._placed.items()
+        )
+        silence = went_silent(
+            self._beats.beats(), placed, now_s, self._dispatch.heartbeat_timeout_s
+        )
+        for pool in silence.unhealthy:
+            self._beats.health[pool] = PoolHealth.UNHEALTHY
+        for job_id in silence.unplaced:
+            del self._placed[job_id]
+        return Check(self._hand_out(now_s), requeued, failed, silence.unhealthy, silence.unplaced)
 
     def lease(
         self, placed: Sequence[tuple[Job, SimPool]], pools: Collection[str], max_tasks: int

@@ -8,7 +8,8 @@ one placer (``core_adapter``); the baselines (``baselines``) are the others.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from computenet.sim.topology import SimPool
 from computenet.sim.trace import Job
@@ -27,6 +28,41 @@ class Placer(Protocol):
         held: Mapping[str, int],
     ) -> list[tuple[Job, SimPool]]:
         """Choose pools for some of ``pending``; never more cards than ``free`` per pool."""
+        ...
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a housekeeping check decided at one instant: jobs a gateway that came back was
+    handed (they start now), jobs whose lease ran out (back to the queue, or given up after
+    the node's attempt limit), pools that turned unhealthy, and placed jobs they gave back."""
+
+    started: list[tuple[Job, SimPool]]
+    requeued: list[str]
+    failed: list[str]
+    unhealthy: tuple[str, ...] = ()
+    unplaced: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Watched(Protocol):
+    """A placer that models gateways going silent: the engine wakes it at ``checks_s``,
+    holds back what a silent gateway reports, and tells it when a job ends."""
+
+    def checks_s(self) -> list[float]:
+        """The virtual times at which :meth:`check` may change something."""
+        ...
+
+    def check(self, now_s: float) -> Check:
+        """Heartbeats, lease expiry and pool silence at ``now_s``."""
+        ...
+
+    def silent_until(self, pool: str, now_s: float) -> float | None:
+        """When ``pool``'s silent gateway is heard again (its reports arrive then)."""
+        ...
+
+    def ended(self, job_id: str) -> None:
+        """``job_id`` finished and its gateway reported it: its lease is over."""
         ...
 
 
