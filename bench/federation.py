@@ -27,6 +27,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+import computenet.gateway.backends as backends  # noqa: E402
 import fedproc  # type: ignore[import-not-found,unused-ignore]  # noqa: E402  (typed with MYPYPATH=tests)
 import nodeproc  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
 from computenet.federation.enrol import enrol_with_parent  # noqa: E402
@@ -223,10 +224,9 @@ def forwarding(members: dict[str, Any], n: int) -> None:
 def runner_bytecode() -> str:
     """Whether the task runner's modules have up-to-date bytecode: without it (Python told
     not to write any, as some hosts do) every task's runner compiles them again."""
-    src = REPO / "src" / "computenet"
     stale = [
         py
-        for py in (src / "gateway" / "backends").glob("*.py")
+        for py in Path(backends.__file__).parent.glob("*.py")
         if not Path(importlib.util.cache_from_source(str(py))).exists()
         or Path(importlib.util.cache_from_source(str(py))).stat().st_mtime < py.stat().st_mtime
     ]
