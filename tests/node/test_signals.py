@@ -99,9 +99,13 @@ def test_the_federation_loop_is_woken_only_by_tasks_that_cross_nodes() -> None:
     # Placed on another node's pool (a child's is another node's too): forward it.
     assert _woken([Moved("cn.31-A", Phase.WAITING, p, "cn.52/gw/host")])["federation"]
     assert _woken([Moved("cn.31-A", Phase.WAITING, p, "cn.31.ai/gw/host")])["federation"]
-    # A task another node forwarded here: push each change back to it.
+    # A task another node forwarded here: push it back once handed out or ended; queued
+    # here (created, placed) is no news to the node that forwarded it.
     assert _woken([Moved("cn.52-B", Phase.LEASED, Phase.RUNNING)])["federation"]
-    assert _woken([Moved("cn.3-B", Phase.LEASED, Phase.RUNNING)])["federation"]
+    assert _woken([Moved("cn.3-B", Phase.PLACED, Phase.LEASED)])["federation"]
+    assert _woken([Moved("cn.52-B", Phase.RUNNING, Phase.COMPLETE)])["federation"]
+    assert not _woken([Moved("cn.52-B", None, Phase.WAITING)])["federation"]
+    assert not _woken([Moved("cn.52-B", Phase.WAITING, p, "cn.31/gw/host")])["federation"]
     # One of ours forwarded elsewhere: cancel it there.
     assert _woken([Moved("cn.31-A", Phase.FORWARDED, Phase.CANCELING)])["federation"]
 

@@ -346,6 +346,11 @@ class Forwarder:
         """Send each origin the snapshots of its forwarded tasks that changed here since the
         last round (a new event in their timeline); return how many were sent.
 
+        A task still queued here is not pushed: the origin knows it is queued here, and
+        each push costs both nodes a signed call and a transaction, competing with the
+        placement and lease that come next. Its events go with its next push, or the
+        origin's pull.
+
         A push can be missed (lost on the wire, or an event committed out of id order on
         PostgreSQL): the origin's pull each tick still brings the change, later.
         """
@@ -355,8 +360,11 @@ class Forwarder:
             if upto is None or newest <= upto:
                 return 0
             changed = s.execute(
-                select(FedInbound.task_id, FedInbound.origin, FedInbound.origin_url).where(
+                select(FedInbound.task_id, FedInbound.origin, FedInbound.origin_url)
+                .join(t.Task, t.Task.id == FedInbound.task_id)
+                .where(
                     FedInbound.state == "confirmed",
+                    t.Task.state != TaskState.QUEUED.value,
                     FedInbound.task_id.in_(
                         select(t.TaskEvent.task_id).where(
                             t.TaskEvent.id > upto, t.TaskEvent.id <= newest

@@ -162,9 +162,12 @@ class Federation:
         pull = now - self._pulled_at >= self.settings.fed_sync_s
         if pull:
             self._pulled_at = now
+        # Pushes first: a finished task's news is what a client is waiting for, and the
+        # reads of the other two (most rounds find nothing to confirm or forward) need not
+        # delay it.
+        self.forwarder.push_updates()
         self.forwarder.confirm_inbound()
         self.forwarder.tick(pull)
-        self.forwarder.push_updates()
 
     def _linked(self) -> bool:
         """Whether this node has a parent or a child (children are re-read every 5 s)."""

@@ -165,10 +165,13 @@ class Changes:
     def _crosses_nodes(self, m: Moved) -> bool:
         """Whether the federation's loop has something to do about ``m``: a task placed on
         another node's pool (forward it), one forwarded there (cancel it there), or one
-        another node forwarded here (push its change to that node)."""
+        another node forwarded here and now handed out or ended (push it to that node; a
+        task still queued here is not pushed, see ``Forwarder.push_updates``)."""
         if m.after is Phase.PLACED and m.pool_cpi is not None:
             return not m.pool_cpi.startswith(self._prefix)
-        return Phase.FORWARDED in (m.before, m.after) or not m.task_id.startswith(self._id_prefix)
+        if not m.task_id.startswith(self._id_prefix):
+            return m.after not in (Phase.WAITING, Phase.PLACED)
+        return Phase.FORWARDED in (m.before, m.after)
 
 
 def _frees_or_queues(m: Moved) -> bool:
