@@ -227,8 +227,8 @@ class Dispatcher:
             t.Task.pool_cpi.in_(cpis),
             t.Task.lease_id.is_(None),
         )
-        # Every change wakes every waiting long-poll: look without the write lock first, so
-        # a gateway with nothing placed on it does not queue behind submissions for it.
+        # A placement wakes every gateway's long-poll: look without the write lock first, so
+        # a gateway with nothing placed on it does not queue behind the others for it.
         with self.db.read() as s:
             if s.execute(select(t.Task.id).where(*unleased).limit(1)).first() is None:
                 return out
