@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from computenet.gateway.backends.base import CapacityUnavailable, Job, JobStatus
-from computenet.gateway.backends.local import SPARE_NICE, LocalBackend
+from computenet.gateway.backends.local import SPARE_NICE, LocalBackend, _may_raise_priority
 from computenet.model.pool import Accelerator, PoolSpec
 from computenet.model.task import TaskSpec, TaskState
 from nodeproc import pids_matching
@@ -260,7 +260,9 @@ def test_a_watching_agent_gets_a_runner_started_ahead_and_a_wake_up_at_each_end(
     assert nxt.wait(10) == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only a root gateway lowers its spares' priority")
+@pytest.mark.skipif(
+    not _may_raise_priority(), reason="only a gateway that may raise it again lowers it"
+)
 def test_a_root_gateways_spare_loads_at_a_low_priority_and_runs_its_job_at_the_gateways(
     tmp_path: Path,
 ) -> None:
@@ -300,3 +302,41 @@ def test_the_runner_starts_without_the_heavy_imports() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop CAP_SYS_NICE from it")
+def test_a_root_gateway_without_cap_sys_nice_keeps_its_spares_at_its_own_priority(
+    tmp_path: Path,
+) -> None:
+    """Root in a container often lacks CAP_SYS_NICE: it could lower a spare's priority but
+    not raise it again, so its jobs would all run at nice 10. It must not lower it."""
+    code = f"""
+import os, time
+from pathlib import Path
+from computenet.gateway.backends.base import Job
+from computenet.gateway.backends.local import LocalBackend, _may_raise_priority
+from computenet.model.pool import PoolSpec
+from computenet.model.task import TaskSpec
+pool = PoolSpec(label="host", cpu_cores=2, memory_mib=2048)
+backend = LocalBackend(Path({str(tmp_path)!r}), [pool])
+backend.watch(lambda: None)
+spare = backend._spare
+own = os.getpriority(os.PRIO_PROCESS, 0)
+print(_may_raise_priority(), os.getpriority(os.PRIO_PROCESS, spare.pid) == own)
+spec = TaskSpec.model_validate({{"executors": [{{"command": ["sleep", "30"]}}]}})
+job = Job("cn-T8", 1, "l8", "cn/p/host", spec)
+backend.submit(job)
+print(os.getpriority(os.PRIO_PROCESS, spare.pid) == own)
+backend.cancel(job)
+spare.wait(20)
+backend.forget(job)
+"""
+    out = subprocess.run(
+        ["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout

@@ -106,8 +106,11 @@ def test_the_federation_loop_is_woken_only_by_tasks_that_cross_nodes() -> None:
     assert _woken([Moved("cn.52-B", Phase.RUNNING, Phase.COMPLETE)])["federation"]
     assert not _woken([Moved("cn.52-B", None, Phase.WAITING)])["federation"]
     assert not _woken([Moved("cn.52-B", Phase.WAITING, p, "cn.31/gw/host")])["federation"]
-    # One of ours forwarded elsewhere: cancel it there.
+    # One of ours forwarded elsewhere: cancel it there, also once it runs there.
     assert _woken([Moved("cn.31-A", Phase.FORWARDED, Phase.CANCELING)])["federation"]
+    assert _woken([Moved("cn.31-A", Phase.RUNNING, Phase.CANCELING)])["federation"]
+    # One forwarded here that lost its lease is news to its origin (it showed it running).
+    assert _woken([Moved("cn.52-B", Phase.RUNNING, Phase.WAITING)])["federation"]
 
 
 def test_a_task_signal_lives_while_watched_and_shutdown_wakes_every_watcher() -> None:
@@ -125,3 +128,18 @@ def test_a_task_signal_lives_while_watched_and_shutdown_wakes_every_watcher() ->
         return woke, fresh
 
     assert asyncio.run(asyncio.wait_for(main(), 10)) == (True, True)
+
+
+def test_pools_changing_wake_the_scheduler_and_the_live_view() -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        changes = Changes("cn")
+        changes.bind(asyncio.get_running_loop())
+        marks = (changes.queue.mark(), changes.any.mark(), changes.placed.mark())
+        await asyncio.to_thread(changes.pools_changed)
+        return (
+            await changes.queue.wait(1.0, since=marks[0]),
+            await changes.any.wait(1.0, since=marks[1]),
+            await changes.placed.wait(0.01, since=marks[2]),
+        )
+
+    assert asyncio.run(asyncio.wait_for(main(), 10)) == (True, True, False)

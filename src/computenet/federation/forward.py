@@ -17,7 +17,7 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 
 from computenet.billing.settlement import charges_of, interim_of
 from computenet.errors import ComputeNetError, Forbidden
@@ -346,10 +346,10 @@ class Forwarder:
         """Send each origin the snapshots of its forwarded tasks that changed here since the
         last round (a new event in their timeline); return how many were sent.
 
-        A task still queued here is not pushed: the origin knows it is queued here, and
-        each push costs both nodes a signed call and a transaction, competing with the
-        placement and lease that come next. Its events go with its next push, or the
-        origin's pull.
+        A task queued here and never handed out yet is not pushed: the origin knows it is
+        queued here, and each push costs both nodes a signed call and a transaction,
+        competing with the placement and lease that come next. Its events go with its next
+        push, or the origin's pull. One that came back to the queue (its lease lost) is.
 
         A push can be missed (lost on the wire, or an event committed out of id order on
         PostgreSQL): the origin's pull each tick still brings the change, later.
@@ -364,7 +364,7 @@ class Forwarder:
                 .join(t.Task, t.Task.id == FedInbound.task_id)
                 .where(
                     FedInbound.state == "confirmed",
-                    t.Task.state != TaskState.QUEUED.value,
+                    or_(t.Task.state != TaskState.QUEUED.value, t.Task.attempt > 0),
                     FedInbound.task_id.in_(
                         select(t.TaskEvent.task_id).where(
                             t.TaskEvent.id > upto, t.TaskEvent.id <= newest

@@ -79,7 +79,9 @@ class NodeRuntime:
             self.ledger,
             clock,
         )
-        self.dispatch = Dispatcher(self.db, settings, self.changes.queue.fire, self.ledger, clock)
+        self.dispatch = Dispatcher(
+            self.db, settings, self.changes.pools_changed, self.ledger, clock
+        )
         self.placer = Placer(self.db, self.dispatch.preempted, clock)
         self.leader = LeaderElection(self.db, settings.node_code)
         self.audit = AuditLog(self.db)
@@ -94,7 +96,7 @@ class NodeRuntime:
         )
         self.placer.remote_pools = self.federation.index.remote_pools
         # Other nodes' pools changed: the scheduler may place there now.
-        self.federation.index.on_change.append(lambda _cpis: self.changes.queue.fire())
+        self.federation.index.on_change.append(lambda _cpis: self.changes.pools_changed())
         self.secrets = SecretStore(self.db, load_key(key_file))
         self.dispatch.secrets = self.secrets
         self.monitor = Monitor(self.db, settings)

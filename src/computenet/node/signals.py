@@ -142,6 +142,12 @@ class Changes:
             signal.bind(loop)
         self.tasks.bind(loop)
 
+    def pools_changed(self) -> None:
+        """Pools came, came back or went silent, here or in the federation's index: the
+        scheduler looks again, and the console's live view shows it."""
+        self.queue.fire()
+        self.any.fire()
+
     def fire_all(self) -> None:
         """Wake everyone (shutting down: long-polls return at once)."""
         for signal in (self.any, self.queue, self.placed, self.federation):
@@ -165,13 +171,18 @@ class Changes:
     def _crosses_nodes(self, m: Moved) -> bool:
         """Whether the federation's loop has something to do about ``m``: a task placed on
         another node's pool (forward it), one forwarded there (cancel it there), or one
-        another node forwarded here and now handed out or ended (push it to that node; a
-        task still queued here is not pushed, see ``Forwarder.push_updates``)."""
+        another node forwarded here that was handed out, ended or came back to the queue
+        (push it to that node; one not yet handed out is not pushed, see
+        ``Forwarder.push_updates``)."""
         if m.after is Phase.PLACED and m.pool_cpi is not None:
             return not m.pool_cpi.startswith(self._prefix)
         if not m.task_id.startswith(self._id_prefix):
-            return m.after not in (Phase.WAITING, Phase.PLACED)
-        return Phase.FORWARDED in (m.before, m.after)
+            return m.after not in _QUEUED or m.before not in (None, *_QUEUED)
+        # A cancel of one running elsewhere (mirrored as leased or running) goes there too.
+        return Phase.FORWARDED in (m.before, m.after) or m.after is Phase.CANCELING
+
+
+_QUEUED = (Phase.WAITING, Phase.PLACED)  # queued here, not yet handed out
 
 
 def _frees_or_queues(m: Moved) -> bool:

@@ -7,6 +7,7 @@ locked") into an orderly queue. PostgreSQL needs neither.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -18,6 +19,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from computenet.errors import InvalidInput
+
+log = logging.getLogger("computenet.store")
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -90,7 +93,11 @@ class Database:
                 yield session
             if session.info:
                 for hook in self.after_commit:
-                    hook(session.info)
+                    try:
+                        hook(session.info)
+                    except Exception:
+                        # The write has committed: a caller must not take it for failed.
+                        log.exception("after-commit hook failed")
 
     def dispose(self) -> None:
         """Close every pooled connection."""

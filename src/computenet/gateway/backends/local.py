@@ -52,8 +52,23 @@ log = logging.getLogger("computenet.gateway")
 RUNNER = [sys.executable, "-m", "computenet.gateway.backends.local_runner"]
 # How much lower a spare runner's CPU priority is while it loads Python, so that on a busy
 # host it does not slow the task that is running now; it takes the gateway's own back with
-# its job. Only a root gateway does this: another could not raise the priority again.
+# its job. Only a gateway that may raise a priority again (root with CAP_SYS_NICE) does this.
 SPARE_NICE = 10
+CAP_SYS_NICE = 23  # linux/capability.h
+
+
+def _may_raise_priority() -> bool:
+    """Whether this process may give a process it lowered its own priority again: root
+    with CAP_SYS_NICE (a container's root often lacks it)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -106,7 +121,7 @@ class LocalBackend(Backend):
         # task runs); kept only for an agent that watches (see ``watch``).
         self._keep_spare = False
         self._spare: subprocess.Popen[bytes] | None = None
-        self._nice_spares = os.geteuid() == 0
+        self._nice_spares = _may_raise_priority()
         self._lock = threading.Lock()
         if sandbox is not None:
             for job_file in self.jobs_dir.glob("*/job.json"):
@@ -132,7 +147,10 @@ class LocalBackend(Backend):
         # after a short one then finds a runner done importing; here rather than in
         # ``submit`` so that the agent need not wait for the fork. At most one spare is
         # ever kept (``_refill`` starts none while one is alive).
-        self._refill()
+        try:
+            self._refill()
+        except OSError:  # no fork now (EAGAIN, ENOMEM): the job's end must still wake us
+            log.exception("could not start a spare runner")
         proc.wait()
         self._wake()
         self._refill()  # normally a no-op; here when the spare died meanwhile
@@ -180,11 +198,17 @@ class LocalBackend(Backend):
         with self._lock:
             spare, self._spare = self._spare, None
         proc = spare if spare is not None and spare.poll() is None else self._spawn()
-        if self._nice_spares:
+        if proc is spare and self._nice_spares:
             # The job runs at the gateway's own priority (from the spare's first instruction
             # on, if it is still loading Python).
-            with contextlib.suppress(OSError):
+            try:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0))
+            except OSError:  # not allowed after all: this job gets a runner of its own
+                log.warning("cannot raise a spare runner's priority; spares stay at ours")
+                self._nice_spares = False
+                proc.kill()
+                proc.wait()
+                proc = self._spawn()
         try:
             self._hand(proc, order)
         except OSError:  # the spare died meanwhile: start a runner for this job
@@ -219,8 +243,9 @@ class LocalBackend(Backend):
                 self._spare = self._spawn()
                 if self._nice_spares:
                     # After the fork, not in it: a preexec hook would rule out vfork.
+                    own = os.getpriority(os.PRIO_PROCESS, 0)
                     with contextlib.suppress(OSError):
-                        os.setpriority(os.PRIO_PROCESS, self._spare.pid, SPARE_NICE)
+                        os.setpriority(os.PRIO_PROCESS, self._spare.pid, min(19, own + SPARE_NICE))
 
     def _take_uid(self, key: str) -> int:
         """A uid from the range that no other job holds and no process runs as (one left
