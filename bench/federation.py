@@ -224,12 +224,11 @@ def forwarding(members: dict[str, Any], n: int) -> None:
 def runner_bytecode() -> str:
     """Whether the task runner's modules have up-to-date bytecode: without it (Python told
     not to write any, as some hosts do) every task's runner compiles them again."""
-    stale = [
-        py
-        for py in Path(backends.__file__).parent.glob("*.py")
-        if not Path(importlib.util.cache_from_source(str(py))).exists()
-        or Path(importlib.util.cache_from_source(str(py))).stat().st_mtime < py.stat().st_mtime
-    ]
+    stale = []
+    for py in Path(backends.__file__).parent.glob("*.py"):
+        pyc = Path(importlib.util.cache_from_source(str(py)))
+        if not pyc.exists() or pyc.stat().st_mtime < py.stat().st_mtime:
+            stale.append(py)
     if not stale:
         return "compiled"
     return f"NOT compiled ({len(stale)} stale modules: `make bench-federation` compiles them)"

@@ -26,6 +26,7 @@ from computenet.federation.mirror import mirror_task
 from computenet.federation.peer import Peer
 from computenet.federation.ports import Tasks
 from computenet.model.api import View
+from computenet.model.ids import origin_of
 from computenet.model.task import TaskSpec, TaskState
 from computenet.store import tables as t
 from computenet.store.db import Database
@@ -49,10 +50,6 @@ BATCH = 200
 # cut off for longer misses the intervals in between; the settlement lists them.
 INTERIM_PER_SNAPSHOT = 96
 SIGNATURES_KEPT = 100_000
-
-
-def _origin_of(task_id: str) -> str:
-    return task_id.rsplit("-", 1)[0]
 
 
 class Forwarder:
@@ -270,7 +267,7 @@ class Forwarder:
         accepted = []
         for item in items:
             tid = str(item.get("task_id", ""))
-            if _origin_of(tid) != sender.code:
+            if origin_of(tid) != sender.code:
                 raise Forbidden(f"node {sender.code} may not forward task {tid}: not its id")
             TaskSpec.model_validate(item.get("spec"))
         with self.db.write() as s:

@@ -28,6 +28,11 @@ def task_id(node_code: str) -> str:
     return f"{node_code}-{ulid()}"
 
 
+def origin_of(task_id: str) -> str:
+    """The code of the node a task was submitted to, from its id (see :func:`task_id`)."""
+    return task_id.rsplit("-", 1)[0]
+
+
 def hash_token(token: str) -> str:
     """The stored form of a token (API, gateway or enrolment): its SHA-256, in hex."""
     return hashlib.sha256(token.encode()).hexdigest()

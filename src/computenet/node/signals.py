@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from computenet.model.ids import origin_of
 from computenet.tasks.lifecycle import HOLDING_PHASES, Phase
 from computenet.tasks.transitions import Moved, moves
 
@@ -133,8 +134,8 @@ class Changes:
         self.placed = Signal()  # a task was placed: gateways' lease long-polls
         self.federation = Signal()  # a task that crosses nodes moved: the forwarding loop
         self.tasks = TaskSignals()  # per task: long-polls on one task
+        self._code = node_code
         self._prefix = f"{node_code}/"
-        self._id_prefix = f"{node_code}-"
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach every signal to the running loop."""
@@ -176,7 +177,7 @@ class Changes:
         ``Forwarder.push_updates``)."""
         if m.after is Phase.PLACED and m.pool_cpi is not None:
             return not m.pool_cpi.startswith(self._prefix)
-        if not m.task_id.startswith(self._id_prefix):
+        if origin_of(m.task_id) != self._code:
             return m.after not in _QUEUED or m.before not in (None, *_QUEUED)
         # A cancel of one running elsewhere (mirrored as leased or running) goes there too.
         return Phase.FORWARDED in (m.before, m.after) or m.after is Phase.CANCELING
